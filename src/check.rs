@@ -1,0 +1,1 @@
+//! The shared verdict (stub).

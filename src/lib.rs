@@ -1,0 +1,21 @@
+//! lockstep makes a Git commit alone determine what runs in a Kubernetes cluster.
+//!
+//! Data flow (each stage a module; the pure core in the middle, I/O at the edges):
+//! - **lock**: `source::fs` reads the manifests → `manifest::scan` finds every image →
+//!   `resolve` asks the registry for each distinct tag's digest → `manifest::rewrite` pins
+//!   the image scalars → `lockfile` records digests and the manifests binding →
+//!   `signing` signs the exact lockfile bytes → `source` writes (and with `--commit`, `git`
+//!   commits) the result.
+//! - **verify**: `source` reads the bytes (work tree or a Git revision) → `signing::verify`
+//!   checks the signatures against trusted keys *before* the lockfile is parsed →
+//!   `lockfile` parses → `manifest::scan` → `check` gives the verdict. No network.
+//! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
+
+pub mod check;
+pub mod cli;
+pub mod lockfile;
+pub mod manifest;
+pub mod model;
+pub mod resolve;
+pub mod signing;
+pub mod source;

@@ -1,0 +1,1 @@
+//! The lockfile (stub).

@@ -1,0 +1,1 @@
+//! `lockstep.toml`: extra image paths for custom resources (stub).

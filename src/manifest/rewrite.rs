@@ -1,0 +1,1 @@
+//! (bytes, replacements) -> bytes, touching only image scalars (stub).

@@ -1,0 +1,1 @@
+//! bytes -> image uses (stub).

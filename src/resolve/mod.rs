@@ -1,0 +1,3 @@
+//! Resolving tags to digests against registries (edge).
+
+pub mod oci;

@@ -1,0 +1,1 @@
+//! harness integration tests (stub).

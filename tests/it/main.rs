@@ -1,0 +1,8 @@
+//! lockstep's integration tests: one binary, real registry, real ssh-keygen, real Git.
+
+mod cli;
+mod git;
+mod harness;
+mod manifest;
+mod resolve;
+mod signing;

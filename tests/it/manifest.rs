@@ -1,0 +1,1 @@
+//! manifest integration tests (stub).
