@@ -12,6 +12,7 @@
 //! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
 
 pub mod check;
+pub mod lock;
 pub mod cli;
 pub mod lockfile;
 pub mod manifest;
@@ -19,3 +20,4 @@ pub mod model;
 pub mod resolve;
 pub mod signing;
 pub mod source;
+pub mod verify;

@@ -1,1 +1,163 @@
-//! The command line (stub).
+//! The command line: arguments → validated settings → a command → printed result and an
+//! exit code. The binary hands in what it read from the outside world (the clock, the
+//! environment), so everything here is testable.
+
+pub mod args;
+pub mod commands;
+pub mod error;
+pub mod printer;
+pub mod progress;
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use zeroize::Zeroizing;
+
+use args::{Cli, Command, KeyArgs, RegistryArgs, VerifyArgs};
+use error::{CliError, Message};
+use printer::Printer;
+
+use crate::resolve::oci::OciSettings;
+use crate::signing::SigningKey;
+
+/// What the binary read from its environment.
+pub struct Env {
+    /// The current time.
+    pub now: Timestamp,
+    /// `SOURCE_DATE_EPOCH`, when set: the lockfile's creation time, for reproducible builds.
+    pub source_date_epoch: Option<String>,
+    /// `LOCKSTEP_SIGNING_KEY`: the private key text itself (a CI secret).
+    pub signing_key: Option<Zeroizing<String>>,
+    /// `LOCKSTEP_SIGNING_KEY_PASSPHRASE`, for an encrypted key.
+    pub passphrase: Option<Zeroizing<String>>,
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli, env: Env) -> u8 {
+    let printer = Printer { json: cli.json, quiet: cli.quiet };
+    match dispatch(cli.command, env, printer).await {
+        Ok(()) => 0,
+        Err(e) => {
+            if printer.json {
+                // verify prints its own JSON result including the error.
+                if !e.json_printed {
+                    printer.json(&e.error.to_json());
+                }
+            }
+            eprint!("{}", e.error.render());
+            e.error.class.exit_code()
+        }
+    }
+}
+
+struct Failure {
+    error: CliError,
+    json_printed: bool,
+}
+
+impl From<CliError> for Failure {
+    fn from(error: CliError) -> Self {
+        Failure { error, json_printed: false }
+    }
+}
+
+async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Failure> {
+    match command {
+        Command::Lock(a) => {
+            let key = if a.check { None } else { Some(load_key(&a.key, &env)?) };
+            let created = match &env.source_date_epoch {
+                Some(s) => parse_epoch(s)?,
+                None => env.now,
+            };
+            let settings = commands::lock::LockSettings {
+                key,
+                signer: a.key.signer.clone(),
+                check: a.check,
+                commit: a.commit.then(|| a.message.clone().unwrap_or_else(|| "lockstep: pin images".to_owned())),
+                registry: registry_settings(&a.registry)?,
+                concurrency: a.registry.concurrency.max(1),
+                created,
+                dir: a.dir,
+            };
+            if let Some(s) = &settings.signer {
+                crate::source::check_signer_name(s).map_err(CliError::usage)?;
+            }
+            Ok(commands::lock::run(settings, printer).await?)
+        }
+        Command::Verify(a) => {
+            let settings = verify_settings(a, &env)?;
+            commands::verify::verify(settings, printer).map_err(|error| Failure { error, json_printed: true })
+        }
+        Command::Render(a) => Ok(commands::verify::render(verify_settings(a, &env)?, printer)?),
+        Command::Keygen(a) => {
+            let principal = a.principal.clone().unwrap_or_else(|| a.comment.clone());
+            let settings = commands::keygen::KeygenSettings { output: a.output, comment: a.comment, principal };
+            Ok(commands::keygen::run(settings, printer)?)
+        }
+    }
+}
+
+fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| Timestamp::from_second(secs).ok())
+        .ok_or_else(|| CliError::usage(Message(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))))
+}
+
+fn verify_settings(a: VerifyArgs, env: &Env) -> Result<commands::verify::VerifySettings, CliError> {
+    let at = match &a.at {
+        Some(t) => t.parse::<Timestamp>().map_err(|e| {
+            CliError::usage(Message(format!("--at {t:?} is not an RFC 3339 time: {e}"))).hint("e.g. --at 2026-01-31T12:00:00Z")
+        })?,
+        None => env.now,
+    };
+    Ok(commands::verify::VerifySettings {
+        dir: a.dir,
+        rev: a.rev,
+        allowed_signers: a.allowed_signers,
+        threshold: a.threshold,
+        at,
+    })
+}
+
+fn registry_settings(a: &RegistryArgs) -> Result<OciSettings, CliError> {
+    let extra_ca_pem = match &a.ca_file {
+        Some(path) => Some(read_file(path, "--ca-file")?),
+        None => None,
+    };
+    Ok(OciSettings {
+        insecure_registries: a.insecure_registries.clone(),
+        extra_ca_pem,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        ..OciSettings::default()
+    })
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::usage(Message(format!("{what}: cannot read {}: {e}", path.display()))))
+}
+
+/// The signing key from --key / LOCKSTEP_SIGNING_KEY_FILE, or the key text in
+/// LOCKSTEP_SIGNING_KEY. The text is held in zeroizing buffers and never printed.
+fn load_key(a: &KeyArgs, env: &Env) -> Result<SigningKey, CliError> {
+    let passphrase = env.passphrase.as_ref().map(|p| p.as_bytes());
+    let (text, source) = match (&a.key, &env.signing_key) {
+        (Some(path), _) => {
+            let bytes = Zeroizing::new(read_file(path, "--key")?);
+            let text = Zeroizing::new(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| CliError::usage(Message(format!("--key {}: not an OpenSSH private key", path.display()))))?,
+            );
+            (text, path.display().to_string())
+        }
+        (None, Some(text)) => (text.clone(), "LOCKSTEP_SIGNING_KEY".to_owned()),
+        (None, None) => {
+            return Err(CliError::usage(Message("no signing key".into()))
+                .hint("pass --key FILE, or set LOCKSTEP_SIGNING_KEY_FILE or LOCKSTEP_SIGNING_KEY; make one with `lockstep keygen`"));
+        }
+    };
+    SigningKey::from_openssh(&text, passphrase)
+        .map_err(|e| CliError::usage(e).hint(format!("the key came from {source}")))
+}

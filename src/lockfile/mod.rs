@@ -1,1 +1,472 @@
-//! The lockfile (stub).
+//! The lockfile `lockstep.lock`: the domain type, its TOML wire form, deterministic bytes,
+//! and the manifests binding.
+//!
+//! Parsing a lockfile for trust goes through [`Lockfile::from_verified`], which only takes
+//! bytes whose signatures were checked first (verify before parse). `lock` reads the previous
+//! lockfile with [`Lockfile::parse_unverified`] only to number the next generation and to
+//! reuse platform lists it will re-check against the registry anyway.
+
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use sha2::{Digest as _, Sha256};
+
+use crate::model::{Digest, ImageRef, ImageUse, ObjectRef, RefError, strip_digest};
+use crate::resolve::{PlatformDigest, Resolved};
+use crate::signing::Verified;
+use wire::{WireBinding, WireImage, WireLockfile, WirePlatform, WireUse};
+
+/// The lockfile's name inside the manifests directory.
+pub const FILE_NAME: &str = "lockstep.lock";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Largest lockfile accepted (a 10 000-image lockfile is ~3 MiB).
+pub const MAX_BYTES: usize = 32 << 20;
+
+const HEADER: &str = "\
+# lockstep.lock: written by `lockstep lock`; do not edit by hand.
+# Signed by the detached lockstep.lock.<signer>.sig files over these exact bytes.
+# Check: lockstep verify --allowed-signers FILE (or ssh-keygen -Y verify -n lockstep).
+";
+
+/// Everything that can be wrong with a lockfile's text.
+#[derive(Debug, thiserror::Error)]
+pub enum LockfileError {
+    #[error("{FILE_NAME} is {size} bytes, over the limit of {MAX_BYTES}")]
+    TooLarge { size: usize },
+    #[error("{FILE_NAME} is not UTF-8")]
+    NotUtf8,
+    #[error("{FILE_NAME} is not valid TOML")]
+    Toml(#[source] toml::de::Error),
+    #[error("{FILE_NAME} has no `version`; it was not written by lockstep")]
+    NoVersion,
+    #[error("{FILE_NAME} has format version {found}; this lockstep reads version {VERSION} only (upgrade lockstep, or re-lock)")]
+    UnknownVersion { found: i64 },
+    #[error("{FILE_NAME}: {field} is not an RFC 3339 time: {value:?}")]
+    Time { field: &'static str, value: String },
+    #[error("{FILE_NAME}: image {reference:?}: {what}")]
+    Image { reference: String, what: String },
+    #[error("{FILE_NAME}: image {reference:?}")]
+    Reference {
+        reference: String,
+        #[source]
+        source: RefError,
+    },
+    #[error("{FILE_NAME}: image {reference:?} is listed twice")]
+    DuplicateImage { reference: String },
+}
+
+/// The binding between a lockfile and the exact bytes of the manifests it pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestBinding {
+    pub digest: Digest,
+    pub files: usize,
+}
+
+impl ManifestBinding {
+    /// sha256 over `<path>\0<hex sha256 of content>\n` for each file, sorted by path bytes.
+    pub fn compute<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut entries: Vec<(&str, String)> =
+            files.into_iter().map(|(p, b)| (p, hex::encode(Sha256::digest(b)))).collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut listing = String::new();
+        for (path, hash) in &entries {
+            let _ = write!(listing, "{path}\0{hash}\n");
+        }
+        ManifestBinding { digest: Digest::of(listing.as_bytes()), files: entries.len() }
+    }
+}
+
+/// Where an image is used, as recorded in the lockfile.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UseSite {
+    pub file: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub container: String,
+}
+
+impl UseSite {
+    pub fn of(image_use: &ImageUse) -> Self {
+        let ObjectRef { kind, namespace, name, .. } = &image_use.object;
+        UseSite {
+            file: image_use.file.clone(),
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            container: image_use.container.clone(),
+        }
+    }
+}
+
+/// One reference as written and the digest it is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// As written in the manifests, without a digest: the entry's key.
+    pub reference: String,
+    pub image: ImageRef,
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<PlatformDigest>,
+    pub uses: Vec<UseSite>,
+}
+
+/// A parsed lockfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockfile {
+    pub generation: u64,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub environment: Option<String>,
+    pub manifests: ManifestBinding,
+    /// Sorted by `reference`, unique.
+    pub images: Vec<ImageEntry>,
+}
+
+impl Lockfile {
+    /// Build the lockfile for `uses` (already pinned: each use's reference carries the digest
+    /// it will be written with) and the registry's answers.
+    pub fn build(
+        generation: u64,
+        created: Timestamp,
+        manifests: ManifestBinding,
+        uses: &[ImageUse],
+        resolved: &BTreeMap<ImageRef, Resolved>,
+    ) -> Self {
+        let mut by_ref: BTreeMap<String, ImageEntry> = BTreeMap::new();
+        for u in uses {
+            let key = strip_digest(&u.written).to_owned();
+            let digest = u.reference.digest().expect("build takes pinned uses").clone();
+            let entry = by_ref.entry(key.clone()).or_insert_with(|| {
+                let (media_type, platforms) = resolved
+                    .get(&lookup_key(&u.reference))
+                    .filter(|r| r.digest == digest)
+                    .map(|r| (r.media_type.clone(), r.platforms.clone()))
+                    .unwrap_or_default();
+                ImageEntry {
+                    reference: key,
+                    image: u.reference.without_digest(),
+                    digest,
+                    media_type,
+                    platforms,
+                    uses: Vec::new(),
+                }
+            });
+            entry.uses.push(UseSite::of(u));
+        }
+        let images = by_ref
+            .into_values()
+            .map(|mut e| {
+                e.uses.sort();
+                e.uses.dedup();
+                e
+            })
+            .collect();
+        Lockfile { generation, created, expires: None, environment: None, manifests, images }
+    }
+
+    /// Parse bytes whose signatures have been verified.
+    pub fn from_verified(verified: &Verified<'_>) -> Result<Self, LockfileError> {
+        Self::parse_bytes(verified.bytes())
+    }
+
+    /// Parse bytes nobody vouched for. Only for `lock`, to continue the generation count
+    /// and reuse facts it re-checks; never for a trust decision.
+    pub fn parse_unverified(bytes: &[u8]) -> Result<Self, LockfileError> {
+        Self::parse_bytes(bytes)
+    }
+
+    fn parse_bytes(bytes: &[u8]) -> Result<Self, LockfileError> {
+        if bytes.len() > MAX_BYTES {
+            return Err(LockfileError::TooLarge { size: bytes.len() });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| LockfileError::NotUtf8)?;
+        // The version decides how to read the rest, so it is read on its own first.
+        let table: toml::Table = toml::from_str(text).map_err(LockfileError::Toml)?;
+        match table.get("version") {
+            None => return Err(LockfileError::NoVersion),
+            Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
+            Some(toml::Value::Integer(v)) => return Err(LockfileError::UnknownVersion { found: *v }),
+            Some(_) => return Err(LockfileError::NoVersion),
+        }
+        let wire: WireLockfile = toml::from_str(text).map_err(LockfileError::Toml)?;
+        Self::try_from(wire)
+    }
+
+    /// The lockfile's bytes: a fixed header and deterministic TOML. Same lockfile, same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let wire = WireLockfile::from(self);
+        let body = toml::to_string(&wire).expect("the wire lockfile serializes");
+        let mut out = String::with_capacity(HEADER.len() + body.len());
+        out.push_str(HEADER);
+        out.push_str(&body);
+        out.into_bytes()
+    }
+
+    /// Is `other` the same lock apart from its generation and creation time? Then re-locking
+    /// would change nothing a cluster can see.
+    pub fn same_content(&self, other: &Lockfile) -> bool {
+        self.expires == other.expires
+            && self.environment == other.environment
+            && self.manifests == other.manifests
+            && self.images == other.images
+    }
+
+    /// The registry facts this lockfile recorded, keyed like `resolve_all`'s answers.
+    pub fn known_resolutions(&self) -> BTreeMap<ImageRef, Resolved> {
+        self.images
+            .iter()
+            .map(|e| {
+                let resolved = Resolved {
+                    digest: e.digest.clone(),
+                    media_type: e.media_type.clone(),
+                    platforms: e.platforms.clone(),
+                };
+                (e.image.clone(), resolved)
+            })
+            .collect()
+    }
+
+    /// The entry for a reference as written (with or without a digest).
+    pub fn entry(&self, written: &str) -> Option<&ImageEntry> {
+        let key = strip_digest(written);
+        self.images
+            .binary_search_by(|e| e.reference.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.images[i])
+    }
+}
+
+/// The key `resolve_all` answers under for a reference: without a digest when it has a tag
+/// (the tag is what is resolved), else the digest-only reference itself.
+pub fn lookup_key(reference: &ImageRef) -> ImageRef {
+    if reference.tag().is_some() { reference.without_digest() } else { reference.clone() }
+}
+
+fn format_time(t: Timestamp) -> String {
+    // Whole seconds, UTC, `Z`: one spelling per instant.
+    Timestamp::from_second(t.as_second()).expect("seconds of a timestamp are in range").to_string()
+}
+
+fn parse_time(field: &'static str, value: &str) -> Result<Timestamp, LockfileError> {
+    value.parse().map_err(|_| LockfileError::Time { field, value: value.to_owned() })
+}
+
+impl From<&Lockfile> for WireLockfile {
+    fn from(l: &Lockfile) -> Self {
+        WireLockfile {
+            version: VERSION,
+            generation: l.generation,
+            created: format_time(l.created),
+            expires: l.expires.map(format_time),
+            environment: l.environment.clone(),
+            manifests: WireBinding { digest: l.manifests.digest.to_string(), files: l.manifests.files },
+            images: l
+                .images
+                .iter()
+                .map(|e| WireImage {
+                    reference: e.reference.clone(),
+                    name: e.image.name(),
+                    tag: e.image.tag().map(str::to_owned),
+                    digest: e.digest.to_string(),
+                    media_type: e.media_type.clone(),
+                    platforms: e
+                        .platforms
+                        .iter()
+                        .map(|p| WirePlatform { platform: p.platform.clone(), digest: p.digest.to_string() })
+                        .collect(),
+                    uses: e
+                        .uses
+                        .iter()
+                        .map(|u| WireUse {
+                            file: u.file.clone(),
+                            kind: u.kind.clone(),
+                            namespace: u.namespace.clone(),
+                            name: u.name.clone(),
+                            container: u.container.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<WireLockfile> for Lockfile {
+    type Error = LockfileError;
+
+    fn try_from(w: WireLockfile) -> Result<Self, LockfileError> {
+        if w.version != VERSION {
+            return Err(LockfileError::UnknownVersion { found: i64::from(w.version) });
+        }
+        let digest = |reference: &str, d: &str| {
+            d.parse::<Digest>()
+                .map_err(|e| LockfileError::Image { reference: reference.to_owned(), what: e.reason })
+        };
+        let manifests = ManifestBinding {
+            digest: w.manifests.digest.parse().map_err(|e: RefError| LockfileError::Image {
+                reference: "[manifests]".into(),
+                what: e.reason,
+            })?,
+            files: w.manifests.files,
+        };
+        let mut seen = BTreeSet::new();
+        let mut images = Vec::with_capacity(w.images.len());
+        for wi in w.images {
+            if !seen.insert(wi.reference.clone()) {
+                return Err(LockfileError::DuplicateImage { reference: wi.reference });
+            }
+            if wi.reference.contains('@') {
+                return Err(LockfileError::Image {
+                    reference: wi.reference,
+                    what: "`reference` must be written without a digest".into(),
+                });
+            }
+            let image = ImageRef::parse(&wi.reference)
+                .map_err(|source| LockfileError::Reference { reference: wi.reference.clone(), source })?;
+            if image.name() != wi.name || image.tag() != wi.tag.as_deref() {
+                return Err(LockfileError::Image {
+                    reference: wi.reference,
+                    what: format!("`name`/`tag` disagree with the reference (it normalizes to {image})"),
+                });
+            }
+            let platforms = wi
+                .platforms
+                .iter()
+                .map(|p| Ok(PlatformDigest { platform: p.platform.clone(), digest: digest(&wi.reference, &p.digest)? }))
+                .collect::<Result<Vec<_>, LockfileError>>()?;
+            let uses = wi
+                .uses
+                .into_iter()
+                .map(|u| UseSite { file: u.file, kind: u.kind, namespace: u.namespace, name: u.name, container: u.container })
+                .collect();
+            images.push(ImageEntry {
+                digest: digest(&wi.reference, &wi.digest)?,
+                reference: wi.reference,
+                image,
+                media_type: wi.media_type,
+                platforms,
+                uses,
+            });
+        }
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(Lockfile {
+            generation: w.generation,
+            created: parse_time("created", &w.created)?,
+            expires: w.expires.as_deref().map(|e| parse_time("expires", e)).transpose()?,
+            environment: w.environment,
+            manifests,
+            images,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lockfile {
+        let d = Digest::of(b"api");
+        let image = ImageRef::parse("127.0.0.1:5000/shop/api:1.4").unwrap();
+        Lockfile {
+            generation: 3,
+            created: Timestamp::from_second(1_700_000_000).unwrap(),
+            expires: None,
+            environment: None,
+            manifests: ManifestBinding::compute([("a.yaml", &b"x"[..])]),
+            images: vec![ImageEntry {
+                reference: "127.0.0.1:5000/shop/api:1.4".into(),
+                image,
+                digest: d.clone(),
+                media_type: "application/vnd.oci.image.index.v1+json".into(),
+                platforms: vec![PlatformDigest { platform: "linux/amd64".into(), digest: Digest::of(b"amd64") }],
+                uses: vec![UseSite {
+                    file: "a.yaml".into(),
+                    kind: "Deployment".into(),
+                    namespace: "shop".into(),
+                    name: "api".into(),
+                    container: "containers/api".into(),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_bytes_deterministically() {
+        let lock = sample();
+        let bytes = lock.to_bytes();
+        let again = Lockfile::parse_unverified(&bytes).unwrap();
+        assert_eq!(again, lock);
+        assert_eq!(again.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn unknown_version_is_refused_by_number() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap().replace("version = 1", "version = 7");
+        let err = Lockfile::parse_unverified(text.as_bytes()).unwrap_err();
+        assert!(matches!(err, LockfileError::UnknownVersion { found: 7 }), "{err}");
+        assert!(err.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap().replace("generation = 3", "generation = 3\nsurprise = 1");
+        assert!(matches!(Lockfile::parse_unverified(text.as_bytes()), Err(LockfileError::Toml(_))));
+    }
+
+    #[test]
+    fn name_must_agree_with_reference() {
+        let text = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("name = \"127.0.0.1:5000/shop/api\"", "name = \"127.0.0.1:5000/shop/evil\"");
+        assert!(matches!(Lockfile::parse_unverified(text.as_bytes()), Err(LockfileError::Image { .. })));
+    }
+
+    #[test]
+    fn binding_depends_on_paths_and_bytes_not_order() {
+        let a = ManifestBinding::compute([("a.yaml", &b"1"[..]), ("b.yaml", &b"2"[..])]);
+        let b = ManifestBinding::compute([("b.yaml", &b"2"[..]), ("a.yaml", &b"1"[..])]);
+        assert_eq!(a, b);
+        assert_eq!(a.files, 2);
+        let renamed = ManifestBinding::compute([("a.yaml", &b"1"[..]), ("c.yaml", &b"2"[..])]);
+        assert_ne!(a.digest, renamed.digest);
+        let edited = ManifestBinding::compute([("a.yaml", &b"1"[..]), ("b.yaml", &b"3"[..])]);
+        assert_ne!(a.digest, edited.digest);
+        // A path cannot run into its content: the separator is a NUL byte.
+        let x = ManifestBinding::compute([("a", &b"b"[..])]);
+        let y = ManifestBinding::compute([("a\0b", &b""[..])]);
+        assert_ne!(x.digest, y.digest);
+    }
+
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/lockfile.schema.json");
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current != wire::schema_json() {
+            if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
+                std::fs::write(path, wire::schema_json()).unwrap();
+            } else {
+                panic!("schema/lockfile.schema.json is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib schema");
+            }
+        }
+    }
+
+    #[test]
+    fn sample_lockfile_validates_field_names_against_schema() {
+        // Every top-level and image key the writer emits is a property in the schema.
+        let schema: serde_json::Value = serde_json::from_str(&wire::schema_json()).unwrap();
+        let lock: toml::Table = toml::from_str(std::str::from_utf8(&sample().to_bytes()).unwrap()).unwrap();
+        let props = schema["properties"].as_object().unwrap();
+        for key in lock.keys() {
+            assert!(props.contains_key(key), "{key} missing from schema");
+        }
+        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for key in required {
+            assert!(lock.contains_key(key), "required {key} not written");
+        }
+    }
+}

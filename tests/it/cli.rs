@@ -1,1 +1,414 @@
-//! cli integration tests (stub).
+//! End to end through the `lockstep` binary, as a user and a CI pipeline run it: a real
+//! registry, real Git repositories, real `ssh-keygen`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::{RegistryOptions, TestRegistry};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifests");
+
+/// The images fixtures/manifests refers to (see its README).
+pub const FIXTURE_IMAGES: &[(&str, &str)] = &[
+    ("shop/api", "1.4"),
+    ("shop/web", "2.0"),
+    ("shop/worker", "1.0"),
+    ("shop/migrate", "1.0"),
+    ("tools/debug", "latest"),
+    ("base/busybox", "1.36"),
+    ("shop/rollout", "3.1"),
+    ("shop/cr", "0.9"),
+];
+
+/// A sample project: a registry with the fixture images, a Git repository holding the
+/// fixture manifests (REGISTRY replaced by the registry's address), and a signing key.
+pub struct Project {
+    pub registry: TestRegistry,
+    pub _tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub allowed_signers: PathBuf,
+}
+
+pub async fn push_fixture_images(registry: &TestRegistry, seed: &str) {
+    for (i, (repo, tag)) in FIXTURE_IMAGES.iter().enumerate() {
+        let seed = format!("{seed}-{repo}-{tag}");
+        match i {
+            // One multi-platform OCI index and one Docker manifest list among them.
+            0 => {
+                registry.push_index(repo, tag, seed.as_bytes()).await;
+            }
+            1 => {
+                registry.push_docker_list(repo, tag, seed.as_bytes()).await;
+            }
+            _ => {
+                registry.push_image(repo, tag, seed.as_bytes()).await;
+            }
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path, registry: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target, registry);
+        } else {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let replaced = String::from_utf8_lossy(&bytes).replace("REGISTRY", registry);
+            std::fs::write(target, replaced).unwrap();
+        }
+    }
+}
+
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Project {
+    pub async fn new() -> Project {
+        let registry = TestRegistry::start(RegistryOptions::default());
+        push_fixture_images(&registry, "v1").await;
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let dir = repo.join("deploy");
+        copy_tree(Path::new(FIXTURES), &dir, &registry.host());
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["config", "user.name", "CI Bot"]);
+        git(&repo, &["config", "user.email", "ci@example.com"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "manifests"]);
+        let key = tmp.path().join("ci_key");
+        let out = run(&["keygen", "--output", key.to_str().unwrap(), "-C", "ci@example.com"], &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let allowed_signers = tmp.path().join("allowed_signers");
+        std::fs::write(&allowed_signers, stdout(&out)).unwrap();
+        Project { registry, _tmp: tmp, repo, dir, key, allowed_signers }
+    }
+
+    pub fn lock(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["lock", self.dir.to_str().unwrap(), "--key", self.key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(&args, &[("SOURCE_DATE_EPOCH", "1700000000")])
+    }
+
+    pub fn verify(&self, extra: &[&str]) -> Output {
+        let mut args =
+            vec!["verify", self.dir.to_str().unwrap(), "--allowed-signers", self.allowed_signers.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(&self.dir)
+    }
+}
+
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("LOCKSTEP_SIGNING_KEY")
+        .env_remove("LOCKSTEP_SIGNING_KEY_FILE")
+        .env_remove("LOCKSTEP_ALLOWED_SIGNERS")
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn lockfile_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("lockstep.lock")).unwrap()
+}
+
+fn digest_in_lock(dir: &Path, reference_suffix: &str) -> String {
+    let lock: toml::Table = toml::from_str(&lockfile_text(dir)).unwrap();
+    let images = lock["image"].as_array().unwrap();
+    let entry = images
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().ends_with(reference_suffix))
+        .unwrap_or_else(|| panic!("{reference_suffix} not in lockfile"));
+    entry["digest"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn lock_commit_then_verify_work_tree_and_revision() {
+    let p = Project::new().await;
+    let out = p.lock(&["--commit", "--message", "pin images"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Every image scalar is pinned, and the lockfile lists all eight references.
+    let api = std::fs::read_to_string(p.dir.join("apps/api.yaml")).unwrap_or_default();
+    let lock = lockfile_text(&p.dir);
+    assert!(lock.contains("generation = 1"), "{lock}");
+    for (repo, tag) in FIXTURE_IMAGES {
+        assert!(lock.contains(&format!("{}/{repo}:{tag}\"", p.registry.host())), "{repo}:{tag} missing:\n{lock}");
+    }
+    let _ = api;
+    // The commit holds the pinned manifests, lockfile and signature; the work tree is clean.
+    assert_eq!(git(&p.repo, &["log", "-1", "--format=%s"]).trim(), "pin images");
+    let changed = git(&p.repo, &["show", "--name-only", "--format=", "HEAD"]);
+    assert!(changed.contains("deploy/lockstep.lock\n"), "{changed}");
+    assert!(changed.contains("deploy/lockstep.lock.ci-example.com.sig\n"), "{changed}");
+    assert_eq!(git(&p.repo, &["status", "--porcelain"]), "");
+
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("generation 1"), "{}", stdout(&out));
+    let out = p.verify(&["--rev", "HEAD"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The commit before the lock has no lockfile: verification fails, exit 1.
+    let out = p.verify(&["--rev", "HEAD~1"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no lockstep.lock"), "{}", stderr(&out));
+
+    // OpenSSH agrees with our signature.
+    let principal = std::fs::read_to_string(&p.allowed_signers).unwrap();
+    let principal = principal.split_whitespace().next().unwrap().to_owned();
+    let lock_file = std::fs::File::open(p.dir.join("lockstep.lock")).unwrap();
+    let ssh = Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(&p.allowed_signers)
+        .args(["-I", &principal, "-n", "lockstep", "-s"])
+        .arg(p.dir.join("lockstep.lock.ci-example.com.sig"))
+        .stdin(lock_file)
+        .output()
+        .unwrap();
+    assert!(ssh.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&ssh.stderr));
+}
+
+#[tokio::test]
+async fn repushed_tag_is_caught_and_old_commit_still_renders_old_digest() {
+    let p = Project::new().await;
+    assert_eq!(code(&p.lock(&["--commit"])), 0);
+    let host = p.registry.host();
+    let old = digest_in_lock(&p.dir, "/shop/worker:1.0");
+
+    // Same tag, new content: the registry now answers differently.
+    let new = p.registry.push_image("shop/worker", "1.0", b"rebuilt").await;
+    assert_ne!(old, new.to_string());
+
+    let before = p.snapshot();
+    let out = p.lock(&["--check"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("shop/worker:1.0"), "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before, "--check must write nothing");
+
+    let out = p.lock(&["--commit"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(lockfile_text(&p.dir).contains("generation = 2"));
+    assert_eq!(digest_in_lock(&p.dir, "/shop/worker:1.0"), new.to_string());
+    let worker = std::fs::read_to_string(p.dir.join("apps/worker.yaml")).unwrap_or_default();
+    let _ = worker;
+
+    // The previous commit still verifies, and renders exactly the old digest.
+    let out = p.verify(&["--rev", "HEAD~1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let render = run(
+        &["render", p.dir.to_str().unwrap(), "--rev", "HEAD~1", "--allowed-signers", p.allowed_signers.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code(&render), 0, "{}", stderr(&render));
+    let yaml = stdout(&render);
+    assert!(yaml.contains(&format!("{host}/shop/worker:1.0@{old}")), "{yaml}");
+    assert!(!yaml.contains(&new.to_string()));
+    let out = p.verify(&["--rev", "HEAD"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
+    let p = Project::new().await;
+    assert_eq!(code(&p.lock(&[])), 0);
+    let first = p.snapshot();
+    let out = p.lock(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+    assert_eq!(p.snapshot(), first, "an up-to-date lock writes nothing");
+    let out = p.lock(&["--check"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // The same inputs elsewhere give the same lockfile bytes.
+    let other = tempfile::tempdir().unwrap();
+    copy_tree(Path::new(FIXTURES), other.path(), &p.registry.host());
+    let out = run(
+        &["lock", other.path().to_str().unwrap(), "--key", p.key.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lockfile_text(other.path()), lockfile_text(&p.dir));
+}
+
+#[tokio::test]
+async fn deleted_tag_fails_and_writes_nothing() {
+    let p = Project::new().await;
+    let digest = p.registry.push_image("shop/migrate", "1.0", b"v1-shop/migrate-1.0").await;
+    p.registry.delete_manifest("shop/migrate", &digest).await;
+    let before = p.snapshot();
+    let out = p.lock(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("shop/migrate:1.0"), "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before);
+}
+
+#[tokio::test]
+async fn stopped_registry_fails_and_writes_nothing() {
+    let mut p = Project::new().await;
+    p.registry.stop();
+    let before = p.snapshot();
+    let out = p.lock(&["--timeout", "2"]);
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&p.registry.host()), "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before);
+}
+
+#[tokio::test]
+async fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
+    let p = Project::new().await;
+    assert_eq!(code(&p.lock(&[])), 0);
+    let lock_path = p.dir.join("lockstep.lock");
+    let sig_path = p.dir.join("lockstep.lock.ci-example.com.sig");
+    let original_lock = std::fs::read(&lock_path).unwrap();
+    let original_sig = std::fs::read(&sig_path).unwrap();
+
+    // A changed lockfile byte: the signature no longer matches.
+    let tampered = String::from_utf8(original_lock.clone()).unwrap().replace("generation = 1", "generation = 9");
+    std::fs::write(&lock_path, tampered).unwrap();
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("lockstep.lock.ci-example.com.sig"), "{}", stderr(&out));
+    std::fs::write(&lock_path, &original_lock).unwrap();
+
+    // A damaged signature.
+    let mut sig = original_sig.clone();
+    let mid = sig.len() / 2;
+    sig[mid] = if sig[mid] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&sig_path, &sig).unwrap();
+    assert_eq!(code(&p.verify(&[])), 1);
+    std::fs::write(&sig_path, &original_sig).unwrap();
+    assert_eq!(code(&p.verify(&[])), 0);
+
+    // A manifest edited after signing: the binding names the mismatch.
+    let file = p.dir.join("apps/api.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("replicas: 3", "replicas: 30", 1) + "\n").unwrap();
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not the ones locked"), "{}", stderr(&out));
+    std::fs::write(&file, &text).unwrap();
+
+    // A key nobody trusts.
+    let stranger = p._tmp.path().join("stranger");
+    let out = run(&["keygen", "--output", stranger.to_str().unwrap(), "-C", "stranger"], &[]);
+    let strangers = p._tmp.path().join("strangers");
+    std::fs::write(&strangers, stdout(&out)).unwrap();
+    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", strangers.to_str().unwrap()], &[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).to_lowercase().contains("not trusted") || stderr(&out).contains("untrusted"), "{}", stderr(&out));
+
+    // The trusted key, but outside its validity window; --at inside it verifies.
+    let line = std::fs::read_to_string(&p.allowed_signers).unwrap();
+    let (principal, rest) = line.split_once(' ').unwrap();
+    let windowed = p._tmp.path().join("windowed");
+    std::fs::write(&windowed, format!("{principal} valid-after=\"20200101\",valid-before=\"20210101\",{rest}")).unwrap();
+    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", windowed.to_str().unwrap()], &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = run(
+        &["verify", p.dir.to_str().unwrap(), "--allowed-signers", windowed.to_str().unwrap(), "--at", "2020-06-01T00:00:00Z"],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn signature_made_by_ssh_keygen_verifies() {
+    let p = Project::new().await;
+    assert_eq!(code(&p.lock(&[])), 0);
+    // Replace our signature with one made by OpenSSH over the same bytes, with another key.
+    std::fs::remove_file(p.dir.join("lockstep.lock.ci-example.com.sig")).unwrap();
+    let key = p._tmp.path().join("openssh_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "release@example.com", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "lockstep", "-f"])
+        .arg(&key)
+        .arg(p.dir.join("lockstep.lock"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::rename(p.dir.join("lockstep.lock.sig"), p.dir.join("lockstep.lock.release.sig")).unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let trust = p._tmp.path().join("release_signers");
+    std::fs::write(&trust, format!("release@example.com namespaces=\"lockstep\" {public}")).unwrap();
+    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", trust.to_str().unwrap()], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("release@example.com"), "{}", stdout(&out));
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["lock", tmp.path().to_str().unwrap()], &[]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+    let out = run(&["verify", tmp.path().to_str().unwrap(), "--allowed-signers", "/nonexistent"], &[]);
+    assert_eq!(code(&out), 2);
+    let out = run(&["frobnicate"], &[]);
+    assert_eq!(code(&out), 2);
+}
+
+#[test]
+fn json_error_output_is_machine_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["--json", "lock", tmp.path().to_str().unwrap()], &[]);
+    assert_eq!(code(&out), 2);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["class"], "usage");
+}

@@ -1,0 +1,114 @@
+//! Command-line arguments (clap). Parsing only: turning them into settings, and checking
+//! what clap cannot, happens in the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// lockstep: make a Git commit alone determine what runs in the cluster.
+///
+/// Exit codes: 0 ok, 1 a check failed, 2 usage or environment error.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print less: only errors and the result.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve every image tag to its digest, pin the manifests, write and sign lockstep.lock.
+    Lock(LockArgs),
+    /// Check a directory (or a Git revision of it) against its signed lockfile, offline.
+    Verify(VerifyArgs),
+    /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
+    Render(VerifyArgs),
+    /// Make an OpenSSH ed25519 signing key and print the allowed_signers line that trusts it.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The manifests directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Write nothing; exit 1 if the lockfile is missing or stale (for CI).
+    #[arg(long)]
+    pub check: bool,
+    /// Commit the pinned manifests, lockfile and signatures on the current branch.
+    #[arg(long)]
+    pub commit: bool,
+    /// The commit message (with --commit).
+    #[arg(long, requires = "commit")]
+    pub message: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// OpenSSH ed25519 private key file to sign with.
+    #[arg(long, env = "LOCKSTEP_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Name of the signature file, lockstep.lock.<SIGNER>.sig [default: from the key comment].
+    #[arg(long, value_name = "NAME")]
+    pub signer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// How many registry requests run at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub concurrency: usize,
+    /// Allow plain HTTP to this registry (HOST[:PORT]); repeatable. Loopback registries
+    /// fall back to HTTP on their own, as with Docker.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for registries, besides the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The manifests directory (inside a Git work tree when --rev is given).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Verify this Git revision's tree (read from the object database, no checkout).
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Trusted signers, in Git's allowed_signers format. Never taken from the repository
+    /// being verified unless you point here.
+    #[arg(long, env = "LOCKSTEP_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: PathBuf,
+    /// How many distinct trusted principals must have signed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threshold: usize,
+    /// Judge key validity windows as of this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key; the public key goes to FILE.pub.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The key comment, also the default signer name.
+    #[arg(long, short = 'C', default_value = "lockstep")]
+    pub comment: String,
+    /// The principal for the printed allowed_signers line [default: the comment].
+    #[arg(long, value_name = "NAME")]
+    pub principal: Option<String>,
+}

@@ -1,0 +1,195 @@
+//! `lockstep lock`: read → scan → resolve → pin → lockfile → sign → write (→ commit).
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::cli::error::{CliError, Message};
+use crate::cli::printer::Printer;
+use crate::cli::progress::Bar;
+use crate::lock::{LockDecision, next_lockfile, pin_files, resolution_targets};
+use crate::lockfile::{self, Lockfile};
+use crate::resolve::oci::{OciRegistry, OciSettings};
+use crate::resolve::{NoProgress, Progress, resolve_all};
+use crate::signing::{self, SigningKey};
+use crate::source::{self, fs, git};
+use crate::verify::scan_dir;
+
+/// Validated settings for one `lock` run.
+pub struct LockSettings {
+    pub dir: PathBuf,
+    /// None only with `check`.
+    pub key: Option<SigningKey>,
+    pub signer: Option<String>,
+    pub check: bool,
+    pub commit: Option<String>,
+    pub registry: OciSettings,
+    pub concurrency: usize,
+    pub created: Timestamp,
+}
+
+pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
+    let dir = &settings.dir;
+    let files = fs::read_dir(dir).map_err(CliError::usage)?;
+    let scan = scan_dir(&files).map_err(CliError::check)?;
+    for notice in &scan.notices {
+        printer.note(format!("note: {notice}"));
+    }
+    let previous = match files.lockfile() {
+        Some(bytes) => Some(Lockfile::parse_unverified(bytes).map_err(|e| {
+            CliError::check(e).hint("the existing lockfile is unreadable; move it away to start again at generation 1")
+        })?),
+        None => None,
+    };
+    let targets = resolution_targets(&scan.uses);
+    let known = previous.as_ref().map(Lockfile::known_resolutions).unwrap_or_default();
+    printer.note(format!(
+        "found {} image uses ({} distinct references) in {} files",
+        scan.uses.len(),
+        targets.len(),
+        files.manifests().count()
+    ));
+
+    let registry = OciRegistry::new(settings.registry).map_err(CliError::usage)?;
+    let bar;
+    let progress: &dyn Progress = if printer.interactive() {
+        bar = Bar::new();
+        &bar
+    } else {
+        &NoProgress
+    };
+    let resolved = resolve_all(&registry, targets, &known, settings.concurrency, progress)
+        .await
+        .map_err(|e| CliError::check(e).hint("nothing was written; fix the references or the registry and run lock again"))?;
+
+    let pinned = pin_files(&files, &scan, &resolved).map_err(CliError::check)?;
+    for w in &pinned.warnings {
+        printer.warn(format!(
+            "{}: {} keeps its digest, but its tag now points to {} in the registry",
+            w.location, w.written, w.registry_digest
+        ));
+    }
+    let decision = next_lockfile(previous.as_ref(), settings.created, &pinned, &resolved).map_err(CliError::check)?;
+
+    if settings.check {
+        return match decision {
+            LockDecision::UpToDate(lock) => {
+                printer.result(format!("up to date: generation {}, {} images", lock.generation, lock.images.len()));
+                printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation}));
+                Ok(())
+            }
+            LockDecision::New(lock) => {
+                let why = stale_reasons(previous.as_ref(), &lock, &pinned.changed);
+                printer.json(&json!({"ok": false, "up_to_date": false, "reasons": why}));
+                Err(CliError::check(Message(format!("{} is stale:\n  {}", lockfile::FILE_NAME, why.join("\n  "))))
+                    .hint("run `lockstep lock` and commit the result"))
+            }
+        };
+    }
+
+    let key = settings.key.as_ref().expect("the key is required unless --check");
+    let signer = settings.signer.clone().unwrap_or_else(|| signing::signer_name(key.comment(), &key.fingerprint()));
+    let sig_name = source::signature_file_name(&signer);
+    let (lock, lock_bytes, new_generation) = match decision {
+        LockDecision::UpToDate(lock) => {
+            let bytes = files.lockfile().expect("up to date means a lockfile exists").to_vec();
+            (lock, bytes, false)
+        }
+        LockDecision::New(lock) => {
+            let bytes = lock.to_bytes();
+            (lock, bytes, true)
+        }
+    };
+    // Up to date and already signed by this key: nothing to do at all.
+    if !new_generation && signed_by(&files, &sig_name, &lock_bytes, key) {
+        printer.result(format!("up to date: generation {}, {} images", lock.generation, lock.images.len()));
+        printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}));
+        return Ok(());
+    }
+    let signature = key.sign(&lock_bytes).map_err(CliError::usage)?;
+
+    let mut writes: Vec<(String, Vec<u8>)> =
+        pinned.changed.iter().map(|f| (f.clone(), pinned.files.files[f].clone())).collect();
+    if new_generation {
+        writes.push((lockfile::FILE_NAME.to_owned(), lock_bytes.clone()));
+    }
+    writes.push((sig_name.clone(), signature.into_bytes()));
+    // Signatures over the previous lockfile bytes no longer sign anything.
+    let removals: Vec<String> = if new_generation {
+        files.signatures().map(|(n, _)| n.to_owned()).filter(|n| *n != sig_name).collect()
+    } else {
+        Vec::new()
+    };
+    fs::write_files(dir, &writes, &removals).map_err(CliError::usage)?;
+    let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
+    printer.note(format!("wrote {}", written.join(", ")));
+    if !removals.is_empty() {
+        printer.note(format!("removed stale signatures {}", removals.join(", ")));
+    }
+
+    let mut commit_id = None;
+    if let Some(message) = &settings.commit {
+        let paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
+        let outcome = git::commit(dir, &paths, &removals, message).map_err(CliError::usage)?;
+        printer.note(format!("committed {}", outcome));
+        commit_id = Some(outcome.to_string());
+    }
+    let verb = if new_generation { "locked" } else { "re-signed" };
+    printer.result(format!(
+        "{verb}: generation {}, {} images, {} manifest files bound, signed by {signer}",
+        lock.generation,
+        lock.images.len(),
+        lock.manifests.files
+    ));
+    printer.json(&json!({
+        "ok": true,
+        "up_to_date": false,
+        "generation": lock.generation,
+        "images": lock.images.len(),
+        "written": written,
+        "removed": removals,
+        "signer": signer,
+        "commit": commit_id,
+    }));
+    Ok(())
+}
+
+fn signed_by(files: &source::SourceFiles, sig_name: &str, lock_bytes: &[u8], key: &SigningKey) -> bool {
+    files
+        .files
+        .get(sig_name)
+        .is_some_and(|sig| signing::verify_with_key(lock_bytes, sig, &key.public_openssh()).is_ok())
+}
+
+/// In words, why the lockfile on disk is not the one `lock` would write.
+fn stale_reasons(previous: Option<&Lockfile>, new: &Lockfile, changed: &[String]) -> Vec<String> {
+    let Some(prev) = previous else {
+        return vec![format!("there is no {}", lockfile::FILE_NAME)];
+    };
+    let mut reasons = Vec::new();
+    for f in changed {
+        reasons.push(format!("{f}: images not pinned to their current digests"));
+    }
+    for e in &new.images {
+        match prev.entry(&e.reference) {
+            None => reasons.push(format!("{}: new image reference", e.reference)),
+            Some(old) if old.digest != e.digest => {
+                reasons.push(format!("{}: digest changed {} -> {}", e.reference, old.digest, e.digest))
+            }
+            Some(_) => {}
+        }
+    }
+    for old in &prev.images {
+        if new.entry(&old.reference).is_none() {
+            reasons.push(format!("{}: no longer used", old.reference));
+        }
+    }
+    if reasons.is_empty() && prev.manifests != new.manifests {
+        reasons.push("the manifests changed since they were locked".into());
+    }
+    if reasons.is_empty() {
+        reasons.push("the lockfile records different uses or media types".into());
+    }
+    reasons
+}

@@ -1,0 +1,5 @@
+//! One module per command; each takes validated settings and a printer.
+
+pub mod keygen;
+pub mod lock;
+pub mod verify;

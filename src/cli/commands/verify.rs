@@ -1,0 +1,113 @@
+//! `lockstep verify` and `lockstep render`: the shared verification path, then a report or
+//! the verified YAML stream.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::cli::error::{CliError, Message};
+use crate::cli::printer::Printer;
+use crate::signing::AllowedSigners;
+use crate::source::{SourceFiles, fs, git};
+use crate::verify::{TrustPolicy, VerifiedDir, verify_dir};
+
+/// Validated settings shared by verify and render.
+pub struct VerifySettings {
+    pub dir: PathBuf,
+    pub rev: Option<String>,
+    pub allowed_signers: PathBuf,
+    pub threshold: usize,
+    pub at: jiff::Timestamp,
+}
+
+/// What was read: the files, and the commit they came from with `--rev`.
+struct Read {
+    files: SourceFiles,
+    commit: Option<String>,
+}
+
+fn read(settings: &VerifySettings) -> Result<Read, CliError> {
+    match &settings.rev {
+        Some(rev) => {
+            let (files, info) = git::read_at_rev(&settings.dir, rev).map_err(CliError::usage)?;
+            Ok(Read { files, commit: Some(info.id) })
+        }
+        None => Ok(Read { files: fs::read_dir(&settings.dir).map_err(CliError::usage)?, commit: None }),
+    }
+}
+
+fn load_trust(path: &Path, dir: &Path, printer: Printer) -> Result<AllowedSigners, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(Message(format!("cannot read the allowed signers file {}: {e}", path.display())))
+            .hint("pass --allowed-signers FILE (Git's allowed_signers format), kept outside the repository you verify")
+    })?;
+    if let (Ok(file), Ok(dir)) = (path.canonicalize(), dir.canonicalize()) {
+        if file.starts_with(&dir) {
+            printer.warn(format!(
+                "the allowed signers file {} is inside the directory being verified: whoever can change that directory can change whom it trusts",
+                path.display()
+            ));
+        }
+    }
+    let trust = AllowedSigners::parse(&text, &path.display().to_string()).map_err(CliError::usage)?;
+    for notice in trust.notices() {
+        printer.note(format!("note: {notice}"));
+    }
+    Ok(trust)
+}
+
+fn verified<'a>(
+    settings: &VerifySettings,
+    read: &'a Read,
+    trust: &AllowedSigners,
+) -> Result<VerifiedDir<'a>, CliError> {
+    if settings.threshold == 0 {
+        return Err(CliError::usage(Message("--threshold must be at least 1".into())));
+    }
+    let policy = TrustPolicy { signers: trust, at: settings.at, threshold: settings.threshold };
+    verify_dir(&read.files, &policy).map_err(CliError::check)
+}
+
+pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {
+    let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
+    let read = read(&settings)?;
+    let result = verified(&settings, &read, &trust);
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            printer.json(&json!({"ok": false, "commit": read.commit, "error": e.to_json()["error"]}));
+            return Err(e);
+        }
+    };
+    let lock = v.lockfile();
+    let signers: Vec<String> = v.signers().iter().map(|s| s.to_string()).collect();
+    let at = read.commit.as_deref().map(|c| format!(" at {c}")).unwrap_or_default();
+    printer.result(format!(
+        "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}",
+        lock.generation,
+        lock.images.len(),
+        v.scan().uses.len(),
+        lock.manifests.files,
+        signers.join(", ")
+    ));
+    printer.json(&json!({
+        "ok": true,
+        "commit": read.commit,
+        "generation": lock.generation,
+        "created": lock.created.to_string(),
+        "images": lock.images.iter().map(|e| json!({"reference": e.reference, "digest": e.digest.to_string()})).collect::<Vec<_>>(),
+        "uses": v.scan().uses.len(),
+        "files": lock.manifests.files,
+        "signers": signers,
+    }));
+    Ok(())
+}
+
+pub fn render(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {
+    let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
+    let read = read(&settings)?;
+    let v = verified(&settings, &read, &trust)?;
+    printer
+        .raw(&v.render())
+        .map_err(|e| CliError::usage(Message(format!("cannot write to stdout: {e}"))))
+}

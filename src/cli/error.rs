@@ -1,0 +1,113 @@
+//! How a failed command ends: its class decides the exit code (chosen here only), and the
+//! error renders as message, "caused by" chain, and a hint.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+/// What kind of failure: decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A check ran and failed (verification, `lock --check`, a registry that lies): exit 1.
+    Check,
+    /// Bad arguments or a broken environment (missing file, unreachable registry): exit 2.
+    Usage,
+}
+
+impl Class {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Class::Check => 1,
+            Class::Usage => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Check => "check-failed",
+            Class::Usage => "usage",
+        }
+    }
+}
+
+/// A command's failure: what happened, why, and what to do.
+#[derive(Debug)]
+pub struct CliError {
+    pub class: Class,
+    pub error: Box<dyn StdError + Send + Sync>,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn usage(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CliError { class: Class::Usage, error: error.into(), hint: None }
+    }
+
+    pub fn check(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CliError { class: Class::Check, error: error.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The message followed by each cause.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.error.to_string()];
+        let mut cause = self.error.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // Some errors repeat their source in their own message; say it once.
+            if !out.last().is_some_and(|prev| prev.contains(&text)) {
+                out.push(text);
+            }
+            cause = c.source();
+        }
+        out
+    }
+
+    /// For people: `error: …`, `  caused by: …`, `  hint: …`.
+    pub fn render(&self) -> String {
+        let chain = self.chain();
+        let mut s = format!("error: {}\n", chain[0]);
+        for c in &chain[1..] {
+            let _ = writeln!(s, "  caused by: {c}");
+        }
+        if let Some(h) = &self.hint {
+            let _ = writeln!(s, "  hint: {h}");
+        }
+        s
+    }
+
+    /// For machines (`--json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let chain = self.chain();
+        serde_json::json!({
+            "ok": false,
+            "error": { "class": self.class.name(), "message": chain[0], "causes": &chain[1..], "hint": self.hint },
+        })
+    }
+}
+
+/// A plain message as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Message(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn renders_chain_and_hint_with_exit_codes() {
+        let e = CliError::check(Outer(std::io::Error::other("inner"))).hint("do this");
+        assert_eq!(e.render(), "error: outer\n  caused by: inner\n  hint: do this\n");
+        assert_eq!(e.class.exit_code(), 1);
+        assert_eq!(CliError::usage(Message("x".into())).class.exit_code(), 2);
+        assert_eq!(e.to_json()["error"]["causes"][0], "inner");
+    }
+}

@@ -1,0 +1,132 @@
+//! The pure half of `lockstep lock`: what to ask the registry, how its answers pin the
+//! manifests, and which lockfile that makes. The command (cli/commands/lock.rs) does the I/O
+//! around these: read → [`resolution_targets`] → resolve → [`pin_files`] → [`next_lockfile`]
+//! → sign → write.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use crate::check::check;
+use crate::lockfile::{Lockfile, lookup_key};
+use crate::manifest::rewrite::{RewriteError, pin_uses};
+use crate::model::{Digest, ImageRef, ImageUse};
+use crate::resolve::Resolved;
+use crate::source::SourceFiles;
+use crate::verify::{ScanDirError, ScannedDir, scan_dir};
+
+/// Why pinning failed. Nothing has been written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{file}: cannot pin the images")]
+    Rewrite {
+        file: String,
+        #[source]
+        source: RewriteError,
+    },
+    #[error("the pinned manifests cannot be scanned again (a lockstep bug: please report it)")]
+    Rescan(#[source] ScanDirError),
+    #[error("the pinned manifests do not match the lockfile made from them (a lockstep bug: please report it): {0}")]
+    Inconsistent(String),
+    #[error("no answer from the registry for {0} (a lockstep bug: please report it)")]
+    Unresolved(String),
+}
+
+/// The distinct references to ask the registry about: tags for tagged references (also when
+/// a digest is written, to warn when the tag has moved), digests for digest-only ones.
+pub fn resolution_targets(uses: &[ImageUse]) -> Vec<ImageRef> {
+    let set: BTreeSet<ImageRef> = uses.iter().map(|u| lookup_key(&u.reference)).collect();
+    set.into_iter().collect()
+}
+
+/// A reference written with a digest whose tag now points elsewhere in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMoved {
+    pub location: String,
+    pub written: String,
+    pub registry_digest: Digest,
+}
+
+/// The manifests after pinning.
+#[derive(Debug)]
+pub struct Pinned {
+    pub files: SourceFiles,
+    /// Manifest files whose bytes changed.
+    pub changed: Vec<String>,
+    /// The scan of the pinned files.
+    pub scan: ScannedDir,
+    pub warnings: Vec<TagMoved>,
+}
+
+/// Pin every image: a tag-only reference gets its resolved digest; a reference that already
+/// carries a digest keeps it (with a warning when its tag has moved).
+pub fn pin_files(
+    files: &SourceFiles,
+    scan: &ScannedDir,
+    resolved: &BTreeMap<ImageRef, Resolved>,
+) -> Result<Pinned, LockError> {
+    let mut by_file: BTreeMap<&str, Vec<&ImageUse>> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for u in &scan.uses {
+        let answer = resolved.get(&lookup_key(&u.reference)).ok_or_else(|| LockError::Unresolved(u.written.clone()))?;
+        if let Some(written) = u.reference.digest() {
+            if u.reference.tag().is_some() && *written != answer.digest {
+                warnings.push(TagMoved {
+                    location: u.location(),
+                    written: u.written.clone(),
+                    registry_digest: answer.digest.clone(),
+                });
+            }
+        }
+        by_file.entry(u.file.as_str()).or_default().push(u);
+    }
+    let mut out = files.clone();
+    let mut changed = Vec::new();
+    for (file, uses) in by_file {
+        let bytes = &files.files[file];
+        let uses: Vec<ImageUse> = uses.into_iter().cloned().collect();
+        let pinned = pin_uses(file, bytes, &uses, |u| {
+            Some(match u.reference.digest() {
+                Some(d) => d.clone(),
+                None => resolved[&lookup_key(&u.reference)].digest.clone(),
+            })
+        })
+        .map_err(|source| LockError::Rewrite { file: file.to_owned(), source })?;
+        if pinned != *bytes {
+            changed.push(file.to_owned());
+            out.files.insert(file.to_owned(), pinned);
+        }
+    }
+    let scan = scan_dir(&out).map_err(LockError::Rescan)?;
+    Ok(Pinned { files: out, changed, scan, warnings })
+}
+
+/// What `lock` will write.
+#[derive(Debug)]
+pub enum LockDecision {
+    /// The previous lockfile already pins exactly this: nothing to write.
+    UpToDate(Lockfile),
+    /// A new generation.
+    New(Lockfile),
+}
+
+/// The lockfile for the pinned manifests: the previous one when nothing a cluster can see
+/// changed, else the next generation. The result is checked with the same code `verify` uses
+/// before anything is written.
+pub fn next_lockfile(
+    previous: Option<&Lockfile>,
+    created: Timestamp,
+    pinned: &Pinned,
+    resolved: &BTreeMap<ImageRef, Resolved>,
+) -> Result<LockDecision, LockError> {
+    let generation = previous.map_or(1, |p| p.generation + 1);
+    let lock = Lockfile::build(generation, created, pinned.scan.binding.clone(), &pinned.scan.uses, resolved);
+    let findings = check(&lock, &pinned.scan.uses, &pinned.scan.binding);
+    if let Some(f) = findings.first() {
+        return Err(LockError::Inconsistent(f.to_string()));
+    }
+    match previous {
+        Some(prev) if prev.same_content(&lock) => Ok(LockDecision::UpToDate(prev.clone())),
+        _ => Ok(LockDecision::New(lock)),
+    }
+}

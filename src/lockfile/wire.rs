@@ -1,0 +1,93 @@
+//! The lockfile as it is written: plain serde types, strings where the domain has types.
+//! `schema/lockfile.schema.json` is generated from these (see `schema_json`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `lockstep.lock`, format version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "lockstep.lock", description = "lockstep lockfile: every image of a manifests directory pinned to a digest, and a binding to the exact manifest bytes. Signed by detached SSHSIG files lockstep.lock.<signer>.sig over its exact bytes.")]
+pub struct WireLockfile {
+    /// Format version; readers refuse versions they do not know.
+    pub version: u32,
+    /// Starts at 1; every new lock of the directory writes the previous generation + 1.
+    /// Reconcilers refuse a generation lower than the one they applied (rollback).
+    pub generation: u64,
+    /// RFC 3339 UTC time the lock was made (`SOURCE_DATE_EPOCH` when set).
+    pub created: String,
+    /// RFC 3339 UTC time after which verifiers refuse this lock (freeze protection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The environment this lock is for; verifiers configured for another refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    pub manifests: WireBinding,
+    /// One entry per distinct reference as written (without any digest), sorted.
+    #[serde(default, rename = "image")]
+    pub images: Vec<WireImage>,
+}
+
+/// Binds the lockfile to the exact manifest bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireBinding {
+    /// sha256 over the lines `<relative path>\0<hex sha256 of the file>\n` of every bound
+    /// file (`*.yaml`, `*.yml`, `lockstep.toml`), sorted by path bytes.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: String,
+    /// How many files the digest covers.
+    pub files: usize,
+}
+
+/// One image reference and the digest it is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireImage {
+    /// The reference as written in the manifests, without a digest.
+    pub reference: String,
+    /// Normalized `registry/repository`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: String,
+    pub media_type: String,
+    /// For an index or manifest list: each platform's manifest digest.
+    #[serde(default, rename = "platform", skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<WirePlatform>,
+    /// Every place the image is used.
+    #[serde(rename = "use")]
+    pub uses: Vec<WireUse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WirePlatform {
+    /// `os/architecture[/variant]`.
+    pub platform: String,
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireUse {
+    /// Manifest file, relative to the lockfile's directory.
+    pub file: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+    /// `containers/<name>`, `initContainers/<name>`, `ephemeralContainers/<name>` or a
+    /// configured custom path.
+    pub container: String,
+}
+
+/// The JSON schema of the lockfile, as checked in at `schema/lockfile.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(WireLockfile);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}

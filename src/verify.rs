@@ -1,0 +1,167 @@
+//! Verification, the one path shared by `verify`, `render` and the reconciler:
+//! bytes → signatures checked against trusted keys → lockfile parsed → manifests scanned →
+//! the verdict of [`crate::check`]. Pure: the caller reads the files (work tree or Git).
+//!
+//! A [`VerifiedDir`] can only be made by [`verify_dir`], so "render or apply something
+//! unverified" does not compile.
+
+use jiff::Timestamp;
+
+use crate::check::{Finding, check};
+use crate::lockfile::{self, Lockfile, LockfileError, ManifestBinding};
+use crate::manifest::config::{ConfigError, ScanConfig};
+use crate::manifest::scan::{Notice, ScanError, scan_file};
+use crate::model::ImageUse;
+use crate::signing::{self, AllowedSigners, SignatureFile, SignerReport};
+use crate::source::SourceFiles;
+
+/// What a verifier trusts, and as of when. Never read from the directory being verified.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustPolicy<'t> {
+    pub signers: &'t AllowedSigners,
+    pub at: Timestamp,
+    pub threshold: usize,
+}
+
+/// Every image in a directory, and the binding of its files.
+#[derive(Debug, Clone)]
+pub struct ScannedDir {
+    pub uses: Vec<ImageUse>,
+    pub notices: Vec<Notice>,
+    pub binding: ManifestBinding,
+}
+
+/// Scanning failed; every file's problem is listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanDirError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{} manifest error(s):\n{}", .0.len(), render_list(.0))]
+    Files(Vec<ScanError>),
+}
+
+fn render_list(errors: &[ScanError]) -> String {
+    errors.iter().map(|e| format!("  {}", error_with_causes(e))).collect::<Vec<_>>().join("\n")
+}
+
+fn error_with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// The files the lockfile's binding covers: every manifest and `lockstep.toml`.
+pub fn bound_files(files: &SourceFiles) -> impl Iterator<Item = (&str, &[u8])> {
+    files.manifests().chain(files.config_entry())
+}
+
+/// Scan every manifest with the directory's `lockstep.toml`, collecting all errors.
+pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
+    let config = match files.config() {
+        Some(bytes) => ScanConfig::parse_bytes(bytes, crate::source::CONFIG_FILE)?,
+        None => ScanConfig::default(),
+    };
+    let mut uses = Vec::new();
+    let mut notices = Vec::new();
+    let mut errors = Vec::new();
+    for (path, bytes) in files.manifests() {
+        match scan_file(path, bytes, &config) {
+            Ok(scan) => {
+                uses.extend(scan.uses);
+                notices.extend(scan.notices);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ScanDirError::Files(errors));
+    }
+    let binding = ManifestBinding::compute(bound_files(files));
+    Ok(ScannedDir { uses, notices, binding })
+}
+
+/// Why a directory failed verification. Each variant names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no {} in the manifests directory: run `lockstep lock` first", lockfile::FILE_NAME)]
+    NoLockfile,
+    #[error("signature check failed")]
+    Signatures(#[source] signing::VerifyError),
+    #[error("the signed lockfile cannot be read")]
+    Lockfile(#[source] LockfileError),
+    #[error("the manifests cannot be scanned")]
+    Scan(#[source] ScanDirError),
+    #[error("{} problem(s) between the manifests and the signed lockfile:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
+    Findings(Vec<Finding>),
+}
+
+/// A directory whose lockfile is signed by enough trusted keys and whose every manifest
+/// matches it, every image pinned.
+#[derive(Debug)]
+pub struct VerifiedDir<'a> {
+    files: &'a SourceFiles,
+    lock: Lockfile,
+    signers: Vec<SignerReport>,
+    scan: ScannedDir,
+}
+
+impl<'a> VerifiedDir<'a> {
+    pub fn lockfile(&self) -> &Lockfile {
+        &self.lock
+    }
+
+    pub fn signers(&self) -> &[SignerReport] {
+        &self.signers
+    }
+
+    pub fn scan(&self) -> &ScannedDir {
+        &self.scan
+    }
+
+    /// The verified manifests as one YAML stream, files in path order, each document
+    /// separated by `---`. Byte order marks are dropped (they are only valid at the start
+    /// of a stream).
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.files.manifests() {
+            let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            if body.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            out.extend_from_slice(format!("---\n# Source: {path}\n").as_bytes());
+            out.extend_from_slice(body);
+            if !body.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+}
+
+/// Verify a directory's files against a trust policy. Signatures are checked over the exact
+/// lockfile bytes before anything in them is parsed.
+pub fn verify_dir<'a>(files: &'a SourceFiles, policy: &TrustPolicy<'_>) -> Result<VerifiedDir<'a>, VerifyError> {
+    let lock_bytes = files.lockfile().ok_or(VerifyError::NoLockfile)?;
+    let signatures: Vec<SignatureFile> = files
+        .signatures()
+        .map(|(name, bytes)| SignatureFile { name: name.to_owned(), armored: bytes.to_vec() })
+        .collect();
+    let verified = signing::verify(lock_bytes, &signatures, policy.signers, policy.at, policy.threshold)
+        .map_err(VerifyError::Signatures)?;
+    let lock = Lockfile::from_verified(&verified).map_err(VerifyError::Lockfile)?;
+    let signers = verified.signers().to_vec();
+    let scan = scan_dir(files).map_err(VerifyError::Scan)?;
+    let findings = check(&lock, &scan.uses, &scan.binding);
+    if !findings.is_empty() {
+        return Err(VerifyError::Findings(findings));
+    }
+    Ok(VerifiedDir { files, lock, signers, scan })
+}
