@@ -14,7 +14,7 @@ use gix::bstr::{BStr, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::{ObjectId, Repository};
 
-use super::{LimitError, MAX_FILE_BYTES, SourceFiles, role_of};
+use super::{LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
 
 /// A commit, as lockstep reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,7 +397,7 @@ pub fn commit(
     // Hold index.lock for the whole operation, as `git commit` does, so that no other git
     // process changes the index or commits between our reading and our writing it.
     let index_path = repo.index_path();
-    let mut lock = gix::lock::File::acquire_to_update_resource(
+    let lock = gix::lock::File::acquire_to_update_resource(
         &index_path,
         gix::lock::acquire::Fail::Immediately,
         None,
@@ -457,8 +457,9 @@ pub fn commit(
     }
     let removed_paths: Vec<String> = removed.iter().map(|rel| located.repo_path(rel)).collect();
     for path in &removed_paths {
+        // remove_leaf: a removal names a file; never drop a whole directory by accident.
         editor
-            .remove(path.as_str())
+            .remove_leaf(path.as_str())
             .map_err(gix_error(format!("cannot remove {path} from the tree")))?;
     }
     let tree = editor
@@ -495,6 +496,17 @@ pub fn commit(
     // commit_as leaves the index alone; without this `git status` would show the committed
     // files as changed (or, for removals, as staged for re-adding).
     update_index(&mut index, &staged, &removed_paths);
+    write_index(repo, index, lock, &outcome)?;
+    Ok(outcome)
+}
+
+/// Write the updated index through the lock taken at the start, replacing `.git/index`.
+fn write_index(
+    repo: &Repository,
+    index: gix::index::File,
+    mut lock: gix::lock::File,
+    outcome: &CommitOutcome,
+) -> Result<(), GitError> {
     let skip_hash = repo
         .config_snapshot()
         .boolean("index.skipHash")
@@ -509,20 +521,19 @@ pub fn commit(
         },
         skip_hash,
     };
-    let committed = match &outcome {
-        CommitOutcome::Committed(info) => info.id.clone(),
-        CommitOutcome::Unchanged => "nothing".to_owned(),
-    };
     let write_error = |source| GitError::IndexWrite {
-        commit: committed.clone(),
-        path: index_path.clone(),
+        commit: match outcome {
+            CommitOutcome::Committed(info) => info.id.clone(),
+            CommitOutcome::Unchanged => "nothing".to_owned(),
+        },
+        path: repo.index_path(),
         source,
     };
     index
         .write_to(&mut lock, options)
         .map_err(|err| write_error(io::Error::other(err)))?;
     lock.commit().map_err(|err| write_error(err.error))?;
-    Ok(outcome)
+    Ok(())
 }
 
 fn identity<'a>(
@@ -599,7 +610,7 @@ fn stage_files(
         if !meta.is_file() {
             return Err(GitError::NotAFile { path: abs });
         }
-        SourceFiles::default().admit(&repo_path, meta.len())?;
+        check_size(&repo_path, meta.len())?;
         // The stat comes from the open file, before reading: if the file changes after, git
         // sees a different stat and re-checks the content instead of trusting ours.
         let fs_meta =
@@ -611,7 +622,7 @@ fn stage_files(
             .take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(io_error("cannot read", &abs))?;
-        SourceFiles::default().admit(&repo_path, bytes.len() as u64)?;
+        check_size(&repo_path, bytes.len() as u64)?;
         if filters_change(&mut pipeline, &bytes, &repo_path, index)? {
             return Err(GitError::FilterChangesBytes { path: repo_path });
         }

@@ -100,6 +100,18 @@ pub enum LimitError {
     TooManyFiles { path: String, limit: usize },
 }
 
+/// Refuse a file larger than [`MAX_FILE_BYTES`].
+pub(crate) fn check_size(path: &str, size: u64) -> Result<(), LimitError> {
+    if size > MAX_FILE_BYTES {
+        return Err(LimitError::FileTooLarge {
+            path: path.to_owned(),
+            size,
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Every input file of a manifests directory, from the work tree or from a Git commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceFiles {
@@ -111,13 +123,7 @@ impl SourceFiles {
     /// Check the limits for one more file of `size` bytes at `path` before reading it, so that
     /// an oversized file is refused without being loaded.
     pub fn admit(&self, path: &str, size: u64) -> Result<(), LimitError> {
-        if size > MAX_FILE_BYTES {
-            return Err(LimitError::FileTooLarge {
-                path: path.to_owned(),
-                size,
-                limit: MAX_FILE_BYTES,
-            });
-        }
+        check_size(path, size)?;
         if self.files.len() >= MAX_FILES && !self.files.contains_key(path) {
             return Err(LimitError::TooManyFiles {
                 path: path.to_owned(),

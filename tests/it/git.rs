@@ -492,6 +492,11 @@ fn paths_outside_the_inputs_are_refused() {
     }
     let err = commit(&repo.root, &["missing.yaml".into()], &[], "lock").unwrap_err();
     assert!(err.to_string().contains("missing.yaml"), "{err}");
+
+    std::os::unix::fs::symlink("app.yaml", repo.root.join("linked.yaml")).unwrap();
+    let err = commit(&repo.root, &["linked.yaml".into()], &[], "lock").unwrap_err();
+    assert!(matches!(err, GitError::Symlink { .. }), "{err}");
+    assert!(err.to_string().contains("linked.yaml"), "{err}");
 }
 
 #[test]
