@@ -1,1 +1,738 @@
-//! Git through gix (stub).
+//! Git through gix: reading the inputs from a commit's tree, and committing lockstep's files.
+//!
+//! Reading goes to the object database only (no checkout, no work-tree reads), so
+//! `verify --rev` checks exactly what the commit holds. Committing writes blobs, a tree built
+//! on HEAD's tree and a commit on the current branch, then updates `.git/index` for the
+//! committed paths: only lockstep's files enter the commit, whatever else is modified.
+//! No git binary is run.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use gix::bstr::{BStr, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::{ObjectId, Repository};
+
+use super::{LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
+
+/// A commit, as lockstep reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The full hexadecimal object id.
+    pub id: String,
+    /// The first line of the commit message.
+    pub summary: String,
+}
+
+/// What [`commit`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// A new commit is on the current branch.
+    Committed(CommitInfo),
+    /// HEAD already holds these contents; no (empty) commit was made.
+    Unchanged,
+}
+
+/// A Git operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// No repository encloses the directory.
+    #[error("no Git repository found at or above {dir}")]
+    Discover {
+        dir: PathBuf,
+        #[source]
+        source: gix::Error,
+    },
+    /// A filesystem operation failed on `path`.
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The directory is not inside the repository's work tree.
+    #[error("{dir} is not inside the work tree {workdir} of its repository")]
+    OutsideWorkTree { dir: PathBuf, workdir: PathBuf },
+    /// Committing needs a work tree.
+    #[error(
+        "the repository at {git_dir} has no work tree (bare); lockstep commits only from a work tree"
+    )]
+    Bare { git_dir: PathBuf },
+    /// A path that is not valid UTF-8.
+    #[error("{path} has a name that is not valid UTF-8")]
+    NonUtf8Path { path: String },
+    /// The revision does not resolve.
+    #[error("unknown revision {rev:?}")]
+    UnknownRev {
+        rev: String,
+        #[source]
+        source: gix::Error,
+    },
+    /// The revision resolves to something other than a commit.
+    #[error("revision {rev:?} does not name a commit")]
+    NotACommit {
+        rev: String,
+        #[source]
+        source: gix::Error,
+    },
+    /// The manifests directory does not exist (as a directory) in the commit.
+    #[error("{path:?} is not a directory in commit {commit}")]
+    DirNotInCommit { path: String, commit: String },
+    /// A symbolic link in the commit or the work tree.
+    #[error("{path} is a symbolic link; lockstep refuses symlinks in the manifests directory")]
+    Symlink { path: String },
+    /// A submodule in the commit.
+    #[error("{path} is a submodule; lockstep refuses submodules in the manifests directory")]
+    Submodule { path: String },
+    /// A size limit was exceeded.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// Reading or writing an object, a tree or a reference failed.
+    #[error("{action}")]
+    Git {
+        action: String,
+        #[source]
+        source: gix::Error,
+    },
+    /// HEAD points at a commit, not a branch.
+    #[error("HEAD is detached; check out a branch to commit on")]
+    DetachedHead,
+    /// The index holds unresolved conflicts.
+    #[error("the index has unresolved conflicts in {}; resolve them (or abort the merge) first", paths.join(", "))]
+    Conflicts { paths: Vec<String> },
+    /// A merge, rebase, cherry-pick, revert or `git am` is under way.
+    #[error("a {operation} is in progress; finish or abort it first")]
+    OperationInProgress { operation: &'static str },
+    /// Neither Git config nor the environment names the author or committer.
+    #[error("no Git {role} identity: set user.name and user.email (git config), or GIT_{}_NAME and GIT_{}_EMAIL", role.to_uppercase(), role.to_uppercase())]
+    NoIdentity { role: &'static str },
+    /// The identity is configured but unusable (an unparseable date, say).
+    #[error("invalid Git {role} identity")]
+    BadIdentity {
+        role: &'static str,
+        #[source]
+        source: gix::Error,
+    },
+    /// A path given to [`commit`] that is not one of lockstep's input paths.
+    #[error("refusing to commit {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    /// A path to commit that is missing from the work tree or is not a regular file.
+    #[error("{path} is not a regular file in the work tree")]
+    NotAFile { path: PathBuf },
+    /// Git's configured filters (autocrlf, eol, ident, a filter driver) would store other
+    /// bytes than the file holds, so the commit would not hold what was signed.
+    #[error(
+        "Git's filters (core.autocrlf, .gitattributes eol/ident/filter) would change {path} when committed, so the commit would not hold the signed bytes; disable them for this path (e.g. '{path} -text' in .gitattributes)"
+    )]
+    FilterChangesBytes { path: String },
+    /// Another process holds `.git/index.lock`.
+    #[error(
+        "cannot lock the index ({path} exists?): is another git process running? If not, remove the lock file"
+    )]
+    IndexLocked {
+        path: PathBuf,
+        #[source]
+        source: gix::Error,
+    },
+    /// Index features lockstep does not write.
+    #[error(
+        "the index uses {feature}, which lockstep cannot update; run `git update-index --no-split-index` / disable sparse index"
+    )]
+    UnsupportedIndex { feature: &'static str },
+    /// The commit was made but `.git/index` could not be updated.
+    #[error(
+        "committed {commit}, but updating the index {path} failed: `git status` may show the committed files as changed"
+    )]
+    IndexWrite {
+        commit: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The commit message is empty.
+    #[error("the commit message is empty")]
+    EmptyMessage,
+}
+
+fn gix_error(action: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {
+    let action = action.into();
+    move |source| GitError::Git { action, source }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> GitError + use<> {
+    let path = path.to_owned();
+    move |source| GitError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A repository and where the manifests directory sits in it.
+struct Located {
+    repo: Repository,
+    /// The directory's path relative to the work tree root, '/'-separated; empty at the root.
+    prefix: String,
+}
+
+impl Located {
+    fn repo_path(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+}
+
+fn locate(dir: &Path) -> Result<Located, GitError> {
+    let repo = gix::discover(dir).map_err(|source| GitError::Discover {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let Some(workdir) = repo.workdir() else {
+        // A bare repository has no place for `dir` to be in: read from the tree's root.
+        return Ok(Located {
+            repo,
+            prefix: String::new(),
+        });
+    };
+    let canonical_dir = dir
+        .canonicalize()
+        .map_err(io_error("cannot resolve", dir))?;
+    let canonical_workdir = workdir
+        .canonicalize()
+        .map_err(io_error("cannot resolve", workdir))?;
+    let relative = canonical_dir
+        .strip_prefix(&canonical_workdir)
+        .map_err(|_| GitError::OutsideWorkTree {
+            dir: canonical_dir.clone(),
+            workdir: canonical_workdir.clone(),
+        })?;
+    let mut components = Vec::new();
+    for component in relative.components() {
+        let name = component.as_os_str();
+        let name = name.to_str().ok_or_else(|| GitError::NonUtf8Path {
+            path: relative.display().to_string(),
+        })?;
+        components.push(name);
+    }
+    let prefix = components.join("/");
+    Ok(Located { repo, prefix })
+}
+
+/// Read the input files of the manifests directory `dir` as they are in commit `rev` (any
+/// rev-spec: `HEAD`, a branch, a tag, an abbreviated id), from the object database only.
+/// `dir` locates the repository and the directory's path inside it; its work-tree contents
+/// are never read. Symlinks and submodules in the commit's directory are errors.
+pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
+    let located = locate(dir)?;
+    let repo = &located.repo;
+    let id = repo
+        .rev_parse_single(rev.as_bytes().as_bstr())
+        .map_err(|source| GitError::UnknownRev {
+            rev: rev.to_owned(),
+            source,
+        })?;
+    let object = id
+        .object()
+        .map_err(gix_error(format!("cannot read object {id}")))?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|source| GitError::NotACommit {
+            rev: rev.to_owned(),
+            source,
+        })?;
+    let info = commit_info(&commit)?;
+    let tree = commit.tree().map_err(gix_error(format!(
+        "cannot read the tree of commit {}",
+        info.id
+    )))?;
+    let dir_tree = if located.prefix.is_empty() {
+        tree.id
+    } else {
+        let entry = tree
+            .lookup_entry_by_path(&located.prefix)
+            .map_err(gix_error(format!(
+                "cannot look up {} in commit {}",
+                located.prefix, info.id
+            )))?;
+        match entry {
+            Some(entry) if entry.mode().is_tree() => entry.object_id(),
+            _ => {
+                return Err(GitError::DirNotInCommit {
+                    path: located.prefix.clone(),
+                    commit: info.id,
+                });
+            }
+        }
+    };
+    let mut files = SourceFiles::default();
+    read_tree(&located, dir_tree, "", &mut files)?;
+    Ok((files, info))
+}
+
+fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
+    let id = commit.id.to_string();
+    let message = commit
+        .message()
+        .map_err(gix_error(format!("cannot decode commit {id}")))?;
+    Ok(CommitInfo {
+        summary: message.summary().to_str_lossy().into_owned(),
+        id,
+    })
+}
+
+/// Walk the tree `tree_id` (the directory `rel_dir` relative to the manifests directory),
+/// with the same rules as the work-tree walk: hidden entries skipped unseen, inputs read,
+/// symlinks and submodules refused.
+fn read_tree(
+    located: &Located,
+    tree_id: ObjectId,
+    rel_dir: &str,
+    files: &mut SourceFiles,
+) -> Result<(), GitError> {
+    let repo = &located.repo;
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(gix_error(format!("cannot read tree {tree_id}")))?;
+    let mut entries = Vec::new();
+    for entry in tree.iter() {
+        let entry = entry.map_err(gix_error(format!("cannot decode tree {tree_id}")))?;
+        entries.push((entry.filename().to_owned(), entry.mode(), entry.object_id()));
+    }
+    for (name, mode, oid) in entries {
+        if name.starts_with(b".") {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(&name) else {
+            let lossy = format!("{rel_dir}/{}", name.to_str_lossy());
+            return Err(GitError::NonUtf8Path {
+                path: located.repo_path(lossy.trim_start_matches('/')),
+            });
+        };
+        let rel = if rel_dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel_dir}/{name}")
+        };
+        if mode.is_tree() {
+            read_tree(located, oid, &rel, files)?;
+        } else if mode.is_link() {
+            return Err(GitError::Symlink {
+                path: located.repo_path(&rel),
+            });
+        } else if mode.is_commit() {
+            return Err(GitError::Submodule {
+                path: located.repo_path(&rel),
+            });
+        } else if role_of(&rel).is_some() {
+            let header = repo
+                .find_header(oid)
+                .map_err(gix_error(format!("cannot read blob {oid} ({rel})")))?;
+            files.admit(&rel, header.size())?;
+            let mut blob = repo
+                .find_blob(oid)
+                .map_err(gix_error(format!("cannot read blob {oid} ({rel})")))?;
+            files.insert(rel, blob.take_data())?;
+        }
+    }
+    Ok(())
+}
+
+/// A file about to be committed, with what the index needs afterwards.
+struct Staged {
+    repo_path: String,
+    id: ObjectId,
+    kind: EntryKind,
+    stat: gix::index::entry::Stat,
+}
+
+/// Commit, on the current branch, the work-tree contents of `paths` and the deletion of
+/// `removed` (both relative to the manifests directory `dir`) on top of HEAD's tree: other
+/// changes in the work tree or the index stay out of the commit. Author and committer come
+/// from Git config or `GIT_AUTHOR_*`/`GIT_COMMITTER_*` (dates from `GIT_*_DATE`, else the
+/// clock, as with `git commit`). Refuses a detached HEAD, a conflicted index and a merge (or
+/// rebase, ...) in progress; works on an unborn branch. Afterwards the index entries of those
+/// paths match the commit, so `git status` shows them clean. When HEAD already holds the
+/// same tree, no commit is made.
+pub fn commit(
+    dir: &Path,
+    paths: &[String],
+    removed: &[String],
+    message: &str,
+) -> Result<CommitOutcome, GitError> {
+    for path in paths.iter().chain(removed) {
+        if role_of(path).is_none() {
+            return Err(GitError::InvalidPath {
+                path: path.clone(),
+                reason: "not a lockstep input path relative to the manifests directory",
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(path) = paths
+        .iter()
+        .chain(removed)
+        .find(|path| !seen.insert(path.as_str()))
+    {
+        return Err(GitError::InvalidPath {
+            path: path.clone(),
+            reason: "named twice (to commit or to remove)",
+        });
+    }
+    if message.trim().is_empty() {
+        return Err(GitError::EmptyMessage);
+    }
+    let located = locate(dir)?;
+    let repo = &located.repo;
+    let Some(workdir) = repo.workdir().map(Path::to_owned) else {
+        return Err(GitError::Bare {
+            git_dir: repo.git_dir().to_owned(),
+        });
+    };
+
+    // Hold index.lock for the whole operation, as `git commit` does, so that no other git
+    // process changes the index or commits between our reading and our writing it.
+    let index_path = repo.index_path();
+    let lock = gix::lock::File::acquire_to_update_resource(
+        &index_path,
+        gix::lock::acquire::Fail::Immediately,
+        None,
+        0,
+    )
+    .map_err(|source| GitError::IndexLocked {
+        path: index_path.with_extension("lock"),
+        source,
+    })?;
+    let mut index = if index_path.exists() {
+        repo.open_index().map_err(gix_error(format!(
+            "cannot read the index {}",
+            index_path.display()
+        )))?
+    } else {
+        gix::index::File::from_state(
+            gix::index::State::new(repo.object_hash()),
+            index_path.clone(),
+        )
+    };
+    refuse_unsupported_index(&index)?;
+    refuse_operation_in_progress(repo)?;
+
+    let head = repo.head().map_err(gix_error("cannot read HEAD"))?;
+    let parent = match head.kind {
+        gix::head::Kind::Detached { .. } => return Err(GitError::DetachedHead),
+        gix::head::Kind::Unborn(_) => None,
+        gix::head::Kind::Symbolic(_) => {
+            let commit = repo
+                .head_commit()
+                .map_err(gix_error("cannot read the commit at HEAD"))?;
+            let tree = commit
+                .tree_id()
+                .map_err(gix_error(format!("cannot read the tree of {}", commit.id)))?;
+            Some((commit.id, tree.detach()))
+        }
+    };
+    let base_tree = parent.map_or_else(
+        || ObjectId::empty_tree(repo.object_hash()),
+        |(_, tree)| tree,
+    );
+
+    let author = identity(repo.author(), "author")?;
+    let committer = identity(repo.committer(), "committer")?;
+
+    let staged = stage_files(&located, &workdir, paths, &index)?;
+    let mut editor = repo
+        .edit_tree(base_tree)
+        .map_err(gix_error(format!("cannot read tree {base_tree}")))?;
+    for file in &staged {
+        editor
+            .upsert(file.repo_path.as_str(), file.kind, file.id)
+            .map_err(gix_error(format!(
+                "cannot add {} to the tree",
+                file.repo_path
+            )))?;
+    }
+    let removed_paths: Vec<String> = removed.iter().map(|rel| located.repo_path(rel)).collect();
+    for path in &removed_paths {
+        // remove_leaf: a removal names a file; never drop a whole directory by accident.
+        editor
+            .remove_leaf(path.as_str())
+            .map_err(gix_error(format!("cannot remove {path} from the tree")))?;
+    }
+    let tree = editor
+        .write()
+        .map_err(gix_error("cannot write the tree"))?
+        .detach();
+
+    let outcome = if tree == base_tree {
+        CommitOutcome::Unchanged
+    } else {
+        let mut message = message.to_owned();
+        if !message.ends_with('\n') {
+            message.push('\n');
+        }
+        let id = repo
+            .commit_as(
+                committer,
+                author,
+                "HEAD",
+                &message,
+                tree,
+                parent.map(|(id, _)| id),
+            )
+            .map_err(gix_error(
+                "cannot create the commit (did HEAD move meanwhile?)",
+            ))?;
+        let commit = id
+            .object()
+            .map_err(gix_error(format!("cannot read the new commit {id}")))?
+            .into_commit();
+        CommitOutcome::Committed(commit_info(&commit)?)
+    };
+
+    // commit_as leaves the index alone; without this `git status` would show the committed
+    // files as changed (or, for removals, as staged for re-adding).
+    update_index(&mut index, &staged, &removed_paths);
+    write_index(repo, index, lock, &outcome)?;
+    Ok(outcome)
+}
+
+/// Write the updated index through the lock taken at the start, replacing `.git/index`.
+fn write_index(
+    repo: &Repository,
+    index: gix::index::File,
+    mut lock: gix::lock::File,
+    outcome: &CommitOutcome,
+) -> Result<(), GitError> {
+    let skip_hash = repo
+        .config_snapshot()
+        .boolean("index.skipHash")
+        .unwrap_or(false);
+    let options = gix::index::write::Options {
+        // The tree cache would be stale for the changed paths (a later `git commit` would
+        // trust it), and the untracked cache / fsmonitor data index entries by position: drop
+        // them, git rebuilds them.
+        extensions: gix::index::write::Extensions::Given {
+            tree_cache: false,
+            end_of_index_entry: true,
+        },
+        skip_hash,
+    };
+    let write_error = |source| GitError::IndexWrite {
+        commit: match outcome {
+            CommitOutcome::Committed(info) => info.id.clone(),
+            CommitOutcome::Unchanged => "nothing".to_owned(),
+        },
+        path: repo.index_path(),
+        source,
+    };
+    index
+        .write_to(&mut lock, options)
+        .map_err(|err| write_error(io::Error::other(err)))?;
+    lock.commit().map_err(|err| write_error(err.error))?;
+    Ok(())
+}
+
+fn identity<'a>(
+    configured: Option<gix::Result<gix::actor::SignatureRef<'a>>>,
+    role: &'static str,
+) -> Result<gix::actor::SignatureRef<'a>, GitError> {
+    configured
+        .ok_or(GitError::NoIdentity { role })?
+        .map_err(|source| GitError::BadIdentity { role, source })
+}
+
+fn refuse_unsupported_index(index: &gix::index::File) -> Result<(), GitError> {
+    if index.link().is_some() {
+        return Err(GitError::UnsupportedIndex {
+            feature: "a split index",
+        });
+    }
+    if index.is_sparse() {
+        return Err(GitError::UnsupportedIndex {
+            feature: "a sparse index",
+        });
+    }
+    let mut conflicted: Vec<String> = index
+        .entries()
+        .iter()
+        .filter(|entry| entry.stage_raw() != 0)
+        .map(|entry| entry.path(index).to_str_lossy().into_owned())
+        .collect();
+    conflicted.dedup();
+    if !conflicted.is_empty() {
+        return Err(GitError::Conflicts { paths: conflicted });
+    }
+    Ok(())
+}
+
+fn refuse_operation_in_progress(repo: &Repository) -> Result<(), GitError> {
+    use gix::state::InProgress;
+    let operation = match repo.state() {
+        None | Some(InProgress::Bisect) => return Ok(()),
+        Some(InProgress::Merge) => "merge",
+        Some(
+            InProgress::Rebase | InProgress::RebaseInteractive | InProgress::ApplyMailboxRebase,
+        ) => "rebase",
+        Some(InProgress::CherryPick | InProgress::CherryPickSequence) => "cherry-pick",
+        Some(InProgress::Revert | InProgress::RevertSequence) => "revert",
+        Some(InProgress::ApplyMailbox) => "`git am`",
+    };
+    Err(GitError::OperationInProgress { operation })
+}
+
+/// Write each path's work-tree bytes as a blob, refusing symlinks and anything Git's filters
+/// would store differently from the bytes on disk.
+fn stage_files(
+    located: &Located,
+    workdir: &Path,
+    paths: &[String],
+    index: &gix::index::File,
+) -> Result<Vec<Staged>, GitError> {
+    let repo = &located.repo;
+    let (mut pipeline, _) = repo
+        .filter_pipeline(None)
+        .map_err(gix_error("cannot set up Git's filters"))?;
+    let file_mode = repo
+        .config_snapshot()
+        .boolean("core.fileMode")
+        .unwrap_or(true);
+    let mut staged = Vec::with_capacity(paths.len());
+    for rel in paths {
+        let repo_path = located.repo_path(rel);
+        refuse_symlinks_on_path(workdir, &repo_path)?;
+        let abs = workdir.join(&repo_path);
+        let mut file = File::open(&abs).map_err(io_error("cannot open", &abs))?;
+        let meta = file.metadata().map_err(io_error("cannot stat", &abs))?;
+        if !meta.is_file() {
+            return Err(GitError::NotAFile { path: abs });
+        }
+        check_size(&repo_path, meta.len())?;
+        // The stat comes from the open file, before reading: if the file changes after, git
+        // sees a different stat and re-checks the content instead of trusting ours.
+        let fs_meta =
+            gix::index::fs::Metadata::from_file(&file).map_err(io_error("cannot stat", &abs))?;
+        let stat = gix::index::entry::Stat::from_fs(&fs_meta)
+            .map_err(|err| io_error("cannot read the times of", &abs)(io::Error::other(err)))?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_error("cannot read", &abs))?;
+        check_size(&repo_path, bytes.len() as u64)?;
+        if filters_change(&mut pipeline, &bytes, &repo_path, index)? {
+            return Err(GitError::FilterChangesBytes { path: repo_path });
+        }
+        let id = repo
+            .write_blob(&bytes)
+            .map_err(gix_error(format!("cannot write the blob of {repo_path}")))?
+            .detach();
+        let executable = if file_mode {
+            gix::fs::is_executable(&meta)
+        } else {
+            // Without core.fileMode the work tree's bit means nothing: keep what the index says.
+            index
+                .entry_by_path(repo_path.as_bytes().as_bstr())
+                .is_some_and(|entry| entry.mode == gix::index::entry::Mode::FILE_EXECUTABLE)
+        };
+        let kind = if executable {
+            EntryKind::BlobExecutable
+        } else {
+            EntryKind::Blob
+        };
+        staged.push(Staged {
+            repo_path,
+            id,
+            kind,
+            stat,
+        });
+    }
+    Ok(staged)
+}
+
+fn refuse_symlinks_on_path(workdir: &Path, repo_path: &str) -> Result<(), GitError> {
+    let mut path = workdir.to_owned();
+    for component in repo_path.split('/') {
+        path.push(component);
+        let meta = std::fs::symlink_metadata(&path).map_err(io_error("cannot stat", &path))?;
+        if meta.file_type().is_symlink() {
+            return Err(GitError::Symlink {
+                path: path.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether Git's to-git conversion for `repo_path` turns `bytes` into different bytes.
+fn filters_change(
+    pipeline: &mut gix::filter::Pipeline<'_>,
+    bytes: &[u8],
+    repo_path: &str,
+    index: &gix::index::File,
+) -> Result<bool, GitError> {
+    use gix::filter::plumbing::pipeline::convert::ToGitOutcome;
+    let converted = pipeline
+        .convert_to_git(bytes, Path::new(repo_path), index)
+        .map_err(gix_error(format!(
+            "cannot apply Git's filters to {repo_path}"
+        )))?;
+    Ok(match converted {
+        ToGitOutcome::Unchanged(_) => false,
+        ToGitOutcome::Buffer(buffer) => buffer != bytes,
+        ToGitOutcome::Process(mut reader) => {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map_err(|err| {
+                gix_error(format!("cannot run Git's filter on {repo_path}"))(
+                    gix::Error::from_error(err),
+                )
+            })?;
+            out != bytes
+        }
+    })
+}
+
+/// Point the index entries of the committed paths at the committed blobs (with the work-tree
+/// stat, so git trusts them without rehashing) and drop the removed paths.
+fn update_index(index: &mut gix::index::File, staged: &[Staged], removed: &[String]) {
+    use gix::index::entry::{Flags, Mode, Stage};
+    let mut added = Vec::new();
+    for file in staged {
+        let mode = match file.kind {
+            EntryKind::BlobExecutable => Mode::FILE_EXECUTABLE,
+            _ => Mode::FILE,
+        };
+        let path: &BStr = file.repo_path.as_bytes().as_bstr();
+        if let Some(entry) = index.entry_mut_by_path_and_stage(path, Stage::Unconflicted) {
+            entry.id = file.id;
+            entry.mode = mode;
+            entry.stat = file.stat;
+            entry.flags.remove(Flags::INTENT_TO_ADD);
+        } else {
+            added.push((file, mode, path));
+        }
+    }
+    // Pushed only after every lookup: lookups binary-search, and pushing breaks the order
+    // until the sort below.
+    for (file, mode, path) in added {
+        index.dangerously_push_entry(file.stat, file.id, Flags::empty(), mode, path);
+    }
+    index.remove_entries(|_, path, _| removed.iter().any(|removed| path == removed.as_bytes()));
+    index.sort_entries();
+    index.remove_tree();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_can_cross_threads() {
+        // `commit` and `read_at_rev` run under `spawn_blocking`; their errors must travel back.
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<GitError>();
+    }
+}
