@@ -280,10 +280,10 @@ fn check_registry(host: &str) -> Result<(), String> {
         }
     };
     let _ = host_part;
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u32>().map_or(true, |p| p > 65535) {
-            return Err(format!("registry {host:?} has an invalid port {port:?}"));
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u32>().map_or(true, |p| p > 65535))
+    {
+        return Err(format!("registry {host:?} has an invalid port {port:?}"));
     }
     Ok(())
 }

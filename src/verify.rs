@@ -60,7 +60,8 @@ fn error_with_causes(e: &dyn std::error::Error) -> String {
 
 /// The files the lockfile's binding covers: every manifest and `lockstep.toml`.
 pub fn bound_files(files: &SourceFiles) -> impl Iterator<Item = (&str, &[u8])> {
-    files.manifests().chain(files.config_entry())
+    let config = files.config().map(|bytes| (crate::source::CONFIG_FILE, bytes));
+    files.manifests().chain(config)
 }
 
 /// Scan every manifest with the directory's `lockstep.toml`, collecting all errors.
@@ -152,7 +153,7 @@ pub fn verify_dir<'a>(files: &'a SourceFiles, policy: &TrustPolicy<'_>) -> Resul
     let lock_bytes = files.lockfile().ok_or(VerifyError::NoLockfile)?;
     let signatures: Vec<SignatureFile> = files
         .signatures()
-        .map(|(name, bytes)| SignatureFile { name: name.to_owned(), armored: bytes.to_vec() })
+        .map(|(signer, bytes)| SignatureFile { name: crate::source::signature_path(signer), armored: bytes.to_vec() })
         .collect();
     let verified = signing::verify(lock_bytes, &signatures, policy.signers, policy.at, policy.threshold)
         .map_err(VerifyError::Signatures)?;

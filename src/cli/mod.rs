@@ -81,7 +81,13 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 dir: a.dir,
             };
             if let Some(s) = &settings.signer {
-                crate::source::check_signer_name(s).map_err(CliError::usage)?;
+                let safe = s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                if !safe || crate::source::signer_of(&crate::source::signature_path(s)) != Some(s.as_str()) {
+                    return Err(CliError::usage(Message(format!(
+                        "--signer {s:?} cannot name a signature file (use letters, digits, '.', '_' and '-')"
+                    )))
+                    .into());
+                }
             }
             Ok(commands::lock::run(settings, printer).await?)
         }

@@ -90,7 +90,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
 
     let key = settings.key.as_ref().expect("the key is required unless --check");
     let signer = settings.signer.clone().unwrap_or_else(|| signing::signer_name(key.comment(), &key.fingerprint()));
-    let sig_name = source::signature_file_name(&signer);
+    let sig_name = source::signature_path(&signer);
     let (lock, lock_bytes, new_generation) = match decision {
         LockDecision::UpToDate(lock) => {
             let bytes = files.lockfile().expect("up to date means a lockfile exists").to_vec();
@@ -117,7 +117,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     writes.push((sig_name.clone(), signature.into_bytes()));
     // Signatures over the previous lockfile bytes no longer sign anything.
     let removals: Vec<String> = if new_generation {
-        files.signatures().map(|(n, _)| n.to_owned()).filter(|n| *n != sig_name).collect()
+        files.signatures().map(|(signer, _)| source::signature_path(signer)).filter(|n| *n != sig_name).collect()
     } else {
         Vec::new()
     };
@@ -131,9 +131,13 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     let mut commit_id = None;
     if let Some(message) = &settings.commit {
         let paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
-        let outcome = git::commit(dir, &paths, &removals, message).map_err(CliError::usage)?;
-        printer.note(format!("committed {}", outcome));
-        commit_id = Some(outcome.to_string());
+        match git::commit(dir, &paths, &removals, message).map_err(CliError::usage)? {
+            git::CommitOutcome::Committed(info) => {
+                printer.note(format!("committed {} {}", &info.id[..12], info.summary));
+                commit_id = Some(info.id);
+            }
+            git::CommitOutcome::Unchanged => printer.note("nothing to commit: HEAD already holds these files"),
+        }
     }
     let verb = if new_generation { "locked" } else { "re-signed" };
     printer.result(format!(
