@@ -269,6 +269,15 @@ mod tests {
     }
 
     #[test]
+    fn key_text_survives_crlf_and_surrounding_blank_lines() {
+        // What a CI secret pasted from a Windows editor looks like.
+        let key = SigningKey::generate("ci").unwrap();
+        let text = format!("\r\n  {}\r\n\r\n", key.to_openssh().replace('\n', "\r\n"));
+        let again = SigningKey::from_openssh(&text, None).unwrap();
+        assert_eq!(again.fingerprint(), key.fingerprint());
+    }
+
+    #[test]
     fn two_generated_keys_differ() {
         let a = SigningKey::generate("a").unwrap();
         let b = SigningKey::generate("a").unwrap();

@@ -557,6 +557,18 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_checked_out_with_crlf_still_verifies() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let armored = ci.sign(LOCK).unwrap().replace('\n', "\r\n");
+        let file = SignatureFile {
+            name: "s".into(),
+            armored: armored.into_bytes(),
+        };
+        assert!(verify(LOCK, &[file], &trust, now(), 1).is_ok());
+    }
+
+    #[test]
     fn sha256_signatures_are_accepted() {
         let ci = key("ci");
         let trust = trust(&[line("ci", "", &ci)]);

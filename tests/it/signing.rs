@@ -49,6 +49,17 @@ fn keygen(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     path
 }
 
+/// An unencrypted ed25519 key by `ssh-keygen -t ed25519 -N ''`, and lockstep's reading of it.
+fn keygen_ed25519(dir: &Path, comment: &str) -> (PathBuf, SigningKey) {
+    let path = keygen(
+        dir,
+        "id_ed25519",
+        &["-t", "ed25519", "-N", "", "-C", comment],
+    );
+    let key = SigningKey::from_openssh(&fs::read_to_string(&path).unwrap(), None).unwrap();
+    (path, key)
+}
+
 fn pub_line(key: &Path) -> String {
     fs::read_to_string(key.with_extension("pub"))
         .unwrap()
@@ -138,12 +149,7 @@ fn only_problem(result: Result<lockstep::signing::Verified<'_>, VerifyError>) ->
 #[test]
 fn ssh_keygen_key_signs_what_ssh_keygen_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let path = keygen(
-        dir.path(),
-        "id_ed25519",
-        &["-t", "ed25519", "-N", "", "-C", "ci@example"],
-    );
-    let key = SigningKey::from_openssh(&fs::read_to_string(&path).unwrap(), None).unwrap();
+    let (path, key) = keygen_ed25519(dir.path(), "ci@example");
     assert_eq!(key.comment(), "ci@example");
     assert_eq!(key.fingerprint(), keygen_fingerprint(&path));
     assert_eq!(key.public_openssh(), pub_line(&path));
@@ -186,11 +192,7 @@ fn ssh_keygen_key_signs_what_ssh_keygen_verifies() {
 #[test]
 fn ssh_keygen_signature_verifies_with_ours() {
     let dir = tempfile::tempdir().unwrap();
-    let path = keygen(
-        dir.path(),
-        "id_ed25519",
-        &["-t", "ed25519", "-N", "", "-C", "ci@example"],
-    );
+    let (path, _) = keygen_ed25519(dir.path(), "ci@example");
     let trust = AllowedSigners::parse(
         &format!("ci@example,release@example {}\n", pub_line(&path)),
         "allowed_signers",
@@ -298,11 +300,7 @@ fn other_key_types_are_refused_by_name() {
 #[test]
 fn signatures_for_other_namespaces_or_by_other_key_types_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = keygen(
-        dir.path(),
-        "id_ed25519",
-        &["-t", "ed25519", "-N", "", "-C", "dev"],
-    );
+    let (path, _) = keygen_ed25519(dir.path(), "dev");
     let ecdsa = keygen(
         dir.path(),
         "id_ecdsa",
@@ -344,12 +342,7 @@ fn signatures_for_other_namespaces_or_by_other_key_types_are_refused() {
 #[test]
 fn validity_windows_agree_with_ssh_keygen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = keygen(
-        dir.path(),
-        "id_ed25519",
-        &["-t", "ed25519", "-N", "", "-C", "ci"],
-    );
-    let key = SigningKey::from_openssh(&fs::read_to_string(&path).unwrap(), None).unwrap();
+    let (path, key) = keygen_ed25519(dir.path(), "ci");
     let signature = key.sign(LOCK).unwrap();
     let files = [file("lockstep.lock.ci.sig", signature.clone())];
     // Without `Z`: lockstep reads UTC, ssh-keygen its local zone, which `ssh_keygen` sets to
@@ -457,12 +450,7 @@ fn generated_key_works_with_openssh_both_ways() {
 #[test]
 fn ssh_keygen_and_lockstep_agree_on_namespace_restrictions() {
     let dir = tempfile::tempdir().unwrap();
-    let path = keygen(
-        dir.path(),
-        "id_ed25519",
-        &["-t", "ed25519", "-N", "", "-C", "ci"],
-    );
-    let key = SigningKey::from_openssh(&fs::read_to_string(&path).unwrap(), None).unwrap();
+    let (path, key) = keygen_ed25519(dir.path(), "ci");
     let signature = key.sign(LOCK).unwrap();
     for (namespaces, allowed) in [
         ("lockstep", true),
