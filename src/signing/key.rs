@@ -79,8 +79,13 @@ impl SigningKey {
     }
 
     /// An `allowed_signers` line that trusts this key for `principal`, for lockstep only.
+    /// The principal is quoted when it holds blanks or commas or starts with `#` (it cannot
+    /// hold a double quote: the format has no escape for one there).
     pub fn allowed_signers_line(&self, principal: &str) -> String {
-        let principal = if principal.contains([' ', '\t', ',']) || principal.is_empty() {
+        let needs_quotes = principal.is_empty()
+            || principal.starts_with('#')
+            || principal.contains([' ', '\t', ',']);
+        let principal = if needs_quotes {
             format!("\"{principal}\"")
         } else {
             principal.to_owned()
@@ -275,6 +280,19 @@ mod tests {
         let text = format!("\r\n  {}\r\n\r\n", key.to_openssh().replace('\n', "\r\n"));
         let again = SigningKey::from_openssh(&text, None).unwrap();
         assert_eq!(again.fingerprint(), key.fingerprint());
+    }
+
+    #[test]
+    fn allowed_signers_line_parses_back_to_the_principal() {
+        let key = SigningKey::generate("ci").unwrap();
+        for principal in ["ci@example", "Release Team", "a,b", "#ops"] {
+            let line = key.allowed_signers_line(principal);
+            let trust = crate::signing::AllowedSigners::parse(&line, "x").unwrap();
+            let expected: Vec<&str> = principal.split(',').collect();
+            assert_eq!(trust.keys()[0].principals(), expected, "{line}");
+            assert_eq!(trust.keys()[0].fingerprint(), key.fingerprint());
+            assert_eq!(trust.keys()[0].namespaces(), Some(NAMESPACE));
+        }
     }
 
     #[test]
