@@ -1,0 +1,786 @@
+//! Verifying detached signatures over the exact lockfile bytes, against trusted keys, with a
+//! threshold of distinct approvals.
+//!
+//! Like TUF's threshold signatures, a file that fails (a stale signature of a departed
+//! signer, an untrusted key, garbage) does not veto the others: the lockfile is verified
+//! when enough distinct trusted signers vouch for its bytes. Every failure is still
+//! reported, on [`Verified::rejected`] or in [`VerifyError::ThresholdNotMet`].
+
+use std::fmt;
+
+use jiff::Timestamp;
+use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
+
+use super::allowed_signers::TrustedKey;
+use super::{AllowedSigners, NAMESPACE, probe};
+
+/// A detached signature file as read from disk or from a Git tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureFile {
+    /// The file name, e.g. `lockstep.lock.ci.sig` (used in reports only).
+    pub name: String,
+    /// The armored SSHSIG, `-----BEGIN SSH SIGNATURE-----…`.
+    pub armored: Vec<u8>,
+}
+
+/// A valid signature by a trusted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerReport {
+    /// The signature file.
+    pub file: String,
+    /// The signing key's `SHA256:…` fingerprint.
+    pub fingerprint: String,
+    /// The principals of every `allowed_signers` line that admits the key for this
+    /// signature (namespace and validity window included), in file order.
+    pub principals: Vec<String>,
+    /// Those lines' numbers.
+    pub lines: Vec<usize>,
+}
+
+/// A signature file that does not count as an approval, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedSignature {
+    /// The signature file.
+    pub file: String,
+    /// Why it does not count.
+    pub problem: SignatureProblem,
+}
+
+/// The validity window of one `allowed_signers` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidityWindow {
+    /// The line number.
+    pub line: usize,
+    /// `valid-after`, if set.
+    pub valid_after: Option<Timestamp>,
+    /// `valid-before`, if set.
+    pub valid_before: Option<Timestamp>,
+}
+
+/// Why one signature file is not an approval.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    /// Not a decodable SSHSIG.
+    #[error("not a valid SSH signature (-----BEGIN SSH SIGNATURE-----)")]
+    Malformed {
+        /// What the decoder found wrong.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// Made with a key that is not ed25519.
+    #[error(
+        "made with a key of type {algorithm}{}; lockstep accepts ed25519 signatures only",
+        fingerprint.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()
+    )]
+    UnsupportedKeyType {
+        /// The OpenSSH key type.
+        algorithm: String,
+        /// The key's fingerprint, when the signature is intact enough to tell.
+        fingerprint: Option<String>,
+    },
+    /// Made for another purpose (`ssh-keygen -Y sign -n git`, …).
+    #[error("made by {fingerprint} for namespace {namespace:?}, not \"lockstep\"")]
+    WrongNamespace {
+        /// The signing key.
+        fingerprint: String,
+        /// The namespace in the signature.
+        namespace: String,
+    },
+    /// The signature does not verify over the bytes: they or it changed after signing.
+    #[error(
+        "the signature by {fingerprint} does not match lockstep.lock \
+         (the lockfile or the signature changed after signing)"
+    )]
+    BadSignature {
+        /// The key named in the signature.
+        fingerprint: String,
+    },
+    /// The key is on no line of the allowed signers.
+    #[error("made by {fingerprint}, which is not a trusted key (not in the allowed signers)")]
+    UntrustedKey {
+        /// The signing key.
+        fingerprint: String,
+    },
+    /// The key is listed, but no line lets it sign in namespace `lockstep`.
+    #[error(
+        "made by {fingerprint}, which the allowed signers (line {}) do not allow in namespace \"lockstep\"",
+        join(lines)
+    )]
+    NamespaceNotAllowed {
+        /// The signing key.
+        fingerprint: String,
+        /// The lines that list the key.
+        lines: Vec<usize>,
+    },
+    /// The key is listed for `lockstep`, but not at the verification time.
+    #[error("made by {fingerprint}, which is not valid at {at}: {}", join(windows))]
+    OutsideValidity {
+        /// The signing key.
+        fingerprint: String,
+        /// The verification time.
+        at: Timestamp,
+        /// The windows of the lines that list the key for namespace `lockstep`.
+        windows: Vec<ValidityWindow>,
+    },
+}
+
+/// Why verification failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// There is no signature file at all.
+    #[error("lockstep.lock is not signed: there is no lockstep.lock.<signer>.sig beside it")]
+    NotSigned,
+    /// A threshold of 0 would accept anything.
+    #[error("the signature threshold must be at least 1")]
+    ZeroThreshold,
+    /// Fewer distinct trusted approvals than required.
+    #[error("{}", shortfall(*approvals, *threshold, valid, rejected))]
+    ThresholdNotMet {
+        /// Distinct approvals found.
+        approvals: usize,
+        /// Approvals required.
+        threshold: usize,
+        /// The valid signatures (they may share principals and so count once).
+        valid: Vec<SignerReport>,
+        /// The signatures that did not count, and why.
+        rejected: Vec<RejectedSignature>,
+    },
+}
+
+/// Lockfile bytes whose signatures met the threshold. Only [`verify`] makes one, so a
+/// function taking `Verified` cannot be handed unverified bytes.
+#[derive(Clone)]
+pub struct Verified<'a> {
+    bytes: &'a [u8],
+    signers: Vec<SignerReport>,
+    rejected: Vec<RejectedSignature>,
+    approvals: usize,
+}
+
+impl<'a> Verified<'a> {
+    /// The verified bytes, exactly as signed.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The valid signatures by trusted keys, in input order.
+    pub fn signers(&self) -> &[SignerReport] {
+        &self.signers
+    }
+
+    /// Every principal that approved, sorted, each once.
+    pub fn principals(&self) -> Vec<&str> {
+        let mut principals: Vec<&str> = self
+            .signers
+            .iter()
+            .flat_map(|s| s.principals.iter().map(String::as_str))
+            .collect();
+        principals.sort_unstable();
+        principals.dedup();
+        principals
+    }
+
+    /// The number of distinct approvals (signers sharing a principal or a key count once).
+    pub fn approvals(&self) -> usize {
+        self.approvals
+    }
+
+    /// Signature files that did not count (the threshold was met without them).
+    pub fn rejected(&self) -> &[RejectedSignature] {
+        &self.rejected
+    }
+}
+
+impl fmt::Debug for Verified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .field("signers", &self.signers)
+            .field("rejected", &self.rejected)
+            .field("approvals", &self.approvals)
+            .finish()
+    }
+}
+
+/// Verifies `signatures` over `message` (the exact bytes of `lockstep.lock`).
+///
+/// Each signature must be an SSHSIG in namespace `lockstep` (sha256 or sha512) by an ed25519
+/// key that `trust` lists on a line whose `namespaces=` allows `lockstep` and whose validity
+/// window contains `at`, and must verify over `message`. The result counts *distinct*
+/// approvals: valid signatures whose keys share a principal (or are the same key) are one
+/// approval. At least `threshold` are needed.
+pub fn verify<'a>(
+    message: &'a [u8],
+    signatures: &[SignatureFile],
+    trust: &AllowedSigners,
+    at: Timestamp,
+    threshold: usize,
+) -> Result<Verified<'a>, VerifyError> {
+    if threshold == 0 {
+        return Err(VerifyError::ZeroThreshold);
+    }
+    if signatures.is_empty() {
+        return Err(VerifyError::NotSigned);
+    }
+    let mut valid = Vec::new();
+    let mut rejected = Vec::new();
+    for file in signatures {
+        match check(message, file, trust, at) {
+            Ok(signer) => valid.push(signer),
+            Err(problem) => rejected.push(RejectedSignature {
+                file: file.name.clone(),
+                problem,
+            }),
+        }
+    }
+    let approvals = distinct_approvals(&valid);
+    if approvals < threshold {
+        return Err(VerifyError::ThresholdNotMet {
+            approvals,
+            threshold,
+            valid,
+            rejected,
+        });
+    }
+    Ok(Verified {
+        bytes: message,
+        signers: valid,
+        rejected,
+        approvals,
+    })
+}
+
+fn check(
+    message: &[u8],
+    file: &SignatureFile,
+    trust: &AllowedSigners,
+    at: Timestamp,
+) -> Result<SignerReport, SignatureProblem> {
+    let signature = match SshSig::from_pem(&file.armored) {
+        Ok(signature) => signature,
+        Err(source) => {
+            return Err(match probe::signature_key(&file.armored) {
+                Some((algorithm, fingerprint)) if algorithm != Algorithm::Ed25519.as_str() => {
+                    SignatureProblem::UnsupportedKeyType {
+                        algorithm,
+                        fingerprint: Some(fingerprint),
+                    }
+                }
+                _ => SignatureProblem::Malformed { source },
+            });
+        }
+    };
+    let key = signature.public_key();
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    if key.algorithm() != Algorithm::Ed25519 {
+        return Err(SignatureProblem::UnsupportedKeyType {
+            algorithm: key.algorithm().as_str().to_owned(),
+            fingerprint: Some(fingerprint),
+        });
+    }
+    if signature.namespace() != NAMESPACE {
+        return Err(SignatureProblem::WrongNamespace {
+            fingerprint,
+            namespace: signature.namespace().to_owned(),
+        });
+    }
+    // The hash algorithm comes from the signature; ssh-key decodes only sha256 and sha512.
+    if PublicKey::from(key.clone())
+        .verify(NAMESPACE, message, &signature)
+        .is_err()
+    {
+        return Err(SignatureProblem::BadSignature { fingerprint });
+    }
+
+    let listed: Vec<&TrustedKey> = trust.lines_for(key).collect();
+    if listed.is_empty() {
+        return Err(SignatureProblem::UntrustedKey { fingerprint });
+    }
+    let for_lockstep: Vec<&TrustedKey> = listed
+        .iter()
+        .copied()
+        .filter(|t| t.allows_namespace(NAMESPACE))
+        .collect();
+    if for_lockstep.is_empty() {
+        return Err(SignatureProblem::NamespaceNotAllowed {
+            fingerprint,
+            lines: listed.iter().map(|t| t.line()).collect(),
+        });
+    }
+    let admitting: Vec<&TrustedKey> = for_lockstep
+        .iter()
+        .copied()
+        .filter(|t| t.is_valid_at(at))
+        .collect();
+    if admitting.is_empty() {
+        return Err(SignatureProblem::OutsideValidity {
+            fingerprint,
+            at,
+            windows: for_lockstep
+                .iter()
+                .map(|t| ValidityWindow {
+                    line: t.line(),
+                    valid_after: t.valid_after(),
+                    valid_before: t.valid_before(),
+                })
+                .collect(),
+        });
+    }
+    let mut principals: Vec<String> = Vec::new();
+    for principal in admitting.iter().flat_map(|t| t.principals()) {
+        if !principals.contains(principal) {
+            principals.push(principal.clone());
+        }
+    }
+    Ok(SignerReport {
+        file: file.name.clone(),
+        fingerprint,
+        principals,
+        lines: admitting.iter().map(|t| t.line()).collect(),
+    })
+}
+
+/// Counts groups of signers connected by a shared key or a shared principal (union-find):
+/// one person with two keys, or the same key signing twice, is one approval.
+fn distinct_approvals(signers: &[SignerReport]) -> usize {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..signers.len()).collect();
+    for i in 0..signers.len() {
+        for j in i + 1..signers.len() {
+            let (a, b) = (&signers[i], &signers[j]);
+            let related = a.fingerprint == b.fingerprint
+                || a.principals.iter().any(|p| b.principals.contains(p));
+            if related {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ri] = rj;
+            }
+        }
+    }
+    (0..signers.len())
+        .filter(|&i| root(&mut parent, i) == i)
+        .count()
+}
+
+fn shortfall(
+    approvals: usize,
+    threshold: usize,
+    valid: &[SignerReport],
+    rejected: &[RejectedSignature],
+) -> String {
+    let mut out = format!(
+        "lockstep.lock has {approvals} distinct trusted approval{} but {threshold} {} required",
+        if approvals == 1 { "" } else { "s" },
+        if threshold == 1 { "is" } else { "are" },
+    );
+    for signer in valid {
+        out.push_str(&format!(
+            "\n  {}: valid, by {} ({})",
+            signer.file,
+            signer.principals.join(", "),
+            signer.fingerprint
+        ));
+    }
+    for rejected in rejected {
+        out.push_str(&format!("\n  {}: {}", rejected.file, rejected.problem));
+    }
+    out
+}
+
+impl fmt::Display for ValidityWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} allows ", self.line)?;
+        match (self.valid_after, self.valid_before) {
+            (Some(after), Some(before)) => write!(f, "{after} to {before}"),
+            (Some(after), None) => write!(f, "from {after}"),
+            (None, Some(before)) => write!(f, "until {before}"),
+            (None, None) => write!(f, "any time"),
+        }
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SigningKey;
+    use crate::signing::probe::tests::{ECDSA_FINGERPRINT, ECDSA_SIG};
+
+    const LOCK: &[u8] = b"version = 1\ngeneration = 7\n";
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn now() -> Timestamp {
+        at("2025-06-01T00:00:00Z")
+    }
+
+    fn key(comment: &str) -> SigningKey {
+        SigningKey::generate(comment).unwrap()
+    }
+
+    fn sig(name: &str, key: &SigningKey, message: &[u8]) -> SignatureFile {
+        SignatureFile {
+            name: name.to_owned(),
+            armored: key.sign(message).unwrap().into_bytes(),
+        }
+    }
+
+    fn trust(lines: &[String]) -> AllowedSigners {
+        AllowedSigners::parse(&lines.join("\n"), "allowed_signers").unwrap()
+    }
+
+    fn line(principals: &str, options: &str, key: &SigningKey) -> String {
+        format!("{principals} {options} {}", key.public_openssh())
+    }
+
+    fn only_problem(result: Result<Verified<'_>, VerifyError>) -> SignatureProblem {
+        match result {
+            Err(VerifyError::ThresholdNotMet {
+                rejected, valid, ..
+            }) => {
+                assert!(valid.is_empty());
+                assert_eq!(rejected.len(), 1);
+                rejected.into_iter().next().unwrap().problem
+            }
+            other => panic!("expected one rejected signature, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trusted_signature_verifies_the_exact_bytes() {
+        let ci = key("ci@example");
+        let trust = trust(&[line("ci@example", "namespaces=\"lockstep\"", &ci)]);
+        let verified = verify(
+            LOCK,
+            &[sig("lockstep.lock.ci.sig", &ci, LOCK)],
+            &trust,
+            now(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(verified.bytes(), LOCK);
+        assert_eq!(verified.approvals(), 1);
+        assert_eq!(verified.principals(), ["ci@example"]);
+        assert_eq!(
+            verified.signers(),
+            [SignerReport {
+                file: "lockstep.lock.ci.sig".into(),
+                fingerprint: ci.fingerprint(),
+                principals: vec!["ci@example".into()],
+                lines: vec![1],
+            }]
+        );
+        assert!(verified.rejected().is_empty());
+    }
+
+    #[test]
+    fn no_signature_files_is_its_own_error() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let err = verify(LOCK, &[], &trust, now(), 1).unwrap_err();
+        assert_eq!(err, VerifyError::NotSigned);
+        assert_eq!(
+            err.to_string(),
+            "lockstep.lock is not signed: there is no lockstep.lock.<signer>.sig beside it"
+        );
+        let err = verify(LOCK, &[sig("s", &ci, LOCK)], &trust, now(), 0).unwrap_err();
+        assert_eq!(err, VerifyError::ZeroThreshold);
+    }
+
+    #[test]
+    fn changed_bytes_are_a_bad_signature() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let tampered = b"version = 1\ngeneration = 8\n";
+        let problem = only_problem(verify(tampered, &[sig("s", &ci, LOCK)], &trust, now(), 1));
+        assert_eq!(
+            problem,
+            SignatureProblem::BadSignature {
+                fingerprint: ci.fingerprint()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unlisted_key_is_untrusted() {
+        let ci = key("ci");
+        let stranger = key("stranger");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let problem = only_problem(verify(LOCK, &[sig("s", &stranger, LOCK)], &trust, now(), 1));
+        assert_eq!(
+            problem,
+            SignatureProblem::UntrustedKey {
+                fingerprint: stranger.fingerprint()
+            }
+        );
+    }
+
+    #[test]
+    fn another_namespace_is_refused() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let git = SignatureFile {
+            name: "s".into(),
+            armored: ci.sign_with("git", HashAlg::Sha512, LOCK).into_bytes(),
+        };
+        let problem = only_problem(verify(LOCK, &[git], &trust, now(), 1));
+        assert_eq!(
+            problem,
+            SignatureProblem::WrongNamespace {
+                fingerprint: ci.fingerprint(),
+                namespace: "git".into()
+            }
+        );
+        // The namespace is compared exactly, not as a pattern or case-insensitively.
+        let upper = SignatureFile {
+            name: "s".into(),
+            armored: ci.sign_with("Lockstep", HashAlg::Sha512, LOCK).into_bytes(),
+        };
+        assert!(matches!(
+            only_problem(verify(LOCK, &[upper], &trust, now(), 1)),
+            SignatureProblem::WrongNamespace { .. }
+        ));
+    }
+
+    #[test]
+    fn a_signature_checked_out_with_crlf_still_verifies() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let armored = ci.sign(LOCK).unwrap().replace('\n', "\r\n");
+        let file = SignatureFile {
+            name: "s".into(),
+            armored: armored.into_bytes(),
+        };
+        assert!(verify(LOCK, &[file], &trust, now(), 1).is_ok());
+    }
+
+    #[test]
+    fn sha256_signatures_are_accepted() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let file = SignatureFile {
+            name: "s".into(),
+            armored: ci.sign_with(NAMESPACE, HashAlg::Sha256, LOCK).into_bytes(),
+        };
+        assert!(verify(LOCK, &[file], &trust, now(), 1).is_ok());
+    }
+
+    #[test]
+    fn a_line_must_allow_the_lockstep_namespace() {
+        let ci = key("ci");
+        let trust = trust(&[
+            "# git only".to_owned(),
+            line("ci", "namespaces=\"git\"", &ci),
+            line("ci", "namespaces=\"*,!lockstep\"", &ci),
+        ]);
+        let problem = only_problem(verify(LOCK, &[sig("s", &ci, LOCK)], &trust, now(), 1));
+        assert_eq!(
+            problem,
+            SignatureProblem::NamespaceNotAllowed {
+                fingerprint: ci.fingerprint(),
+                lines: vec![2, 3]
+            }
+        );
+        assert!(problem.to_string().contains("(line 2, 3)"), "{problem}");
+    }
+
+    #[test]
+    fn validity_windows_are_honoured_at_the_given_time() {
+        let ci = key("ci");
+        let trust = trust(&[line(
+            "ci",
+            "valid-after=\"20250101\",valid-before=\"20251231235959Z\"",
+            &ci,
+        )]);
+        let files = [sig("s", &ci, LOCK)];
+        assert!(verify(LOCK, &files, &trust, at("2025-01-01T00:00:00Z"), 1).is_ok());
+        assert!(verify(LOCK, &files, &trust, at("2025-12-31T23:59:59Z"), 1).is_ok());
+        let problem = only_problem(verify(LOCK, &files, &trust, at("2026-01-01T00:00:00Z"), 1));
+        let expected = SignatureProblem::OutsideValidity {
+            fingerprint: ci.fingerprint(),
+            at: at("2026-01-01T00:00:00Z"),
+            windows: vec![ValidityWindow {
+                line: 1,
+                valid_after: Some(at("2025-01-01T00:00:00Z")),
+                valid_before: Some(at("2025-12-31T23:59:59Z")),
+            }],
+        };
+        assert_eq!(problem, expected);
+        assert_eq!(
+            problem.to_string(),
+            format!(
+                "made by {}, which is not valid at 2026-01-01T00:00:00Z: \
+                 line 1 allows 2025-01-01T00:00:00Z to 2025-12-31T23:59:59Z",
+                ci.fingerprint()
+            )
+        );
+        assert!(matches!(
+            only_problem(verify(LOCK, &files, &trust, at("2024-12-31T23:59:59Z"), 1)),
+            SignatureProblem::OutsideValidity { .. }
+        ));
+    }
+
+    #[test]
+    fn principals_come_from_the_lines_that_admit_the_key() {
+        let ci = key("ci");
+        let trust = trust(&[
+            line("old-ci", "valid-before=\"20200101\"", &ci),
+            line("git-ci", "namespaces=\"git\"", &ci),
+            line("ci,release", "namespaces=\"lockstep\"", &ci),
+            line("ci,deploy", "", &ci),
+        ]);
+        let verified = verify(LOCK, &[sig("s", &ci, LOCK)], &trust, now(), 1).unwrap();
+        assert_eq!(
+            verified.signers()[0].principals,
+            ["ci", "release", "deploy"]
+        );
+        assert_eq!(verified.signers()[0].lines, [3, 4]);
+        assert_eq!(verified.principals(), ["ci", "deploy", "release"]);
+    }
+
+    #[test]
+    fn threshold_counts_distinct_principals_not_files() {
+        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        let alice2 = key("alice-laptop");
+        let trust = trust(&[
+            line("alice@x", "", &alice),
+            line("alice@x", "", &alice2),
+            line("bob@x", "", &bob),
+            line("carol@x", "", &carol),
+        ]);
+        let files = |keys: &[&SigningKey]| -> Vec<SignatureFile> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| sig(&format!("lockstep.lock.{i}.sig"), k, LOCK))
+                .collect()
+        };
+        let approvals = |keys: &[&SigningKey], threshold| match verify(
+            LOCK,
+            &files(keys),
+            &trust,
+            now(),
+            threshold,
+        ) {
+            Ok(v) => Ok(v.approvals()),
+            Err(VerifyError::ThresholdNotMet { approvals, .. }) => Err(approvals),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(approvals(&[&alice, &bob], 2), Ok(2));
+        assert_eq!(approvals(&[&alice, &bob, &carol], 3), Ok(3));
+        // One person with two keys is one approval.
+        assert_eq!(approvals(&[&alice, &alice2], 2), Err(1));
+        // The same key in two files is one approval.
+        assert_eq!(approvals(&[&bob, &bob], 2), Err(1));
+        assert_eq!(approvals(&[&alice, &alice2, &bob], 2), Ok(2));
+        assert_eq!(approvals(&[&alice, &alice2, &bob], 3), Err(2));
+    }
+
+    #[test]
+    fn shared_principals_merge_transitively() {
+        let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
+        let trust = trust(&[
+            line("p1", "", &a),
+            line("p1,p2", "", &b),
+            line("p2", "", &c),
+            line("p3", "", &d),
+        ]);
+        let files: Vec<_> = [&a, &c, &d, &b].iter().map(|k| sig("s", k, LOCK)).collect();
+        let verified = verify(LOCK, &files, &trust, now(), 2).unwrap();
+        assert_eq!(verified.approvals(), 2);
+        assert!(matches!(
+            verify(LOCK, &files, &trust, now(), 3),
+            Err(VerifyError::ThresholdNotMet {
+                approvals: 2,
+                threshold: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn failed_files_do_not_veto_a_met_threshold_but_are_reported() {
+        let (alice, stranger) = (key("alice"), key("stranger"));
+        let trust = trust(&[line("alice", "", &alice)]);
+        let files = [
+            sig("lockstep.lock.alice.sig", &alice, LOCK),
+            sig("lockstep.lock.stranger.sig", &stranger, LOCK),
+            SignatureFile {
+                name: "lockstep.lock.junk.sig".into(),
+                armored: b"junk".to_vec(),
+            },
+        ];
+        let verified = verify(LOCK, &files, &trust, now(), 1).unwrap();
+        assert_eq!(verified.signers().len(), 1);
+        let rejected: Vec<&str> = verified
+            .rejected()
+            .iter()
+            .map(|r| r.file.as_str())
+            .collect();
+        assert_eq!(
+            rejected,
+            ["lockstep.lock.stranger.sig", "lockstep.lock.junk.sig"]
+        );
+        assert!(matches!(
+            verified.rejected()[1].problem,
+            SignatureProblem::Malformed { .. }
+        ));
+    }
+
+    #[test]
+    fn the_error_names_every_file_and_why() {
+        let (alice, bob) = (key("alice"), key("bob"));
+        let trust = trust(&[
+            line("alice", "", &alice),
+            line("bob", "valid-before=\"20200101\"", &bob),
+        ]);
+        let files = [
+            sig("lockstep.lock.alice.sig", &alice, LOCK),
+            sig("lockstep.lock.bob.sig", &bob, LOCK),
+            SignatureFile {
+                name: "lockstep.lock.ecdsa.sig".into(),
+                armored: ECDSA_SIG.into(),
+            },
+        ];
+        let err = verify(LOCK, &files, &trust, now(), 2).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "lockstep.lock has 1 distinct trusted approval but 2 are required\n  \
+                 lockstep.lock.alice.sig: valid, by alice ({alice})\n  \
+                 lockstep.lock.bob.sig: made by {bob}, which is not valid at 2025-06-01T00:00:00Z: \
+                 line 2 allows until 2020-01-01T00:00:00Z\n  \
+                 lockstep.lock.ecdsa.sig: made with a key of type ecdsa-sha2-nistp256 ({ECDSA_FINGERPRINT}); \
+                 lockstep accepts ed25519 signatures only",
+                alice = alice.fingerprint(),
+                bob = bob.fingerprint(),
+            )
+        );
+    }
+
+    #[test]
+    fn verified_debug_does_not_dump_the_bytes() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let verified = verify(LOCK, &[sig("s", &ci, LOCK)], &trust, now(), 1).unwrap();
+        let debug = format!("{verified:?}");
+        assert!(
+            debug.contains(&format!("<{} bytes>", LOCK.len())),
+            "{debug}"
+        );
+        assert!(!debug.contains("generation"));
+    }
+}
