@@ -148,7 +148,7 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
 /// The signing key from --key / LOCKSTEP_SIGNING_KEY_FILE, or the key text in
 /// LOCKSTEP_SIGNING_KEY. The text is held in zeroizing buffers and never printed.
 fn load_key(a: &KeyArgs, env: &Env) -> Result<SigningKey, CliError> {
-    let passphrase = env.passphrase.as_ref().map(|p| p.as_bytes());
+    let passphrase = env.passphrase.as_ref().map(|p| p.as_str());
     let (text, source) = match (&a.key, &env.signing_key) {
         (Some(path), _) => {
             let bytes = Zeroizing::new(read_file(path, "--key")?);

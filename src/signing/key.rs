@@ -195,11 +195,6 @@ pub fn signer_name(comment: &str, fingerprint: &str) -> String {
     }
 }
 
-/// The detached signature file for `signer`: `lockstep.lock.<signer>.sig`.
-pub fn signature_file_name(signer: &str) -> String {
-    format!("lockstep.lock.{signer}.sig")
-}
-
 fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_SIGNER_NAME));
     for c in text.chars() {

@@ -33,19 +33,19 @@ pub struct Project {
     pub allowed_signers: PathBuf,
 }
 
-pub async fn push_fixture_images(registry: &TestRegistry, seed: &str) {
+pub fn push_fixture_images(registry: &TestRegistry, seed: &str) {
     for (i, (repo, tag)) in FIXTURE_IMAGES.iter().enumerate() {
         let seed = format!("{seed}-{repo}-{tag}");
         match i {
             // One multi-platform OCI index and one Docker manifest list among them.
             0 => {
-                registry.push_index(repo, tag, seed.as_bytes()).await;
+                registry.push_index(repo, tag, seed.as_bytes());
             }
             1 => {
-                registry.push_docker_list(repo, tag, seed.as_bytes()).await;
+                registry.push_docker_list(repo, tag, seed.as_bytes());
             }
             _ => {
-                registry.push_image(repo, tag, seed.as_bytes()).await;
+                registry.push_image(repo, tag, seed.as_bytes());
             }
         }
     }
@@ -81,9 +81,9 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
 }
 
 impl Project {
-    pub async fn new() -> Project {
+    pub fn new() -> Project {
         let registry = TestRegistry::start(RegistryOptions::default());
-        push_fixture_images(&registry, "v1").await;
+        push_fixture_images(&registry, "v1");
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         let dir = repo.join("deploy");
@@ -174,9 +174,9 @@ fn digest_in_lock(dir: &Path, reference_suffix: &str) -> String {
     entry["digest"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn lock_commit_then_verify_work_tree_and_revision() {
-    let p = Project::new().await;
+#[test]
+fn lock_commit_then_verify_work_tree_and_revision() {
+    let p = Project::new();
     let out = p.lock(&["--commit", "--message", "pin images"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Every image scalar is pinned, and the lockfile lists all eight references.
@@ -219,15 +219,15 @@ async fn lock_commit_then_verify_work_tree_and_revision() {
     assert!(ssh.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&ssh.stderr));
 }
 
-#[tokio::test]
-async fn repushed_tag_is_caught_and_old_commit_still_renders_old_digest() {
-    let p = Project::new().await;
+#[test]
+fn repushed_tag_is_caught_and_old_commit_still_renders_old_digest() {
+    let p = Project::new();
     assert_eq!(code(&p.lock(&["--commit"])), 0);
     let host = p.registry.host();
     let old = digest_in_lock(&p.dir, "/shop/worker:1.0");
 
     // Same tag, new content: the registry now answers differently.
-    let new = p.registry.push_image("shop/worker", "1.0", b"rebuilt").await;
+    let new = p.registry.push_image("shop/worker", "1.0", b"rebuilt");
     assert_ne!(old, new.to_string());
 
     let before = p.snapshot();
@@ -258,9 +258,9 @@ async fn repushed_tag_is_caught_and_old_commit_still_renders_old_digest() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
-#[tokio::test]
-async fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
-    let p = Project::new().await;
+#[test]
+fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
+    let p = Project::new();
     assert_eq!(code(&p.lock(&[])), 0);
     let first = p.snapshot();
     let out = p.lock(&[]);
@@ -281,11 +281,11 @@ async fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
     assert_eq!(lockfile_text(other.path()), lockfile_text(&p.dir));
 }
 
-#[tokio::test]
-async fn deleted_tag_fails_and_writes_nothing() {
-    let p = Project::new().await;
-    let digest = p.registry.push_image("shop/migrate", "1.0", b"v1-shop/migrate-1.0").await;
-    p.registry.delete_manifest("shop/migrate", &digest).await;
+#[test]
+fn deleted_tag_fails_and_writes_nothing() {
+    let p = Project::new();
+    let digest = p.registry.push_image("shop/migrate", "1.0", b"v1-shop/migrate-1.0");
+    p.registry.delete_manifest("shop/migrate", &digest);
     let before = p.snapshot();
     let out = p.lock(&[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -293,9 +293,9 @@ async fn deleted_tag_fails_and_writes_nothing() {
     assert_eq!(p.snapshot(), before);
 }
 
-#[tokio::test]
-async fn stopped_registry_fails_and_writes_nothing() {
-    let mut p = Project::new().await;
+#[test]
+fn stopped_registry_fails_and_writes_nothing() {
+    let p = Project::new();
     p.registry.stop();
     let before = p.snapshot();
     let out = p.lock(&["--timeout", "2"]);
@@ -304,9 +304,9 @@ async fn stopped_registry_fails_and_writes_nothing() {
     assert_eq!(p.snapshot(), before);
 }
 
-#[tokio::test]
-async fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
-    let p = Project::new().await;
+#[test]
+fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
+    let p = Project::new();
     assert_eq!(code(&p.lock(&[])), 0);
     let lock_path = p.dir.join("lockstep.lock");
     let sig_path = p.dir.join("lockstep.lock.ci-example.com.sig");
@@ -362,9 +362,9 @@ async fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
-#[tokio::test]
-async fn signature_made_by_ssh_keygen_verifies() {
-    let p = Project::new().await;
+#[test]
+fn signature_made_by_ssh_keygen_verifies() {
+    let p = Project::new();
     assert_eq!(code(&p.lock(&[])), 0);
     // Replace our signature with one made by OpenSSH over the same bytes, with another key.
     std::fs::remove_file(p.dir.join("lockstep.lock.ci-example.com.sig")).unwrap();

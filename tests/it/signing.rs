@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use jiff::Timestamp;
 use lockstep::signing::{
     AllowedSigners, SignatureFile, SignatureProblem, SigningError, SigningKey, VerifyError,
-    signature_file_name, verify,
+    verify,
 };
 
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
@@ -154,7 +154,7 @@ fn ssh_keygen_key_signs_what_ssh_keygen_verifies() {
     assert_eq!(key.fingerprint(), keygen_fingerprint(&path));
     assert_eq!(key.public_openssh(), pub_line(&path));
     assert_eq!(
-        signature_file_name(&key.signer_name()),
+        lockstep::source::signature_path(&key.signer_name()),
         "lockstep.lock.ci-example.sig"
     );
 

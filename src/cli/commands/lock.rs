@@ -12,7 +12,7 @@ use crate::lock::{LockDecision, next_lockfile, pin_files, resolution_targets};
 use crate::lockfile::{self, Lockfile};
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::{NoProgress, Progress, resolve_all};
-use crate::signing::{self, SigningKey};
+use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
 use crate::source::{self, fs, git};
 use crate::verify::scan_dir;
 
@@ -102,7 +102,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         }
     };
     // Up to date and already signed by this key: nothing to do at all.
-    if !new_generation && signed_by(&files, &sig_name, &lock_bytes, key) {
+    if !new_generation && signed_by(&files, &sig_name, &lock_bytes, key, settings.created) {
         printer.result(format!("up to date: generation {}, {} images", lock.generation, lock.images.len()));
         printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}));
         return Ok(());
@@ -159,11 +159,15 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     Ok(())
 }
 
-fn signed_by(files: &source::SourceFiles, sig_name: &str, lock_bytes: &[u8], key: &SigningKey) -> bool {
-    files
-        .files
-        .get(sig_name)
-        .is_some_and(|sig| signing::verify_with_key(lock_bytes, sig, &key.public_openssh()).is_ok())
+/// Does `sig_name` hold a valid signature of `lock_bytes` by `key`? Checked with the same
+/// verification code as everything else, trusting only this key.
+fn signed_by(files: &source::SourceFiles, sig_name: &str, lock_bytes: &[u8], key: &SigningKey, at: Timestamp) -> bool {
+    let Some(sig) = files.files.get(sig_name) else { return false };
+    let Ok(only_this_key) = AllowedSigners::parse(&key.allowed_signers_line("signer"), "the signing key") else {
+        return false;
+    };
+    let file = SignatureFile { name: sig_name.to_owned(), armored: sig.clone() };
+    signing::verify(lock_bytes, &[file], &only_this_key, at, 1).is_ok()
 }
 
 /// In words, why the lockfile on disk is not the one `lock` would write.

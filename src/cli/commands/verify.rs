@@ -80,7 +80,8 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         }
     };
     let lock = v.lockfile();
-    let signers: Vec<String> = v.signers().iter().map(|s| s.to_string()).collect();
+    let signers: Vec<String> =
+        v.signers().iter().map(|s| format!("{} ({})", s.principals.join(","), s.fingerprint)).collect();
     let at = read.commit.as_deref().map(|c| format!(" at {c}")).unwrap_or_default();
     printer.result(format!(
         "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}",
