@@ -91,7 +91,7 @@ pub struct OciRegistry {
     retry: RetryPolicy,
     docker_config: Option<PathBuf>,
     /// Per registry, decided once per run: scheme and authentication (or why it failed).
-    endpoints: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Endpoint>, Trouble>>>>>,
+    endpoints: OnceEach<Arc<Endpoint>>,
 }
 
 impl OciRegistry {
@@ -441,6 +441,9 @@ impl Registry for OciRegistry {
     }
 }
 
+/// Per key, one shared computation whose outcome (success or failure) the run reuses.
+type OnceEach<T> = Mutex<HashMap<String, Arc<OnceCell<Result<T, Trouble>>>>>;
+
 /// One registry as decided for this run.
 struct Endpoint {
     /// The host requests go to (Docker Hub's API host for `docker.io`).
@@ -457,7 +460,7 @@ enum AuthKind {
     Bearer {
         oci: oci_client::Client,
         auth: RegistryAuth,
-        tokens: Mutex<HashMap<String, Arc<OnceCell<Result<Auth, Trouble>>>>>,
+        tokens: OnceEach<Auth>,
     },
 }
 

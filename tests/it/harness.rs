@@ -1,1 +1,790 @@
-//! harness integration tests (stub).
+//! Shared parts of the integration tests: a real Distribution registry, image pushing, and
+//! a mock for what a real registry cannot do.
+//!
+//! - [`TestRegistry`]: the Debian `docker-registry` on a free 127.0.0.1 port (storage in a
+//!   temp dir under /dev/shm, delete enabled), optionally with htpasswd basic auth and/or
+//!   TLS from a throw-away CA; killed on drop. Pushes test images with oci-client.
+//! - [`MockLyingRegistry`]: a hand-written HTTP/1.1 server for lying digests, transient
+//!   errors and stalls.
+//!
+//! Every method is synchronous, so sync tests (running the `lockstep` binary) and
+//! `#[tokio::test]`s can both use them: async work runs on a private runtime in a
+//! scoped thread.
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lockstep::model::Digest;
+use lockstep::resolve::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// How to run a [`TestRegistry`].
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Require HTTP basic auth (htpasswd, bcrypt) with this user and password.
+    pub auth: Option<(String, String)>,
+    /// Serve HTTPS with a certificate from a fresh test CA (see [`TestRegistry::ca_pem`]).
+    pub tls: bool,
+}
+
+/// A running `docker-registry serve`, killed on drop.
+pub struct TestRegistry {
+    child: Mutex<Option<Child>>,
+    host: String,
+    ca_pem: Option<Vec<u8>>,
+    auth: Option<(String, String)>,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// The two platforms of [`TestRegistry::push_index`] and [`TestRegistry::push_docker_list`].
+const PLATFORMS: [(&str, &str, Option<&str>); 2] =
+    [("linux", "amd64", None), ("linux", "arm64", Some("v8"))];
+
+impl TestRegistry {
+    /// Start a registry and wait until `GET /v2/` answers. Panics (with the registry's log)
+    /// if it does not come up.
+    pub fn start(opts: RegistryOptions) -> TestRegistry {
+        lockstep::resolve::install_crypto_provider();
+        let shm = Path::new("/dev/shm");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("lockstep-registry-");
+        // Distribution fsyncs every file; memory-backed storage keeps tests fast.
+        let dir = if shm.is_dir() {
+            builder.tempdir_in(shm)
+        } else {
+            builder.tempdir()
+        }
+        .expect("temp dir");
+        let root = dir.path();
+        let mut extra = String::new();
+        let ca_pem = opts.tls.then(|| {
+            let ca = make_certificates(root);
+            extra.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                root.join("server.pem").display(),
+                root.join("server.key").display()
+            ));
+            ca
+        });
+        let mut auth_yaml = String::new();
+        if let Some((user, pass)) = &opts.auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("run htpasswd (apache2-utils)");
+            assert!(
+                out.status.success(),
+                "htpasswd failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: lockstep-test\n    path: {}\n",
+                root.join("htpasswd").display()
+            );
+        }
+        let log = root.join("registry.log");
+        // A free port can be taken between our probe and the registry's bind: try again.
+        for _ in 0..5 {
+            let port = StdListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: lockstep-test\n{extra}{auth_yaml}",
+                data = root.join("data").display(),
+            );
+            let config_path = root.join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let out = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("start docker-registry (Debian package docker-registry)");
+            let host = format!("127.0.0.1:{port}");
+            match wait_ready(
+                &mut child,
+                &base_url(&host, ca_pem.is_some()),
+                ca_pem.as_deref(),
+            ) {
+                Ok(()) => {
+                    return TestRegistry {
+                        child: Mutex::new(Some(child)),
+                        host,
+                        ca_pem,
+                        auth: opts.auth,
+                        log,
+                        dir,
+                    };
+                }
+                Err(exited) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if exited && text.contains("address already in use") {
+                        continue;
+                    }
+                    panic!("docker-registry did not start; its log:\n{text}");
+                }
+            }
+        }
+        panic!("docker-registry: no free port after 5 tries");
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image references.
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// The test CA's certificate (PEM) when started with `tls: true`.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca_pem.clone()
+    }
+
+    /// Kill the registry now (for "registry stopped mid-run" tests). Idempotent.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The requests the registry served so far, as `"METHOD /path"` (from its access log),
+    /// e.g. `"HEAD /v2/app/manifests/v1"`. TLS probes that never became HTTP are not listed.
+    pub fn requests(&self) -> Vec<String> {
+        // The access log line is written before the answer is flushed; a short pause makes
+        // sure a just-finished request is on disk regardless.
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter_map(access_log_request).collect()
+    }
+
+    /// Push a single-platform OCI image (random-looking layer and config derived from
+    /// `seed`: same seed, same digest) as `repo:tag`; returns the manifest digest.
+    pub fn push_image(&self, repo: &str, tag: &str, seed: &[u8]) -> Digest {
+        run(async {
+            let client = self.oci_client();
+            self.push_platform_manifest(&client, repo, Some(tag), seed, PLATFORMS[0], false)
+                .await
+        })
+    }
+
+    /// Push an OCI image index of linux/amd64 and linux/arm64/v8 images as `repo:tag`;
+    /// returns the index digest and each `(platform, manifest digest)`.
+    pub fn push_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
+        self.push_multi(repo, tag, seed, false)
+    }
+
+    /// Like [`Self::push_index`] but a Docker manifest list of Docker schema 2 manifests.
+    pub fn push_docker_list(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
+        self.push_multi(repo, tag, seed, true)
+    }
+
+    /// Delete a manifest by digest (its tags go with it).
+    pub fn delete_manifest(&self, repo: &str, digest: &Digest) {
+        let url = format!("{}/v2/{repo}/manifests/{digest}", self.base_url());
+        let client = self.http_client();
+        let status = run(async {
+            let mut req = client.delete(&url);
+            if let Some((u, p)) = &self.auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            req.send().await.expect("DELETE manifest").status()
+        });
+        assert_eq!(status.as_u16(), 202, "DELETE {url}");
+    }
+
+    fn push_multi(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+        docker: bool,
+    ) -> (Digest, Vec<(String, Digest)>) {
+        run(async {
+            let client = self.oci_client();
+            let (index_type, child_type) = if docker {
+                (DOCKER_LIST, DOCKER_MANIFEST)
+            } else {
+                (OCI_INDEX, OCI_MANIFEST)
+            };
+            let mut entries = Vec::new();
+            let mut platforms = Vec::new();
+            for platform in PLATFORMS {
+                let (os, arch, variant) = platform;
+                let mut child_seed = seed.to_vec();
+                child_seed.extend_from_slice(format!("/{os}/{arch}").as_bytes());
+                let (bytes, digest) = self
+                    .push_platform_manifest_bytes(
+                        &client,
+                        repo,
+                        None,
+                        &child_seed,
+                        platform,
+                        docker,
+                    )
+                    .await;
+                let mut p = serde_json::json!({"os": os, "architecture": arch});
+                if let Some(v) = variant {
+                    p["variant"] = v.into();
+                }
+                entries.push(serde_json::json!({
+                    "mediaType": child_type, "digest": digest.as_str(), "size": bytes.len(), "platform": p,
+                }));
+                let name = match variant {
+                    Some(v) => format!("{os}/{arch}/{v}"),
+                    None => format!("{os}/{arch}"),
+                };
+                platforms.push((name, digest));
+            }
+            let index = serde_json::json!({"schemaVersion": 2, "mediaType": index_type, "manifests": entries});
+            let bytes = serde_json::to_vec(&index).unwrap();
+            let reference = Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned());
+            client
+                .push_manifest_raw(&reference, bytes.clone(), index_type.parse().unwrap())
+                .await
+                .expect("push index");
+            (Digest::of(&bytes), platforms)
+        })
+    }
+
+    async fn push_platform_manifest(
+        &self,
+        client: &Client,
+        repo: &str,
+        tag: Option<&str>,
+        seed: &[u8],
+        platform: (&str, &str, Option<&str>),
+        docker: bool,
+    ) -> Digest {
+        self.push_platform_manifest_bytes(client, repo, tag, seed, platform, docker)
+            .await
+            .1
+    }
+
+    /// Push layer, config and manifest; by tag, or by digest when `tag` is `None`.
+    async fn push_platform_manifest_bytes(
+        &self,
+        client: &Client,
+        repo: &str,
+        tag: Option<&str>,
+        seed: &[u8],
+        (os, arch, variant): (&str, &str, Option<&str>),
+        docker: bool,
+    ) -> (Vec<u8>, Digest) {
+        let blob_ref = Reference::with_tag(self.host.clone(), repo.to_owned(), "blobs".to_owned());
+        let layer = pseudo_random(seed, 512);
+        let layer_digest = Digest::of(&layer);
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": os,
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.as_str()]},
+            "config": {},
+        });
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = Digest::of(&config);
+        client
+            .push_blob(&blob_ref, layer.clone(), layer_digest.as_str())
+            .await
+            .expect("push layer");
+        client
+            .push_blob(&blob_ref, config.clone(), config_digest.as_str())
+            .await
+            .expect("push config");
+        let (manifest_type, config_type, layer_type) = if docker {
+            (
+                DOCKER_MANIFEST,
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            )
+        } else {
+            (
+                OCI_MANIFEST,
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar",
+            )
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {"mediaType": config_type, "digest": config_digest.as_str(), "size": config.len()},
+            "layers": [{"mediaType": layer_type, "digest": layer_digest.as_str(), "size": layer.len()}],
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = Digest::of(&bytes);
+        let reference = match tag {
+            Some(tag) => Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned()),
+            None => Reference::with_digest(self.host.clone(), repo.to_owned(), digest.to_string()),
+        };
+        client
+            .push_manifest_raw(&reference, bytes.clone(), manifest_type.parse().unwrap())
+            .await
+            .expect("push manifest");
+        (bytes, digest)
+    }
+
+    fn base_url(&self) -> String {
+        base_url(&self.host, self.ca_pem.is_some())
+    }
+
+    fn http_client(&self) -> reqwest::Client {
+        http_client(self.ca_pem.as_deref())
+    }
+
+    fn oci_client(&self) -> Client {
+        let client = Client::new(ClientConfig {
+            protocol: if self.ca_pem.is_some() {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::Http
+            },
+            extra_root_certificates: self
+                .ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            ..ClientConfig::default()
+        });
+        let auth = match &self.auth {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        // Blocking on a fresh runtime is fine here: the store is an uncontended lock.
+        run(client.store_auth_if_needed(&self.host, &auth));
+        client
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn base_url(host: &str, tls: bool) -> String {
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
+
+fn http_client(ca_pem: Option<&[u8]>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Poll `GET /v2/` until it answers (200, or 401 with auth). `Err(true)` if the process
+/// exited, `Err(false)` after 10 s.
+fn wait_ready(child: &mut Child, base_url: &str, ca_pem: Option<&[u8]>) -> Result<(), bool> {
+    let client = http_client(ca_pem);
+    let url = format!("{base_url}/v2/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Err(true);
+        }
+        let status = run(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+        if matches!(status, Ok(200 | 401)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(false)
+}
+
+/// `"METHOD /path"` from a combined-format access log line
+/// (`127.0.0.1 - - [date] "HEAD /v2/a/manifests/v1 HTTP/1.1" 200 ...`).
+fn access_log_request(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("] \"")?;
+    let request = rest.split('"').next()?;
+    let mut parts = request.split(' ');
+    let (method, path) = (parts.next()?, parts.next()?);
+    Some(format!("{method} {path}"))
+}
+
+/// `len` bytes that look random, derived from `seed`.
+fn pseudo_random(seed: &[u8], len: usize) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(seed).to_vec();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(&block).to_vec();
+    }
+    out.truncate(len);
+    out
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 / localhost, made with the
+/// `openssl` CLI into `dir` (`server.pem`, `server.key`); returns the CA certificate (PEM).
+fn make_certificates(dir: &Path) -> Vec<u8> {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lockstep test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
+/// Run `future` to completion on a private runtime in a scoped thread, so the harness
+/// works from sync tests and from inside a tokio runtime alike.
+fn run<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(future)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// What a [`MockLyingRegistry`] does. `GET /v2/` always answers 200.
+#[derive(Clone, Copy, Debug)]
+pub enum MockBehavior {
+    /// `HEAD` answers without `Docker-Content-Digest`; `GET` sends a manifest together with a
+    /// `Docker-Content-Digest` that is not its sha256.
+    LyingDigest,
+    /// `HEAD` claims an OCI index with digest D; `GET` of D sends another index (still
+    /// claiming D): a registry substituting platform manifests.
+    LyingIndex,
+    /// The first `times` manifest requests answer `status` (with `Retry-After: secs` when
+    /// given); after that it serves a manifest honestly.
+    FailThenServe {
+        status: u16,
+        retry_after_secs: Option<u64>,
+        times: usize,
+    },
+    /// Accepts connections and never answers (not even a TLS handshake).
+    Stall,
+}
+
+/// A mock registry on 127.0.0.1 for cases a real registry cannot produce: lying digests,
+/// transient errors, stalls. Plain HTTP; it answers a TLS ClientHello with a plain 400 as a
+/// Go server does, so clients fall back to HTTP. Stops on drop.
+pub struct MockLyingRegistry {
+    host: String,
+    state: Arc<MockState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct MockState {
+    behavior: MockBehavior,
+    requests: Mutex<Vec<String>>,
+    failures_served: AtomicUsize,
+}
+
+/// The honest single-platform manifest the mock serves.
+fn mock_manifest() -> Vec<u8> {
+    let d = Digest::of(b"mock");
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d.as_str(), "size": 4},
+        "layers": [],
+    }))
+    .unwrap()
+}
+
+/// An index naming `child` for linux/amd64.
+fn mock_index(child: &Digest) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child.as_str(), "size": 1,
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap()
+}
+
+impl MockLyingRegistry {
+    /// Start the mock on a free port.
+    pub fn start(behavior: MockBehavior) -> MockLyingRegistry {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(MockState {
+            behavior,
+            requests: Mutex::default(),
+            failures_served: AtomicUsize::new(0),
+        });
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            tokio::spawn(mock_connection(stream, thread_state.clone()));
+                        }
+                    }
+                }
+            });
+        });
+        MockLyingRegistry {
+            host,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// The digest of the manifest the mock serves honestly (what `FailThenServe` resolves to,
+    /// and what `LyingDigest`'s body really hashes to).
+    pub fn served_digest(&self) -> Digest {
+        Digest::of(&mock_manifest())
+    }
+
+    /// The requests received so far, as `"METHOD /path"`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for MockLyingRegistry {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn mock_connection(mut stream: tokio::net::TcpStream, state: Arc<MockState>) {
+    if matches!(state.behavior, MockBehavior::Stall) {
+        // Hold the connection open and say nothing until the runtime shuts down.
+        std::future::pending::<()>().await;
+    }
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if buf.first() == Some(&0x16) {
+                // A TLS ClientHello: answer like a plain-HTTP Go server, then hang up.
+                let _ = stream.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n").await;
+                return;
+            }
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let mut first = head.lines().next().unwrap_or("").split(' ');
+        let (method, path) = (
+            first.next().unwrap_or("").to_owned(),
+            first.next().unwrap_or("").to_owned(),
+        );
+        state
+            .requests
+            .lock()
+            .unwrap()
+            .push(format!("{method} {path}"));
+        let response = mock_response(&state, &method, &path);
+        if stream.write_all(&response).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
+    let head = method == "HEAD";
+    if path == "/v2/" {
+        return http_response(200, &[], b"{}", head);
+    }
+    if !path.contains("/manifests/") {
+        return http_response(
+            404,
+            &[],
+            b"{\"errors\":[{\"code\":\"NOT_FOUND\",\"message\":\"not found\"}]}",
+            head,
+        );
+    }
+    let honest = mock_manifest();
+    let honest_digest = Digest::of(&honest);
+    match state.behavior {
+        MockBehavior::LyingDigest => {
+            if head {
+                http_response(200, &[("Content-Type", OCI_MANIFEST.into())], &honest, true)
+            } else {
+                let lie = Digest::of(b"something else");
+                http_response(
+                    200,
+                    &[
+                        ("Content-Type", OCI_MANIFEST.into()),
+                        ("Docker-Content-Digest", lie.to_string()),
+                    ],
+                    &honest,
+                    false,
+                )
+            }
+        }
+        MockBehavior::LyingIndex => {
+            let claimed_index = mock_index(&honest_digest);
+            let claimed = Digest::of(&claimed_index);
+            let substituted = mock_index(&Digest::of(b"a substituted platform manifest"));
+            let headers = [
+                ("Content-Type", OCI_INDEX.to_owned()),
+                ("Docker-Content-Digest", claimed.to_string()),
+            ];
+            let body = if head { claimed_index } else { substituted };
+            http_response(200, &headers, &body, head)
+        }
+        MockBehavior::FailThenServe {
+            status,
+            retry_after_secs,
+            times,
+        } => {
+            if state.failures_served.fetch_add(1, Ordering::SeqCst) < times {
+                let mut headers = Vec::new();
+                if let Some(secs) = retry_after_secs {
+                    headers.push(("Retry-After", secs.to_string()));
+                }
+                let body =
+                    b"{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"try again later\"}]}";
+                return http_response(status, &headers, body, head);
+            }
+            let headers = [
+                ("Content-Type", OCI_MANIFEST.to_owned()),
+                ("Docker-Content-Digest", honest_digest.to_string()),
+            ];
+            http_response(200, &headers, &honest, head)
+        }
+        MockBehavior::Stall => unreachable!("a stalled mock answers nothing"),
+    }
+}
+
+/// An HTTP/1.1 answer with `Content-Length` (the body left out for HEAD).
+fn http_response(status: u16, headers: &[(&str, String)], body: &[u8], head: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    write!(
+        out,
+        "HTTP/1.1 {status} Mock\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .unwrap();
+    for (name, value) in headers {
+        write!(out, "{name}: {value}\r\n").unwrap();
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(body);
+    }
+    out
+}
