@@ -180,7 +180,7 @@ impl TestRegistry {
     /// `seed`: same seed, same digest) as `repo:tag`; returns the manifest digest.
     pub fn push_image(&self, repo: &str, tag: &str, seed: &[u8]) -> Digest {
         run(async {
-            let client = self.oci_client();
+            let client = self.oci_client().await;
             self.push_platform_manifest(&client, repo, Some(tag), seed, PLATFORMS[0], false)
                 .await
         })
@@ -229,7 +229,7 @@ impl TestRegistry {
         docker: bool,
     ) -> (Digest, Vec<(String, Digest)>) {
         run(async {
-            let client = self.oci_client();
+            let client = self.oci_client().await;
             let (index_type, child_type) = if docker {
                 (DOCKER_LIST, DOCKER_MANIFEST)
             } else {
@@ -312,14 +312,12 @@ impl TestRegistry {
         }
         let config = serde_json::to_vec(&config).unwrap();
         let config_digest = Digest::of(&config);
-        client
-            .push_blob(&blob_ref, layer.clone(), layer_digest.as_str())
-            .await
-            .expect("push layer");
-        client
-            .push_blob(&blob_ref, config.clone(), config_digest.as_str())
-            .await
-            .expect("push config");
+        let (pushed_layer, pushed_config) = futures::join!(
+            client.push_blob(&blob_ref, layer.clone(), layer_digest.as_str()),
+            client.push_blob(&blob_ref, config.clone(), config_digest.as_str()),
+        );
+        pushed_layer.expect("push layer");
+        pushed_config.expect("push config");
         let (manifest_type, config_type, layer_type) = if docker {
             (
                 DOCKER_MANIFEST,
@@ -360,7 +358,7 @@ impl TestRegistry {
         http_client(self.ca_pem.as_deref())
     }
 
-    fn oci_client(&self) -> Client {
+    async fn oci_client(&self) -> Client {
         let client = Client::new(ClientConfig {
             protocol: if self.ca_pem.is_some() {
                 ClientProtocol::Https
@@ -375,14 +373,16 @@ impl TestRegistry {
                     data: pem.clone(),
                 })
                 .collect(),
+            // POST + PUT per blob instead of POST + PATCH + PUT.
+            use_monolithic_push: true,
             ..ClientConfig::default()
         });
-        let auth = match &self.auth {
-            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        // Blocking on a fresh runtime is fine here: the store is an uncontended lock.
-        run(client.store_auth_if_needed(&self.host, &auth));
+        // Anonymous is left unstored: oci-client would otherwise ping /v2/ before every
+        // request (it never caches an anonymous "token").
+        if let Some((u, p)) = &self.auth {
+            let auth = RegistryAuth::Basic(u.clone(), p.clone());
+            client.store_auth_if_needed(&self.host, &auth).await;
+        }
         client
     }
 }
