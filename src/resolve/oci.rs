@@ -692,7 +692,7 @@ fn token_trouble(error: oci_client::errors::OciDistributionError) -> Trouble {
     match error {
         E::AuthenticationFailure(message) => Trouble::Unauthorized {
             status: 401,
-            code: "TOKEN".into(),
+            code: String::new(),
             message: format!("the token service refused: {}", message.trim()),
         },
         E::RequestError(e) => {
@@ -701,7 +701,7 @@ fn token_trouble(error: oci_client::errors::OciDistributionError) -> Trouble {
         }
         other => Trouble::Unauthorized {
             status: 401,
-            code: "TOKEN".into(),
+            code: String::new(),
             message: other.to_string(),
         },
     }

@@ -45,6 +45,8 @@ pub struct TestRegistry {
     ca_pem: Option<Vec<u8>>,
     auth: Option<(String, String)>,
     log: PathBuf,
+    /// The token service when started with [`TestRegistry::start_with_token_auth`].
+    token_server: Option<MockServer>,
     dir: tempfile::TempDir,
 }
 
@@ -56,6 +58,23 @@ impl TestRegistry {
     /// Start a registry and wait until `GET /v2/` answers. Panics (with the registry's log)
     /// if it does not come up.
     pub fn start(opts: RegistryOptions) -> TestRegistry {
+        Self::start_inner(opts, false)
+    }
+
+    /// Start a plain-HTTP registry that wants bearer tokens (Distribution's `auth: token`)
+    /// from a mock token service on another port, which issues RS256 JWTs to `user`/`pass`
+    /// (and to nobody else): the flow of Docker Hub, GHCR and most hosted registries.
+    pub fn start_with_token_auth(user: &str, pass: &str) -> TestRegistry {
+        Self::start_inner(
+            RegistryOptions {
+                auth: Some((user.into(), pass.into())),
+                tls: false,
+            },
+            true,
+        )
+    }
+
+    fn start_inner(opts: RegistryOptions, token_auth: bool) -> TestRegistry {
         lockstep::resolve::install_crypto_provider();
         let shm = Path::new("/dev/shm");
         let mut builder = tempfile::Builder::new();
@@ -79,21 +98,34 @@ impl TestRegistry {
             ca
         });
         let mut auth_yaml = String::new();
-        if let Some((user, pass)) = &opts.auth {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, pass])
-                .output()
-                .expect("run htpasswd (apache2-utils)");
-            assert!(
-                out.status.success(),
-                "htpasswd failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
-            auth_yaml = format!(
-                "auth:\n  htpasswd:\n    realm: lockstep-test\n    path: {}\n",
-                root.join("htpasswd").display()
-            );
+        let mut token_server = None;
+        match &opts.auth {
+            Some((user, pass)) if token_auth => {
+                let server = start_token_server(root, user, pass);
+                auth_yaml = format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    server.host,
+                    root.join("token.pem").display()
+                );
+                token_server = Some(server);
+            }
+            Some((user, pass)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, pass])
+                    .output()
+                    .expect("run htpasswd (apache2-utils)");
+                assert!(
+                    out.status.success(),
+                    "htpasswd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
+                auth_yaml = format!(
+                    "auth:\n  htpasswd:\n    realm: lockstep-test\n    path: {}\n",
+                    root.join("htpasswd").display()
+                );
+            }
+            None => {}
         }
         let log = root.join("registry.log");
         // A free port can be taken between our probe and the registry's bind: try again.
@@ -131,6 +163,7 @@ impl TestRegistry {
                         ca_pem,
                         auth: opts.auth,
                         log,
+                        token_server,
                         dir,
                     };
                 }
@@ -562,15 +595,11 @@ pub enum MockBehavior {
 /// transient errors, stalls. Plain HTTP; it answers a TLS ClientHello with a plain 400 as a
 /// Go server does, so clients fall back to HTTP. Stops on drop.
 pub struct MockLyingRegistry {
-    host: String,
-    state: Arc<MockState>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: MockServer,
 }
 
 struct MockState {
     behavior: MockBehavior,
-    requests: Mutex<Vec<String>>,
     failures_served: AtomicUsize,
 }
 
@@ -598,16 +627,75 @@ fn mock_index(child: &Digest) -> Vec<u8> {
 impl MockLyingRegistry {
     /// Start the mock on a free port.
     pub fn start(behavior: MockBehavior) -> MockLyingRegistry {
+        let state = MockState {
+            behavior,
+            failures_served: AtomicUsize::new(0),
+        };
+        let server = MockServer::start(move |request: &MockRequest| match state.behavior {
+            MockBehavior::Stall => None,
+            _ => Some(mock_response(&state, &request.method, &request.path)),
+        });
+        MockLyingRegistry { server }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.server.host.clone()
+    }
+
+    /// The digest of the manifest the mock serves honestly (what `FailThenServe` resolves to,
+    /// and what `LyingDigest`'s body really hashes to).
+    pub fn served_digest(&self) -> Digest {
+        Digest::of(&mock_manifest())
+    }
+
+    /// The requests received so far, as `"METHOD /path"`.
+    pub fn requests(&self) -> Vec<String> {
+        self.server.requests.lock().unwrap().clone()
+    }
+}
+
+/// One request as a [`MockServer`] handler sees it.
+struct MockRequest {
+    method: String,
+    /// Path and query, as sent.
+    path: String,
+    /// The header lines, unparsed.
+    headers: String,
+}
+
+impl MockRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+type MockHandler = dyn Fn(&MockRequest) -> Option<Vec<u8>> + Send + Sync;
+
+/// A hand-written HTTP/1.1 server on 127.0.0.1 with keep-alive, in a thread of its own.
+/// The handler returns the raw answer, or `None` to stall (hold the connection, answer
+/// nothing). Stops on drop.
+struct MockServer {
+    host: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockServer {
+    fn start(
+        handler: impl Fn(&MockRequest) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> MockServer {
         let listener = StdListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
-        let state = Arc::new(MockState {
-            behavior,
-            requests: Mutex::default(),
-            failures_served: AtomicUsize::new(0),
-        });
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<MockHandler> = Arc::new(handler);
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let thread_state = state.clone();
+        let thread_requests = requests.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -620,38 +708,22 @@ impl MockLyingRegistry {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
-                            tokio::spawn(mock_connection(stream, thread_state.clone()));
+                            tokio::spawn(mock_connection(stream, handler.clone(), thread_requests.clone()));
                         }
                     }
                 }
             });
         });
-        MockLyingRegistry {
+        MockServer {
             host,
-            state,
+            requests,
             shutdown: Some(tx),
             thread: Some(thread),
         }
     }
-
-    /// `127.0.0.1:PORT`.
-    pub fn host(&self) -> String {
-        self.host.clone()
-    }
-
-    /// The digest of the manifest the mock serves honestly (what `FailThenServe` resolves to,
-    /// and what `LyingDigest`'s body really hashes to).
-    pub fn served_digest(&self) -> Digest {
-        Digest::of(&mock_manifest())
-    }
-
-    /// The requests received so far, as `"METHOD /path"`.
-    pub fn requests(&self) -> Vec<String> {
-        self.state.requests.lock().unwrap().clone()
-    }
 }
 
-impl Drop for MockLyingRegistry {
+impl Drop for MockServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -662,17 +734,19 @@ impl Drop for MockLyingRegistry {
     }
 }
 
-async fn mock_connection(mut stream: tokio::net::TcpStream, state: Arc<MockState>) {
-    if matches!(state.behavior, MockBehavior::Stall) {
-        // Hold the connection open and say nothing until the runtime shuts down.
-        std::future::pending::<()>().await;
-    }
+async fn mock_connection(
+    mut stream: tokio::net::TcpStream,
+    handler: Arc<MockHandler>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
     let mut buf = Vec::new();
     loop {
         let end = loop {
             if buf.first() == Some(&0x16) {
                 // A TLS ClientHello: answer like a plain-HTTP Go server, then hang up.
-                let _ = stream.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n").await;
+                let _ = stream
+                    .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                    .await;
                 return;
             }
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -686,21 +760,178 @@ async fn mock_connection(mut stream: tokio::net::TcpStream, state: Arc<MockState
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end + 4);
-        let mut first = head.lines().next().unwrap_or("").split(' ');
-        let (method, path) = (
-            first.next().unwrap_or("").to_owned(),
-            first.next().unwrap_or("").to_owned(),
-        );
-        state
-            .requests
+        let (first, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let mut words = first.split(' ');
+        let request = MockRequest {
+            method: words.next().unwrap_or("").to_owned(),
+            path: words.next().unwrap_or("").to_owned(),
+            headers: headers.to_owned(),
+        };
+        requests
             .lock()
             .unwrap()
-            .push(format!("{method} {path}"));
-        let response = mock_response(&state, &method, &path);
+            .push(format!("{} {}", request.method, request.path));
+        let Some(response) = handler(&request) else {
+            // Stall: keep the connection open and say nothing until shutdown.
+            std::future::pending::<()>().await;
+            return;
+        };
         if stream.write_all(&response).await.is_err() {
             return;
         }
     }
+}
+
+const TOKEN_SERVICE: &str = "lockstep-test";
+const TOKEN_ISSUER: &str = "lockstep-test-issuer";
+
+/// A mock token service (Distribution has none of its own): `GET /token?scope=…` with the
+/// right basic credentials answers `{"token": JWT}` granting the scopes asked for; anything
+/// else is 401. Keys and certificate (`token.pem`, which the registry trusts) go to `dir`.
+fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "token.key",
+        "-out",
+        "token.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lockstep test token issuer",
+    ]);
+    openssl(&[
+        "x509",
+        "-in",
+        "token.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "token.der",
+    ]);
+    let cert_der = std::fs::read(dir.join("token.der")).unwrap();
+    let key = dir.join("token.key");
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{user}:{pass}").as_bytes(), false)
+    );
+    let user = user.to_owned();
+    MockServer::start(move |request: &MockRequest| {
+        let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
+        if path != "/token" || request.header("Authorization") != Some(expected.as_str()) {
+            return Some(http_response(
+                401,
+                &[],
+                b"{\"details\":\"bad credentials\"}",
+                false,
+            ));
+        }
+        let access: Vec<serde_json::Value> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("scope="))
+            .map(percent_decode)
+            .filter_map(|scope| {
+                let mut parts = scope.splitn(3, ':');
+                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header =
+            serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64(&cert_der, false)]});
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            base64(&serde_json::to_vec(&header).unwrap(), true),
+            base64(&serde_json::to_vec(&claims).unwrap(), true)
+        );
+        let mut sign = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run openssl dgst");
+        sign.stdin
+            .take()
+            .unwrap()
+            .write_all(signing_input.as_bytes())
+            .unwrap();
+        let signature = sign.wait_with_output().unwrap().stdout;
+        let token = format!("{signing_input}.{}", base64(&signature, true));
+        let body = serde_json::to_vec(&serde_json::json!({"token": token})).unwrap();
+        Some(http_response(
+            200,
+            &[("Content-Type", "application/json".into())],
+            &body,
+            false,
+        ))
+    })
+}
+
+/// Base64 (RFC 4648), standard with padding or URL-safe without.
+fn base64(bytes: &[u8], url_safe: bool) -> String {
+    let alphabet: &[u8; 64] = if url_safe {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        if !url_safe {
+            out.push_str(&"=="[..3 - chunk.len()]);
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {

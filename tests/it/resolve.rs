@@ -575,3 +575,42 @@ async fn a_stopped_registry_is_an_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_with_the_docker_config_credentials() {
+    let reg = TestRegistry::start_with_token_auth("robot", "t0ken-pass");
+    let digest = reg.push_image("team/app", "v1", b"bearer");
+    let (index, _) = reg.push_index("team/multi", "v1", b"bearer-index");
+    let config = tempfile::tempdir().unwrap();
+    let json =
+        serde_json::json!({"auths": {reg.host(): {"username": "robot", "password": "t0ken-pass"}}});
+    std::fs::write(config.path().join("config.json"), json.to_string()).unwrap();
+    let oci = client(OciSettings {
+        docker_config_dir: Some(config.path().into()),
+        ..settings()
+    });
+    let refs = vec![
+        img(&format!("{}/team/app:v1", reg.host())),
+        img(&format!("{}/team/multi:v1", reg.host())),
+    ];
+    let got = resolve_all(&oci, refs.clone(), &BTreeMap::new(), 4, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got[&refs[0]].digest, digest);
+    assert_eq!(got[&refs[1]].digest, index);
+
+    // Without credentials the token service refuses, and the error says where to log in.
+    let err = client(settings())
+        .resolve(&refs[0], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ResolveError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("the token service refused") && text.contains("docker login"),
+        "{text}"
+    );
+}
