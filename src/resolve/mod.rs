@@ -36,6 +36,7 @@ pub struct Resolved {
 pub struct PlatformDigest {
     /// `os/architecture[/variant]`, e.g. `linux/amd64`, `linux/arm64/v8`.
     pub platform: String,
+    /// The platform's manifest digest.
     pub digest: Digest,
 }
 
@@ -140,6 +141,7 @@ pub async fn resolve_all<R: Registry>(
 /// Every reference that failed to resolve, sorted by reference, and why.
 #[derive(Debug)]
 pub struct ResolveFailures {
+    /// Each failing reference with its error.
     pub failures: Vec<(ImageRef, ResolveError)>,
 }
 
@@ -325,8 +327,11 @@ pub enum Failure {
 /// registry asking for more is not retried (the run would stall for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Retries after the first attempt (3: four attempts in all).
     pub max_retries: u32,
+    /// The first backoff delay; each retry doubles it.
     pub base: Duration,
+    /// The longest `Retry-After` worth waiting for.
     pub max_retry_after: Duration,
 }
 

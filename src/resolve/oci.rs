@@ -95,8 +95,10 @@ pub struct OciRegistry {
 }
 
 impl OciRegistry {
-    /// A registry client with `settings`. Call [`super::install_crypto_provider`] first.
+    /// A registry client with `settings`.
     pub fn new(settings: OciSettings) -> Result<Self, OciSetupError> {
+        // Cheap insurance: main installs it too, first thing.
+        super::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("lockstep/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.timeout)

@@ -480,21 +480,21 @@ fn pseudo_random(seed: &[u8], len: usize) -> Vec<u8> {
     out
 }
 
+/// Run the `openssl` CLI in `dir`; panics with its stderr if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "openssl {args:?}: {stderr}");
+}
+
 /// A throw-away CA and a server certificate for 127.0.0.1 / localhost, made with the
 /// `openssl` CLI into `dir` (`server.pem`, `server.key`); returns the CA certificate (PEM).
 fn make_certificates(dir: &Path) -> Vec<u8> {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     openssl(&[
         "req",
         "-x509",
@@ -587,6 +587,9 @@ pub enum MockBehavior {
         retry_after_secs: Option<u64>,
         times: usize,
     },
+    /// The first `times` manifest requests get the connection closed without an answer
+    /// (a reset mid-request); after that it serves a manifest honestly.
+    HangUpThenServe { times: usize },
     /// Accepts connections and never answers (not even a TLS handshake).
     Stall,
 }
@@ -632,8 +635,14 @@ impl MockLyingRegistry {
             failures_served: AtomicUsize::new(0),
         };
         let server = MockServer::start(move |request: &MockRequest| match state.behavior {
-            MockBehavior::Stall => None,
-            _ => Some(mock_response(&state, &request.method, &request.path)),
+            MockBehavior::Stall => MockAnswer::Stall,
+            MockBehavior::HangUpThenServe { times }
+                if request.path.contains("/manifests/")
+                    && state.failures_served.fetch_add(1, Ordering::SeqCst) < times =>
+            {
+                MockAnswer::HangUp
+            }
+            _ => MockAnswer::Send(mock_response(&state, &request.method, &request.path)),
         });
         MockLyingRegistry { server }
     }
@@ -673,11 +682,20 @@ impl MockRequest {
     }
 }
 
-type MockHandler = dyn Fn(&MockRequest) -> Option<Vec<u8>> + Send + Sync;
+/// What a [`MockServer`] does with one request.
+enum MockAnswer {
+    /// Write these bytes (a whole HTTP answer) and keep the connection.
+    Send(Vec<u8>),
+    /// Hold the connection and say nothing.
+    Stall,
+    /// Close the connection without answering.
+    HangUp,
+}
+
+type MockHandler = dyn Fn(&MockRequest) -> MockAnswer + Send + Sync;
 
 /// A hand-written HTTP/1.1 server on 127.0.0.1 with keep-alive, in a thread of its own.
-/// The handler returns the raw answer, or `None` to stall (hold the connection, answer
-/// nothing). Stops on drop.
+/// The handler decides each answer. Stops on drop.
 struct MockServer {
     host: String,
     requests: Arc<Mutex<Vec<String>>>,
@@ -686,9 +704,7 @@ struct MockServer {
 }
 
 impl MockServer {
-    fn start(
-        handler: impl Fn(&MockRequest) -> Option<Vec<u8>> + Send + Sync + 'static,
-    ) -> MockServer {
+    fn start(handler: impl Fn(&MockRequest) -> MockAnswer + Send + Sync + 'static) -> MockServer {
         let listener = StdListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -771,13 +787,14 @@ async fn mock_connection(
             .lock()
             .unwrap()
             .push(format!("{} {}", request.method, request.path));
-        let Some(response) = handler(&request) else {
-            // Stall: keep the connection open and say nothing until shutdown.
-            std::future::pending::<()>().await;
-            return;
-        };
-        if stream.write_all(&response).await.is_err() {
-            return;
+        match handler(&request) {
+            MockAnswer::Send(response) => {
+                if stream.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+            MockAnswer::Stall => std::future::pending::<()>().await,
+            MockAnswer::HangUp => return,
         }
     }
 }
@@ -789,18 +806,7 @@ const TOKEN_ISSUER: &str = "lockstep-test-issuer";
 /// right basic credentials answers `{"token": JWT}` granting the scopes asked for; anything
 /// else is 401. Keys and certificate (`token.pem`, which the registry trusts) go to `dir`.
 fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     openssl(&[
         "req",
         "-x509",
@@ -835,7 +841,7 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
     MockServer::start(move |request: &MockRequest| {
         let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
         if path != "/token" || request.header("Authorization") != Some(expected.as_str()) {
-            return Some(http_response(
+            return MockAnswer::Send(http_response(
                 401,
                 &[],
                 b"{\"details\":\"bad credentials\"}",
@@ -883,7 +889,7 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
         let signature = sign.wait_with_output().unwrap().stdout;
         let token = format!("{signing_input}.{}", base64(&signature, true));
         let body = serde_json::to_vec(&serde_json::json!({"token": token})).unwrap();
-        Some(http_response(
+        MockAnswer::Send(http_response(
             200,
             &[("Content-Type", "application/json".into())],
             &body,
@@ -991,14 +997,22 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
                     b"{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"try again later\"}]}";
                 return http_response(status, &headers, body, head);
             }
-            let headers = [
-                ("Content-Type", OCI_MANIFEST.to_owned()),
-                ("Docker-Content-Digest", honest_digest.to_string()),
-            ];
-            http_response(200, &headers, &honest, head)
+            honest_answer(head)
         }
+        // Hang-ups happen before this is asked.
+        MockBehavior::HangUpThenServe { .. } => honest_answer(head),
         MockBehavior::Stall => unreachable!("a stalled mock answers nothing"),
     }
+}
+
+/// The honest manifest with its true digest.
+fn honest_answer(head: bool) -> Vec<u8> {
+    let honest = mock_manifest();
+    let headers = [
+        ("Content-Type", OCI_MANIFEST.to_owned()),
+        ("Docker-Content-Digest", Digest::of(&honest).to_string()),
+    ];
+    http_response(200, &headers, &honest, head)
 }
 
 /// An HTTP/1.1 answer with `Content-Length` (the body left out for HEAD).

@@ -614,3 +614,19 @@ async fn bearer_tokens_are_fetched_with_the_docker_config_credentials() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn connections_closed_mid_request_are_retried() {
+    let mock = MockLyingRegistry::start(MockBehavior::HangUpThenServe { times: 2 });
+    let got = client(settings())
+        .resolve(&img(&format!("{}/app:v1", mock.host())), None)
+        .await
+        .unwrap();
+    assert_eq!(got.digest, mock.served_digest());
+    let heads = mock
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("HEAD"))
+        .count();
+    assert_eq!(heads, 3, "two hang-ups, then the answer");
+}
