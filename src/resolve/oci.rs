@@ -239,19 +239,10 @@ impl OciRegistry {
         } else {
             registry
         };
-        let mut schemes = vec!["https"];
-        if is_loopback(registry)
-            || self
-                .settings
-                .insecure_registries
-                .iter()
-                .any(|r| r == registry)
-        {
-            schemes.push("http");
-        }
+        let schemes = schemes(registry, &self.settings.insecure_registries);
         let mut last = None;
         let mut ping = None;
-        for scheme in schemes {
+        for &scheme in schemes {
             let base = format!("{scheme}://{host}");
             match self
                 .request(Method::GET, &format!("{base}/v2/"), &Auth::Anonymous)
@@ -763,6 +754,16 @@ fn is_certificate_error(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// The schemes to try for `registry`, in order: HTTPS only, unless it is a loopback
+/// registry or listed as insecure, which may fall back to plain HTTP.
+fn schemes(registry: &str, insecure: &[String]) -> &'static [&'static str] {
+    if is_loopback(registry) || insecure.iter().any(|r| r == registry) {
+        &["https", "http"]
+    } else {
+        &["https"]
+    }
+}
+
 /// localhost, 127.0.0.0/8 and [::1], with or without a port: Docker reaches these over
 /// plain HTTP when HTTPS fails.
 fn is_loopback(registry: &str) -> bool {
@@ -932,6 +933,20 @@ mod tests {
         ] {
             assert!(!is_loopback(r), "{r}");
         }
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_listed_registries() {
+        let insecure = vec!["10.0.0.5:5000".to_owned()];
+        assert_eq!(schemes("127.0.0.1:5000", &insecure), ["https", "http"]);
+        assert_eq!(schemes("localhost", &[]), ["https", "http"]);
+        assert_eq!(schemes("10.0.0.5:5000", &insecure), ["https", "http"]);
+        assert_eq!(
+            schemes("10.0.0.5:5001", &insecure),
+            ["https"],
+            "the port is part of the name"
+        );
+        assert_eq!(schemes("ghcr.io", &insecure), ["https"]);
     }
 
     #[test]
