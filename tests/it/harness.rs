@@ -590,6 +590,9 @@ pub enum MockBehavior {
     /// The first `times` manifest requests get the connection closed without an answer
     /// (a reset mid-request); after that it serves a manifest honestly.
     HangUpThenServe { times: usize },
+    /// `HEAD` claims an OCI index; `GET` sends a body larger than any manifest, with no
+    /// `Content-Length` (delimited by closing the connection), so only counting stops it.
+    Oversized,
     /// Accepts connections and never answers (not even a TLS handshake).
     Stall,
 }
@@ -636,6 +639,19 @@ impl MockLyingRegistry {
         };
         let server = MockServer::start(move |request: &MockRequest| match state.behavior {
             MockBehavior::Stall => MockAnswer::Stall,
+            MockBehavior::Oversized
+                if request.method == "GET" && request.path.contains("/manifests/") =>
+            {
+                let mut answer = format!(
+                    "HTTP/1.1 200 Mock\r\nContent-Type: {OCI_INDEX}\r\nConnection: close\r\n\r\n"
+                )
+                .into_bytes();
+                answer.resize(
+                    answer.len() + lockstep::resolve::oci::MAX_MANIFEST_BYTES + 1,
+                    b' ',
+                );
+                MockAnswer::SendAndClose(answer)
+            }
             MockBehavior::HangUpThenServe { times }
                 if request.path.contains("/manifests/")
                     && state.failures_served.fetch_add(1, Ordering::SeqCst) < times =>
@@ -686,6 +702,8 @@ impl MockRequest {
 enum MockAnswer {
     /// Write these bytes (a whole HTTP answer) and keep the connection.
     Send(Vec<u8>),
+    /// Write these bytes, then close the connection.
+    SendAndClose(Vec<u8>),
     /// Hold the connection and say nothing.
     Stall,
     /// Close the connection without answering.
@@ -792,6 +810,10 @@ async fn mock_connection(
                 if stream.write_all(&response).await.is_err() {
                     return;
                 }
+            }
+            MockAnswer::SendAndClose(response) => {
+                let _ = stream.write_all(&response).await;
+                return;
             }
             MockAnswer::Stall => std::future::pending::<()>().await,
             MockAnswer::HangUp => return,
@@ -1001,6 +1023,13 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
         }
         // Hang-ups happen before this is asked.
         MockBehavior::HangUpThenServe { .. } => honest_answer(head),
+        MockBehavior::Oversized => {
+            let headers = [
+                ("Content-Type", OCI_INDEX.to_owned()),
+                ("Docker-Content-Digest", Digest::of(b"huge").to_string()),
+            ];
+            http_response(200, &headers, b"", head)
+        }
         MockBehavior::Stall => unreachable!("a stalled mock answers nothing"),
     }
 }

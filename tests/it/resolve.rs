@@ -630,3 +630,19 @@ async fn connections_closed_mid_request_are_retried() {
         .count();
     assert_eq!(heads, 3, "two hang-ups, then the answer");
 }
+
+#[tokio::test]
+async fn an_oversized_manifest_is_refused() {
+    // Distribution itself refuses to store manifests over 4 MiB, so only a mock sends one.
+    let mock = MockLyingRegistry::start(MockBehavior::Oversized);
+    let reference = img(&format!("{}/big:v1", mock.host()));
+    let err = client(settings())
+        .resolve(&reference, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ResolveError::TooLarge { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{reference}: the manifest is larger than 4194304 bytes")
+    );
+}
