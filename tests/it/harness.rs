@@ -1,1 +1,1064 @@
-//! harness integration tests (stub).
+//! Shared parts of the integration tests: a real Distribution registry, image pushing, and
+//! a mock for what a real registry cannot do.
+//!
+//! - [`TestRegistry`]: the Debian `docker-registry` on a free 127.0.0.1 port (storage in a
+//!   temp dir under /dev/shm, delete enabled), optionally with htpasswd basic auth and/or
+//!   TLS from a throw-away CA; killed on drop. Pushes test images with oci-client.
+//! - [`MockLyingRegistry`]: a hand-written HTTP/1.1 server for lying digests, transient
+//!   errors and stalls.
+//!
+//! Every method is synchronous, so sync tests (running the `lockstep` binary) and
+//! `#[tokio::test]`s can both use them: async work runs on a private runtime in a
+//! scoped thread.
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lockstep::model::Digest;
+use lockstep::resolve::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// How to run a [`TestRegistry`].
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Require HTTP basic auth (htpasswd, bcrypt) with this user and password.
+    pub auth: Option<(String, String)>,
+    /// Serve HTTPS with a certificate from a fresh test CA (see [`TestRegistry::ca_pem`]).
+    pub tls: bool,
+}
+
+/// A running `docker-registry serve`, killed on drop.
+pub struct TestRegistry {
+    child: Mutex<Option<Child>>,
+    host: String,
+    ca_pem: Option<Vec<u8>>,
+    auth: Option<(String, String)>,
+    log: PathBuf,
+    /// The token service when started with [`TestRegistry::start_with_token_auth`].
+    token_server: Option<MockServer>,
+    dir: tempfile::TempDir,
+}
+
+/// The two platforms of [`TestRegistry::push_index`] and [`TestRegistry::push_docker_list`].
+const PLATFORMS: [(&str, &str, Option<&str>); 2] =
+    [("linux", "amd64", None), ("linux", "arm64", Some("v8"))];
+
+impl TestRegistry {
+    /// Start a registry and wait until `GET /v2/` answers. Panics (with the registry's log)
+    /// if it does not come up.
+    pub fn start(opts: RegistryOptions) -> TestRegistry {
+        Self::start_inner(opts, false)
+    }
+
+    /// Start a plain-HTTP registry that wants bearer tokens (Distribution's `auth: token`)
+    /// from a mock token service on another port, which issues RS256 JWTs to `user`/`pass`
+    /// (and to nobody else): the flow of Docker Hub, GHCR and most hosted registries.
+    pub fn start_with_token_auth(user: &str, pass: &str) -> TestRegistry {
+        Self::start_inner(
+            RegistryOptions {
+                auth: Some((user.into(), pass.into())),
+                tls: false,
+            },
+            true,
+        )
+    }
+
+    fn start_inner(opts: RegistryOptions, token_auth: bool) -> TestRegistry {
+        lockstep::resolve::install_crypto_provider();
+        let shm = Path::new("/dev/shm");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("lockstep-registry-");
+        // Distribution fsyncs every file; memory-backed storage keeps tests fast.
+        let dir = if shm.is_dir() {
+            builder.tempdir_in(shm)
+        } else {
+            builder.tempdir()
+        }
+        .expect("temp dir");
+        let root = dir.path();
+        let mut extra = String::new();
+        let ca_pem = opts.tls.then(|| {
+            let ca = make_certificates(root);
+            extra.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                root.join("server.pem").display(),
+                root.join("server.key").display()
+            ));
+            ca
+        });
+        let mut auth_yaml = String::new();
+        let mut token_server = None;
+        match &opts.auth {
+            Some((user, pass)) if token_auth => {
+                let server = start_token_server(root, user, pass);
+                auth_yaml = format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    server.host,
+                    root.join("token.pem").display()
+                );
+                token_server = Some(server);
+            }
+            Some((user, pass)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, pass])
+                    .output()
+                    .expect("run htpasswd (apache2-utils)");
+                assert!(
+                    out.status.success(),
+                    "htpasswd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
+                auth_yaml = format!(
+                    "auth:\n  htpasswd:\n    realm: lockstep-test\n    path: {}\n",
+                    root.join("htpasswd").display()
+                );
+            }
+            None => {}
+        }
+        let log = root.join("registry.log");
+        // A free port can be taken between our probe and the registry's bind: try again.
+        for _ in 0..5 {
+            let port = StdListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: lockstep-test\n{extra}{auth_yaml}",
+                data = root.join("data").display(),
+            );
+            let config_path = root.join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let out = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("start docker-registry (Debian package docker-registry)");
+            let host = format!("127.0.0.1:{port}");
+            match wait_ready(
+                &mut child,
+                &base_url(&host, ca_pem.is_some()),
+                ca_pem.as_deref(),
+            ) {
+                Ok(()) => {
+                    return TestRegistry {
+                        child: Mutex::new(Some(child)),
+                        host,
+                        ca_pem,
+                        auth: opts.auth,
+                        log,
+                        token_server,
+                        dir,
+                    };
+                }
+                Err(exited) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if exited && text.contains("address already in use") {
+                        continue;
+                    }
+                    panic!("docker-registry did not start; its log:\n{text}");
+                }
+            }
+        }
+        panic!("docker-registry: no free port after 5 tries");
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image references.
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// The test CA's certificate (PEM) when started with `tls: true`.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca_pem.clone()
+    }
+
+    /// Kill the registry now (for "registry stopped mid-run" tests). Idempotent.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The requests the registry served so far, as `"METHOD /path"` (from its access log),
+    /// e.g. `"HEAD /v2/app/manifests/v1"`. TLS probes that never became HTTP are not listed.
+    pub fn requests(&self) -> Vec<String> {
+        // The access log line is written before the answer is flushed; a short pause makes
+        // sure a just-finished request is on disk regardless.
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter_map(access_log_request).collect()
+    }
+
+    /// Push a single-platform OCI image (random-looking layer and config derived from
+    /// `seed`: same seed, same digest) as `repo:tag`; returns the manifest digest.
+    pub fn push_image(&self, repo: &str, tag: &str, seed: &[u8]) -> Digest {
+        run(async {
+            let client = self.oci_client().await;
+            self.push_platform_manifest(&client, repo, Some(tag), seed, PLATFORMS[0], false)
+                .await
+        })
+    }
+
+    /// Push an OCI image index of linux/amd64 and linux/arm64/v8 images as `repo:tag`;
+    /// returns the index digest and each `(platform, manifest digest)`.
+    pub fn push_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
+        self.push_multi(repo, tag, seed, false)
+    }
+
+    /// Like [`Self::push_index`] but a Docker manifest list of Docker schema 2 manifests.
+    pub fn push_docker_list(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
+        self.push_multi(repo, tag, seed, true)
+    }
+
+    /// Delete a manifest by digest (its tags go with it).
+    pub fn delete_manifest(&self, repo: &str, digest: &Digest) {
+        let url = format!("{}/v2/{repo}/manifests/{digest}", self.base_url());
+        let client = self.http_client();
+        let status = run(async {
+            let mut req = client.delete(&url);
+            if let Some((u, p)) = &self.auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            req.send().await.expect("DELETE manifest").status()
+        });
+        assert_eq!(status.as_u16(), 202, "DELETE {url}");
+    }
+
+    fn push_multi(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+        docker: bool,
+    ) -> (Digest, Vec<(String, Digest)>) {
+        run(async {
+            let client = self.oci_client().await;
+            let (index_type, child_type) = if docker {
+                (DOCKER_LIST, DOCKER_MANIFEST)
+            } else {
+                (OCI_INDEX, OCI_MANIFEST)
+            };
+            let mut entries = Vec::new();
+            let mut platforms = Vec::new();
+            for platform in PLATFORMS {
+                let (os, arch, variant) = platform;
+                let mut child_seed = seed.to_vec();
+                child_seed.extend_from_slice(format!("/{os}/{arch}").as_bytes());
+                let (bytes, digest) = self
+                    .push_platform_manifest_bytes(
+                        &client,
+                        repo,
+                        None,
+                        &child_seed,
+                        platform,
+                        docker,
+                    )
+                    .await;
+                let mut p = serde_json::json!({"os": os, "architecture": arch});
+                if let Some(v) = variant {
+                    p["variant"] = v.into();
+                }
+                entries.push(serde_json::json!({
+                    "mediaType": child_type, "digest": digest.as_str(), "size": bytes.len(), "platform": p,
+                }));
+                let name = match variant {
+                    Some(v) => format!("{os}/{arch}/{v}"),
+                    None => format!("{os}/{arch}"),
+                };
+                platforms.push((name, digest));
+            }
+            let index = serde_json::json!({"schemaVersion": 2, "mediaType": index_type, "manifests": entries});
+            let bytes = serde_json::to_vec(&index).unwrap();
+            let reference = Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned());
+            client
+                .push_manifest_raw(&reference, bytes.clone(), index_type.parse().unwrap())
+                .await
+                .expect("push index");
+            (Digest::of(&bytes), platforms)
+        })
+    }
+
+    async fn push_platform_manifest(
+        &self,
+        client: &Client,
+        repo: &str,
+        tag: Option<&str>,
+        seed: &[u8],
+        platform: (&str, &str, Option<&str>),
+        docker: bool,
+    ) -> Digest {
+        self.push_platform_manifest_bytes(client, repo, tag, seed, platform, docker)
+            .await
+            .1
+    }
+
+    /// Push layer, config and manifest; by tag, or by digest when `tag` is `None`.
+    async fn push_platform_manifest_bytes(
+        &self,
+        client: &Client,
+        repo: &str,
+        tag: Option<&str>,
+        seed: &[u8],
+        (os, arch, variant): (&str, &str, Option<&str>),
+        docker: bool,
+    ) -> (Vec<u8>, Digest) {
+        let blob_ref = Reference::with_tag(self.host.clone(), repo.to_owned(), "blobs".to_owned());
+        let layer = pseudo_random(seed, 512);
+        let layer_digest = Digest::of(&layer);
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": os,
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.as_str()]},
+            "config": {},
+        });
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = Digest::of(&config);
+        let (pushed_layer, pushed_config) = futures::join!(
+            client.push_blob(&blob_ref, layer.clone(), layer_digest.as_str()),
+            client.push_blob(&blob_ref, config.clone(), config_digest.as_str()),
+        );
+        pushed_layer.expect("push layer");
+        pushed_config.expect("push config");
+        let (manifest_type, config_type, layer_type) = if docker {
+            (
+                DOCKER_MANIFEST,
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            )
+        } else {
+            (
+                OCI_MANIFEST,
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar",
+            )
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {"mediaType": config_type, "digest": config_digest.as_str(), "size": config.len()},
+            "layers": [{"mediaType": layer_type, "digest": layer_digest.as_str(), "size": layer.len()}],
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = Digest::of(&bytes);
+        let reference = match tag {
+            Some(tag) => Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned()),
+            None => Reference::with_digest(self.host.clone(), repo.to_owned(), digest.to_string()),
+        };
+        client
+            .push_manifest_raw(&reference, bytes.clone(), manifest_type.parse().unwrap())
+            .await
+            .expect("push manifest");
+        (bytes, digest)
+    }
+
+    fn base_url(&self) -> String {
+        base_url(&self.host, self.ca_pem.is_some())
+    }
+
+    fn http_client(&self) -> reqwest::Client {
+        http_client(self.ca_pem.as_deref())
+    }
+
+    async fn oci_client(&self) -> Client {
+        let client = Client::new(ClientConfig {
+            protocol: if self.ca_pem.is_some() {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::Http
+            },
+            extra_root_certificates: self
+                .ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            // POST + PUT per blob instead of POST + PATCH + PUT.
+            use_monolithic_push: true,
+            ..ClientConfig::default()
+        });
+        // Anonymous is left unstored: oci-client would otherwise ping /v2/ before every
+        // request (it never caches an anonymous "token").
+        if let Some((u, p)) = &self.auth {
+            let auth = RegistryAuth::Basic(u.clone(), p.clone());
+            client.store_auth_if_needed(&self.host, &auth).await;
+        }
+        client
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn base_url(host: &str, tls: bool) -> String {
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
+
+fn http_client(ca_pem: Option<&[u8]>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Poll `GET /v2/` until it answers (200, or 401 with auth). `Err(true)` if the process
+/// exited, `Err(false)` after 10 s.
+fn wait_ready(child: &mut Child, base_url: &str, ca_pem: Option<&[u8]>) -> Result<(), bool> {
+    let client = http_client(ca_pem);
+    let url = format!("{base_url}/v2/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Err(true);
+        }
+        let status = run(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+        if matches!(status, Ok(200 | 401)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(false)
+}
+
+/// `"METHOD /path"` from a combined-format access log line
+/// (`127.0.0.1 - - [date] "HEAD /v2/a/manifests/v1 HTTP/1.1" 200 ...`).
+fn access_log_request(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("] \"")?;
+    let request = rest.split('"').next()?;
+    let mut parts = request.split(' ');
+    let (method, path) = (parts.next()?, parts.next()?);
+    Some(format!("{method} {path}"))
+}
+
+/// `len` bytes that look random, derived from `seed`.
+fn pseudo_random(seed: &[u8], len: usize) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(seed).to_vec();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(&block).to_vec();
+    }
+    out.truncate(len);
+    out
+}
+
+/// Run the `openssl` CLI in `dir`; panics with its stderr if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "openssl {args:?}: {stderr}");
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 / localhost, made with the
+/// `openssl` CLI into `dir` (`server.pem`, `server.key`); returns the CA certificate (PEM).
+fn make_certificates(dir: &Path) -> Vec<u8> {
+    let openssl = |args: &[&str]| openssl(dir, args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lockstep test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
+/// Run `future` to completion on a private runtime in a scoped thread, so the harness
+/// works from sync tests and from inside a tokio runtime alike.
+fn run<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(future)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// What a [`MockLyingRegistry`] does. `GET /v2/` always answers 200.
+#[derive(Clone, Copy, Debug)]
+pub enum MockBehavior {
+    /// `HEAD` answers without `Docker-Content-Digest`; `GET` sends a manifest together with a
+    /// `Docker-Content-Digest` that is not its sha256.
+    LyingDigest,
+    /// `HEAD` claims an OCI index with digest D; `GET` of D sends another index (still
+    /// claiming D): a registry substituting platform manifests.
+    LyingIndex,
+    /// The first `times` manifest requests answer `status` (with `Retry-After: secs` when
+    /// given); after that it serves a manifest honestly.
+    FailThenServe {
+        status: u16,
+        retry_after_secs: Option<u64>,
+        times: usize,
+    },
+    /// The first `times` manifest requests get the connection closed without an answer
+    /// (a reset mid-request); after that it serves a manifest honestly.
+    HangUpThenServe { times: usize },
+    /// `HEAD` claims an OCI index; `GET` sends a body larger than any manifest, with no
+    /// `Content-Length` (delimited by closing the connection), so only counting stops it.
+    Oversized,
+    /// Accepts connections and never answers (not even a TLS handshake).
+    Stall,
+}
+
+/// A mock registry on 127.0.0.1 for cases a real registry cannot produce: lying digests,
+/// transient errors, stalls. Plain HTTP; it answers a TLS ClientHello with a plain 400 as a
+/// Go server does, so clients fall back to HTTP. Stops on drop.
+pub struct MockLyingRegistry {
+    server: MockServer,
+}
+
+struct MockState {
+    behavior: MockBehavior,
+    failures_served: AtomicUsize,
+}
+
+/// The honest single-platform manifest the mock serves.
+fn mock_manifest() -> Vec<u8> {
+    let d = Digest::of(b"mock");
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d.as_str(), "size": 4},
+        "layers": [],
+    }))
+    .unwrap()
+}
+
+/// An index naming `child` for linux/amd64.
+fn mock_index(child: &Digest) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child.as_str(), "size": 1,
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap()
+}
+
+impl MockLyingRegistry {
+    /// Start the mock on a free port.
+    pub fn start(behavior: MockBehavior) -> MockLyingRegistry {
+        let state = MockState {
+            behavior,
+            failures_served: AtomicUsize::new(0),
+        };
+        let server = MockServer::start(move |request: &MockRequest| match state.behavior {
+            MockBehavior::Stall => MockAnswer::Stall,
+            MockBehavior::Oversized
+                if request.method == "GET" && request.path.contains("/manifests/") =>
+            {
+                let mut answer = format!(
+                    "HTTP/1.1 200 Mock\r\nContent-Type: {OCI_INDEX}\r\nConnection: close\r\n\r\n"
+                )
+                .into_bytes();
+                answer.resize(
+                    answer.len() + lockstep::resolve::oci::MAX_MANIFEST_BYTES + 1,
+                    b' ',
+                );
+                MockAnswer::SendAndClose(answer)
+            }
+            MockBehavior::HangUpThenServe { times }
+                if request.path.contains("/manifests/")
+                    && state.failures_served.fetch_add(1, Ordering::SeqCst) < times =>
+            {
+                MockAnswer::HangUp
+            }
+            _ => MockAnswer::Send(mock_response(&state, &request.method, &request.path)),
+        });
+        MockLyingRegistry { server }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.server.host.clone()
+    }
+
+    /// The digest of the manifest the mock serves honestly (what `FailThenServe` resolves to,
+    /// and what `LyingDigest`'s body really hashes to).
+    pub fn served_digest(&self) -> Digest {
+        Digest::of(&mock_manifest())
+    }
+
+    /// The requests received so far, as `"METHOD /path"`.
+    pub fn requests(&self) -> Vec<String> {
+        self.server.requests.lock().unwrap().clone()
+    }
+}
+
+/// One request as a [`MockServer`] handler sees it.
+struct MockRequest {
+    method: String,
+    /// Path and query, as sent.
+    path: String,
+    /// The header lines, unparsed.
+    headers: String,
+}
+
+impl MockRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// What a [`MockServer`] does with one request.
+enum MockAnswer {
+    /// Write these bytes (a whole HTTP answer) and keep the connection.
+    Send(Vec<u8>),
+    /// Write these bytes, then close the connection.
+    SendAndClose(Vec<u8>),
+    /// Hold the connection and say nothing.
+    Stall,
+    /// Close the connection without answering.
+    HangUp,
+}
+
+type MockHandler = dyn Fn(&MockRequest) -> MockAnswer + Send + Sync;
+
+/// A hand-written HTTP/1.1 server on 127.0.0.1 with keep-alive, in a thread of its own.
+/// The handler decides each answer. Stops on drop.
+struct MockServer {
+    host: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockServer {
+    fn start(handler: impl Fn(&MockRequest) -> MockAnswer + Send + Sync + 'static) -> MockServer {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<MockHandler> = Arc::new(handler);
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_requests = requests.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            tokio::spawn(mock_connection(stream, handler.clone(), thread_requests.clone()));
+                        }
+                    }
+                }
+            });
+        });
+        MockServer {
+            host,
+            requests,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn mock_connection(
+    mut stream: tokio::net::TcpStream,
+    handler: Arc<MockHandler>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if buf.first() == Some(&0x16) {
+                // A TLS ClientHello: answer like a plain-HTTP Go server, then hang up.
+                let _ = stream
+                    .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                    .await;
+                return;
+            }
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let (first, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let mut words = first.split(' ');
+        let request = MockRequest {
+            method: words.next().unwrap_or("").to_owned(),
+            path: words.next().unwrap_or("").to_owned(),
+            headers: headers.to_owned(),
+        };
+        requests
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", request.method, request.path));
+        match handler(&request) {
+            MockAnswer::Send(response) => {
+                if stream.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+            MockAnswer::SendAndClose(response) => {
+                let _ = stream.write_all(&response).await;
+                return;
+            }
+            MockAnswer::Stall => std::future::pending::<()>().await,
+            MockAnswer::HangUp => return,
+        }
+    }
+}
+
+const TOKEN_SERVICE: &str = "lockstep-test";
+const TOKEN_ISSUER: &str = "lockstep-test-issuer";
+
+/// A mock token service (Distribution has none of its own): `GET /token?scope=…` with the
+/// right basic credentials answers `{"token": JWT}` granting the scopes asked for; anything
+/// else is 401. Keys and certificate (`token.pem`, which the registry trusts) go to `dir`.
+fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
+    let openssl = |args: &[&str]| openssl(dir, args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "token.key",
+        "-out",
+        "token.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lockstep test token issuer",
+    ]);
+    openssl(&[
+        "x509",
+        "-in",
+        "token.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "token.der",
+    ]);
+    let cert_der = std::fs::read(dir.join("token.der")).unwrap();
+    let key = dir.join("token.key");
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{user}:{pass}").as_bytes(), false)
+    );
+    let user = user.to_owned();
+    MockServer::start(move |request: &MockRequest| {
+        let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
+        if path != "/token" || request.header("Authorization") != Some(expected.as_str()) {
+            return MockAnswer::Send(http_response(
+                401,
+                &[],
+                b"{\"details\":\"bad credentials\"}",
+                false,
+            ));
+        }
+        let access: Vec<serde_json::Value> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("scope="))
+            .map(percent_decode)
+            .filter_map(|scope| {
+                let mut parts = scope.splitn(3, ':');
+                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header =
+            serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64(&cert_der, false)]});
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            base64(&serde_json::to_vec(&header).unwrap(), true),
+            base64(&serde_json::to_vec(&claims).unwrap(), true)
+        );
+        let mut sign = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run openssl dgst");
+        sign.stdin
+            .take()
+            .unwrap()
+            .write_all(signing_input.as_bytes())
+            .unwrap();
+        let signature = sign.wait_with_output().unwrap().stdout;
+        let token = format!("{signing_input}.{}", base64(&signature, true));
+        let body = serde_json::to_vec(&serde_json::json!({"token": token})).unwrap();
+        MockAnswer::Send(http_response(
+            200,
+            &[("Content-Type", "application/json".into())],
+            &body,
+            false,
+        ))
+    })
+}
+
+/// Base64 (RFC 4648), standard with padding or URL-safe without.
+fn base64(bytes: &[u8], url_safe: bool) -> String {
+    let alphabet: &[u8; 64] = if url_safe {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        if !url_safe {
+            out.push_str(&"=="[..3 - chunk.len()]);
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
+    let head = method == "HEAD";
+    if path == "/v2/" {
+        return http_response(200, &[], b"{}", head);
+    }
+    if !path.contains("/manifests/") {
+        return http_response(
+            404,
+            &[],
+            b"{\"errors\":[{\"code\":\"NOT_FOUND\",\"message\":\"not found\"}]}",
+            head,
+        );
+    }
+    let honest = mock_manifest();
+    let honest_digest = Digest::of(&honest);
+    match state.behavior {
+        MockBehavior::LyingDigest => {
+            if head {
+                http_response(200, &[("Content-Type", OCI_MANIFEST.into())], &honest, true)
+            } else {
+                let lie = Digest::of(b"something else");
+                http_response(
+                    200,
+                    &[
+                        ("Content-Type", OCI_MANIFEST.into()),
+                        ("Docker-Content-Digest", lie.to_string()),
+                    ],
+                    &honest,
+                    false,
+                )
+            }
+        }
+        MockBehavior::LyingIndex => {
+            let claimed_index = mock_index(&honest_digest);
+            let claimed = Digest::of(&claimed_index);
+            let substituted = mock_index(&Digest::of(b"a substituted platform manifest"));
+            let headers = [
+                ("Content-Type", OCI_INDEX.to_owned()),
+                ("Docker-Content-Digest", claimed.to_string()),
+            ];
+            let body = if head { claimed_index } else { substituted };
+            http_response(200, &headers, &body, head)
+        }
+        MockBehavior::FailThenServe {
+            status,
+            retry_after_secs,
+            times,
+        } => {
+            if state.failures_served.fetch_add(1, Ordering::SeqCst) < times {
+                let mut headers = Vec::new();
+                if let Some(secs) = retry_after_secs {
+                    headers.push(("Retry-After", secs.to_string()));
+                }
+                let body =
+                    b"{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"try again later\"}]}";
+                return http_response(status, &headers, body, head);
+            }
+            honest_answer(head)
+        }
+        // Hang-ups happen before this is asked.
+        MockBehavior::HangUpThenServe { .. } => honest_answer(head),
+        MockBehavior::Oversized => {
+            let headers = [
+                ("Content-Type", OCI_INDEX.to_owned()),
+                ("Docker-Content-Digest", Digest::of(b"huge").to_string()),
+            ];
+            http_response(200, &headers, b"", head)
+        }
+        MockBehavior::Stall => unreachable!("a stalled mock answers nothing"),
+    }
+}
+
+/// The honest manifest with its true digest.
+fn honest_answer(head: bool) -> Vec<u8> {
+    let honest = mock_manifest();
+    let headers = [
+        ("Content-Type", OCI_MANIFEST.to_owned()),
+        ("Docker-Content-Digest", Digest::of(&honest).to_string()),
+    ];
+    http_response(200, &headers, &honest, head)
+}
+
+/// An HTTP/1.1 answer with `Content-Length` (the body left out for HEAD).
+fn http_response(status: u16, headers: &[(&str, String)], body: &[u8], head: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    write!(
+        out,
+        "HTTP/1.1 {status} Mock\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .unwrap();
+    for (name, value) in headers {
+        write!(out, "{name}: {value}\r\n").unwrap();
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(body);
+    }
+    out
+}
