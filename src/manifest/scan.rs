@@ -137,7 +137,7 @@ pub enum ScanError {
         file: String,
         line: usize,
         column: usize,
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         container: String,
         #[source]
         source: RefError,
@@ -147,7 +147,7 @@ pub enum ScanError {
         file: String,
         line: usize,
         column: usize,
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         container: String,
         found: &'static str,
     },
@@ -158,7 +158,7 @@ pub enum ScanError {
         file: String,
         line: usize,
         column: usize,
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         container: String,
         problem: &'static str,
     },
@@ -169,7 +169,7 @@ pub enum ScanError {
         file: String,
         line: usize,
         column: usize,
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         container: String,
     },
 }
@@ -803,7 +803,7 @@ impl<'a> Scanner<'a> {
                 file,
                 line,
                 column,
-                object: object.clone(),
+                object: Box::new(object.clone()),
                 container,
             });
         }
@@ -813,7 +813,7 @@ impl<'a> Scanner<'a> {
             file: file.clone(),
             line,
             column,
-            object: object.clone(),
+            object: Box::new(object.clone()),
             container: container.clone(),
             problem,
         };
@@ -829,7 +829,7 @@ impl<'a> Scanner<'a> {
                     file,
                     line,
                     column,
-                    object: object.clone(),
+                    object: Box::new(object.clone()),
                     container,
                     found,
                 });
@@ -848,7 +848,7 @@ impl<'a> Scanner<'a> {
                 file,
                 line,
                 column,
-                object: object.clone(),
+                object: Box::new(object.clone()),
                 container,
                 found,
             });
@@ -866,7 +866,7 @@ impl<'a> Scanner<'a> {
             file: file.clone(),
             line,
             column,
-            object: object.clone(),
+            object: Box::new(object.clone()),
             container: container.clone(),
             source,
         })?;
