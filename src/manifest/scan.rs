@@ -219,6 +219,7 @@ pub fn scan_file(file: &str, bytes: &[u8], config: &ScanConfig) -> Result<FileSc
         tree: &tree,
         config,
         scan: FileScan::default(),
+        visited_objects: HashSet::new(),
     };
     for (document, root) in tree.documents.iter().enumerate() {
         let Some(root) = root else { continue };
@@ -520,6 +521,7 @@ struct Scanner<'a> {
     tree: &'a Tree,
     config: &'a ScanConfig,
     scan: FileScan,
+    visited_objects: HashSet<usize>,
 }
 
 impl<'a> Scanner<'a> {
@@ -553,14 +555,26 @@ impl<'a> Scanner<'a> {
 
     /// The value under `key` in the mapping at `map`, following `<<` merge keys.
     fn get(&self, map: At, key: &str) -> Option<At> {
-        self.get_depth(map, key, 0)
+        self.get_merged(map, key, &mut HashSet::new(), 0)
     }
 
-    fn get_depth(&self, map: At, key: &str, depth: usize) -> Option<At> {
+    /// Explicit keys win over merged ones; earlier merged mappings win over later ones.
+    /// Each mapping is searched at most once per lookup, so merges of merges of the same
+    /// anchors (a "billion laughs" of `<<`) cost no more than the file's size.
+    fn get_merged(
+        &self,
+        map: At,
+        key: &str,
+        searched: &mut HashSet<usize>,
+        depth: usize,
+    ) -> Option<At> {
         let map = self.deref(map);
         let NodeKind::Map(entries) = &self.node(map).kind else {
             return None;
         };
+        if depth > MAX_DEPTH || !searched.insert(map.node) {
+            return None;
+        }
         let child = |node: usize| At {
             node,
             alias: map.alias,
@@ -576,10 +590,6 @@ impl<'a> Scanner<'a> {
                 _ => {}
             }
         }
-        if depth >= MAX_DEPTH {
-            return None;
-        }
-        // Explicit keys win over merged ones; earlier merged mappings win over later ones.
         for merge in merges {
             let merge = self.deref(merge);
             let sources = match &self.node(merge).kind {
@@ -594,7 +604,7 @@ impl<'a> Scanner<'a> {
             };
             if let Some(found) = sources
                 .into_iter()
-                .find_map(|s| self.get_depth(s, key, depth + 1))
+                .find_map(|s| self.get_merged(s, key, searched, depth + 1))
             {
                 return Some(found);
             }
@@ -656,6 +666,11 @@ impl<'a> Scanner<'a> {
 
     fn document(&mut self, document: usize, root: At, depth: usize) -> Result<(), ScanError> {
         let root = self.deref(root);
+        // An object reached twice (a List item through an alias) is one object, and
+        // visiting each node once keeps nested aliased Lists from exploding.
+        if !self.visited_objects.insert(root.node) {
+            return Ok(());
+        }
         let notice = |reason| Notice {
             file: self.file.to_owned(),
             document,
@@ -1266,6 +1281,31 @@ spec: {containers: [{name: c, image: c:3}]}
                 triple("Pod/ns/merged", "containers/c", "c:3"),
             ]
         );
+    }
+
+    #[test]
+    fn alias_bombs_stay_cheap() {
+        // Each level merges (or lists) the previous one ten times: 10^30 paths unfolded.
+        let level = |i: usize| vec![format!("*a{}", i - 1); 10].join(", ");
+        let mut text = String::from("a0: &a0 {x: 1}\n");
+        for i in 1..30 {
+            text += &format!("a{i}: &a{i} {{<<: [{}]}}\n", level(i));
+        }
+        text += "apiVersion: v1\nkind: Pod\nmetadata: {<<: *a29, name: p}\n";
+        text += "spec: {<<: *a29, containers: [{name: c, <<: *a29, image: 'a:1'}]}\n";
+        assert_eq!(images(&text), vec![triple("Pod/p", "containers/c", "a:1")]);
+
+        let mut text = String::from("apiVersion: v1\nkind: List\n");
+        text += "a0: &a0 {apiVersion: v1, kind: ConfigMap, metadata: {name: m}}\n";
+        for i in 1..30 {
+            text += &format!(
+                "a{i}: &a{i} {{apiVersion: v1, kind: List, items: [{}]}}\n",
+                level(i)
+            );
+        }
+        text += &format!("items: [{}]\n", level(30));
+        let s = scan(&text).unwrap();
+        assert_eq!(s.objects.len(), 1);
     }
 
     fn error(text: &str) -> ScanError {
