@@ -1,1 +1,469 @@
-//! `lockstep.toml`: extra image paths for custom resources (stub).
+//! `lockstep.toml`: where the images are in custom resources.
+//!
+//! The scanner knows the built-in workload kinds. Custom resources (an Argo Rollout, an
+//! operator's CR with a plain `spec.image`) are declared in a `lockstep.toml` in the
+//! manifests directory:
+//!
+//! ```toml
+//! [[custom]]
+//! api-version = "argoproj.io/v1alpha1"   # exact, or "argoproj.io/*" for any version of a group
+//! kind = "Rollout"
+//! pod-specs = ["spec.template.spec"]      # pod specs: containers/initContainers/ephemeralContainers under each
+//! images = ["spec.image", "spec.sidecars[].image"]   # plain image scalars; `[]` = every list element
+//! ```
+//!
+//! A path is a `.`-separated list of mapping keys; a key followed by `[]` means "every
+//! element of the list under this key". Keys containing `.`, `[`, `]` or whitespace cannot
+//! be written (no Kubernetes field has one). Each `[[custom]]` entry needs `api-version`,
+//! `kind` and at least one path. Unknown keys are refused, so a typo (`pod_specs`) is an
+//! error rather than a silently ignored rule. Errors name the file and line.
+
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The name of the scan configuration file in the manifests directory.
+pub const CONFIG_FILE: &str = "lockstep.toml";
+
+/// Extra image locations for custom resources, parsed from `lockstep.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanConfig {
+    custom: Vec<CustomPaths>,
+}
+
+/// The image locations declared for one apiVersion/kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomPaths {
+    pub api_version: ApiVersionMatch,
+    pub kind: String,
+    /// Paths to pod specs (their containers, initContainers and ephemeralContainers).
+    pub pod_specs: Vec<FieldPath>,
+    /// Paths to plain image scalars.
+    pub images: Vec<FieldPath>,
+}
+
+/// Which `apiVersion`s a custom entry applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiVersionMatch {
+    /// Exactly this `group/version` (or `version` for the core group).
+    Exact(String),
+    /// Any version of this group (`group/*`).
+    AnyVersionOf(String),
+}
+
+/// A path into an object: `spec.sidecars[].image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// One step of a [`FieldPath`]: a mapping key, then (with `[]`) every element of its list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub key: String,
+    pub each: bool,
+}
+
+/// `lockstep.toml` could not be used; carries the file and line at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or not the expected shape (unknown key, missing field, wrong type).
+    #[error("{file}:{line}: invalid scan configuration")]
+    Syntax {
+        file: String,
+        line: usize,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// Well-formed TOML whose values make no sense (an empty kind, a bad path).
+    #[error("{file}:{line}: invalid scan configuration: {reason}")]
+    Invalid {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+impl ScanConfig {
+    /// Parse the text of a `lockstep.toml`; `file_name` is used in error messages only.
+    pub fn parse(text: &str, file_name: &str) -> Result<ScanConfig, ConfigError> {
+        let wire: WireConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+            file: file_name.to_owned(),
+            line: source.span().map_or(1, |s| line_of(text, s.start)),
+            source,
+        })?;
+        let invalid = |span: std::ops::Range<usize>, reason: String| ConfigError::Invalid {
+            file: file_name.to_owned(),
+            line: line_of(text, span.start),
+            reason,
+        };
+        let mut custom = Vec::with_capacity(wire.custom.len());
+        for entry in wire.custom {
+            let entry_span = entry.span();
+            let entry = entry.into_inner();
+            let api_version = parse_api_version(entry.api_version.get_ref())
+                .map_err(|r| invalid(entry.api_version.span(), r))?;
+            let kind = entry.kind.get_ref().trim();
+            if kind.is_empty() || kind != entry.kind.get_ref() {
+                return Err(invalid(
+                    entry.kind.span(),
+                    format!(
+                        "kind {:?} must be a non-empty name without spaces",
+                        entry.kind.get_ref()
+                    ),
+                ));
+            }
+            let paths = |list: &[Spanned<String>]| -> Result<Vec<FieldPath>, ConfigError> {
+                list.iter()
+                    .map(|p| FieldPath::parse(p.get_ref()).map_err(|r| invalid(p.span(), r)))
+                    .collect()
+            };
+            let pod_specs = paths(&entry.pod_specs)?;
+            let images = paths(&entry.images)?;
+            if pod_specs.is_empty() && images.is_empty() {
+                return Err(invalid(
+                    entry_span,
+                    format!(
+                        "the entry for {} declares neither pod-specs nor images",
+                        entry.kind.get_ref()
+                    ),
+                ));
+            }
+            custom.push(CustomPaths {
+                api_version,
+                kind: kind.to_owned(),
+                pod_specs,
+                images,
+            });
+        }
+        Ok(ScanConfig { custom })
+    }
+
+    /// The declared custom resource entries, in file order.
+    pub fn custom(&self) -> &[CustomPaths] {
+        &self.custom
+    }
+
+    /// The entries that apply to an object of this apiVersion and kind.
+    pub fn matching<'a>(
+        &'a self,
+        api_version: &'a str,
+        kind: &'a str,
+    ) -> impl Iterator<Item = &'a CustomPaths> + 'a {
+        self.custom
+            .iter()
+            .filter(move |c| c.matches(api_version, kind))
+    }
+}
+
+impl CustomPaths {
+    /// Whether this entry applies to an object of this apiVersion and kind.
+    pub fn matches(&self, api_version: &str, kind: &str) -> bool {
+        self.kind == kind && self.api_version.matches(api_version)
+    }
+}
+
+impl ApiVersionMatch {
+    /// Whether `api_version` (as written in an object) is matched.
+    pub fn matches(&self, api_version: &str) -> bool {
+        match self {
+            ApiVersionMatch::Exact(v) => v == api_version,
+            ApiVersionMatch::AnyVersionOf(group) => api_version
+                .split_once('/')
+                .is_some_and(|(g, version)| g == group && !version.is_empty()),
+        }
+    }
+}
+
+impl fmt::Display for ApiVersionMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiVersionMatch::Exact(v) => f.write_str(v),
+            ApiVersionMatch::AnyVersionOf(g) => write!(f, "{g}/*"),
+        }
+    }
+}
+
+impl FieldPath {
+    /// Parse `a.b[].c`; the error says what is wrong with the path.
+    pub fn parse(text: &str) -> Result<FieldPath, String> {
+        if text.is_empty() {
+            return Err("a path must not be empty".to_owned());
+        }
+        let mut segments = Vec::new();
+        for part in text.split('.') {
+            let (key, each) = match part.strip_suffix("[]") {
+                Some(key) => (key, true),
+                None => (part, false),
+            };
+            if key.is_empty() {
+                return Err(format!("path {text:?} has an empty key"));
+            }
+            if key
+                .chars()
+                .any(|c| c == '[' || c == ']' || c.is_whitespace())
+            {
+                return Err(format!(
+                    "path {text:?}: key {key:?} may not contain '[', ']' or whitespace (`[]` only ends a key)"
+                ));
+            }
+            segments.push(Segment {
+                key: key.to_owned(),
+                each,
+            });
+        }
+        Ok(FieldPath {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// The steps of the path, outermost first.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The path as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn parse_api_version(text: &str) -> Result<ApiVersionMatch, String> {
+    let bad = |why: &str| format!("api-version {text:?} {why}");
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(bad("must be a non-empty group/version without spaces"));
+    }
+    if let Some(group) = text.strip_suffix("/*") {
+        if group.is_empty() || group.contains(['/', '*']) {
+            return Err(bad("must be `group/*` with a non-empty group"));
+        }
+        return Ok(ApiVersionMatch::AnyVersionOf(group.to_owned()));
+    }
+    if text.contains('*') {
+        return Err(bad("may use `*` only as the whole version (`group/*`)"));
+    }
+    if text.matches('/').count() > 1 || text.starts_with('/') || text.ends_with('/') {
+        return Err(bad("must be `group/version` or `version`"));
+    }
+    Ok(ApiVersionMatch::Exact(text.to_owned()))
+}
+
+/// 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireConfig {
+    #[serde(default)]
+    custom: Vec<Spanned<WireCustom>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireCustom {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    pod_specs: Vec<Spanned<String>>,
+    #[serde(default)]
+    images: Vec<Spanned<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"# images of custom resources
+[[custom]]
+api-version = "argoproj.io/v1alpha1"
+kind = "Rollout"
+pod-specs = ["spec.template.spec"]
+
+[[custom]]
+api-version = "example.com/*"
+kind = "Cache"
+images = ["spec.image", "spec.sidecars[].image", "spec.extra[]"]
+"#;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let c = ScanConfig::parse(EXAMPLE, "lockstep.toml").unwrap();
+        assert_eq!(c.custom().len(), 2);
+        let rollout = &c.custom()[0];
+        assert_eq!(
+            rollout.api_version,
+            ApiVersionMatch::Exact("argoproj.io/v1alpha1".into())
+        );
+        assert_eq!(rollout.kind, "Rollout");
+        assert_eq!(rollout.pod_specs[0].as_str(), "spec.template.spec");
+        assert!(rollout.images.is_empty());
+        let cache = &c.custom()[1];
+        assert_eq!(
+            cache.api_version,
+            ApiVersionMatch::AnyVersionOf("example.com".into())
+        );
+        assert_eq!(
+            cache.images[1].segments(),
+            &[
+                Segment {
+                    key: "spec".into(),
+                    each: false
+                },
+                Segment {
+                    key: "sidecars".into(),
+                    each: true
+                },
+                Segment {
+                    key: "image".into(),
+                    each: false
+                },
+            ]
+        );
+        assert_eq!(
+            cache.images[2].segments()[1],
+            Segment {
+                key: "extra".into(),
+                each: true
+            }
+        );
+    }
+
+    #[test]
+    fn empty_text_is_the_default() {
+        assert_eq!(
+            ScanConfig::parse("", "lockstep.toml").unwrap(),
+            ScanConfig::default()
+        );
+        assert!(ScanConfig::default().custom().is_empty());
+    }
+
+    #[test]
+    fn api_version_matching() {
+        let c = ScanConfig::parse(EXAMPLE, "lockstep.toml").unwrap();
+        assert!(c.custom()[0].matches("argoproj.io/v1alpha1", "Rollout"));
+        assert!(!c.custom()[0].matches("argoproj.io/v1beta1", "Rollout"));
+        assert!(!c.custom()[0].matches("argoproj.io/v1alpha1", "Deployment"));
+        assert!(c.custom()[1].matches("example.com/v1", "Cache"));
+        assert!(c.custom()[1].matches("example.com/v2beta3", "Cache"));
+        assert!(!c.custom()[1].matches("other.example.com/v1", "Cache"));
+        assert!(!c.custom()[1].matches("example.com", "Cache"));
+        assert_eq!(c.matching("example.com/v1", "Cache").count(), 1);
+        assert_eq!(c.matching("v1", "Pod").count(), 0);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let text = "[[custom]]\napi-version = \"a.io/v1\"\nkind = \"X\"\npod_specs = [\"spec\"]\n";
+        let e = ScanConfig::parse(text, "dir/lockstep.toml").unwrap_err();
+        let ConfigError::Syntax { file, line, source } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(file, "dir/lockstep.toml");
+        assert_eq!(*line, 4);
+        assert!(
+            source.message().contains("pod_specs"),
+            "{}",
+            source.message()
+        );
+        assert!(e.to_string().starts_with("dir/lockstep.toml:4:"), "{e}");
+
+        let e = ScanConfig::parse("\n\nimages = []\n", "lockstep.toml").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 3, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_line() {
+        let e =
+            ScanConfig::parse("[[custom]]\nkind = \"X\nimages=[]\n", "lockstep.toml").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn missing_fields_are_refused() {
+        let e = ScanConfig::parse(
+            "[[custom]]\nkind = \"X\"\nimages = [\"spec.image\"]\n",
+            "l.toml",
+        )
+        .unwrap_err();
+        let ConfigError::Syntax { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            source.message().contains("api-version"),
+            "{}",
+            source.message()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let cases = [
+            (
+                "[[custom]]\napi-version = \"a.io/v1\"\nkind = \"X\"\nimages = [\"spec..image\"]\n",
+                4,
+                "empty key",
+            ),
+            (
+                "[[custom]]\napi-version = \"a.io/v1\"\nkind = \"X\"\nimages = [\"spec.a[0].image\"]\n",
+                4,
+                "'['",
+            ),
+            (
+                "[[custom]]\napi-version = \"a.io/v1\"\nkind = \"X\"\nimages = [\"\"]\n",
+                4,
+                "empty",
+            ),
+            (
+                "[[custom]]\napi-version = \"a.io/*/x\"\nkind = \"X\"\nimages = [\"spec.image\"]\n",
+                2,
+                "api-version",
+            ),
+            (
+                "[[custom]]\napi-version = \"a.io/v*\"\nkind = \"X\"\nimages = [\"spec.image\"]\n",
+                2,
+                "api-version",
+            ),
+            (
+                "[[custom]]\napi-version = \"/*\"\nkind = \"X\"\nimages = [\"spec.image\"]\n",
+                2,
+                "api-version",
+            ),
+            (
+                "[[custom]]\napi-version = \"a.io/v1\"\nkind = \"\"\nimages = [\"spec.image\"]\n",
+                3,
+                "kind",
+            ),
+            (
+                "\n[[custom]]\napi-version = \"a.io/v1\"\nkind = \"X\"\n",
+                2,
+                "neither",
+            ),
+        ];
+        for (text, want_line, want_reason) in cases {
+            match ScanConfig::parse(text, "lockstep.toml") {
+                Err(ConfigError::Invalid { file, line, reason }) => {
+                    assert_eq!(file, "lockstep.toml");
+                    assert_eq!(line, want_line, "{text}: {reason}");
+                    assert!(reason.contains(want_reason), "{text}: {reason}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+}
