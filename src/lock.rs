@@ -32,10 +32,30 @@ pub enum LockError {
     Unresolved(String),
 }
 
-/// The distinct references to ask the registry about: tags for tagged references (also when
-/// a digest is written, to warn when the tag has moved), digests for digest-only ones.
-pub fn resolution_targets(uses: &[ImageUse]) -> Vec<ImageRef> {
-    let set: BTreeSet<ImageRef> = uses.iter().map(|u| lookup_key(&u.reference)).collect();
+/// Whether `u`'s digest is one lockstep wrote: the previous lockfile pins this reference to
+/// exactly that digest. Such pins follow their tag on the next lock; a digest the author
+/// wrote by hand is kept (with a warning when its tag has moved).
+pub fn pinned_by_lockstep(u: &ImageUse, previous: Option<&Lockfile>) -> bool {
+    match (u.reference.digest(), previous.and_then(|p| p.entry(&u.written))) {
+        (Some(d), Some(entry)) => u.reference.tag().is_some() && entry.digest == *d,
+        _ => false,
+    }
+}
+
+/// The distinct references to ask the registry about: each tag (also when a digest is
+/// written, to follow or warn about a moved tag), and the digest itself for digests the
+/// author wrote (to confirm it exists and learn its media type). A no-op lock therefore
+/// costs one request per distinct tag.
+pub fn resolution_targets(uses: &[ImageUse], previous: Option<&Lockfile>) -> Vec<ImageRef> {
+    let mut set: BTreeSet<ImageRef> = BTreeSet::new();
+    for u in uses {
+        set.insert(lookup_key(&u.reference));
+        if !pinned_by_lockstep(u, previous)
+            && let Some(by_digest) = u.reference.by_digest()
+        {
+            set.insert(by_digest);
+        }
+    }
     set.into_iter().collect()
 }
 
@@ -58,18 +78,23 @@ pub struct Pinned {
     pub warnings: Vec<TagMoved>,
 }
 
-/// Pin every image: a tag-only reference gets its resolved digest; a reference that already
-/// carries a digest keeps it (with a warning when its tag has moved).
+/// Pin every image: a tag gets its resolved digest, also when lockstep pinned it before (see
+/// [`pinned_by_lockstep`]); a digest the author wrote is kept (with a warning when its tag
+/// has moved).
 pub fn pin_files(
     files: &SourceFiles,
     scan: &ScannedDir,
+    previous: Option<&Lockfile>,
     resolved: &BTreeMap<ImageRef, Resolved>,
 ) -> Result<Pinned, LockError> {
     let mut by_file: BTreeMap<&str, Vec<&ImageUse>> = BTreeMap::new();
     let mut warnings = Vec::new();
+    let mut target: BTreeMap<(String, usize), Digest> = BTreeMap::new();
     for u in &scan.uses {
         let answer = resolved.get(&lookup_key(&u.reference)).ok_or_else(|| LockError::Unresolved(u.written.clone()))?;
-        if let Some(written) = u.reference.digest() {
+        let keep = u.reference.digest().filter(|_| !pinned_by_lockstep(u, previous));
+        target.insert((u.file.clone(), u.span.start), keep.unwrap_or(&answer.digest).clone());
+        if let Some(written) = keep {
             if u.reference.tag().is_some() && *written != answer.digest {
                 warnings.push(TagMoved {
                     location: u.location(),
@@ -85,12 +110,7 @@ pub fn pin_files(
     for (file, uses) in by_file {
         let bytes = &files.files[file];
         let uses: Vec<ImageUse> = uses.into_iter().cloned().collect();
-        let pinned = pin_uses(file, bytes, &uses, |u| {
-            Some(match u.reference.digest() {
-                Some(d) => d.clone(),
-                None => resolved[&lookup_key(&u.reference)].digest.clone(),
-            })
-        })
+        let pinned = pin_uses(file, bytes, &uses, |u| target.get(&(u.file.clone(), u.span.start)).cloned())
         .map_err(|source| LockError::Rewrite { file: file.to_owned(), source })?;
         if pinned != *bytes {
             changed.push(file.to_owned());

@@ -172,6 +172,12 @@ impl ImageRef {
         ImageRef { digest: None, ..self.clone() }
     }
 
+    /// The digest-only form (`registry/repository@digest`), when a digest is present:
+    /// what a registry is asked to confirm a pin.
+    pub fn by_digest(&self) -> Option<ImageRef> {
+        self.digest.as_ref().map(|_| ImageRef { tag: None, ..self.clone() })
+    }
+
     /// Pin this reference to `digest`, keeping its tag for people.
     pub fn pin(&self, digest: Digest) -> PinnedRef {
         PinnedRef(ImageRef { digest: Some(digest), ..self.clone() })

@@ -36,6 +36,8 @@ pub struct ScannedDir {
 pub enum ScanDirError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{} is not UTF-8", crate::source::CONFIG_FILE)]
+    ConfigNotUtf8,
     #[error("{} manifest error(s):\n{}", .0.len(), render_list(.0))]
     Files(Vec<ScanError>),
 }
@@ -67,7 +69,10 @@ pub fn bound_files(files: &SourceFiles) -> impl Iterator<Item = (&str, &[u8])> {
 /// Scan every manifest with the directory's `lockstep.toml`, collecting all errors.
 pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
     let config = match files.config() {
-        Some(bytes) => ScanConfig::parse_bytes(bytes, crate::source::CONFIG_FILE)?,
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes).map_err(|_| ScanDirError::ConfigNotUtf8)?;
+            ScanConfig::parse(text, crate::source::CONFIG_FILE)?
+        }
         None => ScanConfig::default(),
     };
     let mut uses = Vec::new();

@@ -142,9 +142,12 @@ impl Lockfile {
             let key = strip_digest(&u.written).to_owned();
             let digest = u.reference.digest().expect("build takes pinned uses").clone();
             let entry = by_ref.entry(key.clone()).or_insert_with(|| {
-                let (media_type, platforms) = resolved
-                    .get(&lookup_key(&u.reference))
-                    .filter(|r| r.digest == digest)
+                // The tag's answer when the pin is the tag's digest, else the answer for the
+                // digest itself (a pin the author wrote).
+                let (media_type, platforms) = [Some(lookup_key(&u.reference)), u.reference.by_digest()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|key| resolved.get(&key).filter(|r| r.digest == digest))
                     .map(|r| (r.media_type.clone(), r.platforms.clone()))
                     .unwrap_or_default();
                 ImageEntry {

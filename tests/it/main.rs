@@ -3,6 +3,7 @@
 mod cli;
 mod git;
 mod harness;
+mod images;
 mod manifest;
 mod resolve;
 mod signing;

@@ -42,7 +42,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         })?),
         None => None,
     };
-    let targets = resolution_targets(&scan.uses);
+    let targets = resolution_targets(&scan.uses, previous.as_ref());
     let known = previous.as_ref().map(Lockfile::known_resolutions).unwrap_or_default();
     printer.note(format!(
         "found {} image uses ({} distinct references) in {} files",
@@ -63,7 +63,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         .await
         .map_err(|e| CliError::check(e).hint("nothing was written; fix the references or the registry and run lock again"))?;
 
-    let pinned = pin_files(&files, &scan, &resolved).map_err(CliError::check)?;
+    let pinned = pin_files(&files, &scan, previous.as_ref(), &resolved).map_err(CliError::check)?;
     for w in &pinned.warnings {
         printer.warn(format!(
             "{}: {} keeps its digest, but its tag now points to {} in the registry",
