@@ -32,8 +32,10 @@
 //! is a legitimate string), or anywhere in an image, is taken as template syntax.
 //! Duplicate mapping keys are refused (YAML forbids them, and `image` twice is ambiguous).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle};
@@ -311,17 +313,18 @@ impl ByteOffsets {
 }
 
 /// A YAML node, stored in an arena; children are indices.
-struct Node {
-    kind: NodeKind,
+struct Node<'t> {
+    kind: NodeKind<'t>,
     start: Marker,
-    end: Marker,
+    /// Character index (the parser's unit) just past the node.
+    end: usize,
     anchored: bool,
     tagged: bool,
 }
 
-enum NodeKind {
+enum NodeKind<'t> {
     Scalar {
-        value: String,
+        value: Cow<'t, str>,
         style: ScalarStyle,
     },
     Seq(Vec<usize>),
@@ -331,8 +334,8 @@ enum NodeKind {
 }
 
 /// A whole file as a node arena; `documents[i]` is the root of document `i`.
-struct Tree {
-    nodes: Vec<Node>,
+struct Tree<'t> {
+    nodes: Vec<Node<'t>>,
     documents: Vec<Option<usize>>,
     /// Byte ranges of every scalar (quotes included), in file order.
     scalar_ranges: Vec<Range<usize>>,
@@ -347,13 +350,15 @@ enum TreeError {
 struct Frame {
     node: usize,
     pending_key: Option<usize>,
-    keys: HashSet<String>,
+    /// Hashes of the keys so far, once the mapping is big enough for them to pay off.
+    key_hashes: Option<HashSet<u64>>,
 }
 
-impl Tree {
-    fn parse(text: &str, offsets: &ByteOffsets) -> Result<Tree, TreeError> {
+impl<'t> Tree<'t> {
+    fn parse(text: &'t str, offsets: &ByteOffsets) -> Result<Tree<'t>, TreeError> {
         let mut tree = Tree {
-            nodes: Vec::new(),
+            // Manifests run at about one node per 6 bytes: allocate once.
+            nodes: Vec::with_capacity(text.len() / 6),
             documents: Vec::new(),
             scalar_ranges: Vec::new(),
         };
@@ -373,7 +378,7 @@ impl Tree {
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
                     let frame = stack.pop().expect("the parser balances collections");
-                    tree.nodes[frame.node].end = span.end;
+                    tree.nodes[frame.node].end = span.end.index();
                     continue;
                 }
                 Event::Nothing | Event::StreamStart | Event::StreamEnd => continue,
@@ -381,10 +386,7 @@ impl Tree {
                     let range = offsets.byte(span.start.index())..offsets.byte(span.end.index());
                     tree.scalar_ranges.push(range);
                     (
-                        NodeKind::Scalar {
-                            value: value.into_owned(),
-                            style,
-                        },
+                        NodeKind::Scalar { value, style },
                         anchor,
                         tag.is_some(),
                         false,
@@ -406,7 +408,7 @@ impl Tree {
             tree.nodes.push(Node {
                 kind,
                 start: span.start,
-                end: span.end,
+                end: span.end.index(),
                 anchored: anchor != 0,
                 tagged,
             });
@@ -415,34 +417,70 @@ impl Tree {
             }
             match stack.last_mut() {
                 None => root = Some(index),
-                Some(parent) => match &mut tree.nodes[parent.node].kind {
-                    NodeKind::Seq(items) => items.push(index),
-                    NodeKind::Map(entries) => match parent.pending_key.take() {
-                        Some(key) => entries.push((key, index)),
-                        None => {
-                            parent.pending_key = Some(index);
-                            if let NodeKind::Scalar { value, .. } = &tree.nodes[index].kind
-                                && !parent.keys.insert(value.clone())
-                            {
-                                return Err(TreeError::DuplicateKey {
-                                    at: span.start,
-                                    key: value.clone(),
-                                });
-                            }
-                        }
-                    },
-                    _ => unreachable!("only collections are pushed on the stack"),
-                },
+                Some(parent) => {
+                    let is_key = parent.pending_key.is_none()
+                        && matches!(tree.nodes[parent.node].kind, NodeKind::Map(_));
+                    if is_key && let Some(key) = tree.duplicate_key(parent, index) {
+                        return Err(TreeError::DuplicateKey {
+                            at: span.start,
+                            key,
+                        });
+                    }
+                    match &mut tree.nodes[parent.node].kind {
+                        NodeKind::Seq(items) => items.push(index),
+                        NodeKind::Map(entries) => match parent.pending_key.take() {
+                            Some(key) => entries.push((key, index)),
+                            None => parent.pending_key = Some(index),
+                        },
+                        _ => unreachable!("only collections are pushed on the stack"),
+                    }
+                }
             }
             if opens {
                 stack.push(Frame {
                     node: index,
                     pending_key: None,
-                    keys: HashSet::new(),
+                    key_hashes: None,
                 });
             }
         }
         Ok(tree)
+    }
+
+    /// The text of `key` if the mapping of `frame` already has it. Small mappings are
+    /// searched directly; big ones (a ConfigMap with many entries) through key hashes.
+    fn duplicate_key(&self, frame: &mut Frame, key: usize) -> Option<String> {
+        const DIRECT: usize = 16;
+        let NodeKind::Scalar { value, .. } = &self.nodes[key].kind else {
+            return None;
+        };
+        let NodeKind::Map(entries) = &self.nodes[frame.node].kind else {
+            return None;
+        };
+        let scalar = |k: usize| match &self.nodes[k].kind {
+            NodeKind::Scalar { value, .. } => Some(value.as_ref()),
+            _ => None,
+        };
+        let present = || entries.iter().any(|&(k, _)| scalar(k) == Some(value));
+        let found = if entries.len() < DIRECT {
+            present()
+        } else {
+            let hash = |v: &str| {
+                let mut h = std::hash::DefaultHasher::new();
+                v.hash(&mut h);
+                h.finish()
+            };
+            let hashes = frame.key_hashes.get_or_insert_with(|| {
+                entries
+                    .iter()
+                    .filter_map(|&(k, _)| scalar(k))
+                    .map(hash)
+                    .collect()
+            });
+            // A hash seen before is a duplicate only if the text matches too.
+            !hashes.insert(hash(value)) && present()
+        };
+        found.then(|| value.clone().into_owned())
     }
 }
 
@@ -518,14 +556,14 @@ struct Scanner<'a> {
     file: &'a str,
     text: &'a str,
     offsets: &'a ByteOffsets,
-    tree: &'a Tree,
+    tree: &'a Tree<'a>,
     config: &'a ScanConfig,
     scan: FileScan,
     visited_objects: HashSet<usize>,
 }
 
 impl<'a> Scanner<'a> {
-    fn node(&self, at: At) -> &'a Node {
+    fn node(&self, at: At) -> &'a Node<'a> {
         &self.tree.nodes[at.node]
     }
 
@@ -548,14 +586,42 @@ impl<'a> Scanner<'a> {
 
     fn scalar(&self, at: At) -> Option<&'a str> {
         match &self.node(self.deref(at)).kind {
-            NodeKind::Scalar { value, .. } => Some(value),
+            NodeKind::Scalar { value, .. } => Some(value.as_ref()),
             _ => None,
         }
     }
 
     /// The value under `key` in the mapping at `map`, following `<<` merge keys.
     fn get(&self, map: At, key: &str) -> Option<At> {
-        self.get_merged(map, key, &mut HashSet::new(), 0)
+        let map = self.deref(map);
+        let (found, merges) = self.get_direct(map, key);
+        if found.is_some() || merges.is_empty() {
+            return found;
+        }
+        self.get_merged(merges, key, &mut HashSet::from([map.node]), 1)
+    }
+
+    /// The value under `key` written in the mapping itself, and its `<<` merge values.
+    fn get_direct(&self, map: At, key: &str) -> (Option<At>, Vec<At>) {
+        let mut merges = Vec::new();
+        let NodeKind::Map(entries) = &self.node(map).kind else {
+            return (None, merges);
+        };
+        let child = |node: usize| At {
+            node,
+            alias: map.alias,
+        };
+        for &(k, v) in entries {
+            match &self.node(self.deref(child(k))).kind {
+                NodeKind::Scalar { value, .. } if value == key => return (Some(child(v)), merges),
+                NodeKind::Scalar {
+                    value,
+                    style: ScalarStyle::Plain,
+                } if value == "<<" => merges.push(child(v)),
+                _ => {}
+            }
+        }
+        (None, merges)
     }
 
     /// Explicit keys win over merged ones; earlier merged mappings win over later ones.
@@ -563,32 +629,13 @@ impl<'a> Scanner<'a> {
     /// anchors (a "billion laughs" of `<<`) cost no more than the file's size.
     fn get_merged(
         &self,
-        map: At,
+        merges: Vec<At>,
         key: &str,
         searched: &mut HashSet<usize>,
         depth: usize,
     ) -> Option<At> {
-        let map = self.deref(map);
-        let NodeKind::Map(entries) = &self.node(map).kind else {
+        if depth > MAX_DEPTH {
             return None;
-        };
-        if depth > MAX_DEPTH || !searched.insert(map.node) {
-            return None;
-        }
-        let child = |node: usize| At {
-            node,
-            alias: map.alias,
-        };
-        let mut merges = Vec::new();
-        for &(k, v) in entries {
-            match &self.node(self.deref(child(k))).kind {
-                NodeKind::Scalar { value, .. } if value == key => return Some(child(v)),
-                NodeKind::Scalar {
-                    value,
-                    style: ScalarStyle::Plain,
-                } if value == "<<" => merges.push(child(v)),
-                _ => {}
-            }
         }
         for merge in merges {
             let merge = self.deref(merge);
@@ -602,11 +649,18 @@ impl<'a> Scanner<'a> {
                     .collect(),
                 _ => vec![merge],
             };
-            if let Some(found) = sources
-                .into_iter()
-                .find_map(|s| self.get_merged(s, key, searched, depth + 1))
-            {
-                return Some(found);
+            for source in sources {
+                let source = self.deref(source);
+                if !searched.insert(source.node) {
+                    continue;
+                }
+                let (found, more) = self.get_direct(source, key);
+                if found.is_some() {
+                    return found;
+                }
+                if let Some(found) = self.get_merged(more, key, searched, depth + 1) {
+                    return Some(found);
+                }
             }
         }
         None
@@ -649,7 +703,7 @@ impl<'a> Scanner<'a> {
                 if *style == ScalarStyle::Plain && plain_non_string(value) == Some("null") {
                     Ok(None)
                 } else {
-                    Ok(Some(value.clone()))
+                    Ok(Some(value.clone().into_owned()))
                 }
             }
             _ => {
@@ -893,7 +947,7 @@ impl<'a> Scanner<'a> {
             span,
             object: object.clone(),
             container,
-            written: value.clone(),
+            written: value.clone().into_owned(),
             reference,
         });
         Ok(())
@@ -902,12 +956,12 @@ impl<'a> Scanner<'a> {
     /// The byte range of the scalar's content, if the file's bytes there are its value.
     fn exact_span(
         &self,
-        node: &Node,
+        node: &Node<'_>,
         value: &str,
         style: ScalarStyle,
     ) -> Result<Range<usize>, &'static str> {
         let start = self.offsets.byte(node.start.index());
-        let end = self.offsets.byte(node.end.index());
+        let end = self.offsets.byte(node.end);
         let (content, quote, problem) = match style {
             ScalarStyle::Plain => (
                 start..start + value.len(),
@@ -1432,6 +1486,22 @@ spec: {containers: [{name: c, image: c:3}]}
         let e = error(&format!("{POD_HEAD}    image: a:1\n    image: b:2\n"));
         assert!(
             matches!(&e, ScanError::DuplicateKey { line: 8, key, .. } if key == "image"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_in_big_mappings_too() {
+        let mut text =
+            String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\ndata:\n");
+        for i in 0..40 {
+            text += &format!("  k{i}: v\n");
+        }
+        assert_eq!(scan(&text).unwrap().objects.len(), 1);
+        text += "  k17: again\n";
+        let e = error(&text);
+        assert!(
+            matches!(&e, ScanError::DuplicateKey { line: 45, key, .. } if key == "k17"),
             "{e:?}"
         );
     }

@@ -227,6 +227,14 @@ fn scanning_the_fixture_tree_finds_exactly_the_expected_images() {
     }
 }
 
+/// (document, object) of every object of a scan.
+fn objects_of(scan: &FileScan) -> Vec<(usize, String)> {
+    scan.objects
+        .iter()
+        .map(|(d, o)| (*d, o.to_string()))
+        .collect()
+}
+
 #[test]
 fn documents_objects_and_notices_of_the_fixture_tree() {
     let scans = scan_all(&fixture_config());
@@ -234,13 +242,8 @@ fn documents_objects_and_notices_of_the_fixture_tree() {
 
     // A comment before the first `---` is no document; the trailing `---` is an empty one.
     let api = scan_of("apps/api.yaml");
-    let objects: Vec<_> = api
-        .objects
-        .iter()
-        .map(|(d, o)| (*d, o.to_string()))
-        .collect();
     assert_eq!(
-        objects,
+        objects_of(api),
         [
             (0, "Deployment/shop/api".to_owned()),
             (1, "Service/shop/api".to_owned())
@@ -249,13 +252,8 @@ fn documents_objects_and_notices_of_the_fixture_tree() {
     assert!(api.uses.iter().all(|u| u.document == 0));
 
     let web = scan_of("apps/web.yaml");
-    let objects: Vec<_> = web
-        .objects
-        .iter()
-        .map(|(d, o)| (*d, o.to_string()))
-        .collect();
     assert_eq!(
-        objects,
+        objects_of(web),
         [
             (0, "StatefulSet/shop/web".to_owned()),
             (2, "ConfigMap/shop/web-config".to_owned())
@@ -264,13 +262,8 @@ fn documents_objects_and_notices_of_the_fixture_tree() {
 
     // The List's items are the objects, in document 0.
     let list = scan_of("list.yaml");
-    let objects: Vec<_> = list
-        .objects
-        .iter()
-        .map(|(d, o)| (*d, o.to_string()))
-        .collect();
     assert_eq!(
-        objects,
+        objects_of(list),
         [
             (0, "Deployment/shop/api-canary".to_owned()),
             (0, "ConfigMap/shop/api-canary-config".to_owned())
