@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         eprintln!("usage: push_images HOST SEED REPO:TAG...");
         return ExitCode::from(2);
     };
-    let pusher = images::Pusher { host: host.clone(), ca_pem: None, auth: None };
+    let pusher = images::Pusher {
+        host: host.clone(),
+        ca_pem: None,
+        auth: None,
+    };
     let mixed = refs.len() >= 3;
     // Pushing is I/O bound: a few threads keep the registry busy.
     let chunks: Vec<Vec<(usize, &String)>> = {
@@ -52,5 +56,9 @@ fn main() -> ExitCode {
             .collect();
         handles.into_iter().any(|h| h.join().unwrap_or(true))
     });
-    if failed { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -17,13 +17,34 @@ use crate::model::{ImageUse, strip_digest};
 #[serde(tag = "finding", rename_all = "kebab-case")]
 pub enum Finding {
     /// The files are not the ones the lockfile was made for.
-    BindingMismatch { locked_digest: String, locked_files: usize, actual_digest: String, actual_files: usize },
+    BindingMismatch {
+        locked_digest: String,
+        locked_files: usize,
+        actual_digest: String,
+        actual_files: usize,
+    },
     /// An image is used by tag alone.
-    Unpinned { location: String, object: String, container: String, reference: String },
+    Unpinned {
+        location: String,
+        object: String,
+        container: String,
+        reference: String,
+    },
     /// A pinned image whose reference the lockfile does not list.
-    NotInLock { location: String, object: String, container: String, reference: String },
+    NotInLock {
+        location: String,
+        object: String,
+        container: String,
+        reference: String,
+    },
     /// A pinned image whose digest differs from the lockfile's.
-    DigestMismatch { location: String, object: String, container: String, reference: String, locked: String },
+    DigestMismatch {
+        location: String,
+        object: String,
+        container: String,
+        reference: String,
+        locked: String,
+    },
     /// The lockfile lists an image no manifest uses.
     UnusedEntry { reference: String },
     /// The lockfile's record of where an image is used differs from the manifests.
@@ -33,25 +54,58 @@ pub enum Finding {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Finding::BindingMismatch { locked_digest, locked_files, actual_digest, actual_files } => write!(
+            Finding::BindingMismatch {
+                locked_digest,
+                locked_files,
+                actual_digest,
+                actual_files,
+            } => write!(
                 f,
                 "the manifests are not the ones locked: lockfile binds {locked_files} files ({locked_digest}), found {actual_files} files ({actual_digest})"
             ),
-            Finding::Unpinned { location, object, container, reference } => {
-                write!(f, "{location}: {object} {container}: image {reference} is not pinned to a digest")
+            Finding::Unpinned {
+                location,
+                object,
+                container,
+                reference,
+            } => {
+                write!(
+                    f,
+                    "{location}: {object} {container}: image {reference} is not pinned to a digest"
+                )
             }
-            Finding::NotInLock { location, object, container, reference } => {
-                write!(f, "{location}: {object} {container}: image {reference} is not in the lockfile")
+            Finding::NotInLock {
+                location,
+                object,
+                container,
+                reference,
+            } => {
+                write!(
+                    f,
+                    "{location}: {object} {container}: image {reference} is not in the lockfile"
+                )
             }
-            Finding::DigestMismatch { location, object, container, reference, locked } => write!(
+            Finding::DigestMismatch {
+                location,
+                object,
+                container,
+                reference,
+                locked,
+            } => write!(
                 f,
                 "{location}: {object} {container}: image {reference} does not match the lockfile's digest {locked}"
             ),
             Finding::UnusedEntry { reference } => {
-                write!(f, "lockfile lists image {reference} but no manifest uses it")
+                write!(
+                    f,
+                    "lockfile lists image {reference} but no manifest uses it"
+                )
             }
             Finding::UsesDiffer { reference } => {
-                write!(f, "lockfile's record of where {reference} is used differs from the manifests")
+                write!(
+                    f,
+                    "lockfile's record of where {reference} is used differs from the manifests"
+                )
             }
         }
     }
@@ -75,11 +129,21 @@ pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> V
         let location = u.location();
         let container = u.container.clone();
         let Some(digest) = u.reference.digest() else {
-            findings.push(Finding::Unpinned { location, object, container, reference: u.written.clone() });
+            findings.push(Finding::Unpinned {
+                location,
+                object,
+                container,
+                reference: u.written.clone(),
+            });
             continue;
         };
         let Some(entry) = lock.entry(&u.written) else {
-            findings.push(Finding::NotInLock { location, object, container, reference: u.written.clone() });
+            findings.push(Finding::NotInLock {
+                location,
+                object,
+                container,
+                reference: u.written.clone(),
+            });
             continue;
         };
         used.insert(entry.reference.as_str());
@@ -95,15 +159,22 @@ pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> V
     }
     for entry in &lock.images {
         if !used.contains(entry.reference.as_str()) {
-            findings.push(Finding::UnusedEntry { reference: entry.reference.clone() });
+            findings.push(Finding::UnusedEntry {
+                reference: entry.reference.clone(),
+            });
             continue;
         }
-        let mut actual: Vec<UseSite> =
-            uses.iter().filter(|u| strip_digest(&u.written) == entry.reference).map(UseSite::of).collect();
+        let mut actual: Vec<UseSite> = uses
+            .iter()
+            .filter(|u| strip_digest(&u.written) == entry.reference)
+            .map(UseSite::of)
+            .collect();
         actual.sort();
         actual.dedup();
         if actual != entry.uses {
-            findings.push(Finding::UsesDiffer { reference: entry.reference.clone() });
+            findings.push(Finding::UsesDiffer {
+                reference: entry.reference.clone(),
+            });
         }
     }
     findings

@@ -12,8 +12,8 @@
 //! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
 
 pub mod check;
-pub mod lock;
 pub mod cli;
+pub mod lock;
 pub mod lockfile;
 pub mod manifest;
 pub mod model;

@@ -22,11 +22,13 @@ pub enum LockError {
     Rewrite {
         file: String,
         #[source]
-        source: RewriteError,
+        source: Box<RewriteError>,
     },
     #[error("the pinned manifests cannot be scanned again (a lockstep bug: please report it)")]
     Rescan(#[source] ScanDirError),
-    #[error("the pinned manifests do not match the lockfile made from them (a lockstep bug: please report it): {0}")]
+    #[error(
+        "the pinned manifests do not match the lockfile made from them (a lockstep bug: please report it): {0}"
+    )]
     Inconsistent(String),
     #[error("no answer from the registry for {0} (a lockstep bug: please report it)")]
     Unresolved(String),
@@ -36,7 +38,10 @@ pub enum LockError {
 /// exactly that digest. Such pins follow their tag on the next lock; a digest the author
 /// wrote by hand is kept (with a warning when its tag has moved).
 pub fn pinned_by_lockstep(u: &ImageUse, previous: Option<&Lockfile>) -> bool {
-    match (u.reference.digest(), previous.and_then(|p| p.entry(&u.written))) {
+    match (
+        u.reference.digest(),
+        previous.and_then(|p| p.entry(&u.written)),
+    ) {
         (Some(d), Some(entry)) => u.reference.tag().is_some() && entry.digest == *d,
         _ => false,
     }
@@ -91,11 +96,22 @@ pub fn pin_files(
     let mut warnings = Vec::new();
     let mut target: BTreeMap<(String, usize), Digest> = BTreeMap::new();
     for u in &scan.uses {
-        let answer = resolved.get(&lookup_key(&u.reference)).ok_or_else(|| LockError::Unresolved(u.written.clone()))?;
-        let keep = u.reference.digest().filter(|_| !pinned_by_lockstep(u, previous));
-        target.insert((u.file.clone(), u.span.start), keep.unwrap_or(&answer.digest).clone());
-        if let Some(written) = keep {
-            if u.reference.tag().is_some() && *written != answer.digest {
+        let answer = resolved
+            .get(&lookup_key(&u.reference))
+            .ok_or_else(|| LockError::Unresolved(u.written.clone()))?;
+        let keep = u
+            .reference
+            .digest()
+            .filter(|_| !pinned_by_lockstep(u, previous));
+        target.insert(
+            (u.file.clone(), u.span.start),
+            keep.unwrap_or(&answer.digest).clone(),
+        );
+        if let Some(written) = keep
+            && u.reference.tag().is_some()
+            && *written != answer.digest
+        {
+            {
                 warnings.push(TagMoved {
                     location: u.location(),
                     written: u.written.clone(),
@@ -110,15 +126,25 @@ pub fn pin_files(
     for (file, uses) in by_file {
         let bytes = &files.files[file];
         let uses: Vec<ImageUse> = uses.into_iter().cloned().collect();
-        let pinned = pin_uses(file, bytes, &uses, |u| target.get(&(u.file.clone(), u.span.start)).cloned())
-        .map_err(|source| LockError::Rewrite { file: file.to_owned(), source })?;
+        let pinned = pin_uses(file, bytes, &uses, |u| {
+            target.get(&(u.file.clone(), u.span.start)).cloned()
+        })
+        .map_err(|source| LockError::Rewrite {
+            file: file.to_owned(),
+            source: Box::new(source),
+        })?;
         if pinned != *bytes {
             changed.push(file.to_owned());
             out.files.insert(file.to_owned(), pinned);
         }
     }
     let scan = scan_dir(&out).map_err(LockError::Rescan)?;
-    Ok(Pinned { files: out, changed, scan, warnings })
+    Ok(Pinned {
+        files: out,
+        changed,
+        scan,
+        warnings,
+    })
 }
 
 /// What `lock` will write.
@@ -140,7 +166,13 @@ pub fn next_lockfile(
     resolved: &BTreeMap<ImageRef, Resolved>,
 ) -> Result<LockDecision, LockError> {
     let generation = previous.map_or(1, |p| p.generation + 1);
-    let lock = Lockfile::build(generation, created, pinned.scan.binding.clone(), &pinned.scan.uses, resolved);
+    let lock = Lockfile::build(
+        generation,
+        created,
+        pinned.scan.binding.clone(),
+        &pinned.scan.uses,
+        resolved,
+    );
     let findings = check(&lock, &pinned.scan.uses, &pinned.scan.binding);
     if let Some(f) = findings.first() {
         return Err(LockError::Inconsistent(f.to_string()));

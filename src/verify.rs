@@ -43,7 +43,11 @@ pub enum ScanDirError {
 }
 
 fn render_list(errors: &[ScanError]) -> String {
-    errors.iter().map(|e| format!("  {}", error_with_causes(e))).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(|e| format!("  {}", error_with_causes(e)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn error_with_causes(e: &dyn std::error::Error) -> String {
@@ -62,7 +66,9 @@ fn error_with_causes(e: &dyn std::error::Error) -> String {
 
 /// The files the lockfile's binding covers: every manifest and `lockstep.toml`.
 pub fn bound_files(files: &SourceFiles) -> impl Iterator<Item = (&str, &[u8])> {
-    let config = files.config().map(|bytes| (crate::source::CONFIG_FILE, bytes));
+    let config = files
+        .config()
+        .map(|bytes| (crate::source::CONFIG_FILE, bytes));
     files.manifests().chain(config)
 }
 
@@ -91,13 +97,20 @@ pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
         return Err(ScanDirError::Files(errors));
     }
     let binding = ManifestBinding::compute(bound_files(files));
-    Ok(ScannedDir { uses, notices, binding })
+    Ok(ScannedDir {
+        uses,
+        notices,
+        binding,
+    })
 }
 
 /// Why a directory failed verification. Each variant names what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("no {} in the manifests directory: run `lockstep lock` first", lockfile::FILE_NAME)]
+    #[error(
+        "no {} in the manifests directory: run `lockstep lock` first",
+        lockfile::FILE_NAME
+    )]
     NoLockfile,
     #[error("signature check failed")]
     Signatures(#[source] signing::VerifyError),
@@ -154,14 +167,26 @@ impl<'a> VerifiedDir<'a> {
 
 /// Verify a directory's files against a trust policy. Signatures are checked over the exact
 /// lockfile bytes before anything in them is parsed.
-pub fn verify_dir<'a>(files: &'a SourceFiles, policy: &TrustPolicy<'_>) -> Result<VerifiedDir<'a>, VerifyError> {
+pub fn verify_dir<'a>(
+    files: &'a SourceFiles,
+    policy: &TrustPolicy<'_>,
+) -> Result<VerifiedDir<'a>, VerifyError> {
     let lock_bytes = files.lockfile().ok_or(VerifyError::NoLockfile)?;
     let signatures: Vec<SignatureFile> = files
         .signatures()
-        .map(|(signer, bytes)| SignatureFile { name: crate::source::signature_path(signer), armored: bytes.to_vec() })
+        .map(|(signer, bytes)| SignatureFile {
+            name: crate::source::signature_path(signer),
+            armored: bytes.to_vec(),
+        })
         .collect();
-    let verified = signing::verify(lock_bytes, &signatures, policy.signers, policy.at, policy.threshold)
-        .map_err(VerifyError::Signatures)?;
+    let verified = signing::verify(
+        lock_bytes,
+        &signatures,
+        policy.signers,
+        policy.at,
+        policy.threshold,
+    )
+    .map_err(VerifyError::Signatures)?;
     let lock = Lockfile::from_verified(&verified).map_err(VerifyError::Lockfile)?;
     let signers = verified.signers().to_vec();
     let scan = scan_dir(files).map_err(VerifyError::Scan)?;
@@ -169,5 +194,10 @@ pub fn verify_dir<'a>(files: &'a SourceFiles, policy: &TrustPolicy<'_>) -> Resul
     if !findings.is_empty() {
         return Err(VerifyError::Findings(findings));
     }
-    Ok(VerifiedDir { files, lock, signers, scan })
+    Ok(VerifiedDir {
+        files,
+        lock,
+        signers,
+        scan,
+    })
 }

@@ -39,11 +39,19 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        CliError { class: Class::Usage, error: error.into(), hint: None }
+        CliError {
+            class: Class::Usage,
+            error: error.into(),
+            hint: None,
+        }
     }
 
     pub fn check(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        CliError { class: Class::Check, error: error.into(), hint: None }
+        CliError {
+            class: Class::Check,
+            error: error.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -105,7 +113,10 @@ mod tests {
     #[test]
     fn renders_chain_and_hint_with_exit_codes() {
         let e = CliError::check(Outer(std::io::Error::other("inner"))).hint("do this");
-        assert_eq!(e.render(), "error: outer\n  caused by: inner\n  hint: do this\n");
+        assert_eq!(
+            e.render(),
+            "error: outer\n  caused by: inner\n  hint: do this\n"
+        );
         assert_eq!(e.class.exit_code(), 1);
         assert_eq!(CliError::usage(Message("x".into())).class.exit_code(), 2);
         assert_eq!(e.to_json()["error"]["causes"][0], "inner");

@@ -35,7 +35,10 @@ pub struct Env {
 
 /// Run a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli, env: Env) -> u8 {
-    let printer = Printer { json: cli.json, quiet: cli.quiet };
+    let printer = Printer {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     match dispatch(cli.command, env, printer).await {
         Ok(()) => 0,
         Err(e) => {
@@ -58,14 +61,21 @@ struct Failure {
 
 impl From<CliError> for Failure {
     fn from(error: CliError) -> Self {
-        Failure { error, json_printed: false }
+        Failure {
+            error,
+            json_printed: false,
+        }
     }
 }
 
 async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Failure> {
     match command {
         Command::Lock(a) => {
-            let key = if a.check { None } else { Some(load_key(&a.key, &env)?) };
+            let key = if a.check {
+                None
+            } else {
+                Some(load_key(&a.key, &env)?)
+            };
             let created = match &env.source_date_epoch {
                 Some(s) => parse_epoch(s)?,
                 None => env.now,
@@ -74,15 +84,24 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 key,
                 signer: a.key.signer.clone(),
                 check: a.check,
-                commit: a.commit.then(|| a.message.clone().unwrap_or_else(|| "lockstep: pin images".to_owned())),
+                commit: a.commit.then(|| {
+                    a.message
+                        .clone()
+                        .unwrap_or_else(|| "lockstep: pin images".to_owned())
+                }),
                 registry: registry_settings(&a.registry)?,
                 concurrency: a.registry.concurrency.max(1),
                 created,
                 dir: a.dir,
             };
             if let Some(s) = &settings.signer {
-                let safe = s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                if !safe || crate::source::signer_of(&crate::source::signature_path(s)) != Some(s.as_str()) {
+                let safe = s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                if !safe
+                    || crate::source::signer_of(&crate::source::signature_path(s))
+                        != Some(s.as_str())
+                {
                     return Err(CliError::usage(Message(format!(
                         "--signer {s:?} cannot name a signature file (use letters, digits, '.', '_' and '-')"
                     )))
@@ -93,12 +112,22 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
         }
         Command::Verify(a) => {
             let settings = verify_settings(a, &env)?;
-            commands::verify::verify(settings, printer).map_err(|error| Failure { error, json_printed: true })
+            commands::verify::verify(settings, printer).map_err(|error| Failure {
+                error,
+                json_printed: true,
+            })
         }
-        Command::Render(a) => Ok(commands::verify::render(verify_settings(a, &env)?, printer)?),
+        Command::Render(a) => Ok(commands::verify::render(
+            verify_settings(a, &env)?,
+            printer,
+        )?),
         Command::Keygen(a) => {
             let principal = a.principal.clone().unwrap_or_else(|| a.comment.clone());
-            let settings = commands::keygen::KeygenSettings { output: a.output, comment: a.comment, principal };
+            let settings = commands::keygen::KeygenSettings {
+                output: a.output,
+                comment: a.comment,
+                principal,
+            };
             Ok(commands::keygen::run(settings, printer)?)
         }
     }
@@ -109,13 +138,18 @@ fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {
         .parse::<i64>()
         .ok()
         .and_then(|secs| Timestamp::from_second(secs).ok())
-        .ok_or_else(|| CliError::usage(Message(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))))
+        .ok_or_else(|| {
+            CliError::usage(Message(format!(
+                "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+            )))
+        })
 }
 
 fn verify_settings(a: VerifyArgs, env: &Env) -> Result<commands::verify::VerifySettings, CliError> {
     let at = match &a.at {
         Some(t) => t.parse::<Timestamp>().map_err(|e| {
-            CliError::usage(Message(format!("--at {t:?} is not an RFC 3339 time: {e}"))).hint("e.g. --at 2026-01-31T12:00:00Z")
+            CliError::usage(Message(format!("--at {t:?} is not an RFC 3339 time: {e}")))
+                .hint("e.g. --at 2026-01-31T12:00:00Z")
         })?,
         None => env.now,
     };
@@ -142,7 +176,12 @@ fn registry_settings(a: &RegistryArgs) -> Result<OciSettings, CliError> {
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError::usage(Message(format!("{what}: cannot read {}: {e}", path.display()))))
+    std::fs::read(path).map_err(|e| {
+        CliError::usage(Message(format!(
+            "{what}: cannot read {}: {e}",
+            path.display()
+        )))
+    })
 }
 
 /// The signing key from --key / LOCKSTEP_SIGNING_KEY_FILE, or the key text in
@@ -152,10 +191,12 @@ fn load_key(a: &KeyArgs, env: &Env) -> Result<SigningKey, CliError> {
     let (text, source) = match (&a.key, &env.signing_key) {
         (Some(path), _) => {
             let bytes = Zeroizing::new(read_file(path, "--key")?);
-            let text = Zeroizing::new(
-                String::from_utf8(bytes.to_vec())
-                    .map_err(|_| CliError::usage(Message(format!("--key {}: not an OpenSSH private key", path.display()))))?,
-            );
+            let text = Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                CliError::usage(Message(format!(
+                    "--key {}: not an OpenSSH private key",
+                    path.display()
+                )))
+            })?);
             (text, path.display().to_string())
         }
         (None, Some(text)) => (text.clone(), "LOCKSTEP_SIGNING_KEY".to_owned()),

@@ -13,9 +13,11 @@ impl Bar {
         let bar = ProgressBar::hidden();
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} resolving {pos}/{len} images [{bar:30}] {elapsed}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} resolving {pos}/{len} images [{bar:30}] {elapsed}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         Bar(bar)
     }

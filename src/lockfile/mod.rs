@@ -43,7 +43,9 @@ pub enum LockfileError {
     Toml(#[source] toml::de::Error),
     #[error("{FILE_NAME} has no `version`; it was not written by lockstep")]
     NoVersion,
-    #[error("{FILE_NAME} has format version {found}; this lockstep reads version {VERSION} only (upgrade lockstep, or re-lock)")]
+    #[error(
+        "{FILE_NAME} has format version {found}; this lockstep reads version {VERSION} only (upgrade lockstep, or re-lock)"
+    )]
     UnknownVersion { found: i64 },
     #[error("{FILE_NAME}: {field} is not an RFC 3339 time: {value:?}")]
     Time { field: &'static str, value: String },
@@ -69,14 +71,19 @@ pub struct ManifestBinding {
 impl ManifestBinding {
     /// sha256 over `<path>\0<hex sha256 of content>\n` for each file, sorted by path bytes.
     pub fn compute<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut entries: Vec<(&str, String)> =
-            files.into_iter().map(|(p, b)| (p, hex::encode(Sha256::digest(b)))).collect();
+        let mut entries: Vec<(&str, String)> = files
+            .into_iter()
+            .map(|(p, b)| (p, hex::encode(Sha256::digest(b))))
+            .collect();
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut listing = String::new();
         for (path, hash) in &entries {
-            let _ = write!(listing, "{path}\0{hash}\n");
+            let _ = writeln!(listing, "{path}\0{hash}");
         }
-        ManifestBinding { digest: Digest::of(listing.as_bytes()), files: entries.len() }
+        ManifestBinding {
+            digest: Digest::of(listing.as_bytes()),
+            files: entries.len(),
+        }
     }
 }
 
@@ -92,7 +99,12 @@ pub struct UseSite {
 
 impl UseSite {
     pub fn of(image_use: &ImageUse) -> Self {
-        let ObjectRef { kind, namespace, name, .. } = &image_use.object;
+        let ObjectRef {
+            kind,
+            namespace,
+            name,
+            ..
+        } = &image_use.object;
         UseSite {
             file: image_use.file.clone(),
             kind: kind.clone(),
@@ -140,16 +152,21 @@ impl Lockfile {
         let mut by_ref: BTreeMap<String, ImageEntry> = BTreeMap::new();
         for u in uses {
             let key = strip_digest(&u.written).to_owned();
-            let digest = u.reference.digest().expect("build takes pinned uses").clone();
+            let digest = u
+                .reference
+                .digest()
+                .expect("build takes pinned uses")
+                .clone();
             let entry = by_ref.entry(key.clone()).or_insert_with(|| {
                 // The tag's answer when the pin is the tag's digest, else the answer for the
                 // digest itself (a pin the author wrote).
-                let (media_type, platforms) = [Some(lookup_key(&u.reference)), u.reference.by_digest()]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|key| resolved.get(&key).filter(|r| r.digest == digest))
-                    .map(|r| (r.media_type.clone(), r.platforms.clone()))
-                    .unwrap_or_default();
+                let (media_type, platforms) =
+                    [Some(lookup_key(&u.reference)), u.reference.by_digest()]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|key| resolved.get(&key).filter(|r| r.digest == digest))
+                        .map(|r| (r.media_type.clone(), r.platforms.clone()))
+                        .unwrap_or_default();
                 ImageEntry {
                     reference: key,
                     image: u.reference.without_digest(),
@@ -169,7 +186,14 @@ impl Lockfile {
                 e
             })
             .collect();
-        Lockfile { generation, created, expires: None, environment: None, manifests, images }
+        Lockfile {
+            generation,
+            created,
+            expires: None,
+            environment: None,
+            manifests,
+            images,
+        }
     }
 
     /// Parse bytes whose signatures have been verified.
@@ -193,7 +217,9 @@ impl Lockfile {
         match table.get("version") {
             None => return Err(LockfileError::NoVersion),
             Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
-            Some(toml::Value::Integer(v)) => return Err(LockfileError::UnknownVersion { found: *v }),
+            Some(toml::Value::Integer(v)) => {
+                return Err(LockfileError::UnknownVersion { found: *v });
+            }
             Some(_) => return Err(LockfileError::NoVersion),
         }
         let wire: WireLockfile = toml::from_str(text).map_err(LockfileError::Toml)?;
@@ -247,16 +273,25 @@ impl Lockfile {
 /// The key `resolve_all` answers under for a reference: without a digest when it has a tag
 /// (the tag is what is resolved), else the digest-only reference itself.
 pub fn lookup_key(reference: &ImageRef) -> ImageRef {
-    if reference.tag().is_some() { reference.without_digest() } else { reference.clone() }
+    if reference.tag().is_some() {
+        reference.without_digest()
+    } else {
+        reference.clone()
+    }
 }
 
 fn format_time(t: Timestamp) -> String {
     // Whole seconds, UTC, `Z`: one spelling per instant.
-    Timestamp::from_second(t.as_second()).expect("seconds of a timestamp are in range").to_string()
+    Timestamp::from_second(t.as_second())
+        .expect("seconds of a timestamp are in range")
+        .to_string()
 }
 
 fn parse_time(field: &'static str, value: &str) -> Result<Timestamp, LockfileError> {
-    value.parse().map_err(|_| LockfileError::Time { field, value: value.to_owned() })
+    value.parse().map_err(|_| LockfileError::Time {
+        field,
+        value: value.to_owned(),
+    })
 }
 
 impl From<&Lockfile> for WireLockfile {
@@ -267,7 +302,10 @@ impl From<&Lockfile> for WireLockfile {
             created: format_time(l.created),
             expires: l.expires.map(format_time),
             environment: l.environment.clone(),
-            manifests: WireBinding { digest: l.manifests.digest.to_string(), files: l.manifests.files },
+            manifests: WireBinding {
+                digest: l.manifests.digest.to_string(),
+                files: l.manifests.files,
+            },
             images: l
                 .images
                 .iter()
@@ -280,7 +318,10 @@ impl From<&Lockfile> for WireLockfile {
                     platforms: e
                         .platforms
                         .iter()
-                        .map(|p| WirePlatform { platform: p.platform.clone(), digest: p.digest.to_string() })
+                        .map(|p| WirePlatform {
+                            platform: p.platform.clone(),
+                            digest: p.digest.to_string(),
+                        })
                         .collect(),
                     uses: e
                         .uses
@@ -304,24 +345,34 @@ impl TryFrom<WireLockfile> for Lockfile {
 
     fn try_from(w: WireLockfile) -> Result<Self, LockfileError> {
         if w.version != VERSION {
-            return Err(LockfileError::UnknownVersion { found: i64::from(w.version) });
+            return Err(LockfileError::UnknownVersion {
+                found: i64::from(w.version),
+            });
         }
         let digest = |reference: &str, d: &str| {
-            d.parse::<Digest>()
-                .map_err(|e| LockfileError::Image { reference: reference.to_owned(), what: e.reason })
+            d.parse::<Digest>().map_err(|e| LockfileError::Image {
+                reference: reference.to_owned(),
+                what: e.reason,
+            })
         };
         let manifests = ManifestBinding {
-            digest: w.manifests.digest.parse().map_err(|e: RefError| LockfileError::Image {
-                reference: "[manifests]".into(),
-                what: e.reason,
-            })?,
+            digest: w
+                .manifests
+                .digest
+                .parse()
+                .map_err(|e: RefError| LockfileError::Image {
+                    reference: "[manifests]".into(),
+                    what: e.reason,
+                })?,
             files: w.manifests.files,
         };
         let mut seen = BTreeSet::new();
         let mut images = Vec::with_capacity(w.images.len());
         for wi in w.images {
             if !seen.insert(wi.reference.clone()) {
-                return Err(LockfileError::DuplicateImage { reference: wi.reference });
+                return Err(LockfileError::DuplicateImage {
+                    reference: wi.reference,
+                });
             }
             if wi.reference.contains('@') {
                 return Err(LockfileError::Image {
@@ -329,23 +380,39 @@ impl TryFrom<WireLockfile> for Lockfile {
                     what: "`reference` must be written without a digest".into(),
                 });
             }
-            let image = ImageRef::parse(&wi.reference)
-                .map_err(|source| LockfileError::Reference { reference: wi.reference.clone(), source })?;
+            let image =
+                ImageRef::parse(&wi.reference).map_err(|source| LockfileError::Reference {
+                    reference: wi.reference.clone(),
+                    source,
+                })?;
             if image.name() != wi.name || image.tag() != wi.tag.as_deref() {
                 return Err(LockfileError::Image {
                     reference: wi.reference,
-                    what: format!("`name`/`tag` disagree with the reference (it normalizes to {image})"),
+                    what: format!(
+                        "`name`/`tag` disagree with the reference (it normalizes to {image})"
+                    ),
                 });
             }
             let platforms = wi
                 .platforms
                 .iter()
-                .map(|p| Ok(PlatformDigest { platform: p.platform.clone(), digest: digest(&wi.reference, &p.digest)? }))
+                .map(|p| {
+                    Ok(PlatformDigest {
+                        platform: p.platform.clone(),
+                        digest: digest(&wi.reference, &p.digest)?,
+                    })
+                })
                 .collect::<Result<Vec<_>, LockfileError>>()?;
             let uses = wi
                 .uses
                 .into_iter()
-                .map(|u| UseSite { file: u.file, kind: u.kind, namespace: u.namespace, name: u.name, container: u.container })
+                .map(|u| UseSite {
+                    file: u.file,
+                    kind: u.kind,
+                    namespace: u.namespace,
+                    name: u.name,
+                    container: u.container,
+                })
                 .collect();
             images.push(ImageEntry {
                 digest: digest(&wi.reference, &wi.digest)?,
@@ -360,7 +427,11 @@ impl TryFrom<WireLockfile> for Lockfile {
         Ok(Lockfile {
             generation: w.generation,
             created: parse_time("created", &w.created)?,
-            expires: w.expires.as_deref().map(|e| parse_time("expires", e)).transpose()?,
+            expires: w
+                .expires
+                .as_deref()
+                .map(|e| parse_time("expires", e))
+                .transpose()?,
             environment: w.environment,
             manifests,
             images,
@@ -386,7 +457,10 @@ mod tests {
                 image,
                 digest: d.clone(),
                 media_type: "application/vnd.oci.image.index.v1+json".into(),
-                platforms: vec![PlatformDigest { platform: "linux/amd64".into(), digest: Digest::of(b"amd64") }],
+                platforms: vec![PlatformDigest {
+                    platform: "linux/amd64".into(),
+                    digest: Digest::of(b"amd64"),
+                }],
                 uses: vec![UseSite {
                     file: "a.yaml".into(),
                     kind: "Deployment".into(),
@@ -409,24 +483,38 @@ mod tests {
 
     #[test]
     fn unknown_version_is_refused_by_number() {
-        let text = String::from_utf8(sample().to_bytes()).unwrap().replace("version = 1", "version = 7");
+        let text = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("version = 1", "version = 7");
         let err = Lockfile::parse_unverified(text.as_bytes()).unwrap_err();
-        assert!(matches!(err, LockfileError::UnknownVersion { found: 7 }), "{err}");
+        assert!(
+            matches!(err, LockfileError::UnknownVersion { found: 7 }),
+            "{err}"
+        );
         assert!(err.to_string().contains("version 7"));
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let text = String::from_utf8(sample().to_bytes()).unwrap().replace("generation = 3", "generation = 3\nsurprise = 1");
-        assert!(matches!(Lockfile::parse_unverified(text.as_bytes()), Err(LockfileError::Toml(_))));
+        let text = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("generation = 3", "generation = 3\nsurprise = 1");
+        assert!(matches!(
+            Lockfile::parse_unverified(text.as_bytes()),
+            Err(LockfileError::Toml(_))
+        ));
     }
 
     #[test]
     fn name_must_agree_with_reference() {
-        let text = String::from_utf8(sample().to_bytes())
-            .unwrap()
-            .replace("name = \"127.0.0.1:5000/shop/api\"", "name = \"127.0.0.1:5000/shop/evil\"");
-        assert!(matches!(Lockfile::parse_unverified(text.as_bytes()), Err(LockfileError::Image { .. })));
+        let text = String::from_utf8(sample().to_bytes()).unwrap().replace(
+            "name = \"127.0.0.1:5000/shop/api\"",
+            "name = \"127.0.0.1:5000/shop/evil\"",
+        );
+        assert!(matches!(
+            Lockfile::parse_unverified(text.as_bytes()),
+            Err(LockfileError::Image { .. })
+        ));
     }
 
     #[test]
@@ -453,7 +541,9 @@ mod tests {
             if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
                 std::fs::write(path, wire::schema_json()).unwrap();
             } else {
-                panic!("schema/lockfile.schema.json is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib schema");
+                panic!(
+                    "schema/lockfile.schema.json is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib schema"
+                );
             }
         }
     }
@@ -462,12 +552,18 @@ mod tests {
     fn sample_lockfile_validates_field_names_against_schema() {
         // Every top-level and image key the writer emits is a property in the schema.
         let schema: serde_json::Value = serde_json::from_str(&wire::schema_json()).unwrap();
-        let lock: toml::Table = toml::from_str(std::str::from_utf8(&sample().to_bytes()).unwrap()).unwrap();
+        let lock: toml::Table =
+            toml::from_str(std::str::from_utf8(&sample().to_bytes()).unwrap()).unwrap();
         let props = schema["properties"].as_object().unwrap();
         for key in lock.keys() {
             assert!(props.contains_key(key), "{key} missing from schema");
         }
-        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         for key in required {
             assert!(lock.contains_key(key), "required {key} not written");
         }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 /// `lockstep.lock`, format version 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[schemars(title = "lockstep.lock", description = "lockstep lockfile: every image of a manifests directory pinned to a digest, and a binding to the exact manifest bytes. Signed by detached SSHSIG files lockstep.lock.<signer>.sig over its exact bytes.")]
+#[schemars(
+    title = "lockstep.lock",
+    description = "lockstep lockfile: every image of a manifests directory pinned to a digest, and a binding to the exact manifest bytes. Signed by detached SSHSIG files lockstep.lock.<signer>.sig over its exact bytes."
+)]
 pub struct WireLockfile {
     /// Format version; readers refuse versions they do not know.
     pub version: u32,

@@ -76,7 +76,11 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "committer@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -94,22 +98,47 @@ impl Project {
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-qm", "manifests"]);
         let key = tmp.path().join("ci_key");
-        let out = run(&["keygen", "--output", key.to_str().unwrap(), "-C", "ci@example.com"], &[]);
+        let out = run(
+            &[
+                "keygen",
+                "--output",
+                key.to_str().unwrap(),
+                "-C",
+                "ci@example.com",
+            ],
+            &[],
+        );
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let allowed_signers = tmp.path().join("allowed_signers");
         std::fs::write(&allowed_signers, stdout(&out)).unwrap();
-        Project { registry, _tmp: tmp, repo, dir, key, allowed_signers }
+        Project {
+            registry,
+            _tmp: tmp,
+            repo,
+            dir,
+            key,
+            allowed_signers,
+        }
     }
 
     pub fn lock(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["lock", self.dir.to_str().unwrap(), "--key", self.key.to_str().unwrap()];
+        let mut args = vec![
+            "lock",
+            self.dir.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         run(&args, &[("SOURCE_DATE_EPOCH", "1700000000")])
     }
 
     pub fn verify(&self, extra: &[&str]) -> Output {
-        let mut args =
-            vec!["verify", self.dir.to_str().unwrap(), "--allowed-signers", self.allowed_signers.to_str().unwrap()];
+        let mut args = vec![
+            "verify",
+            self.dir.to_str().unwrap(),
+            "--allowed-signers",
+            self.allowed_signers.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         run(&args, &[])
     }
@@ -184,14 +213,23 @@ fn lock_commit_then_verify_work_tree_and_revision() {
     let lock = lockfile_text(&p.dir);
     assert!(lock.contains("generation = 1"), "{lock}");
     for (repo, tag) in FIXTURE_IMAGES {
-        assert!(lock.contains(&format!("{}/{repo}:{tag}\"", p.registry.host())), "{repo}:{tag} missing:\n{lock}");
+        assert!(
+            lock.contains(&format!("{}/{repo}:{tag}\"", p.registry.host())),
+            "{repo}:{tag} missing:\n{lock}"
+        );
     }
     let _ = api;
     // The commit holds the pinned manifests, lockfile and signature; the work tree is clean.
-    assert_eq!(git(&p.repo, &["log", "-1", "--format=%s"]).trim(), "pin images");
+    assert_eq!(
+        git(&p.repo, &["log", "-1", "--format=%s"]).trim(),
+        "pin images"
+    );
     let changed = git(&p.repo, &["show", "--name-only", "--format=", "HEAD"]);
     assert!(changed.contains("deploy/lockstep.lock\n"), "{changed}");
-    assert!(changed.contains("deploy/lockstep.lock.ci-example.com.sig\n"), "{changed}");
+    assert!(
+        changed.contains("deploy/lockstep.lock.ci-example.com.sig\n"),
+        "{changed}"
+    );
     assert_eq!(git(&p.repo, &["status", "--porcelain"]), "");
 
     let out = p.verify(&[]);
@@ -202,7 +240,11 @@ fn lock_commit_then_verify_work_tree_and_revision() {
     // The commit before the lock has no lockfile: verification fails, exit 1.
     let out = p.verify(&["--rev", "HEAD~1"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("no lockstep.lock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no lockstep.lock"),
+        "{}",
+        stderr(&out)
+    );
 
     // OpenSSH agrees with our signature.
     let principal = std::fs::read_to_string(&p.allowed_signers).unwrap();
@@ -216,7 +258,11 @@ fn lock_commit_then_verify_work_tree_and_revision() {
         .stdin(lock_file)
         .output()
         .unwrap();
-    assert!(ssh.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&ssh.stderr));
+    assert!(
+        ssh.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
 }
 
 #[test]
@@ -247,12 +293,22 @@ fn repushed_tag_is_caught_and_old_commit_still_renders_old_digest() {
     let out = p.verify(&["--rev", "HEAD~1"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let render = run(
-        &["render", p.dir.to_str().unwrap(), "--rev", "HEAD~1", "--allowed-signers", p.allowed_signers.to_str().unwrap()],
+        &[
+            "render",
+            p.dir.to_str().unwrap(),
+            "--rev",
+            "HEAD~1",
+            "--allowed-signers",
+            p.allowed_signers.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code(&render), 0, "{}", stderr(&render));
     let yaml = stdout(&render);
-    assert!(yaml.contains(&format!("{host}/shop/worker:1.0@{old}")), "{yaml}");
+    assert!(
+        yaml.contains(&format!("{host}/shop/worker:1.0@{old}")),
+        "{yaml}"
+    );
     assert!(!yaml.contains(&new.to_string()));
     let out = p.verify(&["--rev", "HEAD"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -274,7 +330,12 @@ fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
     let other = tempfile::tempdir().unwrap();
     copy_tree(Path::new(FIXTURES), other.path(), &p.registry.host());
     let out = run(
-        &["lock", other.path().to_str().unwrap(), "--key", p.key.to_str().unwrap()],
+        &[
+            "lock",
+            other.path().to_str().unwrap(),
+            "--key",
+            p.key.to_str().unwrap(),
+        ],
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -284,12 +345,18 @@ fn second_lock_is_a_no_op_and_bytes_are_deterministic() {
 #[test]
 fn deleted_tag_fails_and_writes_nothing() {
     let p = Project::new();
-    let digest = p.registry.push_image("shop/migrate", "1.0", b"v1-shop/migrate-1.0");
+    let digest = p
+        .registry
+        .push_image("shop/migrate", "1.0", b"v1-shop/migrate-1.0");
     p.registry.delete_manifest("shop/migrate", &digest);
     let before = p.snapshot();
     let out = p.lock(&[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("shop/migrate:1.0"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("shop/migrate:1.0"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(p.snapshot(), before);
 }
 
@@ -300,7 +367,11 @@ fn stopped_registry_fails_and_writes_nothing() {
     let before = p.snapshot();
     let out = p.lock(&["--timeout", "2"]);
     assert_ne!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&p.registry.host()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&p.registry.host()),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(p.snapshot(), before);
 }
 
@@ -314,11 +385,17 @@ fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
     let original_sig = std::fs::read(&sig_path).unwrap();
 
     // A changed lockfile byte: the signature no longer matches.
-    let tampered = String::from_utf8(original_lock.clone()).unwrap().replace("generation = 1", "generation = 9");
+    let tampered = String::from_utf8(original_lock.clone())
+        .unwrap()
+        .replace("generation = 1", "generation = 9");
     std::fs::write(&lock_path, tampered).unwrap();
     let out = p.verify(&[]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("lockstep.lock.ci-example.com.sig"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lockstep.lock.ci-example.com.sig"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(&lock_path, &original_lock).unwrap();
 
     // A damaged signature.
@@ -333,30 +410,78 @@ fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
     // A manifest edited after signing: the binding names the mismatch.
     let file = p.dir.join("apps/api.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replacen("replicas: 3", "replicas: 30", 1) + "\n").unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("replicas: 3", "replicas: 30", 1) + "\n",
+    )
+    .unwrap();
     let out = p.verify(&[]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("not the ones locked"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the ones locked"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(&file, &text).unwrap();
 
     // A key nobody trusts.
     let stranger = p._tmp.path().join("stranger");
-    let out = run(&["keygen", "--output", stranger.to_str().unwrap(), "-C", "stranger"], &[]);
+    let out = run(
+        &[
+            "keygen",
+            "--output",
+            stranger.to_str().unwrap(),
+            "-C",
+            "stranger",
+        ],
+        &[],
+    );
     let strangers = p._tmp.path().join("strangers");
     std::fs::write(&strangers, stdout(&out)).unwrap();
-    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", strangers.to_str().unwrap()], &[]);
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            strangers.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).to_lowercase().contains("not trusted") || stderr(&out).contains("untrusted"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a trusted key"),
+        "{}",
+        stderr(&out)
+    );
 
     // The trusted key, but outside its validity window; --at inside it verifies.
     let line = std::fs::read_to_string(&p.allowed_signers).unwrap();
     let (principal, rest) = line.split_once(' ').unwrap();
     let windowed = p._tmp.path().join("windowed");
-    std::fs::write(&windowed, format!("{principal} valid-after=\"20200101\",valid-before=\"20210101\",{rest}")).unwrap();
-    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", windowed.to_str().unwrap()], &[]);
+    std::fs::write(
+        &windowed,
+        format!("{principal} valid-after=\"20200101\",valid-before=\"20210101\",{rest}"),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            windowed.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let out = run(
-        &["verify", p.dir.to_str().unwrap(), "--allowed-signers", windowed.to_str().unwrap(), "--at", "2020-06-01T00:00:00Z"],
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            windowed.to_str().unwrap(),
+            "--at",
+            "2020-06-01T00:00:00Z",
+        ],
         &[],
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -370,7 +495,16 @@ fn signature_made_by_ssh_keygen_verifies() {
     std::fs::remove_file(p.dir.join("lockstep.lock.ci-example.com.sig")).unwrap();
     let key = p._tmp.path().join("openssh_key");
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "release@example.com", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "release@example.com",
+            "-f",
+        ])
         .arg(&key)
         .status()
         .unwrap();
@@ -382,13 +516,33 @@ fn signature_made_by_ssh_keygen_verifies() {
         .status()
         .unwrap();
     assert!(st.success());
-    std::fs::rename(p.dir.join("lockstep.lock.sig"), p.dir.join("lockstep.lock.release.sig")).unwrap();
+    std::fs::rename(
+        p.dir.join("lockstep.lock.sig"),
+        p.dir.join("lockstep.lock.release.sig"),
+    )
+    .unwrap();
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let trust = p._tmp.path().join("release_signers");
-    std::fs::write(&trust, format!("release@example.com namespaces=\"lockstep\" {public}")).unwrap();
-    let out = run(&["verify", p.dir.to_str().unwrap(), "--allowed-signers", trust.to_str().unwrap()], &[]);
+    std::fs::write(
+        &trust,
+        format!("release@example.com namespaces=\"lockstep\" {public}"),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            trust.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stdout(&out).contains("release@example.com"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("release@example.com"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -397,7 +551,15 @@ fn usage_errors_exit_2_with_a_hint() {
     let out = run(&["lock", tmp.path().to_str().unwrap()], &[]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
-    let out = run(&["verify", tmp.path().to_str().unwrap(), "--allowed-signers", "/nonexistent"], &[]);
+    let out = run(
+        &[
+            "verify",
+            tmp.path().to_str().unwrap(),
+            "--allowed-signers",
+            "/nonexistent",
+        ],
+        &[],
+    );
     assert_eq!(code(&out), 2);
     let out = run(&["frobnicate"], &[]);
     assert_eq!(code(&out), 2);

@@ -48,7 +48,6 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
 }
 
-
 impl TestRegistry {
     /// Start a registry and wait until `GET /v2/` answers. Panics (with the registry's log)
     /// if it does not come up.
@@ -206,7 +205,11 @@ impl TestRegistry {
 
     /// A pusher for this registry (also usable from examples and scripts).
     pub fn pusher(&self) -> Pusher {
-        Pusher { host: self.host.clone(), ca_pem: self.ca_pem.clone(), auth: self.auth.clone() }
+        Pusher {
+            host: self.host.clone(),
+            ca_pem: self.ca_pem.clone(),
+            auth: self.auth.clone(),
+        }
     }
 
     /// See [`Pusher::push_image`].
@@ -215,12 +218,22 @@ impl TestRegistry {
     }
 
     /// See [`Pusher::push_index`].
-    pub fn push_index(&self, repo: &str, tag: &str, seed: &[u8]) -> (Digest, Vec<(String, Digest)>) {
+    pub fn push_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
         self.pusher().push_index(repo, tag, seed)
     }
 
     /// See [`Pusher::push_docker_list`].
-    pub fn push_docker_list(&self, repo: &str, tag: &str, seed: &[u8]) -> (Digest, Vec<(String, Digest)>) {
+    pub fn push_docker_list(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: &[u8],
+    ) -> (Digest, Vec<(String, Digest)>) {
         self.pusher().push_docker_list(repo, tag, seed)
     }
 
@@ -243,8 +256,6 @@ impl Drop for TestRegistry {
         self.stop();
     }
 }
-
-
 
 /// Poll `GET /v2/` until it answers (200, or 401 with auth). `Err(true)` if the process
 /// exited, `Err(false)` after 10 s.
@@ -274,7 +285,6 @@ fn access_log_request(line: &str) -> Option<String> {
     let (method, path) = (parts.next()?, parts.next()?);
     Some(format!("{method} {path}"))
 }
-
 
 /// Run the `openssl` CLI in `dir`; panics with its stderr if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -350,7 +360,6 @@ fn make_certificates(dir: &Path) -> Vec<u8> {
     ]);
     std::fs::read(dir.join("ca.pem")).unwrap()
 }
-
 
 /// What a [`MockLyingRegistry`] does. `GET /v2/` always answers 200.
 #[derive(Clone, Copy, Debug)]

@@ -9,8 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use jiff::Timestamp;
 use lockstep::signing::{
-    AllowedSigners, SignatureFile, SignatureProblem, SigningError, SigningKey, VerifyError,
-    verify,
+    AllowedSigners, SignatureFile, SignatureProblem, SigningError, SigningKey, VerifyError, verify,
 };
 
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";

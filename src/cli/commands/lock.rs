@@ -38,12 +38,17 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     }
     let previous = match files.lockfile() {
         Some(bytes) => Some(Lockfile::parse_unverified(bytes).map_err(|e| {
-            CliError::check(e).hint("the existing lockfile is unreadable; move it away to start again at generation 1")
+            CliError::check(e).hint(
+                "the existing lockfile is unreadable; move it away to start again at generation 1",
+            )
         })?),
         None => None,
     };
     let targets = resolution_targets(&scan.uses, previous.as_ref());
-    let known = previous.as_ref().map(Lockfile::known_resolutions).unwrap_or_default();
+    let known = previous
+        .as_ref()
+        .map(Lockfile::known_resolutions)
+        .unwrap_or_default();
     printer.note(format!(
         "found {} image uses ({} distinct references) in {} files",
         scan.uses.len(),
@@ -61,7 +66,10 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     };
     let resolved = resolve_all(&registry, targets, &known, settings.concurrency, progress)
         .await
-        .map_err(|e| CliError::check(e).hint("nothing was written; fix the references or the registry and run lock again"))?;
+        .map_err(|e| {
+            CliError::check(e)
+                .hint("nothing was written; fix the references or the registry and run lock again")
+        })?;
 
     let pinned = pin_files(&files, &scan, previous.as_ref(), &resolved).map_err(CliError::check)?;
     for w in &pinned.warnings {
@@ -70,30 +78,49 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
             w.location, w.written, w.registry_digest
         ));
     }
-    let decision = next_lockfile(previous.as_ref(), settings.created, &pinned, &resolved).map_err(CliError::check)?;
+    let decision = next_lockfile(previous.as_ref(), settings.created, &pinned, &resolved)
+        .map_err(CliError::check)?;
 
     if settings.check {
         return match decision {
             LockDecision::UpToDate(lock) => {
-                printer.result(format!("up to date: generation {}, {} images", lock.generation, lock.images.len()));
-                printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation}));
+                printer.result(format!(
+                    "up to date: generation {}, {} images",
+                    lock.generation,
+                    lock.images.len()
+                ));
+                printer
+                    .json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation}));
                 Ok(())
             }
             LockDecision::New(lock) => {
                 let why = stale_reasons(previous.as_ref(), &lock, &pinned.changed);
                 printer.json(&json!({"ok": false, "up_to_date": false, "reasons": why}));
-                Err(CliError::check(Message(format!("{} is stale:\n  {}", lockfile::FILE_NAME, why.join("\n  "))))
-                    .hint("run `lockstep lock` and commit the result"))
+                Err(CliError::check(Message(format!(
+                    "{} is stale:\n  {}",
+                    lockfile::FILE_NAME,
+                    why.join("\n  ")
+                )))
+                .hint("run `lockstep lock` and commit the result"))
             }
         };
     }
 
-    let key = settings.key.as_ref().expect("the key is required unless --check");
-    let signer = settings.signer.clone().unwrap_or_else(|| signing::signer_name(key.comment(), &key.fingerprint()));
+    let key = settings
+        .key
+        .as_ref()
+        .expect("the key is required unless --check");
+    let signer = settings
+        .signer
+        .clone()
+        .unwrap_or_else(|| signing::signer_name(key.comment(), &key.fingerprint()));
     let sig_name = source::signature_path(&signer);
     let (lock, lock_bytes, new_generation) = match decision {
         LockDecision::UpToDate(lock) => {
-            let bytes = files.lockfile().expect("up to date means a lockfile exists").to_vec();
+            let bytes = files
+                .lockfile()
+                .expect("up to date means a lockfile exists")
+                .to_vec();
             (lock, bytes, false)
         }
         LockDecision::New(lock) => {
@@ -103,21 +130,34 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     };
     // Up to date and already signed by this key: nothing to do at all.
     if !new_generation && signed_by(&files, &sig_name, &lock_bytes, key, settings.created) {
-        printer.result(format!("up to date: generation {}, {} images", lock.generation, lock.images.len()));
-        printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}));
+        printer.result(format!(
+            "up to date: generation {}, {} images",
+            lock.generation,
+            lock.images.len()
+        ));
+        printer.json(
+            &json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}),
+        );
         return Ok(());
     }
     let signature = key.sign(&lock_bytes).map_err(CliError::usage)?;
 
-    let mut writes: Vec<(String, Vec<u8>)> =
-        pinned.changed.iter().map(|f| (f.clone(), pinned.files.files[f].clone())).collect();
+    let mut writes: Vec<(String, Vec<u8>)> = pinned
+        .changed
+        .iter()
+        .map(|f| (f.clone(), pinned.files.files[f].clone()))
+        .collect();
     if new_generation {
         writes.push((lockfile::FILE_NAME.to_owned(), lock_bytes.clone()));
     }
     writes.push((sig_name.clone(), signature.into_bytes()));
     // Signatures over the previous lockfile bytes no longer sign anything.
     let removals: Vec<String> = if new_generation {
-        files.signatures().map(|(signer, _)| source::signature_path(signer)).filter(|n| *n != sig_name).collect()
+        files
+            .signatures()
+            .map(|(signer, _)| source::signature_path(signer))
+            .filter(|n| *n != sig_name)
+            .collect()
     } else {
         Vec::new()
     };
@@ -136,10 +176,16 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
                 printer.note(format!("committed {} {}", &info.id[..12], info.summary));
                 commit_id = Some(info.id);
             }
-            git::CommitOutcome::Unchanged => printer.note("nothing to commit: HEAD already holds these files"),
+            git::CommitOutcome::Unchanged => {
+                printer.note("nothing to commit: HEAD already holds these files")
+            }
         }
     }
-    let verb = if new_generation { "locked" } else { "re-signed" };
+    let verb = if new_generation {
+        "locked"
+    } else {
+        "re-signed"
+    };
     printer.result(format!(
         "{verb}: generation {}, {} images, {} manifest files bound, signed by {signer}",
         lock.generation,
@@ -161,12 +207,25 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
 
 /// Does `sig_name` hold a valid signature of `lock_bytes` by `key`? Checked with the same
 /// verification code as everything else, trusting only this key.
-fn signed_by(files: &source::SourceFiles, sig_name: &str, lock_bytes: &[u8], key: &SigningKey, at: Timestamp) -> bool {
-    let Some(sig) = files.files.get(sig_name) else { return false };
-    let Ok(only_this_key) = AllowedSigners::parse(&key.allowed_signers_line("signer"), "the signing key") else {
+fn signed_by(
+    files: &source::SourceFiles,
+    sig_name: &str,
+    lock_bytes: &[u8],
+    key: &SigningKey,
+    at: Timestamp,
+) -> bool {
+    let Some(sig) = files.files.get(sig_name) else {
         return false;
     };
-    let file = SignatureFile { name: sig_name.to_owned(), armored: sig.clone() };
+    let Ok(only_this_key) =
+        AllowedSigners::parse(&key.allowed_signers_line("signer"), "the signing key")
+    else {
+        return false;
+    };
+    let file = SignatureFile {
+        name: sig_name.to_owned(),
+        armored: sig.clone(),
+    };
     signing::verify(lock_bytes, &[file], &only_this_key, at, 1).is_ok()
 }
 
@@ -182,9 +241,10 @@ fn stale_reasons(previous: Option<&Lockfile>, new: &Lockfile, changed: &[String]
     for e in &new.images {
         match prev.entry(&e.reference) {
             None => reasons.push(format!("{}: new image reference", e.reference)),
-            Some(old) if old.digest != e.digest => {
-                reasons.push(format!("{}: digest changed {} -> {}", e.reference, old.digest, e.digest))
-            }
+            Some(old) if old.digest != e.digest => reasons.push(format!(
+                "{}: digest changed {} -> {}",
+                e.reference, old.digest, e.digest
+            )),
             Some(_) => {}
         }
     }

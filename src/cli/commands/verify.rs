@@ -30,9 +30,15 @@ fn read(settings: &VerifySettings) -> Result<Read, CliError> {
     match &settings.rev {
         Some(rev) => {
             let (files, info) = git::read_at_rev(&settings.dir, rev).map_err(CliError::usage)?;
-            Ok(Read { files, commit: Some(info.id) })
+            Ok(Read {
+                files,
+                commit: Some(info.id),
+            })
         }
-        None => Ok(Read { files: fs::read_dir(&settings.dir).map_err(CliError::usage)?, commit: None }),
+        None => Ok(Read {
+            files: fs::read_dir(&settings.dir).map_err(CliError::usage)?,
+            commit: None,
+        }),
     }
 }
 
@@ -41,15 +47,18 @@ fn load_trust(path: &Path, dir: &Path, printer: Printer) -> Result<AllowedSigner
         CliError::usage(Message(format!("cannot read the allowed signers file {}: {e}", path.display())))
             .hint("pass --allowed-signers FILE (Git's allowed_signers format), kept outside the repository you verify")
     })?;
-    if let (Ok(file), Ok(dir)) = (path.canonicalize(), dir.canonicalize()) {
-        if file.starts_with(&dir) {
+    if let (Ok(file), Ok(dir)) = (path.canonicalize(), dir.canonicalize())
+        && file.starts_with(&dir)
+    {
+        {
             printer.warn(format!(
                 "the allowed signers file {} is inside the directory being verified: whoever can change that directory can change whom it trusts",
                 path.display()
             ));
         }
     }
-    let trust = AllowedSigners::parse(&text, &path.display().to_string()).map_err(CliError::usage)?;
+    let trust =
+        AllowedSigners::parse(&text, &path.display().to_string()).map_err(CliError::usage)?;
     for notice in trust.notices() {
         printer.note(format!("note: {notice}"));
     }
@@ -62,9 +71,15 @@ fn verified<'a>(
     trust: &AllowedSigners,
 ) -> Result<VerifiedDir<'a>, CliError> {
     if settings.threshold == 0 {
-        return Err(CliError::usage(Message("--threshold must be at least 1".into())));
+        return Err(CliError::usage(Message(
+            "--threshold must be at least 1".into(),
+        )));
     }
-    let policy = TrustPolicy { signers: trust, at: settings.at, threshold: settings.threshold };
+    let policy = TrustPolicy {
+        signers: trust,
+        at: settings.at,
+        threshold: settings.threshold,
+    };
     verify_dir(&read.files, &policy).map_err(CliError::check)
 }
 
@@ -75,14 +90,22 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
     let v = match result {
         Ok(v) => v,
         Err(e) => {
-            printer.json(&json!({"ok": false, "commit": read.commit, "error": e.to_json()["error"]}));
+            printer
+                .json(&json!({"ok": false, "commit": read.commit, "error": e.to_json()["error"]}));
             return Err(e);
         }
     };
     let lock = v.lockfile();
-    let signers: Vec<String> =
-        v.signers().iter().map(|s| format!("{} ({})", s.principals.join(","), s.fingerprint)).collect();
-    let at = read.commit.as_deref().map(|c| format!(" at {c}")).unwrap_or_default();
+    let signers: Vec<String> = v
+        .signers()
+        .iter()
+        .map(|s| format!("{} ({})", s.principals.join(","), s.fingerprint))
+        .collect();
+    let at = read
+        .commit
+        .as_deref()
+        .map(|c| format!(" at {c}"))
+        .unwrap_or_default();
     printer.result(format!(
         "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}",
         lock.generation,
