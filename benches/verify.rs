@@ -23,7 +23,9 @@ fn directory() -> SourceFiles {
                 "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app{i}\n  namespace: bench\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: app\n          image: registry.example/bench/app{i}:v1@{digest}\n          ports: [{{containerPort: 8080}}]\n"
             ));
         }
-        files.insert(format!("apps/{f:04}.yaml"), text.into_bytes()).unwrap();
+        files
+            .insert(format!("apps/{f:04}.yaml"), text.into_bytes())
+            .unwrap();
     }
     files
 }
@@ -43,25 +45,57 @@ fn main() {
     let scan = scan_dir(&files).expect("synthetic manifests scan");
     assert_eq!(scan.uses.len(), IMAGES);
     let created = Timestamp::from_second(1_700_000_000).unwrap();
-    let lock = Lockfile::build(1, created, scan.binding.clone(), &scan.uses, &Default::default());
+    let lock = Lockfile::build(
+        1,
+        created,
+        scan.binding.clone(),
+        &scan.uses,
+        &Default::default(),
+    );
     let bytes = lock.to_bytes();
     let key = SigningKey::generate("bench").unwrap();
     let sig = key.sign(&bytes).unwrap();
-    files.insert(source::LOCKFILE.to_owned(), bytes.clone()).unwrap();
-    files.insert(source::signature_path("bench"), sig.into_bytes()).unwrap();
+    files
+        .insert(source::LOCKFILE.to_owned(), bytes.clone())
+        .unwrap();
+    files
+        .insert(source::signature_path("bench"), sig.into_bytes())
+        .unwrap();
     let trust = AllowedSigners::parse(&key.allowed_signers_line("bench"), "bench").unwrap();
-    let policy = TrustPolicy { signers: &trust, at: created, threshold: 1 };
+    let policy = TrustPolicy {
+        signers: &trust,
+        at: created,
+        threshold: 1,
+    };
     verify_dir(&files, &policy).expect("the synthetic directory verifies");
 
     let runs = 5;
     let rows = [
-        ("verify_dir (signatures + parse + scan + check)", time(runs, || verify_dir(&files, &policy).is_ok())),
-        ("  scan all manifests", time(runs, || scan_dir(&files).map(|s| s.uses.len()))),
-        ("  parse the lockfile", time(runs, || Lockfile::parse_unverified(&bytes).map(|l| l.images.len()))),
-        ("  binding (sha256 of every file)", time(runs, || ManifestBinding::compute(bound_files(&files)).files)),
+        (
+            "verify_dir (signatures + parse + scan + check)",
+            time(runs, || verify_dir(&files, &policy).is_ok()),
+        ),
+        (
+            "  scan all manifests",
+            time(runs, || scan_dir(&files).map(|s| s.uses.len())),
+        ),
+        (
+            "  parse the lockfile",
+            time(runs, || {
+                Lockfile::parse_unverified(&bytes).map(|l| l.images.len())
+            }),
+        ),
+        (
+            "  binding (sha256 of every file)",
+            time(runs, || ManifestBinding::compute(bound_files(&files)).files),
+        ),
     ];
     let mb = files.files.values().map(Vec::len).sum::<usize>() as f64 / 1e6;
-    println!("{IMAGES} images in {} files ({mb:.1} MB), lockfile {:.1} MB; best of {runs}", IMAGES / PER_FILE, bytes.len() as f64 / 1e6);
+    println!(
+        "{IMAGES} images in {} files ({mb:.1} MB), lockfile {:.1} MB; best of {runs}",
+        IMAGES / PER_FILE,
+        bytes.len() as f64 / 1e6
+    );
     println!("{:<50} {:>10}", "stage", "ms");
     for (name, d) in rows {
         println!("{name:<50} {:>10.1}", d.as_secs_f64() * 1e3);

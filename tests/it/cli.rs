@@ -574,3 +574,150 @@ fn json_error_output_is_machine_readable() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"]["class"], "usage");
 }
+
+/// Sign `file` with a fresh OpenSSH key as `signer`; returns the allowed_signers line.
+fn ssh_keygen_sign(tmp: &Path, dir: &Path, signer: &str) -> String {
+    let key = tmp.join(format!("{signer}_key"));
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", signer, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "lockstep", "-f"])
+        .arg(&key)
+        .arg(dir.join("lockstep.lock"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::rename(
+        dir.join("lockstep.lock.sig"),
+        dir.join(format!("lockstep.lock.{signer}.sig")),
+    )
+    .unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    format!("{signer}@example.com namespaces=\"lockstep\" {public}")
+}
+
+#[test]
+fn threshold_counts_distinct_trusted_signers() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let out = p.verify(&["--threshold", "2"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 distinct trusted approval but 2 are required"),
+        "{}",
+        stderr(&out)
+    );
+    // A second approver co-signs the same bytes with OpenSSH.
+    let line = ssh_keygen_sign(p._tmp.path(), &p.dir, "release");
+    let both = p._tmp.path().join("both_signers");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&p.allowed_signers).unwrap() + &line,
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            both.to_str().unwrap(),
+            "--threshold",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_lockfile_version_is_refused_after_its_signature_checks() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let lock_path = p.dir.join("lockstep.lock");
+    let text = std::fs::read_to_string(&lock_path)
+        .unwrap()
+        .replace("version = 1", "version = 2");
+    std::fs::write(&lock_path, text).unwrap();
+    std::fs::remove_file(p.dir.join("lockstep.lock.ci-example.com.sig")).unwrap();
+    // Validly signed, by a trusted key: the refusal is about the format, and says so.
+    let line = ssh_keygen_sign(p._tmp.path(), &p.dir, "future");
+    let trust = p._tmp.path().join("future_signers");
+    std::fs::write(&trust, line).unwrap();
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            trust.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("format version 2"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn key_text_from_the_environment_signs() {
+    let p = Project::new();
+    let key_text = std::fs::read_to_string(&p.key).unwrap();
+    let out = run(
+        &["lock", p.dir.to_str().unwrap()],
+        &[
+            ("LOCKSTEP_SIGNING_KEY", key_text.as_str()),
+            ("SOURCE_DATE_EPOCH", "1700000000"),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The key never appears in what lockstep prints.
+    let secret_line = key_text.lines().nth(1).unwrap();
+    assert!(!stdout(&out).contains(secret_line) && !stderr(&out).contains(secret_line));
+    assert_eq!(code(&p.verify(&[])), 0);
+}
+
+#[test]
+fn helm_template_is_refused_and_nothing_is_written() {
+    let p = Project::new();
+    let malformed = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/malformed");
+    let helm = std::fs::read_dir(malformed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| std::fs::read_to_string(f).unwrap().contains("{{"))
+        .expect("a Helm template among fixtures/malformed");
+    std::fs::copy(&helm, p.dir.join("chart.yaml")).unwrap();
+    let before = p.snapshot();
+    let out = p.lock(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chart.yaml:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("helm template"), "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before);
+}
+
+#[test]
+fn verify_json_reports_the_signers_and_images() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let out = run(
+        &[
+            "--json",
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            p.allowed_signers.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["images"].as_array().unwrap().len(), FIXTURE_IMAGES.len());
+    assert!(v["signers"][0].as_str().unwrap().contains("ci@example.com"));
+}
