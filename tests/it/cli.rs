@@ -86,7 +86,11 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
 
 impl Project {
     pub fn new() -> Project {
-        let registry = TestRegistry::start(RegistryOptions::default());
+        Project::with_registry(RegistryOptions::default())
+    }
+
+    pub fn with_registry(options: RegistryOptions) -> Project {
+        let registry = TestRegistry::start(options);
         push_fixture_images(&registry, "v1");
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
@@ -493,41 +497,9 @@ fn signature_made_by_ssh_keygen_verifies() {
     assert_eq!(code(&p.lock(&[])), 0);
     // Replace our signature with one made by OpenSSH over the same bytes, with another key.
     std::fs::remove_file(p.dir.join("lockstep.lock.ci-example.com.sig")).unwrap();
-    let key = p._tmp.path().join("openssh_key");
-    let st = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "release@example.com",
-            "-f",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let st = Command::new("ssh-keygen")
-        .args(["-Y", "sign", "-n", "lockstep", "-f"])
-        .arg(&key)
-        .arg(p.dir.join("lockstep.lock"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::rename(
-        p.dir.join("lockstep.lock.sig"),
-        p.dir.join("lockstep.lock.release.sig"),
-    )
-    .unwrap();
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let line = ssh_keygen_sign(p._tmp.path(), &p.dir, "release");
     let trust = p._tmp.path().join("release_signers");
-    std::fs::write(
-        &trust,
-        format!("release@example.com namespaces=\"lockstep\" {public}"),
-    )
-    .unwrap();
+    std::fs::write(&trust, line).unwrap();
     let out = run(
         &[
             "verify",
@@ -720,4 +692,54 @@ fn verify_json_reports_the_signers_and_images() {
     assert_eq!(v["generation"], 1);
     assert_eq!(v["images"].as_array().unwrap().len(), FIXTURE_IMAGES.len());
     assert!(v["signers"][0].as_str().unwrap().contains("ci@example.com"));
+}
+
+#[test]
+fn lock_over_tls_with_basic_auth_from_docker_config() {
+    let options = RegistryOptions {
+        auth: Some(("ci".into(), "s3cret".into())),
+        tls: true,
+    };
+    let p = Project::with_registry(options);
+    let ca = p._tmp.path().join("ca.pem");
+    std::fs::write(&ca, p.registry.ca_pem().unwrap()).unwrap();
+    let docker = p._tmp.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let (dir, key, ca_path) = (
+        p.dir.to_str().unwrap(),
+        p.key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+    let args = [
+        "lock",
+        dir,
+        "--key",
+        key,
+        "--ca-file",
+        ca_path,
+        "--timeout",
+        "5",
+        "--quiet",
+    ];
+    // No credentials: the registry refuses, and the error says how to log in.
+    std::fs::write(docker.join("config.json"), "{}").unwrap();
+    let out = run(&args, &[("DOCKER_CONFIG", docker.to_str().unwrap())]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("docker login"), "{}", stderr(&out));
+    // With the credentials docker login would have written, it locks over TLS.
+    let auth = crate::harness::base64(b"ci:s3cret", false);
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+        p.registry.host()
+    );
+    std::fs::write(docker.join("config.json"), config).unwrap();
+    let out = run(&args, &[("DOCKER_CONFIG", docker.to_str().unwrap())]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&p.verify(&[])), 0);
+    // Without the CA the registry's certificate is not trusted, and TLS is not given up.
+    let out = run(
+        &["lock", dir, "--check", "--timeout", "5"],
+        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
+    );
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
 }

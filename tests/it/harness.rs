@@ -711,7 +711,7 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> MockServer {
 }
 
 /// Base64 (RFC 4648), standard with padding or URL-safe without.
-fn base64(bytes: &[u8], url_safe: bool) -> String {
+pub fn base64(bytes: &[u8], url_safe: bool) -> String {
     let alphabet: &[u8; 64] = if url_safe {
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     } else {
