@@ -4,7 +4,7 @@
 //! bytes, scanned, match what the signed lockfile pins? Pure; the caller did the I/O and the
 //! signature check.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -157,6 +157,15 @@ pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> V
             });
         }
     }
+    // Where each reference is used, grouped once (not per lockfile entry: 10 000 images
+    // would make that quadratic).
+    let mut sites: BTreeMap<&str, Vec<UseSite>> = BTreeMap::new();
+    for u in uses {
+        sites
+            .entry(strip_digest(&u.written))
+            .or_default()
+            .push(UseSite::of(u));
+    }
     for entry in &lock.images {
         if !used.contains(entry.reference.as_str()) {
             findings.push(Finding::UnusedEntry {
@@ -164,11 +173,7 @@ pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> V
             });
             continue;
         }
-        let mut actual: Vec<UseSite> = uses
-            .iter()
-            .filter(|u| strip_digest(&u.written) == entry.reference)
-            .map(UseSite::of)
-            .collect();
+        let mut actual = sites.remove(entry.reference.as_str()).unwrap_or_default();
         actual.sort();
         actual.dedup();
         if actual != entry.uses {

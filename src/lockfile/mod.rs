@@ -212,17 +212,22 @@ impl Lockfile {
             return Err(LockfileError::TooLarge { size: bytes.len() });
         }
         let text = std::str::from_utf8(bytes).map_err(|_| LockfileError::NotUtf8)?;
-        // The version decides how to read the rest, so it is read on its own first.
-        let table: toml::Table = toml::from_str(text).map_err(LockfileError::Toml)?;
-        match table.get("version") {
-            None => return Err(LockfileError::NoVersion),
-            Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
-            Some(toml::Value::Integer(v)) => {
-                return Err(LockfileError::UnknownVersion { found: *v });
+        // One parse in the common case; only when it fails is the text read again loosely,
+        // so that a lockfile from another format version is refused by its version number
+        // rather than by whatever field it renamed.
+        let wire: WireLockfile = match toml::from_str(text) {
+            Ok(wire) => wire,
+            Err(e) => {
+                let table: toml::Table = toml::from_str(text).map_err(LockfileError::Toml)?;
+                return Err(match table.get("version") {
+                    None => LockfileError::NoVersion,
+                    Some(toml::Value::Integer(v)) if *v != i64::from(VERSION) => {
+                        LockfileError::UnknownVersion { found: *v }
+                    }
+                    Some(_) => LockfileError::Toml(e),
+                });
             }
-            Some(_) => return Err(LockfileError::NoVersion),
-        }
-        let wire: WireLockfile = toml::from_str(text).map_err(LockfileError::Toml)?;
+        };
         Self::try_from(wire)
     }
 
