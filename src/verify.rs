@@ -166,6 +166,7 @@ pub enum VerifyError {
 #[derive(Debug)]
 pub struct VerifiedDir<'a> {
     files: &'a SourceFiles,
+    lock_bytes: &'a [u8],
     lock: Lockfile,
     signers: Vec<SignerReport>,
     scan: ScannedDir,
@@ -182,6 +183,16 @@ impl<'a> VerifiedDir<'a> {
 
     pub fn scan(&self) -> &ScannedDir {
         &self.scan
+    }
+
+    /// The exact bytes of the lockfile the signatures cover.
+    pub fn lockfile_bytes(&self) -> &'a [u8] {
+        self.lock_bytes
+    }
+
+    /// The verified manifests as (path, bytes), in path order: what the binding covers.
+    pub fn manifests(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.files.manifests()
     }
 
     /// The verified manifests as one YAML stream, files in path order, each document
@@ -235,6 +246,7 @@ pub fn verify_dir<'a>(
     }
     Ok(VerifiedDir {
         files,
+        lock_bytes,
         lock,
         signers,
         scan,
