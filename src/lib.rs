@@ -10,9 +10,14 @@
 //!   checks the signatures against trusted keys *before* the lockfile is parsed →
 //!   `lockfile` parses → `manifest::scan` → `check` gives the verdict. No network.
 //! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
+//! - **reconcile** (in the cluster): `source::git` fetches the commit a `LockstepSync` follows
+//!   → the same verification, with trust from the cluster, never from the repository →
+//!   `cluster::plan` (only from a verified directory) → `cluster::apply` (server-side apply,
+//!   prune) → `cluster::health` → the resource's status.
 
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod lock;
 pub mod lockfile;
 pub mod manifest;

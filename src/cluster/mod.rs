@@ -1,0 +1,7 @@
+//! The in-cluster reconciler: a [`crd::LockstepSync`] names a Git repository, a ref and whom
+//! to trust; each pass fetches the commit, verifies it with the same code as `lockstep
+//! verify`, plans ([`plan`], pure), applies and prunes ([`apply`], the only writer to the
+//! cluster), judges health ([`health`], pure) and reports in the resource's status
+//! ([`reconcile`]).
+
+pub mod crd;
