@@ -5,3 +5,4 @@
 //! ([`reconcile`]).
 
 pub mod crd;
+pub mod plan;

@@ -1,0 +1,1142 @@
+//! What to apply, from a verified commit and nothing else (pure).
+//!
+//! [`VerifiedObjects::parse`] takes a [`VerifiedDir`] — the only way to have one is
+//! `verify::verify_dir` — and parses each manifest document into JSON. The cluster then says
+//! which kinds are namespaced ([`KindScopes`]; kinds the commit's own CRDs define need no
+//! asking), and [`VerifiedObjects::plan`] makes the [`ApplyPlan`]: every object with its
+//! namespace defaulted and lockstep's ownership annotation, Namespaces and CRDs first. Both
+//! types have private fields and no other constructor, so "apply something unverified" does
+//! not compile.
+//!
+//! One image anywhere in a `containers`/`initContainers`/`ephemeralContainers` list that is
+//! not digest-pinned to a digest of the lockfile refuses the whole commit, even in a kind the
+//! scanner was not told about: the cluster gets nothing a tag can move.
+//!
+//! Also here: the rollback rule ([`check_rollback`]) and the prune set
+//! ([`ApplyPlan::prune_set`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::manifest::scan::CONTAINER_FIELDS;
+use crate::model::{Digest, ImageRef, ObjectRef};
+use crate::verify::VerifiedDir;
+
+/// The annotation marking an object as applied by one `LockstepSync`: `<namespace>/<name>`.
+/// Pruning deletes only objects that carry it with the pruning resource's value.
+pub const SYNC_ANNOTATION: &str = "lockstep.dev/sync";
+
+const CRD_KIND: &str = "CustomResourceDefinition";
+/// Deepest `List` nesting followed (the scanner's limit too).
+const MAX_LIST_DEPTH: usize = 64;
+
+/// Whether a kind's objects live in a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Namespaced,
+    Cluster,
+}
+
+/// An `apiVersion` and `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TypeKey {
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl fmt::Display for TypeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.api_version, self.kind)
+    }
+}
+
+/// The scope of each kind, as the cluster's discovery reports it.
+pub type KindScopes = BTreeMap<TypeKey, Scope>;
+
+/// A kind that a CustomResourceDefinition of the commit defines: enough to address its
+/// objects before the cluster's discovery knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefinedKind {
+    pub type_key: TypeKey,
+    /// The API group (`spec.group`).
+    pub group: String,
+    /// The version (one entry of `spec.versions`).
+    pub version: String,
+    /// The resource name (`spec.names.plural`).
+    pub plural: String,
+    pub scope: Scope,
+}
+
+/// Every (group, version, kind) the CRDs among `objects` define.
+fn defined_kinds(objects: &[SourceObject]) -> Vec<DefinedKind> {
+    let mut kinds = Vec::new();
+    for object in objects {
+        let is_crd = object
+            .type_key
+            .api_version
+            .starts_with("apiextensions.k8s.io/")
+            && object.type_key.kind == CRD_KIND;
+        if !is_crd {
+            continue;
+        }
+        let spec = object.body.get("spec");
+        let text = |pointer: &str| {
+            spec.and_then(|s| s.pointer(pointer))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (Some(group), Some(kind), Some(plural)) =
+            (text("/group"), text("/names/kind"), text("/names/plural"))
+        else {
+            continue;
+        };
+        let scope = match text("/scope").as_deref() {
+            Some("Cluster") => Scope::Cluster,
+            _ => Scope::Namespaced,
+        };
+        let versions = spec
+            .and_then(|s| s.get("versions"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for version in versions {
+            if let Some(v) = version.get("name").and_then(Value::as_str) {
+                kinds.push(DefinedKind {
+                    type_key: TypeKey {
+                        api_version: format!("{group}/{v}"),
+                        kind: kind.clone(),
+                    },
+                    group: group.clone(),
+                    version: v.to_owned(),
+                    plural: plural.clone(),
+                    scope,
+                });
+            }
+        }
+    }
+    kinds
+}
+
+/// When an object is applied: Namespaces and CRDs before everything else (which may live in
+/// those namespaces or be of those kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Namespaces and CustomResourceDefinitions.
+    Definitions,
+    /// Everything else.
+    Objects,
+}
+
+impl Stage {
+    fn of(api_version: &str, kind: &str) -> Stage {
+        let namespace = api_version == "v1" && kind == "Namespace";
+        let crd = api_version.starts_with("apiextensions.k8s.io/") && kind == CRD_KIND;
+        if namespace || crd {
+            Stage::Definitions
+        } else {
+            Stage::Objects
+        }
+    }
+}
+
+/// Who applies: the `LockstepSync` (its namespace and name) and its defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanSettings {
+    /// The `LockstepSync`'s namespace and name: the value of [`SYNC_ANNOTATION`].
+    pub sync: SyncId,
+    /// The namespace of namespaced objects that name none.
+    pub default_namespace: String,
+    /// When set, the lockfile's `environment` must equal it.
+    pub environment: Option<String>,
+}
+
+/// A `LockstepSync`'s namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SyncId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SyncId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which lockfile a plan comes from: what rollback protection compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockIdentity {
+    /// The lockfile's generation.
+    pub generation: u64,
+    /// The sha256 of the lockfile's exact bytes.
+    pub sha256: Digest,
+}
+
+/// Why a verified commit cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A manifest that the YAML-to-JSON reading refuses (the scanner read it, so this is
+    /// rare: a non-string key, say).
+    #[error("{file}: cannot read the manifest as Kubernetes objects: {message}")]
+    Yaml { file: String, message: String },
+    /// An object without `metadata.name` (`generateName` cannot be applied idempotently).
+    #[error("{file}: a {kind} has no metadata.name; lockstep applies named objects only")]
+    NoName { file: String, kind: String },
+    /// `apiVersion`, `kind`, `metadata`, or a name that is not what Kubernetes expects.
+    #[error("{file}: {object}: {problem}")]
+    BadObject {
+        file: String,
+        object: String,
+        problem: String,
+    },
+    /// An image in a container list that is not digest-pinned.
+    #[error(
+        "{file}: {object} container {container:?}: image {image:?} is not pinned by digest; one unpinned image refuses the whole commit (run `lockstep lock`, and declare custom kinds' image paths in lockstep.toml)"
+    )]
+    Unpinned {
+        file: String,
+        object: String,
+        container: String,
+        image: String,
+    },
+    /// A pinned image whose digest the lockfile does not list.
+    #[error(
+        "{file}: {object} container {container:?}: image {image:?} is pinned to a digest the lockfile does not list"
+    )]
+    NotInLock {
+        file: String,
+        object: String,
+        container: String,
+        image: String,
+    },
+    /// The same object twice.
+    #[error("{object} is defined twice: in {first} and in {second}")]
+    Duplicate {
+        object: String,
+        first: String,
+        second: String,
+    },
+    /// A kind the cluster does not serve and no CRD of the commit defines.
+    #[error(
+        "{file}: {object}: the cluster serves no {type_key} and no CustomResourceDefinition in this commit defines it"
+    )]
+    UnknownKind {
+        file: String,
+        object: String,
+        type_key: TypeKey,
+    },
+    /// The lockfile was made for another environment.
+    #[error(
+        "the lockfile is for environment {found:?}, but this LockstepSync applies environment {expected:?}"
+    )]
+    Environment {
+        expected: String,
+        found: Option<String>,
+    },
+}
+
+/// One object of a manifest, parsed.
+#[derive(Clone, Debug)]
+struct SourceObject {
+    file: String,
+    type_key: TypeKey,
+    name: String,
+    namespace: Option<String>,
+    body: Map<String, Value>,
+}
+
+impl SourceObject {
+    fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {}/{}", self.type_key.kind, ns, self.name),
+            None => format!("{} {}", self.type_key.kind, self.name),
+        }
+    }
+}
+
+/// The objects of a verified commit, parsed, before their namespaces are settled.
+#[derive(Clone, Debug)]
+pub struct VerifiedObjects {
+    objects: Vec<SourceObject>,
+    lock: LockIdentity,
+    environment: Option<String>,
+    signers: Vec<String>,
+}
+
+impl VerifiedObjects {
+    /// Parse every document of every verified manifest (files in path order, documents in
+    /// file order, `List` items expanded). Documents without `apiVersion`/`kind` are skipped,
+    /// as the scanner skips them. Refuses unpinned images and digests the lockfile lacks.
+    pub fn parse(verified: &VerifiedDir<'_>) -> Result<Self, PlanError> {
+        let lock_digests: BTreeSet<&Digest> = verified
+            .lockfile()
+            .images
+            .iter()
+            .map(|e| &e.digest)
+            .collect();
+        let mut objects = Vec::new();
+        for (file, bytes) in verified.manifests() {
+            parse_file(file, bytes, &mut objects)?;
+        }
+        for object in &objects {
+            check_images(object, &lock_digests)?;
+        }
+        let mut signers: Vec<String> = verified
+            .signers()
+            .iter()
+            .flat_map(|s| s.principals.iter().cloned())
+            .collect();
+        signers.sort();
+        signers.dedup();
+        Ok(VerifiedObjects {
+            objects,
+            lock: LockIdentity {
+                generation: verified.lockfile().generation,
+                sha256: Digest::of(verified.lockfile_bytes()),
+            },
+            environment: verified.lockfile().environment.clone(),
+            signers,
+        })
+    }
+
+    /// The lockfile these objects were verified against.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
+    }
+
+    /// The kinds whose scope only the cluster can tell: every kind used, except those the
+    /// commit's own CRDs define.
+    pub fn kinds_to_discover(&self) -> BTreeSet<TypeKey> {
+        let defined = self.defined_scopes();
+        self.objects
+            .iter()
+            .map(|o| o.type_key.clone())
+            .filter(|k| !defined.contains_key(k))
+            .collect()
+    }
+
+    /// Scopes of the kinds the commit's CRDs define.
+    fn defined_scopes(&self) -> KindScopes {
+        defined_kinds(&self.objects)
+            .into_iter()
+            .map(|d| (d.type_key, d.scope))
+            .collect()
+    }
+
+    /// Settle every object's namespace (`scopes` from the cluster, for the kinds of
+    /// [`Self::kinds_to_discover`]), mark it as this sync's, and order the plan.
+    pub fn plan(
+        self,
+        settings: &PlanSettings,
+        scopes: &KindScopes,
+    ) -> Result<ApplyPlan, PlanError> {
+        if let Some(expected) = &settings.environment
+            && self.environment.as_ref() != Some(expected)
+        {
+            return Err(PlanError::Environment {
+                expected: expected.clone(),
+                found: self.environment,
+            });
+        }
+        let defined_kinds = defined_kinds(&self.objects);
+        let defined: KindScopes = defined_kinds
+            .iter()
+            .map(|d| (d.type_key.clone(), d.scope))
+            .collect();
+        let mut planned: Vec<PlannedObject> = Vec::with_capacity(self.objects.len());
+        let mut seen: BTreeMap<ObjectRef, usize> = BTreeMap::new();
+        for object in self.objects {
+            let scope = defined
+                .get(&object.type_key)
+                .or_else(|| scopes.get(&object.type_key))
+                .copied()
+                .ok_or_else(|| PlanError::UnknownKind {
+                    file: object.file.clone(),
+                    object: object.describe(),
+                    type_key: object.type_key.clone(),
+                })?;
+            let namespace = match scope {
+                // kubectl ignores a namespace on a cluster-scoped object; so does lockstep.
+                Scope::Cluster => String::new(),
+                Scope::Namespaced => object
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| settings.default_namespace.clone()),
+            };
+            let key = ObjectRef {
+                api_version: object.type_key.api_version.clone(),
+                kind: object.type_key.kind.clone(),
+                namespace,
+                name: object.name.clone(),
+            };
+            if let Some(&first) = seen.get(&key) {
+                return Err(PlanError::Duplicate {
+                    object: key.to_string(),
+                    first: planned[first].file.clone(),
+                    second: object.file,
+                });
+            }
+            seen.insert(key.clone(), planned.len());
+            let body = finish_body(object.body, &key, &settings.sync);
+            planned.push(PlannedObject {
+                stage: Stage::of(&key.api_version, &key.kind),
+                key,
+                file: object.file,
+                body,
+            });
+        }
+        // Stable: within a stage, objects keep the order of the files.
+        planned.sort_by_key(|o| o.stage);
+        Ok(ApplyPlan {
+            objects: planned,
+            defined: defined_kinds,
+            lock: self.lock,
+            signers: self.signers,
+        })
+    }
+}
+
+/// The objects to apply for one verified commit, in order.
+#[derive(Clone, Debug)]
+pub struct ApplyPlan {
+    objects: Vec<PlannedObject>,
+    defined: Vec<DefinedKind>,
+    lock: LockIdentity,
+    signers: Vec<String>,
+}
+
+/// One object to apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedObject {
+    key: ObjectRef,
+    stage: Stage,
+    file: String,
+    body: Value,
+}
+
+impl PlannedObject {
+    /// apiVersion, kind, namespace (empty when cluster-scoped), name.
+    pub fn key(&self) -> &ObjectRef {
+        &self.key
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The manifest file it comes from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The object to send (namespace set, ownership annotation added).
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    /// Whether this is a CustomResourceDefinition (to wait for before the next stage).
+    pub fn is_crd(&self) -> bool {
+        self.key.kind == CRD_KIND && self.key.api_version.starts_with("apiextensions.k8s.io/")
+    }
+}
+
+impl ApplyPlan {
+    /// Every object, Namespaces and CRDs first.
+    pub fn objects(&self) -> &[PlannedObject] {
+        &self.objects
+    }
+
+    /// The objects of one stage, in order.
+    pub fn stage(&self, stage: Stage) -> impl Iterator<Item = &PlannedObject> {
+        self.objects.iter().filter(move |o| o.stage == stage)
+    }
+
+    /// The lockfile the plan comes from.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
+    }
+
+    /// The kinds the plan's own CRDs define.
+    pub fn defined_kinds(&self) -> &[DefinedKind] {
+        &self.defined
+    }
+
+    /// The trusted principals that signed the lockfile, sorted.
+    pub fn signers(&self) -> &[String] {
+        &self.signers
+    }
+
+    /// The objects this plan applies: the next inventory.
+    pub fn inventory(&self) -> Vec<ObjectRef> {
+        self.objects.iter().map(|o| o.key.clone()).collect()
+    }
+
+    /// What `previous` (the last inventory) holds and this plan does not: the objects to
+    /// prune, everything else before CRDs and Namespaces (which take their contents along).
+    pub fn prune_set(&self, previous: &[ObjectRef]) -> Vec<ObjectRef> {
+        let current: BTreeSet<&ObjectRef> = self.objects.iter().map(|o| &o.key).collect();
+        let mut gone: Vec<ObjectRef> = previous
+            .iter()
+            .filter(|o| !current.contains(o))
+            .cloned()
+            .collect();
+        gone.sort_by_key(|o| std::cmp::Reverse(Stage::of(&o.api_version, &o.kind)));
+        gone.dedup();
+        gone
+    }
+}
+
+/// Why a verified lockfile is refused as a step backwards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// A lower generation than the one applied.
+    #[error(
+        "lockfile generation {candidate} is lower than the applied generation {applied}: refusing a rollback (roll back with a new commit that pins the old digests under a higher generation)"
+    )]
+    Older { candidate: u64, applied: u64 },
+    /// The applied generation, but other lockfile bytes.
+    #[error(
+        "lockfile generation {generation} is already applied with other content ({applied}, now {candidate}); a new lockfile must have a higher generation"
+    )]
+    SameGenerationOtherContent {
+        generation: u64,
+        applied: String,
+        candidate: String,
+    },
+}
+
+/// The rollback rule: a lockfile with a lower generation than the applied one is refused,
+/// and so is the applied generation with different bytes. The same lockfile again is fine.
+pub fn check_rollback(
+    applied: Option<&LockIdentity>,
+    candidate: &LockIdentity,
+) -> Result<(), RollbackError> {
+    let Some(applied) = applied else {
+        return Ok(());
+    };
+    if candidate.generation < applied.generation {
+        return Err(RollbackError::Older {
+            candidate: candidate.generation,
+            applied: applied.generation,
+        });
+    }
+    if candidate.generation == applied.generation && candidate.sha256 != applied.sha256 {
+        return Err(RollbackError::SameGenerationOtherContent {
+            generation: candidate.generation,
+            applied: applied.sha256.to_string(),
+            candidate: candidate.sha256.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn parse_file(file: &str, bytes: &[u8], out: &mut Vec<SourceObject>) -> Result<(), PlanError> {
+    let yaml_error = |message: String| PlanError::Yaml {
+        file: file.to_owned(),
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| yaml_error(e.to_string()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| yaml_error(e.to_string()))?;
+    for document in documents {
+        collect_object(file, document, 0, out)?;
+    }
+    Ok(())
+}
+
+/// Add one document (or `List` item) to `out`; `List`s are expanded, non-objects skipped.
+fn collect_object(
+    file: &str,
+    value: Value,
+    depth: usize,
+    out: &mut Vec<SourceObject>,
+) -> Result<(), PlanError> {
+    let Value::Object(mut body) = value else {
+        return Ok(());
+    };
+    let (Some(api_version), Some(kind)) = (body.get("apiVersion"), body.get("kind")) else {
+        return Ok(());
+    };
+    let bad = |object: &str, problem: &str| PlanError::BadObject {
+        file: file.to_owned(),
+        object: object.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let (Some(api_version), Some(kind)) = (api_version.as_str(), kind.as_str()) else {
+        return Err(bad("an object", "apiVersion and kind must be strings"));
+    };
+    let type_key = TypeKey {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    };
+    if kind.ends_with("List")
+        && let Some(Value::Array(_)) = body.get("items")
+    {
+        if depth >= MAX_LIST_DEPTH {
+            return Err(bad(kind, "Lists are nested too deeply"));
+        }
+        let Some(Value::Array(items)) = body.remove("items") else {
+            unreachable!("checked above")
+        };
+        for item in items {
+            collect_object(file, item, depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    let metadata = match body.get("metadata") {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => {
+            return Err(PlanError::NoName {
+                file: file.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        Some(_) => return Err(bad(kind, "metadata must be a mapping")),
+    };
+    let name = match metadata.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        None | Some(Value::Null) => {
+            return Err(PlanError::NoName {
+                file: file.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        Some(_) => return Err(bad(kind, "metadata.name must be a non-empty string")),
+    };
+    let namespace = match metadata.get("namespace") {
+        Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
+        None | Some(Value::Null) => None,
+        Some(Value::String(_)) => None,
+        Some(_) => {
+            return Err(bad(
+                &format!("{kind} {name}"),
+                "metadata.namespace must be a string",
+            ));
+        }
+    };
+    out.push(SourceObject {
+        file: file.to_owned(),
+        type_key,
+        name,
+        namespace,
+        body,
+    });
+    Ok(())
+}
+
+/// Every image of every container list in the object must be pinned to a digest the lockfile
+/// lists.
+fn check_images(object: &SourceObject, lock_digests: &BTreeSet<&Digest>) -> Result<(), PlanError> {
+    let mut found = Vec::new();
+    container_images(&Value::Object(object.body.clone()), &mut found);
+    for (container, image) in found {
+        let pinned = ImageRef::parse(&image)
+            .ok()
+            .and_then(|r| r.digest().cloned());
+        match pinned {
+            None => {
+                return Err(PlanError::Unpinned {
+                    file: object.file.clone(),
+                    object: object.describe(),
+                    container,
+                    image,
+                });
+            }
+            Some(digest) if !lock_digests.contains(&digest) => {
+                return Err(PlanError::NotInLock {
+                    file: object.file.clone(),
+                    object: object.describe(),
+                    container,
+                    image,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// (container name, image) of every entry with an `image` in any container list, anywhere
+/// in `value`.
+fn container_images(value: &Value, found: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if CONTAINER_FIELDS.contains(&key.as_str())
+                    && let Value::Array(entries) = child
+                {
+                    for entry in entries {
+                        if let Some(image) = entry.get("image") {
+                            let name = entry
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned();
+                            let image = match image {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            found.push((name, image));
+                        }
+                    }
+                }
+                container_images(child, found);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                container_images(item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The object as sent: its settled namespace, lockstep's annotation, and none of the fields
+/// a server-side apply refuses or treats as preconditions.
+fn finish_body(mut body: Map<String, Value>, key: &ObjectRef, sync: &SyncId) -> Value {
+    let metadata = body
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(metadata) = metadata {
+        if key.namespace.is_empty() {
+            metadata.remove("namespace");
+        } else {
+            metadata.insert("namespace".into(), Value::String(key.namespace.clone()));
+        }
+        for field in [
+            "resourceVersion",
+            "uid",
+            "managedFields",
+            "creationTimestamp",
+        ] {
+            metadata.remove(field);
+        }
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !annotations.is_object() {
+            *annotations = Value::Object(Map::new());
+        }
+        if let Value::Object(annotations) = annotations {
+            annotations.insert(SYNC_ANNOTATION.into(), Value::String(sync.to_string()));
+        }
+    }
+    Value::Object(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::{AllowedSigners, SigningKey};
+    use crate::source::SourceFiles;
+    use crate::verify::{TrustPolicy, scan_dir, verify_dir};
+
+    const DIGEST_A: &str =
+        "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const DIGEST_B: &str =
+        "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// A signed, bound lockfile over `manifests`, as `lockstep lock` would write it.
+    struct Signed {
+        files: SourceFiles,
+        trust: AllowedSigners,
+    }
+
+    fn signed(manifests: &[(&str, &str)], generation: u64) -> Signed {
+        signed_for(manifests, generation, None)
+    }
+
+    fn signed_for(
+        manifests: &[(&str, &str)],
+        generation: u64,
+        environment: Option<&str>,
+    ) -> Signed {
+        let mut files = SourceFiles::default();
+        for (path, text) in manifests {
+            files
+                .insert((*path).into(), text.as_bytes().to_vec())
+                .unwrap();
+        }
+        let scan = scan_dir(&files).unwrap();
+        let created = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let mut lock = crate::lockfile::Lockfile::build(
+            generation,
+            created,
+            scan.binding.clone(),
+            &scan.uses,
+            &BTreeMap::new(),
+        );
+        lock.environment = environment.map(str::to_owned);
+        let bytes = lock.to_bytes();
+        let key = SigningKey::generate("ci@example.com").unwrap();
+        let signature = key.sign(&bytes).unwrap();
+        files.insert("lockstep.lock".into(), bytes).unwrap();
+        files
+            .insert("lockstep.lock.ci.sig".into(), signature.into_bytes())
+            .unwrap();
+        let trust =
+            AllowedSigners::parse(&key.allowed_signers_line("ci@example.com"), "trust").unwrap();
+        Signed { files, trust }
+    }
+
+    fn objects(s: &Signed) -> Result<VerifiedObjects, PlanError> {
+        let policy = TrustPolicy {
+            signers: &s.trust,
+            at: jiff::Timestamp::from_second(1_700_000_100).unwrap(),
+            threshold: 1,
+        };
+        let verified = verify_dir(&s.files, &policy).unwrap();
+        VerifiedObjects::parse(&verified)
+    }
+
+    fn settings() -> PlanSettings {
+        PlanSettings {
+            sync: SyncId {
+                namespace: "ops".into(),
+                name: "shop".into(),
+            },
+            default_namespace: "shop".into(),
+            environment: None,
+        }
+    }
+
+    fn core_scopes() -> KindScopes {
+        [
+            ("v1", "Namespace", Scope::Cluster),
+            ("v1", "ConfigMap", Scope::Namespaced),
+            ("v1", "Service", Scope::Namespaced),
+            ("apps/v1", "Deployment", Scope::Namespaced),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                Scope::Cluster,
+            ),
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                Scope::Cluster,
+            ),
+        ]
+        .into_iter()
+        .map(|(a, k, s)| {
+            (
+                TypeKey {
+                    api_version: a.into(),
+                    kind: k.into(),
+                },
+                s,
+            )
+        })
+        .collect()
+    }
+
+    fn deployment(name: &str, image: &str) -> String {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
+        )
+    }
+
+    const CRD: &str = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: caches.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Cache, plural: caches, singular: cache, listKind: CacheList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                containers: {type: object}
+";
+
+    fn plan_of(manifests: &[(&str, &str)]) -> Result<ApplyPlan, PlanError> {
+        objects(&signed(manifests, 1))?.plan(&settings(), &core_scopes())
+    }
+
+    #[test]
+    fn namespaces_and_crds_come_first_and_file_order_is_kept() {
+        let app = deployment("api", &format!("reg.example.com/api:1@{DIGEST_A}"));
+        let plan = plan_of(&[
+            ("a-app.yaml", &app),
+            (
+                "b-config.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n",
+            ),
+            (
+                "c-ns.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+            ),
+            ("d-crd.yaml", CRD),
+            (
+                "e-cache.yaml",
+                "apiVersion: example.com/v1\nkind: Cache\nmetadata: {name: c1}\n",
+            ),
+        ])
+        .unwrap();
+        let order: Vec<String> = plan.objects().iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "Namespace/shop",
+                "CustomResourceDefinition/caches.example.com",
+                "Deployment/shop/api",
+                "ConfigMap/shop/settings",
+                "Cache/shop/c1",
+            ]
+        );
+        assert_eq!(plan.stage(Stage::Definitions).count(), 2);
+        assert_eq!(
+            plan.defined_kinds(),
+            [DefinedKind {
+                type_key: TypeKey {
+                    api_version: "example.com/v1".into(),
+                    kind: "Cache".into()
+                },
+                group: "example.com".into(),
+                version: "v1".into(),
+                plural: "caches".into(),
+                scope: Scope::Namespaced,
+            }]
+        );
+        assert!(plan.objects()[1].is_crd());
+        assert!(!plan.objects()[0].is_crd());
+    }
+
+    #[test]
+    fn namespaced_objects_get_the_default_namespace_and_the_sync_annotation() {
+        let plan = plan_of(&[(
+            "x.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: other, resourceVersion: \"7\"}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader, namespace: ignored}\n",
+        )])
+        .unwrap();
+        let bodies: Vec<&Value> = plan.objects().iter().map(|o| o.body()).collect();
+        assert_eq!(bodies[0]["metadata"]["namespace"], "shop");
+        assert_eq!(bodies[1]["metadata"]["namespace"], "other");
+        assert!(bodies[1]["metadata"].get("resourceVersion").is_none());
+        assert!(bodies[2]["metadata"].get("namespace").is_none());
+        assert_eq!(plan.objects()[2].key().namespace, "");
+        for body in bodies {
+            assert_eq!(body["metadata"]["annotations"][SYNC_ANNOTATION], "ops/shop");
+        }
+    }
+
+    #[test]
+    fn lists_are_expanded_and_documents_without_kind_skipped() {
+        let plan = plan_of(&[(
+            "list.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: one}\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: two}\n---\nfoo: bar\n---\n",
+        )])
+        .unwrap();
+        let names: Vec<&str> = plan
+            .objects()
+            .iter()
+            .map(|o| o.key().name.as_str())
+            .collect();
+        assert_eq!(names, ["one", "two"]);
+    }
+
+    #[test]
+    fn an_unpinned_image_in_an_unscanned_kind_refuses_the_commit() {
+        // The scanner does not know `Cache`; lockstep.lock verifies; the plan still refuses.
+        let err = plan_of(&[
+            ("crd.yaml", CRD),
+            (
+                "cache.yaml",
+                "apiVersion: example.com/v1\nkind: Cache\nmetadata: {name: c1}\nspec:\n  template:\n    containers:\n      - name: warm\n        image: reg.example.com/warm:1\n",
+            ),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, PlanError::Unpinned { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("cache.yaml"), "{message}");
+        assert!(message.contains("Cache c1"), "{message}");
+        assert!(message.contains("\"warm\""), "{message}");
+        assert!(message.contains("reg.example.com/warm:1"), "{message}");
+    }
+
+    #[test]
+    fn a_digest_the_lockfile_does_not_list_is_refused() {
+        let err = plan_of(&[
+            ("a.yaml", &deployment("api", &format!("reg.example.com/api:1@{DIGEST_A}"))),
+            ("crd.yaml", CRD),
+            (
+                "cache.yaml",
+                &format!("apiVersion: example.com/v1\nkind: Cache\nmetadata: {{name: c1}}\nspec:\n  containers:\n    - name: warm\n      image: reg.example.com/warm@{DIGEST_B}\n"),
+            ),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, PlanError::NotInLock { .. }), "{err}");
+    }
+
+    #[test]
+    fn duplicates_and_unknown_kinds_are_refused_by_name() {
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+        let err = plan_of(&[("one.yaml", cm), ("two.yaml", cm)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ConfigMap/shop/a is defined twice: in one.yaml and in two.yaml"
+        );
+        let err = plan_of(&[(
+            "w.yaml",
+            "apiVersion: example.com/v9\nkind: Widget\nmetadata: {name: w}\n",
+        )])
+        .unwrap_err();
+        assert!(matches!(err, PlanError::UnknownKind { .. }), "{err}");
+        assert!(err.to_string().contains("example.com/v9 Widget"), "{err}");
+    }
+
+    #[test]
+    fn objects_need_a_name() {
+        let err = plan_of(&[(
+            "g.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: cm-}\n",
+        )])
+        .unwrap_err();
+        assert!(matches!(err, PlanError::NoName { .. }), "{err}");
+    }
+
+    #[test]
+    fn kinds_defined_by_the_commit_need_no_discovery() {
+        let objects = objects(&signed(
+            &[
+                ("crd.yaml", CRD),
+                (
+                    "c.yaml",
+                    "apiVersion: example.com/v1\nkind: Cache\nmetadata: {name: c1}\n",
+                ),
+                (
+                    "m.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\n",
+                ),
+            ],
+            1,
+        ))
+        .unwrap();
+        let kinds: Vec<String> = objects
+            .kinds_to_discover()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "apiextensions.k8s.io/v1 CustomResourceDefinition",
+                "v1 ConfigMap"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_environment_must_match_when_set() {
+        let manifests = [(
+            "m.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\n",
+        )];
+        let mut prod = settings();
+        prod.environment = Some("prod".into());
+        let err = objects(&signed(&manifests, 1))
+            .unwrap()
+            .plan(&prod, &core_scopes())
+            .unwrap_err();
+        assert!(matches!(err, PlanError::Environment { .. }), "{err}");
+        let staging = objects(&signed_for(&manifests, 1, Some("staging"))).unwrap();
+        assert!(staging.plan(&prod, &core_scopes()).is_err());
+        let matching = objects(&signed_for(&manifests, 1, Some("prod"))).unwrap();
+        assert!(matching.plan(&prod, &core_scopes()).is_ok());
+    }
+
+    #[test]
+    fn the_plan_carries_the_lockfile_identity_and_signers() {
+        let s = signed(
+            &[(
+                "m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\n",
+            )],
+            4,
+        );
+        let plan = objects(&s)
+            .unwrap()
+            .plan(&settings(), &core_scopes())
+            .unwrap();
+        assert_eq!(plan.lock().generation, 4);
+        assert_eq!(plan.lock().sha256, Digest::of(s.files.lockfile().unwrap()));
+        assert_eq!(plan.signers(), ["ci@example.com"]);
+    }
+
+    #[test]
+    fn prune_set_is_the_previous_inventory_minus_the_plan_namespaces_last() {
+        let plan = plan_of(&[(
+            "m.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept}\n",
+        )])
+        .unwrap();
+        let obj = |api: &str, kind: &str, ns: &str, name: &str| ObjectRef {
+            api_version: api.into(),
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let previous = vec![
+            obj("v1", "Namespace", "", "old"),
+            obj("v1", "ConfigMap", "shop", "kept"),
+            obj("v1", "ConfigMap", "shop", "gone"),
+            obj("apps/v1", "Deployment", "old", "api"),
+        ];
+        let pruned: Vec<String> = plan
+            .prune_set(&previous)
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        assert_eq!(
+            pruned,
+            ["ConfigMap/shop/gone", "Deployment/old/api", "Namespace/old"]
+        );
+        assert_eq!(
+            plan.inventory(),
+            vec![obj("v1", "ConfigMap", "shop", "kept")]
+        );
+    }
+
+    #[test]
+    fn rollback_rule() {
+        let id = |generation, d: &str| LockIdentity {
+            generation,
+            sha256: d.parse().unwrap(),
+        };
+        assert_eq!(check_rollback(None, &id(1, DIGEST_A)), Ok(()));
+        assert_eq!(
+            check_rollback(Some(&id(3, DIGEST_A)), &id(3, DIGEST_A)),
+            Ok(())
+        );
+        assert_eq!(
+            check_rollback(Some(&id(3, DIGEST_A)), &id(4, DIGEST_B)),
+            Ok(())
+        );
+        assert_eq!(
+            check_rollback(Some(&id(3, DIGEST_A)), &id(2, DIGEST_B)),
+            Err(RollbackError::Older {
+                candidate: 2,
+                applied: 3
+            })
+        );
+        let err = check_rollback(Some(&id(3, DIGEST_A)), &id(3, DIGEST_B)).unwrap_err();
+        assert!(matches!(
+            err,
+            RollbackError::SameGenerationOtherContent { generation: 3, .. }
+        ));
+    }
+}
