@@ -6,3 +6,4 @@
 
 pub mod crd;
 pub mod plan;
+pub mod health;
