@@ -154,6 +154,22 @@ pub enum GitError {
     /// The commit message is empty.
     #[error("the commit message is empty")]
     EmptyMessage,
+    /// The remote has no such branch or tag.
+    #[error("{url} has no {what}")]
+    RefNotFound { url: String, what: String },
+    /// The commit is in none of the remote's branches and tags.
+    #[error("commit {commit} is not in any branch or tag of {url}")]
+    CommitNotFound { url: String, commit: String },
+    /// A branch, tag or commit name lockstep refuses to fetch.
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidRef {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    /// A manifests directory path that is not a plain relative path.
+    #[error("invalid manifests path {path:?}: {reason}")]
+    InvalidDirPath { path: String, reason: &'static str },
 }
 
 fn gix_error(action: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {
@@ -228,7 +244,11 @@ fn locate(dir: &Path) -> Result<Located, GitError> {
 /// `dir` locates the repository and the directory's path inside it; its work-tree contents
 /// are never read. Symlinks and submodules in the commit's directory are errors.
 pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
-    let located = locate(dir)?;
+    read_located(&locate(dir)?, rev)
+}
+
+/// Read the inputs of `located`'s directory at `rev`, from the object database only.
+fn read_located(located: &Located, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
     let repo = &located.repo;
     let id = repo
         .rev_parse_single(rev.as_bytes().as_bstr())
@@ -270,7 +290,7 @@ pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), G
         }
     };
     let mut files = SourceFiles::default();
-    read_tree(&located, dir_tree, "", &mut files)?;
+    read_tree(located, dir_tree, "", &mut files)?;
     Ok((files, info))
 }
 
@@ -723,6 +743,242 @@ fn update_index(index: &mut gix::index::File, staged: &[Staged], removed: &[Stri
     index.remove_entries(|_, path, _| removed.iter().any(|removed| path == removed.as_bytes()));
     index.sort_entries();
     index.remove_tree();
+}
+
+/// A revision to fetch from a remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchRef<'a> {
+    /// A branch name (`main`).
+    Branch(&'a str),
+    /// A tag name (`v1.2.0`); an annotated tag is peeled to its commit.
+    Tag(&'a str),
+    /// A full commit id: all branches and tags are fetched, and it must be in one of them.
+    Commit(&'a str),
+}
+
+/// Credentials for an HTTPS remote. `Debug` does not show the password.
+#[derive(Clone)]
+pub struct HttpCredentials {
+    pub username: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for HttpCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where fetched refs are kept in the cache repository, apart from anything else.
+const FETCHED_REFS: &str = "refs/lockstep";
+
+/// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)
+/// and return the commit it names. Nothing is checked out; read the commit with
+/// [`read_commit`]. A commit already in the cache is not fetched again (commits are
+/// immutable). `file://` and `ssh://` run `git-upload-pack`; `https://` uses `credentials`
+/// when given (never Git's credential helpers or a prompt).
+pub fn fetch(
+    cache: &Path,
+    url: &str,
+    wanted: FetchRef<'_>,
+    credentials: Option<&HttpCredentials>,
+) -> Result<CommitInfo, GitError> {
+    use gix::remote::Direction;
+
+    let repo = open_cache(cache)?;
+    if let FetchRef::Commit(id) = wanted {
+        let oid = parse_commit_id(id)?;
+        if let Ok(object) = repo.find_object(oid) {
+            return commit_of(&repo, object.id, id);
+        }
+    }
+    let (refspecs, what): (Vec<String>, String) = match wanted {
+        FetchRef::Branch(name) => {
+            check_ref_name("branch", name)?;
+            (
+                vec![format!("+refs/heads/{name}:{FETCHED_REFS}/heads/{name}")],
+                format!("branch {name:?}"),
+            )
+        }
+        FetchRef::Tag(name) => {
+            check_ref_name("tag", name)?;
+            (
+                vec![format!("+refs/tags/{name}:{FETCHED_REFS}/tags/{name}")],
+                format!("tag {name:?}"),
+            )
+        }
+        FetchRef::Commit(_) => (
+            vec![
+                format!("+refs/heads/*:{FETCHED_REFS}/heads/*"),
+                format!("+refs/tags/*:{FETCHED_REFS}/tags/*"),
+            ],
+            "branches or tags".to_owned(),
+        ),
+    };
+    let fetch_error = |source| GitError::Git {
+        action: format!("cannot fetch {what} from {url}"),
+        source,
+    };
+    let remote = repo
+        .remote_at(url)
+        .map_err(fetch_error)?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(refspecs.iter().map(String::as_str), Direction::Fetch)
+        .map_err(fetch_error)?;
+    let connection = remote.connect(Direction::Fetch).map_err(fetch_error)?;
+    // Our own credentials or none: a controller must never run credential helpers or prompt.
+    let username = credentials.map(|c| c.username.clone());
+    let password = credentials.map(|c| c.password.clone());
+    let connection = connection.with_credentials(move |action| match (action, &username, &password) {
+        (gix::credentials::helper::Action::Get(context), Some(username), Some(password)) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: username.clone(),
+                    password: password.to_string(),
+                    oauth_refresh_token: None,
+                },
+                next: context.into(),
+            }))
+        }
+        _ => Ok(None),
+    });
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(fetch_error)?
+        .receive(gix::progress::Discard, &std::sync::atomic::AtomicBool::new(false))
+        .map_err(fetch_error)?;
+    match wanted {
+        FetchRef::Branch(name) | FetchRef::Tag(name) => {
+            if outcome.ref_map.mappings.is_empty() {
+                return Err(GitError::RefNotFound {
+                    url: url.to_owned(),
+                    what,
+                });
+            }
+            let kind = if matches!(wanted, FetchRef::Branch(_)) {
+                "heads"
+            } else {
+                "tags"
+            };
+            let local = format!("{FETCHED_REFS}/{kind}/{name}");
+            let mut reference = repo
+                .find_reference(local.as_str())
+                .map_err(gix_error(format!("cannot read {local} after fetching {what}")))?;
+            let id = reference
+                .peel_to_id()
+                .map_err(gix_error(format!("cannot peel {local}")))?
+                .detach();
+            commit_of(&repo, id, name)
+        }
+        FetchRef::Commit(id) => {
+            let oid = parse_commit_id(id)?;
+            if repo.find_object(oid).is_err() {
+                return Err(GitError::CommitNotFound {
+                    url: url.to_owned(),
+                    commit: id.to_owned(),
+                });
+            }
+            commit_of(&repo, oid, id)
+        }
+    }
+}
+
+/// Read the input files of the directory `path` ('/'-separated, relative to the repository
+/// root; empty for the root) at `commit` from the cache repository, without a checkout.
+pub fn read_commit(
+    cache: &Path,
+    commit: &str,
+    path: &str,
+) -> Result<(SourceFiles, CommitInfo), GitError> {
+    let oid = parse_commit_id(commit)?;
+    let repo = gix::open(cache).map_err(|source| GitError::Discover {
+        dir: cache.to_owned(),
+        source,
+    })?;
+    let located = Located {
+        repo,
+        prefix: normalize_dir_path(path)?,
+    };
+    read_located(&located, &oid.to_string())
+}
+
+/// `path` as a tree path: no leading `/` or `./`, no trailing `/`, no `.`/`..`/empty parts.
+fn normalize_dir_path(path: &str) -> Result<String, GitError> {
+    let invalid = |reason| GitError::InvalidDirPath {
+        path: path.to_owned(),
+        reason,
+    };
+    let trimmed = path.trim_start_matches("./").trim_matches('/');
+    if trimmed.is_empty() || trimmed == "." {
+        return Ok(String::new());
+    }
+    for component in trimmed.split('/') {
+        match component {
+            "" => return Err(invalid("it has an empty component (`//`)")),
+            "." | ".." => return Err(invalid("it has a `.` or `..` component")),
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn open_cache(cache: &Path) -> Result<Repository, GitError> {
+    if cache.join("HEAD").exists() {
+        gix::open(cache).map_err(|source| GitError::Discover {
+            dir: cache.to_owned(),
+            source,
+        })
+    } else {
+        std::fs::create_dir_all(cache).map_err(io_error("cannot create", cache))?;
+        gix::init_bare(cache).map_err(gix_error(format!(
+            "cannot create the cache repository {}",
+            cache.display()
+        )))
+    }
+}
+
+fn parse_commit_id(id: &str) -> Result<ObjectId, GitError> {
+    let invalid = |reason| GitError::InvalidRef {
+        what: "commit",
+        name: id.to_owned(),
+        reason,
+    };
+    if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("a commit is named by its full 40-digit hexadecimal id"));
+    }
+    ObjectId::from_hex(id.as_bytes()).map_err(|_| invalid("not a hexadecimal object id"))
+}
+
+fn check_ref_name(what: &'static str, name: &str) -> Result<(), GitError> {
+    let full = format!("refs/heads/{name}");
+    let valid = !name.contains('*')
+        && !name.starts_with('-')
+        && gix::refs::FullName::try_from(full.as_str()).is_ok();
+    if valid {
+        Ok(())
+    } else {
+        Err(GitError::InvalidRef {
+            what,
+            name: name.to_owned(),
+            reason: "not a valid Git reference name",
+        })
+    }
+}
+
+fn commit_of(repo: &Repository, id: ObjectId, rev: &str) -> Result<CommitInfo, GitError> {
+    let object = repo
+        .find_object(id)
+        .map_err(gix_error(format!("cannot read object {id}")))?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|source| GitError::NotACommit {
+            rev: rev.to_owned(),
+            source,
+        })?;
+    commit_info(&commit)
 }
 
 #[cfg(test)]
