@@ -7,3 +7,4 @@
 pub mod crd;
 pub mod plan;
 pub mod health;
+pub mod apply;
