@@ -4,7 +4,9 @@
 //! cluster), judges health ([`health`], pure) and reports in the resource's status
 //! ([`reconcile`]).
 
-pub mod crd;
-pub mod plan;
-pub mod health;
 pub mod apply;
+pub mod crd;
+pub mod health;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
