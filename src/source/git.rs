@@ -832,32 +832,38 @@ pub fn fetch(
     // Our own credentials or none: a controller must never run credential helpers or prompt.
     let username = credentials.map(|c| c.username.clone());
     let password = credentials.map(|c| c.password.clone());
-    let connection = connection.with_credentials(move |action| match (action, &username, &password) {
-        (gix::credentials::helper::Action::Get(context), Some(username), Some(password)) => {
-            Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: username.clone(),
-                    password: password.to_string(),
-                    oauth_refresh_token: None,
-                },
-                next: context.into(),
-            }))
-        }
-        _ => Ok(None),
-    });
-    let outcome = connection
+    let connection =
+        connection.with_credentials(move |action| match (action, &username, &password) {
+            (gix::credentials::helper::Action::Get(context), Some(username), Some(password)) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: username.clone(),
+                        password: password.to_string(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                }))
+            }
+            _ => Ok(None),
+        });
+    let prepared = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(fetch_error)?
-        .receive(gix::progress::Discard, &std::sync::atomic::AtomicBool::new(false))
+        .map_err(fetch_error)?;
+    let names_one_ref = !matches!(wanted, FetchRef::Commit(_));
+    if names_one_ref && prepared.ref_map().mappings.is_empty() {
+        return Err(GitError::RefNotFound {
+            url: url.to_owned(),
+            what,
+        });
+    }
+    prepared
+        .receive(
+            gix::progress::Discard,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
         .map_err(fetch_error)?;
     match wanted {
         FetchRef::Branch(name) | FetchRef::Tag(name) => {
-            if outcome.ref_map.mappings.is_empty() {
-                return Err(GitError::RefNotFound {
-                    url: url.to_owned(),
-                    what,
-                });
-            }
             let kind = if matches!(wanted, FetchRef::Branch(_)) {
                 "heads"
             } else {
@@ -866,7 +872,9 @@ pub fn fetch(
             let local = format!("{FETCHED_REFS}/{kind}/{name}");
             let mut reference = repo
                 .find_reference(local.as_str())
-                .map_err(gix_error(format!("cannot read {local} after fetching {what}")))?;
+                .map_err(gix_error(format!(
+                    "cannot read {local} after fetching {what}"
+                )))?;
             let id = reference
                 .peel_to_id()
                 .map_err(gix_error(format!("cannot peel {local}")))?
@@ -947,7 +955,9 @@ fn parse_commit_id(id: &str) -> Result<ObjectId, GitError> {
         reason,
     };
     if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid("a commit is named by its full 40-digit hexadecimal id"));
+        return Err(invalid(
+            "a commit is named by its full 40-digit hexadecimal id",
+        ));
     }
     ObjectId::from_hex(id.as_bytes()).map_err(|_| invalid("not a hexadecimal object id"))
 }
