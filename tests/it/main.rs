@@ -5,5 +5,6 @@ mod git;
 mod harness;
 mod images;
 mod manifest;
+mod reconcile;
 mod resolve;
 mod signing;

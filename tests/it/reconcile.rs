@@ -1,0 +1,1019 @@
+//! The reconciler against a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok from `scripts/cluster`), real Git
+//! repositories locked by the real `lockstep` binary against a real registry.
+//!
+//! One control plane serves the whole test binary (started on first use, stopped when the
+//! binary exits); each test works in its own namespace. Tests drive passes by calling
+//! [`reconcile`] directly (bumping the request annotation, as a user would), so each step is
+//! deterministic; one test runs the controller loop itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ApiResource;
+use kube::{Client, CustomResourceExt as _};
+use serde_json::json;
+
+use crate::cli::{code, git, run, stderr, stdout};
+use crate::harness::{RegistryOptions, TestRegistry};
+use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
+use lockstep::cluster::metrics::Metrics;
+use lockstep::cluster::plan::SYNC_ANNOTATION;
+use lockstep::cluster::reconcile::{self, Context, REQUEST_ANNOTATION};
+use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
+
+// ------------------------------------------------------------------ the control plane
+
+struct ControlPlane {
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster_script() -> PathBuf {
+    if let Some(script) = std::env::var_os("LOCKSTEP_CLUSTER_SCRIPT") {
+        return PathBuf::from(script);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster")
+}
+
+/// The shared control plane, started on first use. `scripts/cluster` stops it when this
+/// process exits (LOCKSTEP_CLUSTER_WATCH_PID).
+fn control_plane() -> &'static ControlPlane {
+    static PLANE: OnceLock<ControlPlane> = OnceLock::new();
+    PLANE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("lockstep-cluster-")
+            .tempdir()
+            .unwrap();
+        let script = cluster_script();
+        assert!(
+            script.exists(),
+            "{} is missing: the reconciler tests need the control plane script (or set LOCKSTEP_CLUSTER_SCRIPT)",
+            script.display()
+        );
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .env("LOCKSTEP_CLUSTER_WATCH_PID", std::process::id().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/cluster start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ControlPlane {
+            kubeconfig: dir.path().join("kubeconfig"),
+            _dir: dir,
+        }
+    })
+}
+
+async fn client() -> Client {
+    lockstep::resolve::install_crypto_provider();
+    let plane = tokio::task::block_in_place(control_plane);
+    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Install the LockstepSync CRD (idempotent) and wait until it is served.
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "lockstepsyncs.lockstep.dev",
+        &PatchParams::apply("lockstep-test").force(),
+        &Patch::Apply(LockstepSync::crd()),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = crds.get("lockstepsyncs.lockstep.dev").await.unwrap();
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the LockstepSync CRD is not Established"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ------------------------------------------------------------------ a locked repository
+
+/// A Git repository whose `deploy/` is locked by the `lockstep` binary against a registry.
+struct Repo {
+    registry: TestRegistry,
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    dir: PathBuf,
+    key: PathBuf,
+    allowed_signers: String,
+}
+
+fn deployment(registry: &str, name: &str, image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: app
+          image: {registry}/{image}
+"
+    )
+}
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+impl Repo {
+    /// `deploy/` with a Deployment `api` (2 replicas, shop/api:1) and ConfigMaps `settings`
+    /// and `extra`, locked and committed: generation 1.
+    fn new() -> Repo {
+        let registry = TestRegistry::start(RegistryOptions::default());
+        registry.push_image("shop/api", "1", b"api v1");
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let dir = repo.join("deploy");
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["config", "user.name", "CI Bot"]);
+        git(&repo, &["config", "user.email", "ci@example.com"]);
+        let key = tmp.path().join("ci_key");
+        let out = run(
+            &[
+                "keygen",
+                "--output",
+                key.to_str().unwrap(),
+                "-C",
+                "ci@example.com",
+            ],
+            &[],
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let r = Repo {
+            allowed_signers: stdout(&out),
+            registry,
+            tmp,
+            repo,
+            dir,
+            key,
+        };
+        r.write(
+            "app.yaml",
+            &deployment(&r.registry.host(), "api", "shop/api:1", 2),
+        );
+        r.write("config.yaml", &config_map("settings", "one"));
+        r.write("extra.yaml", &config_map("extra", "x"));
+        r.lock_commit();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.repo.display())
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.dir.join(rel)).unwrap();
+    }
+
+    /// Commit the work tree as it is (no lock): what a careless or hostile push does.
+    fn commit_all(&self, message: &str) -> String {
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", message, "--allow-empty"]);
+        self.head()
+    }
+
+    /// Commit the manifests, then `lockstep lock --commit` them.
+    fn lock_commit(&self) -> String {
+        self.commit_all("manifests");
+        let out = run(
+            &[
+                "lock",
+                self.dir.to_str().unwrap(),
+                "--key",
+                self.key.to_str().unwrap(),
+                "--commit",
+            ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(git(&self.repo, &["status", "--porcelain"]), "");
+        self.head()
+    }
+
+    fn head(&self) -> String {
+        git(&self.repo, &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// The pinned reference `lock` wrote for the api Deployment.
+    fn pinned_api_image(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("app.yaml")).unwrap();
+        let line = text.lines().find(|l| l.contains("image:")).unwrap();
+        line.split_once("image:").unwrap().1.trim().to_owned()
+    }
+}
+
+// ------------------------------------------------------------------ a sync under test
+
+struct Sync {
+    client: Client,
+    ns: String,
+    ctx: Arc<Context>,
+    api: Api<LockstepSync>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Sync {
+    /// A namespace named after the test, the trust ConfigMap, and a LockstepSync `app`
+    /// following `repo`'s `main` branch, `deploy/`.
+    async fn new(test: &str, repo: &Repo) -> Sync {
+        let client = client().await;
+        install_crd(&client).await;
+        let ns = format!("t-{test}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        maps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "trust"},
+                "data": {"allowed_signers": repo.allowed_signers},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let api: Api<LockstepSync> = Api::namespaced(client.clone(), &ns);
+        let sync: LockstepSync = serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1",
+            "kind": "LockstepSync",
+            "metadata": {"name": "app", "namespace": ns},
+            "spec": {
+                "url": repo.url(),
+                "path": "deploy",
+                "interval": "1h",
+                "trust": {"kind": "ConfigMap", "name": "trust"},
+            }
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &sync).await.unwrap();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            repo.tmp.path().join("cache"),
+            Arc::new(jiff::Timestamp::now),
+            Arc::new(Metrics::default()),
+            Some(format!("test-{test}")),
+        ));
+        Sync {
+            client,
+            ns,
+            ctx,
+            api,
+            requests: Default::default(),
+        }
+    }
+
+    /// Ask for a pass (the request annotation), run it, and return the resulting status.
+    async fn pass(&self) -> LockstepSyncStatus {
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.api
+            .patch(
+                "app",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {REQUEST_ANNOTATION: n.to_string()}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        let sync = self.api.get("app").await.unwrap();
+        let _ = reconcile::reconcile(Arc::new(sync), self.ctx.clone()).await;
+        self.status().await
+    }
+
+    /// Passes until Ready=True (the rollout is healthy), at most 90 s.
+    async fn pass_until_ready(&self) -> LockstepSyncStatus {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let status = self.pass().await;
+            if condition(&status, "Ready").0 == "True" {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not Ready after 90 s: {:#?}",
+                status.conditions
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn status(&self) -> LockstepSyncStatus {
+        self.api
+            .get("app")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    async fn set_spec(&self, spec: serde_json::Value) {
+        self.api
+            .patch(
+                "app",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn deployment(&self, name: &str) -> Option<Deployment> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+
+    async fn config_map(&self, name: &str) -> Option<ConfigMap> {
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+
+    async fn image_of(&self, name: &str) -> String {
+        let d = self.deployment(name).await.expect("deployment exists");
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    async fn event_reasons(&self) -> Vec<String> {
+        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+/// (status, reason, message) of a condition.
+fn condition(status: &LockstepSyncStatus, type_: &str) -> (String, String, String) {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_else(|| ("Missing".into(), String::new(), String::new()))
+}
+
+/// `Kind/name` of each inventory entry, sorted.
+fn inventory_names(status: &LockstepSyncStatus) -> Vec<String> {
+    let mut names: Vec<String> = status
+        .inventory
+        .iter()
+        .map(|e| format!("{}/{}", e.kind, e.name))
+        .collect();
+    names.sort();
+    names
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_applies_a_locked_commit_then_rolls_out_a_new_digest() {
+    let repo = Repo::new();
+    let sync = Sync::new("apply", &repo).await;
+    let first = repo.head();
+
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(first.as_str()));
+    assert_eq!(status.applied_generation, Some(1));
+    assert!(
+        status
+            .applied_lockfile_sha256
+            .as_deref()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(status.signers, ["ci@example.com"]);
+    assert_eq!(
+        inventory_names(&status),
+        ["ConfigMap/extra", "ConfigMap/settings", "Deployment/api"]
+    );
+    for type_ in ["Ready", "Verified", "Applied", "Healthy"] {
+        assert_eq!(condition(&status, type_).0, "True", "{type_}: {status:#?}");
+    }
+    // The cluster runs exactly the pinned image, marked as this sync's, managed by lockstep.
+    let pinned_v1 = repo.pinned_api_image();
+    assert!(pinned_v1.contains("@sha256:"), "{pinned_v1}");
+    assert_eq!(sync.image_of("api").await, pinned_v1);
+    let live = sync.deployment("api").await.unwrap();
+    assert_eq!(
+        live.metadata.annotations.unwrap()[SYNC_ANNOTATION],
+        format!("{}/app", sync.ns)
+    );
+    assert!(
+        live.metadata
+            .managed_fields
+            .unwrap()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("lockstep")
+                && m.operation.as_deref() == Some("Apply"))
+    );
+    assert!(sync.event_reasons().await.contains(&"Applied".to_owned()));
+
+    // A pass with nothing new changes nothing: same resourceVersion, same status.
+    let rv = sync
+        .deployment("api")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let again = sync.pass().await;
+    assert_eq!(
+        sync.deployment("api")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        rv
+    );
+    assert_eq!(again.applied_commit, status.applied_commit);
+    assert_eq!(again.drift_count, 0);
+    assert!(
+        condition(&again, "Applied")
+            .2
+            .contains("0 created, 0 updated, 0 drifted"),
+        "{again:#?}"
+    );
+
+    // The tag moves in the registry; CI re-locks (generation 2): the new digest rolls out.
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let second = repo.lock_commit();
+    let pinned_v2 = repo.pinned_api_image();
+    assert_ne!(pinned_v1, pinned_v2);
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(status.applied_generation, Some(2));
+    assert_eq!(sync.image_of("api").await, pinned_v2);
+    let live = sync.deployment("api").await.unwrap().status.unwrap();
+    assert_eq!(live.updated_replicas, Some(2));
+    assert_eq!(live.available_replicas, Some(2));
+    assert_eq!(
+        status.drift_count, 0,
+        "a new commit is an update, not drift"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_put_back_counted_and_evented() {
+    let repo = Repo::new();
+    let sync = Sync::new("drift", &repo).await;
+    sync.pass_until_ready().await;
+    let pinned = repo.pinned_api_image();
+
+    // Someone edits the image in the cluster, and a ConfigMap value, and deletes another.
+    let deployments: Api<Deployment> = Api::namespaced(sync.client.clone(), &sync.ns);
+    deployments
+        .patch(
+            "api",
+            &PatchParams::apply("kubectl-edit").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api"},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:debug"}]}}}
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sync.image_of("api").await, "nginx:debug");
+    let maps: Api<ConfigMap> = Api::namespaced(sync.client.clone(), &sync.ns);
+    maps.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"value": "hand-edited"}})),
+    )
+    .await
+    .unwrap();
+    maps.delete("extra", &Default::default()).await.unwrap();
+
+    let status = sync.pass().await;
+    assert_eq!(
+        sync.image_of("api").await,
+        pinned,
+        "the pinned image is put back"
+    );
+    assert_eq!(
+        sync.config_map("settings").await.unwrap().data.unwrap()["value"],
+        "one"
+    );
+    assert!(
+        sync.config_map("extra").await.is_some(),
+        "the deleted object is back"
+    );
+    assert_eq!(status.drift_count, 3, "{status:#?}");
+    let applied = condition(&status, "Applied").2;
+    assert!(applied.contains("3 drifted and put back"), "{applied}");
+    assert!(
+        sync.event_reasons()
+            .await
+            .contains(&"DriftCorrected".to_owned())
+    );
+    let metrics = sync.ctx.metrics.render();
+    let line = format!(
+        "lockstep_drifted_objects_total{{namespace=\"{}\",name=\"app\"}} 3",
+        sync.ns
+    );
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+
+    // Nothing drifted since: the count stays.
+    let status = sync.pass().await;
+    assert_eq!(status.drift_count, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_dropped_from_the_commit_are_pruned_only_when_lockstep_applied_them() {
+    let repo = Repo::new();
+    repo.write("taken.yaml", &config_map("taken", "t"));
+    repo.lock_commit();
+    let sync = Sync::new("prune", &repo).await;
+    sync.pass_until_ready().await;
+    assert!(sync.config_map("extra").await.is_some());
+
+    // Another owner takes `taken` over (its annotation no longer names this sync).
+    let maps: Api<ConfigMap> = Api::namespaced(sync.client.clone(), &sync.ns);
+    maps.patch(
+        "taken",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {SYNC_ANNOTATION: "other/sync"}}})),
+    )
+    .await
+    .unwrap();
+    repo.remove("extra.yaml");
+    repo.remove("taken.yaml");
+    let commit = repo.lock_commit();
+
+    let status = sync.pass().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(
+        inventory_names(&status),
+        ["ConfigMap/settings", "Deployment/api"]
+    );
+    // Foreground deletion: gone, or on its way out.
+    let extra = sync.config_map("extra").await;
+    assert!(
+        extra.is_none_or(|m| m.metadata.deletion_timestamp.is_some()),
+        "extra was not pruned"
+    );
+    assert!(
+        sync.config_map("taken").await.is_some(),
+        "someone else's object was pruned"
+    );
+    let applied = condition(&status, "Applied").2;
+    assert!(applied.contains("pruned ConfigMap/"), "{applied}");
+    assert!(
+        applied.contains("not pruned (not applied by this LockstepSync): ConfigMap/"),
+        "{applied}"
+    );
+
+    // With prune off, a dropped object stays.
+    sync.set_spec(json!({"prune": false})).await;
+    repo.remove("config.yaml");
+    repo.lock_commit();
+    let status = sync.pass().await;
+    assert_eq!(inventory_names(&status), ["Deployment/api"]);
+    assert!(sync.config_map("settings").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_commits_are_refused_and_the_last_good_state_kept() {
+    let repo = Repo::new();
+    let sync = Sync::new("refuse", &repo).await;
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let generation_1 = repo.head();
+    let good = repo.lock_commit();
+    let good_status = sync.pass_until_ready().await;
+    assert_eq!(good_status.applied_generation, Some(2));
+    let good_image = sync.image_of("api").await;
+    let good_rv = sync
+        .deployment("api")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    // Every refusal: nothing applied or pruned, applied state and inventory unchanged, and
+    // Verified=False with a reason and a message naming what failed.
+    let expect_refused = |status: &LockstepSyncStatus, commit: &str, reason: &str, needle: &str| {
+        assert_eq!(status.observed_commit.as_deref(), Some(commit));
+        assert_eq!(status.applied_commit.as_deref(), Some(good.as_str()));
+        assert_eq!(status.applied_generation, Some(2));
+        assert_eq!(status.inventory, good_status.inventory);
+        let (verified, why, message) = condition(status, "Verified");
+        eprintln!("refused {reason}: {message}");
+        assert_eq!(
+            (verified.as_str(), why.as_str()),
+            ("False", reason),
+            "{message}"
+        );
+        assert!(
+            message.contains(needle),
+            "{reason}: {message:?} lacks {needle:?}"
+        );
+        assert_eq!(condition(status, "Ready").0, "False");
+        assert_eq!(
+            condition(status, "Applied").0,
+            "True",
+            "Applied still describes what runs"
+        );
+        assert!(status.last_error.is_some());
+    };
+    let unchanged = || async {
+        let d = sync.deployment("api").await.unwrap();
+        assert_eq!(
+            d.metadata.resource_version, good_rv,
+            "the cluster was touched"
+        );
+        assert!(sync.config_map("extra").await.is_some());
+    };
+
+    // Tampered: a manifest changed after signing.
+    let scaled = std::fs::read_to_string(repo.dir.join("app.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 9");
+    repo.write("app.yaml", &scaled);
+    let tampered = repo.commit_all("scale up without locking");
+    expect_refused(
+        &sync.pass().await,
+        &tampered,
+        "BindingMismatch",
+        "manifests",
+    );
+    unchanged().await;
+
+    // Unpinned: an image by tag alone (and extra.yaml dropped, which must not be pruned).
+    git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
+    repo.write(
+        "app.yaml",
+        &deployment(&repo.registry.host(), "api", "shop/api:1", 2),
+    );
+    repo.remove("extra.yaml");
+    let unpinned = repo.commit_all("unpin");
+    expect_refused(&sync.pass().await, &unpinned, "UnpinnedImage", "app.yaml");
+    unchanged().await;
+
+    // Unsigned: the signature removed.
+    git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
+    repo.remove("lockstep.lock.ci-example.com.sig");
+    let unsigned = repo.commit_all("drop the signature");
+    expect_refused(
+        &sync.pass().await,
+        &unsigned,
+        "SignaturesRejected",
+        "signature",
+    );
+    unchanged().await;
+
+    // Signed by a key the cluster does not trust.
+    git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
+    let stranger = repo.tmp.path().join("stranger");
+    let out = run(
+        &[
+            "keygen",
+            "--output",
+            stranger.to_str().unwrap(),
+            "-C",
+            "ci@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0);
+    repo.registry.push_image("shop/api", "1", b"api v3");
+    let out = run(
+        &[
+            "lock",
+            repo.dir.to_str().unwrap(),
+            "--key",
+            stranger.to_str().unwrap(),
+            "--signer",
+            "ci-example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let untrusted = repo.commit_all("signed by a stranger");
+    expect_refused(
+        &sync.pass().await,
+        &untrusted,
+        "SignaturesRejected",
+        "ci-example.com",
+    );
+    unchanged().await;
+
+    // Rolled back: the branch forced back to generation 1 (validly signed, but older).
+    git(&repo.repo, &["reset", "-q", "--hard", &generation_1]);
+    expect_refused(
+        &sync.pass().await,
+        &generation_1,
+        "RollbackRefused",
+        "generation 1 is lower than the applied generation 2",
+    );
+    unchanged().await;
+    assert_eq!(sync.image_of("api").await, good_image);
+
+    // Git unreachable: a transient failure, retried with backoff; still nothing touched.
+    sync.set_spec(json!({"url": format!("file://{}/nowhere", repo.tmp.path().display())}))
+        .await;
+    let status = sync.pass().await;
+    let (ready, reason, message) = condition(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "FetchFailed"),
+        "{message}"
+    );
+    assert_eq!(status.applied_commit.as_deref(), Some(good.as_str()));
+    unchanged().await;
+
+    let metrics = sync.ctx.metrics.render();
+    for reason in [
+        "BindingMismatch",
+        "UnpinnedImage",
+        "SignaturesRejected",
+        "RollbackRefused",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "lockstep_verification_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("lockstep_reconciles_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        sync.event_reasons()
+            .await
+            .contains(&"RollbackRefused".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_are_applied_and_established_before_their_objects() {
+    let repo = Repo::new();
+    let group = "t-crd.lockstep.test";
+    repo.write(
+        "z-gadget.yaml",
+        &format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec:\n  size: 3\n"),
+    );
+    repo.write(
+        "a-crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{kind: Gadget, plural: gadgets, singular: gadget, listKind: GadgetList}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                size: {{type: integer}}
+"
+        ),
+    );
+    repo.lock_commit();
+    let sync = Sync::new("crd", &repo).await;
+    let status = sync.pass_until_ready().await;
+    assert!(
+        inventory_names(&status).contains(&"Gadget/g1".to_owned()),
+        "{status:#?}"
+    );
+    let resource = ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+    };
+    let gadgets: Api<DynamicObject> =
+        Api::namespaced_with(sync.client.clone(), &sync.ns, &resource);
+    let g1 = gadgets.get("g1").await.unwrap();
+    assert_eq!(g1.data["spec"]["size"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_loop_applies_on_creation_and_on_request() {
+    let repo = Repo::new();
+    let sync = Sync::new("loop", &repo).await;
+    let ctx = sync.ctx.clone();
+    let ns = sync.ns.clone();
+    let controller = tokio::spawn(async move { reconcile::run(ctx, Some(&ns)).await });
+
+    let wait_for = |generation: u64| {
+        let api = sync.api.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let status = api.get("app").await.unwrap().status.unwrap_or_default();
+                if status.applied_generation == Some(generation)
+                    && condition(&status, "Ready").0 == "True"
+                {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "generation {generation} not Ready: {status:#?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let started = Instant::now();
+    wait_for(1).await;
+    eprintln!("created → Ready (generation 1): {:?}", started.elapsed());
+
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let second = repo.lock_commit();
+    let started = Instant::now();
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "now"}}})),
+        )
+        .await
+        .unwrap();
+    let status = wait_for(2).await;
+    eprintln!("requested → Ready (generation 2): {:?}", started.elapsed());
+    assert_eq!(status.applied_commit.as_deref(), Some(second.as_str()));
+    controller.abort();
+}
+
+// ------------------------------------------------------------------ the Git edge
+
+/// A repository with two commits on `main`, an annotated tag on the first, and a commit on
+/// no branch.
+fn git_fixture() -> (tempfile::TempDir, String, String, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("origin");
+    std::fs::create_dir_all(repo.join("deploy/sub")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("deploy/a.yaml"), "a: 1\n").unwrap();
+    std::fs::write(repo.join("deploy/sub/b.yaml"), "b: 1\n").unwrap();
+    std::fs::write(repo.join("README.md"), "not an input\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    git(&repo, &["tag", "-a", "v1", "-m", "release 1"]);
+    std::fs::write(repo.join("deploy/a.yaml"), "a: 2\n").unwrap();
+    git(&repo, &["commit", "-qam", "two"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let orphan = git(&repo, &["commit-tree", "HEAD^{tree}", "-m", "dangling"])
+        .trim()
+        .to_owned();
+    let url = format!("file://{}", repo.display());
+    (tmp, url, first, second, orphan)
+}
+
+#[test]
+fn fetch_a_branch_a_tag_and_a_commit_into_a_bare_cache_and_read_without_checkout() {
+    let (tmp, url, first, second, orphan) = git_fixture();
+    let cache = tmp.path().join("cache");
+    let head = fetch(&cache, &url, FetchRef::Branch("main"), None).unwrap();
+    assert_eq!(head.id, second);
+    assert_eq!(head.summary, "two");
+    assert!(
+        cache.join("HEAD").exists() && !cache.join(".git").exists(),
+        "a bare cache"
+    );
+    let (files, info) = read_commit(&cache, &head.id, "deploy").unwrap();
+    assert_eq!(info.id, second);
+    let names: Vec<&str> = files.files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a.yaml", "sub/b.yaml"]);
+    assert_eq!(files.files["a.yaml"], b"a: 2\n");
+    // Leading/trailing slashes and `./` are the same directory.
+    assert_eq!(read_commit(&cache, &second, "./deploy/").unwrap().0, files);
+
+    let tag = fetch(&cache, &url, FetchRef::Tag("v1"), None).unwrap();
+    assert_eq!(tag.id, first, "the annotated tag is peeled to its commit");
+    assert_eq!(
+        read_commit(&cache, &first, "deploy").unwrap().0.files["a.yaml"],
+        b"a: 1\n"
+    );
+
+    let by_id = fetch(
+        &tmp.path().join("cache2"),
+        &url,
+        FetchRef::Commit(&first),
+        None,
+    )
+    .unwrap();
+    assert_eq!(by_id.id, first);
+
+    let err = fetch(
+        &tmp.path().join("cache3"),
+        &url,
+        FetchRef::Commit(&orphan),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, GitError::CommitNotFound { .. }), "{err}");
+    let err = fetch(&cache, &url, FetchRef::Branch("nope"), None).unwrap_err();
+    assert!(matches!(err, GitError::RefNotFound { .. }), "{err}");
+    assert_eq!(err.to_string(), format!("{url} has no branch \"nope\""));
+    let err = fetch(&cache, &url, FetchRef::Commit("abc"), None).unwrap_err();
+    assert!(matches!(err, GitError::InvalidRef { .. }), "{err}");
+    let err = fetch(&cache, &url, FetchRef::Branch("a..b"), None).unwrap_err();
+    assert!(matches!(err, GitError::InvalidRef { .. }), "{err}");
+    let err = read_commit(&cache, &second, "missing").unwrap_err();
+    assert!(matches!(err, GitError::DirNotInCommit { .. }), "{err}");
+    let err = read_commit(&cache, &second, "deploy/../x").unwrap_err();
+    assert!(matches!(err, GitError::InvalidDirPath { .. }), "{err}");
+    let err = fetch(
+        &cache,
+        &format!("{url}-missing"),
+        FetchRef::Branch("main"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, GitError::Git { .. }), "{err}");
+}
+
+#[test]
+fn a_force_pushed_branch_is_followed() {
+    let (tmp, url, first, _second, _) = git_fixture();
+    let cache = tmp.path().join("cache");
+    fetch(&cache, &url, FetchRef::Branch("main"), None).unwrap();
+    let origin = tmp.path().join("origin");
+    git(&origin, &["reset", "-q", "--hard", &first]);
+    let head = fetch(&cache, &url, FetchRef::Branch("main"), None).unwrap();
+    assert_eq!(
+        head.id, first,
+        "the cache follows the remote, not its own history"
+    );
+}
