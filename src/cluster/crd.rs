@@ -17,6 +17,8 @@ pub const DEFAULT_TRUST_KEY: &str = "allowed_signers";
 
 /// Follow one manifests directory of one Git repository: apply a commit only when its
 /// lockfile is signed by the trusted keys and binds every manifest and image.
+// Each printcolumn repeats `type_`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "lockstep.dev",
