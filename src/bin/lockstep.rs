@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         passphrase: std::env::var("LOCKSTEP_SIGNING_KEY_PASSPHRASE")
             .ok()
             .map(Zeroizing::new),
+        clock: jiff::Timestamp::now,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

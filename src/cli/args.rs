@@ -1,6 +1,7 @@
 //! Command-line arguments (clap). Parsing only: turning them into settings, and checking
 //! what clap cannot, happens in the commands.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +32,8 @@ pub enum Command {
     Render(VerifyArgs),
     /// Make an OpenSSH ed25519 signing key and print the allowed_signers line that trusts it.
     Keygen(KeygenArgs),
+    /// Run the in-cluster reconciler: apply the verified commits that LockstepSyncs follow.
+    Controller(ControllerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,4 +114,44 @@ pub struct KeygenArgs {
     /// The principal for the printed allowed_signers line [default: the comment].
     #[arg(long, value_name = "NAME")]
     pub principal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch the LockstepSyncs of this namespace only [default: all namespaces].
+    #[arg(long, env = "LOCKSTEP_NAMESPACE", value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "LOCKSTEP_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR:PORT"
+    )]
+    pub metrics_address: SocketAddr,
+    /// Where fetched repositories are cached (bare Git repositories, one per sync and URL).
+    #[arg(
+        long,
+        env = "LOCKSTEP_CACHE_DIR",
+        default_value = "/tmp/lockstep-cache",
+        value_name = "DIR"
+    )]
+    pub cache_dir: PathBuf,
+    /// A kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This replica's name in Events [default: the host name].
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How the controller writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -31,6 +31,8 @@ pub struct Env {
     pub signing_key: Option<Zeroizing<String>>,
     /// `LOCKSTEP_SIGNING_KEY_PASSPHRASE`, for an encrypted key.
     pub passphrase: Option<Zeroizing<String>>,
+    /// The clock, for long-running commands (`controller`) that need the time again later.
+    pub clock: fn() -> Timestamp,
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -129,6 +131,18 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 principal,
             };
             Ok(commands::keygen::run(settings, printer)?)
+        }
+        Command::Controller(a) => {
+            let settings = commands::controller::ControllerSettings {
+                namespace: a.namespace,
+                metrics_address: a.metrics_address,
+                cache_dir: a.cache_dir,
+                kubeconfig: a.kubeconfig,
+                instance: a.instance,
+                json_logs: a.log_format == args::LogFormat::Json,
+                clock: env.clock,
+            };
+            Ok(commands::controller::run(settings).await?)
         }
     }
 }

@@ -1017,3 +1017,82 @@ fn a_force_pushed_branch_is_followed() {
         "the cache follows the remote, not its own history"
     );
 }
+
+// ------------------------------------------------------------------ the binary
+
+/// `GET path` on 127.0.0.1:`port`: (status line, body), or None when nothing listens yet.
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_binary_applies_and_serves_health_and_metrics() {
+    let repo = Repo::new();
+    let sync = Sync::new("binary", &repo).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = repo.tmp.path().join("controller.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--namespace", &sync.ns])
+        .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+        .arg("--cache-dir")
+        .arg(repo.tmp.path().join("controller-cache"))
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = sync.status().await;
+        if status.applied_generation == Some(1) && condition(&status, "Ready").0 == "True" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied by the binary: {status:#?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
+    assert_eq!(
+        http_get(port, "/healthz").unwrap(),
+        ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned())
+    );
+    let (ready, _) = http_get(port, "/readyz").unwrap();
+    assert_eq!(ready, "HTTP/1.1 200 OK");
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let generation = format!(
+        "lockstep_applied_generation{{namespace=\"{}\",name=\"app\"}} 1",
+        sync.ns
+    );
+    assert!(metrics.lines().any(|l| l == generation), "{metrics}");
+    assert!(
+        !metrics.contains("lockstep_reconciles_total{result=\"applied\"} 0"),
+        "{metrics}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "JSON logs: {first}"
+    );
+}

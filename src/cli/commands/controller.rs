@@ -1,0 +1,224 @@
+//! `lockstep controller`: the in-cluster reconciler, with `/healthz`, `/readyz` and
+//! `/metrics` (Prometheus text) on one address.
+//!
+//! The HTTP side is a few lines of HTTP/1.1 over tokio: three fixed GET endpoints do not
+//! need a web framework.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+use crate::cli::error::{CliError, Message};
+use crate::cluster::crd::GROUP;
+use crate::cluster::metrics::Metrics;
+use crate::cluster::reconcile::{self, Context};
+
+/// Validated settings of `lockstep controller`.
+pub struct ControllerSettings {
+    pub namespace: Option<String>,
+    pub metrics_address: SocketAddr,
+    pub cache_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub instance: Option<String>,
+    pub json_logs: bool,
+    pub clock: fn() -> Timestamp,
+}
+
+/// Run until SIGTERM or Ctrl-C.
+pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
+    install_logs(settings.json_logs);
+    let client = client(settings.kubeconfig.as_deref()).await?;
+    std::fs::create_dir_all(&settings.cache_dir).map_err(|e| {
+        CliError::usage(Message(format!(
+            "cannot create the cache directory {}: {e}",
+            settings.cache_dir.display()
+        )))
+    })?;
+    let listener = TcpListener::bind(settings.metrics_address)
+        .await
+        .map_err(|e| {
+            CliError::usage(Message(format!(
+                "cannot listen on {}: {e}",
+                settings.metrics_address
+            )))
+        })?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(serve(listener, metrics.clone(), ready.clone()));
+    tokio::spawn(watch_readiness(client.clone(), ready));
+
+    let clock = settings.clock;
+    let instance = settings.instance.or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+    });
+    let ctx = Arc::new(Context::new(
+        client,
+        settings.cache_dir,
+        Arc::new(clock),
+        metrics,
+        instance,
+    ));
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
+        address = %settings.metrics_address,
+        "lockstep controller started"
+    );
+    reconcile::run(ctx, settings.namespace.as_deref()).await;
+    tracing::info!("lockstep controller stopped");
+    Ok(())
+}
+
+fn install_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    // Err: a subscriber is already installed (a test running several commands); keep it.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| CliError::usage(e).hint(format!("--kubeconfig {}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(CliError::usage)?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            CliError::usage(e)
+                .hint("run in a Pod with a service account, or pass --kubeconfig / set KUBECONFIG")
+        })?,
+    };
+    Client::try_from(config).map_err(CliError::usage)
+}
+
+/// Ready while the API server answers and serves the LockstepSync kind (the CRD is
+/// installed); checked every few seconds.
+async fn watch_readiness(client: Client, ready: Arc<AtomicBool>) {
+    let gvk = GroupVersionKind::gvk(GROUP, "v1alpha1", "LockstepSync");
+    loop {
+        let ok = kube::discovery::pinned_kind(&client, &gvk).await.is_ok();
+        if ready.swap(ok, Ordering::SeqCst) != ok {
+            tracing::info!(ready = ok, "readiness changed");
+        }
+        tokio::time::sleep(Duration::from_secs(if ok { 10 } else { 2 })).await;
+    }
+}
+
+async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics, &ready))
+                .await;
+        });
+    }
+}
+
+/// Answer one request and close the connection.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = route(method, path, metrics, ready);
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if method != "HEAD" {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}
+
+fn route(
+    method: &str,
+    path: &str,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", TEXT, "GET only\n".into());
+    }
+    match path {
+        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/readyz" if ready.load(Ordering::SeqCst) => ("200 OK", TEXT, "ok\n".into()),
+        "/readyz" => (
+            "503 Service Unavailable",
+            TEXT,
+            "the API server is unreachable or does not serve lockstep.dev/v1alpha1 LockstepSync\n"
+                .into(),
+        ),
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        _ => ("404 Not Found", TEXT, "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let metrics = Metrics::default();
+        let ready = AtomicBool::new(false);
+        assert_eq!(route("GET", "/healthz", &metrics, &ready).0, "200 OK");
+        assert_eq!(
+            route("GET", "/readyz", &metrics, &ready).0,
+            "503 Service Unavailable"
+        );
+        ready.store(true, Ordering::SeqCst);
+        assert_eq!(route("GET", "/readyz", &metrics, &ready).0, "200 OK");
+        let (status, content_type, body) = route("GET", "/metrics", &metrics, &ready);
+        assert_eq!(
+            (status, content_type),
+            ("200 OK", "text/plain; version=0.0.4")
+        );
+        assert!(body.contains("lockstep_reconciles_total{result=\"applied\"} 0"));
+        assert_eq!(route("GET", "/nope", &metrics, &ready).0, "404 Not Found");
+        assert_eq!(
+            route("POST", "/metrics", &metrics, &ready).0,
+            "405 Method Not Allowed"
+        );
+    }
+}
