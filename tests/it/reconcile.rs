@@ -1096,3 +1096,72 @@ async fn the_controller_binary_applies_and_serves_health_and_metrics() {
         "JSON logs: {first}"
     );
 }
+
+/// Not a timed test: prints how long passes over 1000 objects take and the controller's
+/// memory (`cargo test --test it -- --ignored bench_reconcile --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly"]
+async fn bench_reconcile_1000_objects() {
+    let repo = Repo::new();
+    let mut maps = String::new();
+    for i in 0..999 {
+        maps.push_str(&format!("---\n{}", config_map(&format!("cm-{i:04}"), "v")));
+    }
+    repo.write("maps.yaml", &maps);
+    repo.remove("config.yaml");
+    repo.remove("extra.yaml");
+    repo.lock_commit();
+    let sync = Sync::new("bench", &repo).await;
+    let timed = |label: &'static str| {
+        let sync = &sync;
+        async move {
+            let started = Instant::now();
+            let status = sync.pass().await;
+            eprintln!("{label}: {:?}", started.elapsed());
+            status
+        }
+    };
+    let status = timed("first pass (1000 objects created)").await;
+    assert_eq!(status.inventory.len(), 1000, "{:#?}", status.conditions);
+    for _ in 0..3 {
+        let status = timed("no-op pass (1000 objects unchanged)").await;
+        assert!(condition(&status, "Applied").2.contains("1000 unchanged"));
+    }
+
+    // The binary's memory once it has applied the same 1000 objects.
+    let log = repo.tmp.path().join("controller.log");
+    let sync2 = Sync::new("bench-rss", &repo).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--namespace", &sync2.ns, "--metrics-address", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(repo.tmp.path().join("controller-cache"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = sync2.status().await;
+        if status.inventory.len() == 1000 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "binary: created → 1000 objects applied: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    for line in proc_status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+    {
+        eprintln!("controller (debug build) {line}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
