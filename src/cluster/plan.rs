@@ -306,6 +306,11 @@ impl VerifiedObjects {
         &self.lock
     }
 
+    /// The trusted principals that signed the lockfile, sorted.
+    pub fn signers(&self) -> &[String] {
+        &self.signers
+    }
+
     /// The kinds whose scope only the cluster can tell: every kind used, except those the
     /// commit's own CRDs define.
     pub fn kinds_to_discover(&self) -> BTreeSet<TypeKey> {

@@ -690,13 +690,19 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             .unwrap_or_else(|| id.namespace.clone()),
         environment: spec.environment.clone(),
     };
+    let verified_signers = objects.signers().to_vec();
     let plan = objects.plan(&settings, &discovered.scopes()).map_err(|e| {
         let (step, reason) = plan_reason(&e);
-        at_commit(refuse(
+        let mut refusal = at_commit(refuse(
             step,
             reason,
             format!("commit {}: {e}", short(&commit)),
-        ))
+        ));
+        if step == FailedStep::Plan {
+            // Verified, but not applicable (a kind the cluster does not serve, say).
+            refusal.verified = Some((lock.clone(), verified_signers.clone()));
+        }
+        refusal
     })?;
     let signers = plan.signers().to_vec();
 
@@ -1160,6 +1166,30 @@ mod tests {
         assert_eq!(condition(&status, "Applied").status, "False");
         assert_eq!(condition(&status, "Applied").reason, "ApplyFailed");
         assert_eq!(status.applied_generation, Some(1));
+    }
+
+    #[test]
+    fn a_verified_commit_that_cannot_be_planned_is_verified_but_not_applied() {
+        let refusal = PassOutcome::Refused(Refusal {
+            step: FailedStep::Plan,
+            reason: "UnknownKind",
+            message: "commit c1: w.yaml: Widget w: the cluster serves no example.com/v1 Widget"
+                .into(),
+            commit: Some("c1".into()),
+            transient: false,
+            verified: Some((lock(1), vec!["ci@example.com".into()])),
+            touched: vec![],
+        });
+        let status = next_status(&LockstepSyncStatus::default(), Some(1), &refusal, at(1));
+        assert_eq!(condition(&status, "Verified").status, "True");
+        let applied = condition(&status, "Applied");
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("False", "UnknownKind")
+        );
+        assert!(applied.message.contains("w.yaml"));
+        assert_eq!(status.applied_commit, None);
+        assert!(status.inventory.is_empty());
     }
 
     #[test]
