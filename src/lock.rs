@@ -228,10 +228,9 @@ mod tests {
         assert!(!pinned_by_lockstep(u, None));
         let targets = resolution_targets(std::slice::from_ref(u), None);
         let by_digest = ImageRef::parse(&format!("r.example/app@{mine}")).unwrap();
-        assert_eq!(
-            targets,
-            vec![ImageRef::parse("r.example/app:1.0").unwrap(), by_digest]
-        );
+        assert_eq!(targets.len(), 2);
+        assert!(targets.contains(&ImageRef::parse("r.example/app:1.0").unwrap()));
+        assert!(targets.contains(&by_digest));
     }
 
     #[test]
