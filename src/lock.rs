@@ -182,3 +182,63 @@ pub fn next_lockfile(
         _ => Ok(LockDecision::New(lock)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockfile::ManifestBinding;
+    use crate::manifest::config::ScanConfig;
+    use crate::manifest::scan::scan_file;
+
+    fn uses(image: &str) -> Vec<ImageUse> {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {image}\n"
+        );
+        scan_file("pod.yaml", yaml.as_bytes(), &ScanConfig::default())
+            .unwrap()
+            .uses
+    }
+
+    fn lock_pinning(written: &str, digest: &Digest) -> Lockfile {
+        let pinned = uses(&crate::model::pin_written(written, digest));
+        let binding = ManifestBinding::compute([("pod.yaml", &b""[..])]);
+        Lockfile::build(1, Timestamp::UNIX_EPOCH, binding, &pinned, &BTreeMap::new())
+    }
+
+    /// Regression: after the first lock every image carries `tag@digest`, and the second lock
+    /// kept those digests as if the author had written them, so a re-pushed tag was never
+    /// picked up. A pin the previous lockfile recorded is lockstep's and follows its tag.
+    #[test]
+    fn regression_pins_lockstep_wrote_follow_their_tag() {
+        let old = Digest::of(b"old");
+        let previous = lock_pinning("r.example/app:1.0", &old);
+        let u = &uses(&format!("r.example/app:1.0@{old}"))[0];
+        assert!(pinned_by_lockstep(u, Some(&previous)));
+        // Only the tag is asked about: a no-op lock costs one request per tag.
+        let targets = resolution_targets(std::slice::from_ref(u), Some(&previous));
+        assert_eq!(targets, vec![ImageRef::parse("r.example/app:1.0").unwrap()]);
+    }
+
+    #[test]
+    fn a_digest_the_author_wrote_is_kept_and_confirmed() {
+        let mine = Digest::of(b"chosen by hand");
+        let previous = lock_pinning("r.example/app:1.0", &Digest::of(b"something else"));
+        let u = &uses(&format!("r.example/app:1.0@{mine}"))[0];
+        assert!(!pinned_by_lockstep(u, Some(&previous)));
+        assert!(!pinned_by_lockstep(u, None));
+        let targets = resolution_targets(std::slice::from_ref(u), None);
+        let by_digest = ImageRef::parse(&format!("r.example/app@{mine}")).unwrap();
+        assert_eq!(targets.len(), 2);
+        assert!(targets.contains(&ImageRef::parse("r.example/app:1.0").unwrap()));
+        assert!(targets.contains(&by_digest));
+    }
+
+    #[test]
+    fn digest_only_references_are_never_re_pinned() {
+        let d = Digest::of(b"x");
+        let written = format!("r.example/app@{d}");
+        let previous = lock_pinning(&written, &d);
+        let u = &uses(&written)[0];
+        assert!(!pinned_by_lockstep(u, Some(&previous)), "no tag to follow");
+    }
+}

@@ -134,7 +134,7 @@ pub enum ScanError {
         column: usize,
         field: &'static str,
     },
-    #[error("{file}:{line}:{column}: {object} {container}: invalid image reference")]
+    #[error("{file}:{line}:{column}: {object} {container}")]
     InvalidReference {
         file: String,
         line: usize,

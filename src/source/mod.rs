@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 
 pub use fs::SourceError;
 
-/// The configuration file, at the top of the manifests directory.
-pub const CONFIG_FILE: &str = "lockstep.toml";
+/// The configuration file, at the top of the manifests directory (named by the scanner
+/// that reads it).
+pub use crate::manifest::config::CONFIG_FILE;
 /// The lockfile, at the top of the manifests directory.
-pub const LOCKFILE: &str = "lockstep.lock";
+pub const LOCKFILE: &str = crate::lockfile::FILE_NAME;
 const SIGNATURE_PREFIX: &str = "lockstep.lock.";
 const SIGNATURE_SUFFIX: &str = ".sig";
 
