@@ -10,3 +10,4 @@ pub mod health;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod wait;
