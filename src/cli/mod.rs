@@ -144,6 +144,33 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             };
             Ok(commands::controller::run(settings).await?)
         }
+        Command::Wait(a) => {
+            let rev = crate::cluster::wait::WantedCommit::parse(&a.rev).map_err(CliError::usage)?;
+            let timeout = a
+                .timeout
+                .parse::<kube::core::Duration>()
+                .map_err(|e| {
+                    CliError::usage(Message(format!(
+                        "--timeout {:?} is not a duration: {e}",
+                        a.timeout
+                    )))
+                    .hint("e.g. --timeout 90s or --timeout 5m")
+                })?
+                .into();
+            let settings = commands::wait::WaitSettings {
+                name: a.name,
+                namespace: a.namespace,
+                rev,
+                timeout,
+                kubeconfig: a.kubeconfig,
+            };
+            commands::wait::run(settings, printer)
+                .await
+                .map_err(|error| Failure {
+                    json_printed: error.class == error::Class::Check,
+                    error,
+                })
+        }
     }
 }
 

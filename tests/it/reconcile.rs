@@ -914,6 +914,110 @@ async fn the_controller_loop_applies_on_creation_and_on_request() {
     controller.abort();
 }
 
+// ------------------------------------------------------------------ lockstep wait
+
+/// `lockstep wait NAME --rev REV --json` against the shared control plane, started in the
+/// background; `finish` collects its exit code and JSON.
+struct WaitRun(std::process::Child);
+
+impl WaitRun {
+    fn start(sync: &Sync, rev: &str, timeout: &str) -> WaitRun {
+        let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["wait", "app", "--rev", rev, "--namespace", &sync.ns])
+            .args(["--timeout", timeout, "--json", "--kubeconfig"])
+            .arg(&control_plane().kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        WaitRun(child)
+    }
+
+    async fn finish(self) -> (i32, serde_json::Value, String) {
+        let out = tokio::task::spawn_blocking(move || self.0.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (code(&out), json, stderr(&out))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_succeeds_for_a_good_commit_and_fails_for_a_tampered_one_or_a_timeout() {
+    let repo = Repo::new();
+    let sync = Sync::new("wait", &repo).await;
+    let good = repo.head();
+
+    // No pass yet: a short timeout fails and says what state the sync was in.
+    let started = Instant::now();
+    let (exit, json, err) = WaitRun::start(&sync, &good[..8], "2s").finish().await;
+    assert_eq!(exit, 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(json["reason"], "Timeout", "{json}");
+    assert!(
+        err.contains("timed out after 2s waiting for commit")
+            && err.contains("no status yet: the controller has not looked at it"),
+        "{err}"
+    );
+
+    // Started before the pass: it learns from the watch.
+    let waiting = WaitRun::start(&sync, &good[..8], "90s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.pass_until_ready().await;
+    let (exit, json, err) = waiting.finish().await;
+    assert_eq!(exit, 0, "{err}\n{json}");
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["commit"], good.as_str());
+    assert_eq!(json["generation"], 1);
+    assert_eq!(json["signers"], json!(["ci@example.com"]));
+    assert!(
+        json["health"].as_str().unwrap().contains("current"),
+        "{json}"
+    );
+
+    // A tampered commit: refused, exit 1 with the reason and the file.
+    let scaled = std::fs::read_to_string(repo.dir.join("app.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 9");
+    repo.write("app.yaml", &scaled);
+    let tampered = repo.commit_all("scale up without locking");
+    let waiting = WaitRun::start(&sync, &tampered, "90s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.pass().await;
+    let (exit, json, err) = waiting.finish().await;
+    assert_eq!(exit, 1, "{err}\n{json}");
+    assert_eq!(json["reason"], "BindingMismatch", "{json}");
+    assert_eq!(json["commit"], tampered.as_str());
+    assert!(
+        err.contains(&format!("commit {tampered} was refused (BindingMismatch)")),
+        "{err}"
+    );
+    // The good commit is still the one applied and healthy.
+    let (exit, json, err) = WaitRun::start(&sync, &good, "5s").finish().await;
+    assert_eq!((exit, &json["ok"]), (0, &json!(true)), "{err}");
+
+    // Usage and environment: no such LockstepSync → exit 2.
+    let out = run(
+        &[
+            "wait",
+            "nope",
+            "--rev",
+            &good,
+            "--namespace",
+            &sync.ns,
+            "--kubeconfig",
+            control_plane().kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("there is no LockstepSync {}/nope", sync.ns)),
+        "{}",
+        stderr(&out)
+    );
+}
+
 // ------------------------------------------------------------------ the Git edge
 
 /// A repository with two commits on `main`, an annotated tag on the first, and a commit on

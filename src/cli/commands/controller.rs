@@ -94,7 +94,7 @@ fn install_logs(json: bool) {
     };
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, CliError> {
+pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, CliError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
