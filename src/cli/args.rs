@@ -150,6 +150,20 @@ pub struct ControllerArgs {
     /// Log format on stderr (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Reconcile only while holding a coordination.k8s.io Lease, so that replicas never
+    /// apply at the same time.
+    #[arg(long, env = "LOCKSTEP_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// The Lease's name (with --leader-election).
+    #[arg(long, default_value = "lockstep-controller", value_name = "NAME")]
+    pub lease_name: String,
+    /// The Lease's namespace [default: --namespace, $POD_NAMESPACE, or the kubeconfig's].
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAME")]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease stays valid without renewal; the holder renews every fifth of it
+    /// (Go duration).
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    pub lease_duration: String,
 }
 
 #[derive(Debug, Args)]
