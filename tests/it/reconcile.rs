@@ -1201,6 +1201,146 @@ async fn the_controller_binary_applies_and_serves_health_and_metrics() {
     );
 }
 
+/// `lockstep controller --leader-election` with a short Lease, as replica `instance`.
+fn elected_controller(sync: &Sync, repo: &Repo, instance: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--namespace", &sync.ns])
+        .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+        .arg("--cache-dir")
+        .arg(repo.tmp.path().join(format!("cache-{instance}")))
+        .args(["--instance", instance, "--leader-election"])
+        .args(["--lease-name", "lockstep", "--lease-duration", "3s"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(repo.tmp.path().join(format!("{instance}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// The value of an unlabelled metric, or of `lockstep_reconciles_total` summed over results.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    let values = body
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    Some(values.sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_elected_controllers_one_reconciles_and_the_other_takes_over_when_it_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let repo = Repo::new();
+    let sync = Sync::new("lease", &repo).await;
+    let leases: Api<Lease> = Api::namespaced(sync.client.clone(), &sync.ns);
+    let (a, port_a) = elected_controller(&sync, &repo, "replica-a");
+    let (b, port_b) = elected_controller(&sync, &repo, "replica-b");
+    let mut children = [("replica-a", a, port_a), ("replica-b", b, port_b)];
+
+    // Exactly one holds the Lease and applies.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = sync.status().await;
+        if status.applied_generation == Some(1) && condition(&status, "Ready").0 == "True" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not applied: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = leases.get("lockstep").await.unwrap().spec.unwrap();
+    let holder = holder.holder_identity.unwrap();
+    let leader = children
+        .iter()
+        .position(|(name, ..)| holder.starts_with(&format!("{name}_")))
+        .unwrap_or_else(|| panic!("holder {holder:?} is neither replica"));
+    let follower = 1 - leader;
+    let (leader_port, follower_port) = (children[leader].2, children[follower].2);
+    // Let a few renewals pass: the follower must stay a follower.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(leader_port, "lockstep_leader"), Some(1));
+    assert_eq!(metric(follower_port, "lockstep_leader"), Some(0));
+    assert!(metric(leader_port, "lockstep_reconciles_total{").unwrap() >= 1);
+    assert_eq!(
+        metric(follower_port, "lockstep_reconciles_total{"),
+        Some(0),
+        "the follower reconciled"
+    );
+    assert_eq!(
+        leases
+            .get("lockstep")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity,
+        Some(holder.clone())
+    );
+
+    // Kill the leader (no release: a crash); the follower takes over within the duration.
+    children[leader].1.kill().unwrap();
+    children[leader].1.wait().unwrap();
+    let killed = Instant::now();
+    let new_holder = loop {
+        let spec = leases.get("lockstep").await.unwrap().spec.unwrap();
+        let h = spec.holder_identity.unwrap_or_default();
+        if h != holder && !h.is_empty() {
+            break h;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no takeover after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let takeover = killed.elapsed();
+    eprintln!("takeover after the holder was killed: {takeover:?} (lease duration 3 s)");
+    assert!(new_holder.starts_with(&format!("{}_", children[follower].0)));
+    // The Lease was last renewed at most 0.6 s before the kill; the follower needs 3 s of
+    // an unchanged record, seen at its 0.6 s polls.
+    assert!(takeover < Duration::from_secs(6), "{takeover:?}");
+
+    // The new leader reconciles: a new commit, requested, gets applied.
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let second = repo.lock_commit();
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "lease"}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = sync.status().await;
+        if status.applied_commit.as_deref() == Some(second.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied by the new leader: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(follower_port, "lockstep_leader"), Some(1));
+    assert!(metric(follower_port, "lockstep_reconciles_total{").unwrap() >= 1);
+
+    // A graceful stop releases the Lease.
+    let pid = children[follower].1.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    children[follower].1.wait().unwrap();
+    let spec = leases.get("lockstep").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity, None, "released on SIGTERM");
+}
+
 /// Not a timed test: prints how long passes over 1000 objects take and the controller's
 /// memory (`cargo test --test it -- --ignored bench_reconcile --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
