@@ -265,7 +265,11 @@ impl Sync {
     /// A namespace named after the test, the trust ConfigMap, and a LockstepSync `app`
     /// following `repo`'s `main` branch, `deploy/`.
     async fn new(test: &str, repo: &Repo) -> Sync {
-        let client = client().await;
+        Sync::on(client().await, test, repo).await
+    }
+
+    /// As [`Sync::new`], on the control plane `client` talks to.
+    async fn on(client: Client, test: &str, repo: &Repo) -> Sync {
         install_crd(&client).await;
         let ns = format!("t-{test}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -912,6 +916,139 @@ async fn the_controller_loop_applies_on_creation_and_on_request() {
     eprintln!("requested → Ready (generation 2): {:?}", started.elapsed());
     assert_eq!(status.applied_commit.as_deref(), Some(second.as_str()));
     controller.abort();
+}
+
+// ------------------------------------------------------------------ an API server outage
+
+/// Runs `scripts/cluster ARGS…`, panicking with its stderr when it fails.
+fn cluster(args: &[&Path]) {
+    let out = Command::new(cluster_script())
+        .args(args)
+        .env("LOCKSTEP_CLUSTER_WATCH_PID", std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/cluster {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The apiserver is killed while a pass applies 600 objects. This test starts its OWN
+/// control plane: the shared one serves the other tests running in parallel, which an
+/// outage would fail at random (serializing every cluster test behind it would cost more
+/// than the ~6 s and ~550 MiB of a second control plane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_outage_mid_pass_is_a_transient_failure_and_the_next_pass_converges() {
+    const MANY: usize = 600;
+    let plane = tempfile::Builder::new()
+        .prefix("lockstep-outage-")
+        .tempdir()
+        .unwrap();
+    let dir = plane.path();
+    tokio::task::block_in_place(|| cluster(&[Path::new("start"), dir]));
+    lockstep::resolve::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+
+    let repo = Repo::new();
+    let sync = Sync::on(client.clone(), "outage", &repo).await;
+    let first = sync.pass_until_ready().await;
+    assert_eq!(first.applied_generation, Some(1));
+
+    // Generation 2: 600 more ConfigMaps, and `extra` dropped (to be pruned, later).
+    let many: String = (0..MANY)
+        .map(|i| format!("---\n{}", config_map(&format!("many-{i}"), "v")))
+        .collect();
+    repo.write("many.yaml", &many);
+    repo.remove("extra.yaml");
+    let second = repo.lock_commit();
+
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &sync.ns);
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "outage"}}})),
+        )
+        .await
+        .unwrap();
+    let to_pass = sync.api.get("app").await.unwrap();
+    let ctx = sync.ctx.clone();
+    let pass = tokio::spawn(reconcile::reconcile(Arc::new(to_pass), ctx));
+    // Mid-pass: once the apply has begun, take the apiserver down (SIGTERM, SIGKILL after 2 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maps.get_opt("many-0").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the apply never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| cluster(&[Path::new("down"), dir, Path::new("kube-apiserver")]));
+    let result = tokio::time::timeout(Duration::from_secs(120), pass)
+        .await
+        .expect("the pass hangs on a dead apiserver")
+        .unwrap();
+    let error = result.expect_err("a pass that lost the apiserver must fail");
+    eprintln!("interrupted pass: {error}");
+    assert!(
+        ["ApplyFailed", "ClusterUnavailable", "StatusNotWritten"].contains(&error.reason),
+        "{error}"
+    );
+    assert!(
+        sync.ctx
+            .metrics
+            .render()
+            .contains("lockstep_reconciles_total{result=\"failed\"} 1"),
+        "counted as a transient failure"
+    );
+
+    tokio::task::block_in_place(|| cluster(&[Path::new("up"), dir, Path::new("kube-apiserver")]));
+    // Partial, and nothing wrong: some of the 600 were applied, nothing was pruned (prune
+    // runs only after every apply succeeded), the status still names generation 1.
+    let applied_before = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|m| {
+            m.metadata
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("many-")
+        })
+        .count();
+    eprintln!("ConfigMaps applied before the outage: {applied_before} of {MANY}");
+    assert!(
+        (1..MANY).contains(&applied_before),
+        "the outage did not fall mid-apply ({applied_before} of {MANY})"
+    );
+    assert!(
+        sync.config_map("extra").await.is_some(),
+        "pruned after a failed pass"
+    );
+    let status = sync.status().await;
+    assert_eq!(status.applied_generation, Some(1));
+    assert_eq!(status.applied_commit, first.applied_commit);
+
+    // The next pass converges.
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(status.applied_generation, Some(2));
+    assert_eq!(status.inventory.len(), MANY + 2);
+    assert!(
+        sync.config_map("extra").await.is_none(),
+        "extra is pruned now"
+    );
+    assert!(
+        sync.config_map(&format!("many-{}", MANY - 1))
+            .await
+            .is_some()
+    );
+    tokio::task::block_in_place(|| cluster(&[Path::new("stop"), dir]));
 }
 
 // ------------------------------------------------------------------ lockstep wait
