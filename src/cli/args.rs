@@ -34,6 +34,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Run the in-cluster reconciler: apply the verified commits that LockstepSyncs follow.
     Controller(ControllerArgs),
+    /// Wait until a LockstepSync has applied a commit and it is healthy (for CI): exit 0 when
+    /// it is, 1 when it was refused, is unhealthy or the timeout passed, 2 on usage errors.
+    Wait(WaitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +150,39 @@ pub struct ControllerArgs {
     /// Log format on stderr (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Reconcile only while holding a coordination.k8s.io Lease, so that replicas never
+    /// apply at the same time.
+    #[arg(long, env = "LOCKSTEP_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// The Lease's name (with --leader-election).
+    #[arg(long, default_value = "lockstep-controller", value_name = "NAME")]
+    pub lease_name: String,
+    /// The Lease's namespace [default: --namespace, $POD_NAMESPACE, or the kubeconfig's].
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAME")]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease stays valid without renewal; the holder renews every fifth of it
+    /// (Go duration).
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    pub lease_duration: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The LockstepSync's name.
+    pub name: String,
+    /// The commit to wait for: its full id or a prefix of at least 7 hex digits.
+    #[arg(long, value_name = "COMMIT")]
+    pub rev: String,
+    /// The LockstepSync's namespace [default: the kubeconfig's namespace].
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Give up after this long (Go duration: 90s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+    /// A kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// How the controller writes its logs.

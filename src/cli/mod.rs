@@ -133,7 +133,33 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             Ok(commands::keygen::run(settings, printer)?)
         }
         Command::Controller(a) => {
+            let leader_election = if a.leader_election {
+                let duration: Duration = a
+                    .lease_duration
+                    .parse::<kube::core::Duration>()
+                    .map_err(|e| {
+                        CliError::usage(Message(format!(
+                            "--lease-duration {:?} is not a duration: {e}",
+                            a.lease_duration
+                        )))
+                    })?
+                    .into();
+                if duration < Duration::from_secs(1) {
+                    return Err(CliError::usage(Message(
+                        "--lease-duration must be at least 1s".into(),
+                    ))
+                    .into());
+                }
+                Some(commands::controller::LeaderElection {
+                    lease_name: a.lease_name,
+                    lease_namespace: a.lease_namespace,
+                    duration,
+                })
+            } else {
+                None
+            };
             let settings = commands::controller::ControllerSettings {
+                leader_election,
                 namespace: a.namespace,
                 metrics_address: a.metrics_address,
                 cache_dir: a.cache_dir,
@@ -143,6 +169,33 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 clock: env.clock,
             };
             Ok(commands::controller::run(settings).await?)
+        }
+        Command::Wait(a) => {
+            let rev = crate::cluster::wait::WantedCommit::parse(&a.rev).map_err(CliError::usage)?;
+            let timeout = a
+                .timeout
+                .parse::<kube::core::Duration>()
+                .map_err(|e| {
+                    CliError::usage(Message(format!(
+                        "--timeout {:?} is not a duration: {e}",
+                        a.timeout
+                    )))
+                    .hint("e.g. --timeout 90s or --timeout 5m")
+                })?
+                .into();
+            let settings = commands::wait::WaitSettings {
+                name: a.name,
+                namespace: a.namespace,
+                rev,
+                timeout,
+                kubeconfig: a.kubeconfig,
+            };
+            commands::wait::run(settings, printer)
+                .await
+                .map_err(|error| Failure {
+                    json_printed: error.class == error::Class::Check,
+                    error,
+                })
         }
     }
 }

@@ -41,6 +41,7 @@ struct Counters {
     duration_sum: f64,
     duration_count: u64,
     duration_buckets: [u64; BUCKETS.len()],
+    leader: Option<bool>,
 }
 
 /// Upper bounds (seconds) of the pass-duration histogram.
@@ -98,6 +99,11 @@ impl Metrics {
         self.with(|c| {
             c.applied_generation.insert(sync.clone(), generation);
         });
+    }
+
+    /// Record whether this replica holds the leader Lease (with leader election on).
+    pub fn leader(&self, leading: bool) {
+        self.with(|c| c.leader = Some(leading));
     }
 
     /// Forget a deleted sync's gauges.
@@ -176,6 +182,13 @@ impl Metrics {
                     "lockstep_applied_generation{{namespace=\"{}\",name=\"{}\"}} {generation}",
                     escape(&sync.namespace),
                     escape(&sync.name)
+                );
+            }
+            if let Some(leading) = c.leader {
+                let _ = writeln!(
+                    out,
+                    "# HELP lockstep_leader 1 while this replica holds the leader Lease and reconciles.\n# TYPE lockstep_leader gauge\nlockstep_leader {}",
+                    u8::from(leading)
                 );
             }
             out

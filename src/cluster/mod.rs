@@ -7,6 +7,8 @@
 pub mod apply;
 pub mod crd;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod wait;

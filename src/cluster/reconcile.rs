@@ -107,6 +107,12 @@ impl Context {
         }
     }
 
+    /// Forget when passes are due, so that every sync gets a pass at once (a replica that
+    /// has just become the leader must not trust what it planned while it was not).
+    pub fn forget_schedule(&self) {
+        self.schedule().clear();
+    }
+
     fn schedule(&self) -> std::sync::MutexGuard<'_, HashMap<SyncId, Scheduled>> {
         self.schedule
             .lock()

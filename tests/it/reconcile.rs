@@ -265,7 +265,11 @@ impl Sync {
     /// A namespace named after the test, the trust ConfigMap, and a LockstepSync `app`
     /// following `repo`'s `main` branch, `deploy/`.
     async fn new(test: &str, repo: &Repo) -> Sync {
-        let client = client().await;
+        Sync::on(client().await, test, repo).await
+    }
+
+    /// As [`Sync::new`], on the control plane `client` talks to.
+    async fn on(client: Client, test: &str, repo: &Repo) -> Sync {
         install_crd(&client).await;
         let ns = format!("t-{test}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -914,6 +918,243 @@ async fn the_controller_loop_applies_on_creation_and_on_request() {
     controller.abort();
 }
 
+// ------------------------------------------------------------------ an API server outage
+
+/// Runs `scripts/cluster ARGS…`, panicking with its stderr when it fails.
+fn cluster(args: &[&Path]) {
+    let out = Command::new(cluster_script())
+        .args(args)
+        .env("LOCKSTEP_CLUSTER_WATCH_PID", std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/cluster {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The apiserver is killed while a pass applies 600 objects. This test starts its OWN
+/// control plane: the shared one serves the other tests running in parallel, which an
+/// outage would fail at random (serializing every cluster test behind it would cost more
+/// than the ~6 s and ~550 MiB of a second control plane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_outage_mid_pass_is_a_transient_failure_and_the_next_pass_converges() {
+    const MANY: usize = 600;
+    let plane = tempfile::Builder::new()
+        .prefix("lockstep-outage-")
+        .tempdir()
+        .unwrap();
+    let dir = plane.path();
+    tokio::task::block_in_place(|| cluster(&[Path::new("start"), dir]));
+    lockstep::resolve::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+
+    let repo = Repo::new();
+    let sync = Sync::on(client.clone(), "outage", &repo).await;
+    let first = sync.pass_until_ready().await;
+    assert_eq!(first.applied_generation, Some(1));
+
+    // Generation 2: 600 more ConfigMaps, and `extra` dropped (to be pruned, later).
+    let many: String = (0..MANY)
+        .map(|i| format!("---\n{}", config_map(&format!("many-{i}"), "v")))
+        .collect();
+    repo.write("many.yaml", &many);
+    repo.remove("extra.yaml");
+    let second = repo.lock_commit();
+
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &sync.ns);
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "outage"}}})),
+        )
+        .await
+        .unwrap();
+    let to_pass = sync.api.get("app").await.unwrap();
+    let ctx = sync.ctx.clone();
+    let pass = tokio::spawn(reconcile::reconcile(Arc::new(to_pass), ctx));
+    // Mid-pass: once the apply has begun, take the apiserver down (SIGTERM, SIGKILL after 2 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maps.get_opt("many-0").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the apply never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| cluster(&[Path::new("down"), dir, Path::new("kube-apiserver")]));
+    let result = tokio::time::timeout(Duration::from_secs(120), pass)
+        .await
+        .expect("the pass hangs on a dead apiserver")
+        .unwrap();
+    let error = result.expect_err("a pass that lost the apiserver must fail");
+    eprintln!("interrupted pass: {error}");
+    assert!(
+        ["ApplyFailed", "ClusterUnavailable", "StatusNotWritten"].contains(&error.reason),
+        "{error}"
+    );
+    assert!(
+        sync.ctx
+            .metrics
+            .render()
+            .contains("lockstep_reconciles_total{result=\"failed\"} 1"),
+        "counted as a transient failure"
+    );
+
+    tokio::task::block_in_place(|| cluster(&[Path::new("up"), dir, Path::new("kube-apiserver")]));
+    // Partial, and nothing wrong: some of the 600 were applied, nothing was pruned (prune
+    // runs only after every apply succeeded), the status still names generation 1.
+    let applied_before = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|m| {
+            m.metadata
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("many-")
+        })
+        .count();
+    eprintln!("ConfigMaps applied before the outage: {applied_before} of {MANY}");
+    assert!(
+        (1..MANY).contains(&applied_before),
+        "the outage did not fall mid-apply ({applied_before} of {MANY})"
+    );
+    assert!(
+        sync.config_map("extra").await.is_some(),
+        "pruned after a failed pass"
+    );
+    let status = sync.status().await;
+    assert_eq!(status.applied_generation, Some(1));
+    assert_eq!(status.applied_commit, first.applied_commit);
+
+    // The next pass converges.
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(status.applied_generation, Some(2));
+    assert_eq!(status.inventory.len(), MANY + 2);
+    assert!(
+        sync.config_map("extra").await.is_none(),
+        "extra is pruned now"
+    );
+    assert!(
+        sync.config_map(&format!("many-{}", MANY - 1))
+            .await
+            .is_some()
+    );
+    tokio::task::block_in_place(|| cluster(&[Path::new("stop"), dir]));
+}
+
+// ------------------------------------------------------------------ lockstep wait
+
+/// `lockstep wait NAME --rev REV --json` against the shared control plane, started in the
+/// background; `finish` collects its exit code and JSON.
+struct WaitRun(std::process::Child);
+
+impl WaitRun {
+    fn start(sync: &Sync, rev: &str, timeout: &str) -> WaitRun {
+        let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["wait", "app", "--rev", rev, "--namespace", &sync.ns])
+            .args(["--timeout", timeout, "--json", "--kubeconfig"])
+            .arg(&control_plane().kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        WaitRun(child)
+    }
+
+    async fn finish(self) -> (i32, serde_json::Value, String) {
+        let out = tokio::task::spawn_blocking(move || self.0.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (code(&out), json, stderr(&out))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_succeeds_for_a_good_commit_and_fails_for_a_tampered_one_or_a_timeout() {
+    let repo = Repo::new();
+    let sync = Sync::new("wait", &repo).await;
+    let good = repo.head();
+
+    // No pass yet: a short timeout fails and says what state the sync was in.
+    let started = Instant::now();
+    let (exit, json, err) = WaitRun::start(&sync, &good[..8], "2s").finish().await;
+    assert_eq!(exit, 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(json["reason"], "Timeout", "{json}");
+    assert!(
+        err.contains("timed out after 2s waiting for commit")
+            && err.contains("no status yet: the controller has not looked at it"),
+        "{err}"
+    );
+
+    // Started before the pass: it learns from the watch.
+    let waiting = WaitRun::start(&sync, &good[..8], "90s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.pass_until_ready().await;
+    let (exit, json, err) = waiting.finish().await;
+    assert_eq!(exit, 0, "{err}\n{json}");
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["commit"], good.as_str());
+    assert_eq!(json["generation"], 1);
+    assert_eq!(json["signers"], json!(["ci@example.com"]));
+    assert!(
+        json["health"].as_str().unwrap().contains("current"),
+        "{json}"
+    );
+
+    // A tampered commit: refused, exit 1 with the reason and the file.
+    let scaled = std::fs::read_to_string(repo.dir.join("app.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 9");
+    repo.write("app.yaml", &scaled);
+    let tampered = repo.commit_all("scale up without locking");
+    let waiting = WaitRun::start(&sync, &tampered, "90s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.pass().await;
+    let (exit, json, err) = waiting.finish().await;
+    assert_eq!(exit, 1, "{err}\n{json}");
+    assert_eq!(json["reason"], "BindingMismatch", "{json}");
+    assert_eq!(json["commit"], tampered.as_str());
+    assert!(
+        err.contains(&format!("commit {tampered} was refused (BindingMismatch)")),
+        "{err}"
+    );
+    // The good commit is still the one applied and healthy.
+    let (exit, json, err) = WaitRun::start(&sync, &good, "5s").finish().await;
+    assert_eq!((exit, &json["ok"]), (0, &json!(true)), "{err}");
+
+    // Usage and environment: no such LockstepSync → exit 2.
+    let out = run(
+        &[
+            "wait",
+            "nope",
+            "--rev",
+            &good,
+            "--namespace",
+            &sync.ns,
+            "--kubeconfig",
+            control_plane().kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("there is no LockstepSync {}/nope", sync.ns)),
+        "{}",
+        stderr(&out)
+    );
+}
+
 // ------------------------------------------------------------------ the Git edge
 
 /// A repository with two commits on `main`, an annotated tag on the first, and a commit on
@@ -1095,6 +1336,146 @@ async fn the_controller_binary_applies_and_serves_health_and_metrics() {
         serde_json::from_str::<serde_json::Value>(first).is_ok(),
         "JSON logs: {first}"
     );
+}
+
+/// `lockstep controller --leader-election` with a short Lease, as replica `instance`.
+fn elected_controller(sync: &Sync, repo: &Repo, instance: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--namespace", &sync.ns])
+        .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+        .arg("--cache-dir")
+        .arg(repo.tmp.path().join(format!("cache-{instance}")))
+        .args(["--instance", instance, "--leader-election"])
+        .args(["--lease-name", "lockstep", "--lease-duration", "3s"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(repo.tmp.path().join(format!("{instance}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// The value of an unlabelled metric, or of `lockstep_reconciles_total` summed over results.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    let values = body
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    Some(values.sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_elected_controllers_one_reconciles_and_the_other_takes_over_when_it_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let repo = Repo::new();
+    let sync = Sync::new("lease", &repo).await;
+    let leases: Api<Lease> = Api::namespaced(sync.client.clone(), &sync.ns);
+    let (a, port_a) = elected_controller(&sync, &repo, "replica-a");
+    let (b, port_b) = elected_controller(&sync, &repo, "replica-b");
+    let mut children = [("replica-a", a, port_a), ("replica-b", b, port_b)];
+
+    // Exactly one holds the Lease and applies.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = sync.status().await;
+        if status.applied_generation == Some(1) && condition(&status, "Ready").0 == "True" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not applied: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = leases.get("lockstep").await.unwrap().spec.unwrap();
+    let holder = holder.holder_identity.unwrap();
+    let leader = children
+        .iter()
+        .position(|(name, ..)| holder.starts_with(&format!("{name}_")))
+        .unwrap_or_else(|| panic!("holder {holder:?} is neither replica"));
+    let follower = 1 - leader;
+    let (leader_port, follower_port) = (children[leader].2, children[follower].2);
+    // Let a few renewals pass: the follower must stay a follower.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(leader_port, "lockstep_leader"), Some(1));
+    assert_eq!(metric(follower_port, "lockstep_leader"), Some(0));
+    assert!(metric(leader_port, "lockstep_reconciles_total{").unwrap() >= 1);
+    assert_eq!(
+        metric(follower_port, "lockstep_reconciles_total{"),
+        Some(0),
+        "the follower reconciled"
+    );
+    assert_eq!(
+        leases
+            .get("lockstep")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity,
+        Some(holder.clone())
+    );
+
+    // Kill the leader (no release: a crash); the follower takes over within the duration.
+    children[leader].1.kill().unwrap();
+    children[leader].1.wait().unwrap();
+    let killed = Instant::now();
+    let new_holder = loop {
+        let spec = leases.get("lockstep").await.unwrap().spec.unwrap();
+        let h = spec.holder_identity.unwrap_or_default();
+        if h != holder && !h.is_empty() {
+            break h;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no takeover after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let takeover = killed.elapsed();
+    eprintln!("takeover after the holder was killed: {takeover:?} (lease duration 3 s)");
+    assert!(new_holder.starts_with(&format!("{}_", children[follower].0)));
+    // The Lease was last renewed at most 0.6 s before the kill; the follower needs 3 s of
+    // an unchanged record, seen at its 0.6 s polls.
+    assert!(takeover < Duration::from_secs(6), "{takeover:?}");
+
+    // The new leader reconciles: a new commit, requested, gets applied.
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let second = repo.lock_commit();
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "lease"}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = sync.status().await;
+        if status.applied_commit.as_deref() == Some(second.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied by the new leader: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(follower_port, "lockstep_leader"), Some(1));
+    assert!(metric(follower_port, "lockstep_reconciles_total{").unwrap() >= 1);
+
+    // A graceful stop releases the Lease.
+    let pid = children[follower].1.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    children[follower].1.wait().unwrap();
+    let spec = leases.get("lockstep").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity, None, "released on SIGTERM");
 }
 
 /// Not a timed test: prints how long passes over 1000 objects take and the controller's

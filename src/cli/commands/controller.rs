@@ -11,19 +11,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
+use kube::{Api, Client};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::cli::error::{CliError, Message};
 use crate::cluster::crd::GROUP;
+use crate::cluster::lease::{self, LeaseSettings};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::reconcile::{self, Context};
 
 /// Validated settings of `lockstep controller`.
 pub struct ControllerSettings {
+    /// Reconcile only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
     pub namespace: Option<String>,
     pub metrics_address: SocketAddr,
     pub cache_dir: PathBuf,
@@ -31,6 +36,14 @@ pub struct ControllerSettings {
     pub instance: Option<String>,
     pub json_logs: bool,
     pub clock: fn() -> Timestamp,
+}
+
+/// `--leader-election` and its Lease.
+pub struct LeaderElection {
+    pub lease_name: String,
+    /// Default: the watched namespace, else the kubeconfig's.
+    pub lease_namespace: Option<String>,
+    pub duration: Duration,
 }
 
 /// Run until SIGTERM or Ctrl-C.
@@ -62,6 +75,20 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
             .ok()
             .map(|h| h.trim().to_owned())
     });
+    let lease = settings.leader_election.map(|election| LeaseSettings {
+        namespace: election
+            .lease_namespace
+            .or_else(|| settings.namespace.clone())
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        name: election.lease_name,
+        // Unique per replica even when two share a host name.
+        identity: format!(
+            "{}_{}",
+            instance.as_deref().unwrap_or("lockstep"),
+            std::process::id()
+        ),
+        duration: election.duration,
+    });
     let ctx = Arc::new(Context::new(
         client,
         settings.cache_dir,
@@ -74,9 +101,68 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
         address = %settings.metrics_address,
         "lockstep controller started"
     );
-    reconcile::run(ctx, settings.namespace.as_deref()).await;
+    match lease {
+        None => reconcile::run(ctx, settings.namespace.as_deref()).await,
+        Some(lease) => run_elected(ctx, settings.namespace.as_deref(), lease).await,
+    }
     tracing::info!("lockstep controller stopped");
     Ok(())
+}
+
+/// Reconcile while this replica holds the Lease; stop reconciling as soon as it does not.
+/// On shutdown the Lease is released, so another replica takes over without waiting.
+async fn run_elected(ctx: Arc<Context>, namespace: Option<&str>, lease: LeaseSettings) {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &lease.namespace);
+    let (leading_tx, mut leading) = watch::channel(false);
+    tracing::info!(
+        lease = %format!("{}/{}", lease.namespace, lease.name),
+        identity = %lease.identity,
+        "leader election: waiting for the Lease"
+    );
+    let election = tokio::spawn(lease::hold(
+        api.clone(),
+        lease.clone(),
+        ctx.clock.clone(),
+        leading_tx,
+    ));
+    ctx.metrics.leader(false);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            became = leading.wait_for(|l| *l) => if became.is_err() { break },
+        }
+        ctx.metrics.leader(true);
+        ctx.forget_schedule();
+        tracing::info!(identity = %lease.identity, "holding the Lease: reconciling");
+        // reconcile::run returns on SIGTERM/Ctrl-C itself.
+        let stopped = tokio::select! {
+            () = reconcile::run(ctx.clone(), namespace) => true,
+            _ = leading.wait_for(|l| !*l) => false,
+        };
+        ctx.metrics.leader(false);
+        if stopped {
+            break;
+        }
+        tracing::warn!(identity = %lease.identity, "lost the Lease: stopped reconciling");
+    }
+    election.abort();
+    lease::release(&api, &lease).await;
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
 }
 
 fn install_logs(json: bool) {
@@ -94,7 +180,7 @@ fn install_logs(json: bool) {
     };
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, CliError> {
+pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, CliError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)

@@ -4,3 +4,4 @@ pub mod controller;
 pub mod keygen;
 pub mod lock;
 pub mod verify;
+pub mod wait;

@@ -1,0 +1,409 @@
+//! What `lockstep wait` decides from one look at a `LockstepSync`: has the commit CI pushed
+//! been applied and become healthy, was it refused, or is it still on its way?
+//!
+//! Pure: a function of the status, the resource's `metadata.generation` and the wanted
+//! revision. The watch that feeds it is the CLI's.
+
+use super::crd::{Condition, LockstepSyncStatus};
+
+/// The shortest commit prefix `wait` accepts: shorter ones collide too easily.
+pub const MIN_PREFIX: usize = 7;
+
+/// A commit id, or a prefix of one, as `wait --rev` takes it (lower-case hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WantedCommit(String);
+
+/// A `--rev` that is not a commit id or a long enough prefix of one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--rev {0:?} is not a commit id: give the full id or a prefix of at least 7 hex digits (branch and tag names are not accepted: they move)"
+)]
+pub struct InvalidRev(pub String);
+
+impl WantedCommit {
+    /// Parse a full commit id (40 or 64 hex digits) or a prefix of at least [`MIN_PREFIX`].
+    pub fn parse(rev: &str) -> Result<Self, InvalidRev> {
+        let lower = rev.trim().to_ascii_lowercase();
+        let hex = lower.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex || lower.len() < MIN_PREFIX || lower.len() > 64 {
+            return Err(InvalidRev(rev.to_owned()));
+        }
+        Ok(WantedCommit(lower))
+    }
+
+    /// Whether `commit` (a full id) is the wanted one.
+    pub fn matches(&self, commit: &str) -> bool {
+        commit.to_ascii_lowercase().starts_with(&self.0)
+    }
+
+    /// The id or prefix as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The wanted commit is applied and healthy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Success {
+    pub commit: String,
+    pub generation: Option<u64>,
+    pub signers: Vec<String>,
+    /// The Healthy condition's message.
+    pub health: String,
+}
+
+/// The wanted commit will not become applied and healthy without a new commit or a human.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The full commit id the status names.
+    pub commit: String,
+    /// The condition reason: `SignaturesRejected`, `RollbackRefused`, `UnpinnedImage`,
+    /// `Unhealthy`, …
+    pub reason: String,
+    /// The condition's message, naming the file, object, container or key.
+    pub message: String,
+}
+
+/// One look's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not decided yet; the text says what state the sync is in (for a timeout).
+    Waiting(String),
+    Succeeded(Success),
+    Failed(Failure),
+    /// The prefix matches two different commits in the status.
+    Ambiguous {
+        first: String,
+        second: String,
+    },
+}
+
+/// Judge one status against the wanted commit. `generation` is the resource's
+/// `metadata.generation`: a refusal recorded for an older spec says nothing about the
+/// current one (the trust may have been fixed since), so it is not final.
+pub fn judge(
+    status: Option<&LockstepSyncStatus>,
+    generation: Option<i64>,
+    wanted: &WantedCommit,
+) -> Verdict {
+    let Some(status) = status else {
+        return Verdict::Waiting("no status yet: the controller has not looked at it".into());
+    };
+    let applied = status
+        .applied_commit
+        .as_deref()
+        .filter(|c| wanted.matches(c));
+    let observed = status
+        .observed_commit
+        .as_deref()
+        .filter(|c| wanted.matches(c));
+    if let (Some(a), Some(o)) = (applied, observed)
+        && a != o
+    {
+        return Verdict::Ambiguous {
+            first: a.to_owned(),
+            second: o.to_owned(),
+        };
+    }
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    let current_spec = status.observed_generation == generation;
+
+    if let Some(commit) = applied {
+        // Healthy is written only by a pass that applied, together with appliedCommit: it
+        // describes this commit's rollout.
+        return match condition("Healthy") {
+            Some(h) if h.status == "True" => Verdict::Succeeded(Success {
+                commit: commit.to_owned(),
+                generation: status.applied_generation,
+                signers: status.signers.clone(),
+                health: h.message.clone(),
+            }),
+            Some(h) if h.status == "False" && h.reason == "Failed" => Verdict::Failed(Failure {
+                commit: commit.to_owned(),
+                reason: "Unhealthy".into(),
+                message: h.message.clone(),
+            }),
+            Some(h) => Verdict::Waiting(format!(
+                "commit {} is applied, rolling out: {}",
+                short(commit),
+                h.message
+            )),
+            None => Verdict::Waiting(format!("commit {} is applied", short(commit))),
+        };
+    }
+    if let Some(commit) = observed
+        && current_spec
+        && let Some(refusal) = final_refusal(condition("Verified"), condition("Applied"))
+    {
+        return Verdict::Failed(Failure {
+            commit: commit.to_owned(),
+            reason: refusal.reason.clone(),
+            message: refusal.message.clone(),
+        });
+    }
+    Verdict::Waiting(state(status, observed.is_some(), current_spec))
+}
+
+/// A condition that refuses the observed commit for good: verification (signatures,
+/// binding, unpinned or unlocked images, rollback) failed, or it cannot be planned.
+/// Apply failures are not final: the API server may come back.
+fn final_refusal<'c>(
+    verified: Option<&'c Condition>,
+    applied: Option<&'c Condition>,
+) -> Option<&'c Condition> {
+    if let Some(v) = verified
+        && v.status == "False"
+        && !TRANSIENT_REASONS.contains(&v.reason.as_str())
+    {
+        return Some(v);
+    }
+    applied.filter(|a| {
+        a.status == "False" && matches!(a.reason.as_str(), "InvalidManifests" | "UnknownKind")
+    })
+}
+
+/// Reasons a pass can give that say nothing final about a commit.
+const TRANSIENT_REASONS: [&str; 4] = [
+    "ClusterUnavailable",
+    "FetchFailed",
+    "ApplyFailed",
+    "CommitUnreadable",
+];
+
+/// The sync's state in words, for a verdict still waiting.
+fn state(status: &LockstepSyncStatus, observed_wanted: bool, current_spec: bool) -> String {
+    let mut parts = Vec::new();
+    match &status.applied_commit {
+        Some(c) => parts.push(format!(
+            "applied commit {} (generation {})",
+            short(c),
+            status
+                .applied_generation
+                .map_or_else(|| "?".to_owned(), |g| g.to_string())
+        )),
+        None => parts.push("nothing applied yet".to_owned()),
+    }
+    match &status.observed_commit {
+        Some(c) if Some(c) != status.applied_commit.as_ref() => {
+            parts.push(format!("last fetched commit {}", short(c)));
+        }
+        _ => {}
+    }
+    if observed_wanted && !current_spec {
+        parts.push("the spec changed since that commit was judged".to_owned());
+    }
+    if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready") {
+        parts.push(format!(
+            "Ready={} {}: {}",
+            ready.status, ready.reason, ready.message
+        ));
+    }
+    parts.join("; ")
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "1111111111111111111111111111111111111111";
+    const BAD: &str = "2222222222222222222222222222222222222222";
+
+    fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: "2026-01-01T00:00:00Z".into(),
+            observed_generation: Some(1),
+        }
+    }
+
+    fn applied(commit: &str, healthy: Condition) -> LockstepSyncStatus {
+        LockstepSyncStatus {
+            observed_generation: Some(1),
+            observed_commit: Some(commit.into()),
+            applied_commit: Some(commit.into()),
+            applied_generation: Some(3),
+            signers: vec!["ci@example.com".into()],
+            conditions: vec![
+                condition("Ready", "True", "Applied", "ok"),
+                condition("Verified", "True", "Verified", "signed"),
+                condition("Applied", "True", "Applied", "3 objects"),
+                healthy,
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn rev(s: &str) -> WantedCommit {
+        WantedCommit::parse(s).unwrap()
+    }
+
+    #[test]
+    fn revs_are_full_ids_or_prefixes_of_seven_hex_digits() {
+        assert!(WantedCommit::parse(GOOD).is_ok());
+        assert!(
+            WantedCommit::parse("ABCDEF0")
+                .unwrap()
+                .matches("abcdef0123")
+        );
+        for bad in ["abc123", "main", "v1.2.3", "abcdefg", ""] {
+            assert_eq!(
+                WantedCommit::parse(bad),
+                Err(InvalidRev(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn applied_and_healthy_succeeds_with_generation_and_signers() {
+        let status = applied(
+            GOOD,
+            condition("Healthy", "True", "Current", "all 3 current"),
+        );
+        assert_eq!(
+            judge(Some(&status), Some(1), &rev("1111111")),
+            Verdict::Succeeded(Success {
+                commit: GOOD.into(),
+                generation: Some(3),
+                signers: vec!["ci@example.com".into()],
+                health: "all 3 current".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn an_applied_rollout_in_progress_waits_and_a_failed_one_fails() {
+        let progressing = applied(
+            GOOD,
+            condition("Healthy", "False", "Progressing", "Deployment/api: 1 of 2"),
+        );
+        let Verdict::Waiting(state) = judge(Some(&progressing), Some(1), &rev(GOOD)) else {
+            panic!("should wait");
+        };
+        assert!(
+            state.contains("rolling out: Deployment/api: 1 of 2"),
+            "{state}"
+        );
+
+        let failed = applied(
+            GOOD,
+            condition(
+                "Healthy",
+                "False",
+                "Failed",
+                "Deployment/api failed: deadline",
+            ),
+        );
+        assert_eq!(
+            judge(Some(&failed), Some(1), &rev(GOOD)),
+            Verdict::Failed(Failure {
+                commit: GOOD.into(),
+                reason: "Unhealthy".into(),
+                message: "Deployment/api failed: deadline".into(),
+            })
+        );
+    }
+
+    fn refused(reason: &str, message: &str) -> LockstepSyncStatus {
+        let mut status = applied(GOOD, condition("Healthy", "True", "Current", "ok"));
+        status.observed_commit = Some(BAD.into());
+        status.conditions[0] = condition("Ready", "False", reason, message);
+        status.conditions[1] = condition("Verified", "False", reason, message);
+        status
+    }
+
+    #[test]
+    fn a_refused_commit_fails_with_the_reason_and_message() {
+        for reason in [
+            "BindingMismatch",
+            "SignaturesRejected",
+            "UnpinnedImage",
+            "RollbackRefused",
+        ] {
+            let status = refused(reason, "commit 222: app.yaml");
+            assert_eq!(
+                judge(Some(&status), Some(1), &rev(BAD)),
+                Verdict::Failed(Failure {
+                    commit: BAD.into(),
+                    reason: reason.into(),
+                    message: "commit 222: app.yaml".into(),
+                })
+            );
+        }
+        // The previously applied commit is still applied and healthy.
+        assert!(matches!(
+            judge(Some(&refused("UnpinnedImage", "x")), Some(1), &rev(GOOD)),
+            Verdict::Succeeded(_)
+        ));
+    }
+
+    #[test]
+    fn transient_failures_and_refusals_of_an_older_spec_wait() {
+        let status = refused("ClusterUnavailable", "connection refused");
+        let Verdict::Waiting(state) = judge(Some(&status), Some(1), &rev(BAD)) else {
+            panic!("should wait");
+        };
+        assert!(
+            state.contains("Ready=False ClusterUnavailable: connection refused"),
+            "{state}"
+        );
+        assert!(
+            state.contains("applied commit 111111111111 (generation 3)"),
+            "{state}"
+        );
+
+        // The spec changed (generation 2) since BAD was refused: the next pass decides.
+        let status = refused("SignaturesRejected", "untrusted");
+        let Verdict::Waiting(state) = judge(Some(&status), Some(2), &rev(BAD)) else {
+            panic!("should wait");
+        };
+        assert!(state.contains("spec changed"), "{state}");
+    }
+
+    #[test]
+    fn a_commit_not_seen_yet_waits() {
+        let status = applied(GOOD, condition("Healthy", "True", "Current", "ok"));
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Waiting(_)
+        ));
+        assert_eq!(
+            judge(None, Some(1), &rev(BAD)),
+            Verdict::Waiting("no status yet: the controller has not looked at it".into())
+        );
+    }
+
+    #[test]
+    fn a_prefix_naming_two_commits_is_ambiguous() {
+        let mut status = refused("UnpinnedImage", "x");
+        status.observed_commit = Some(format!("1111111{}", &BAD[7..]));
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev("1111111")),
+            Verdict::Ambiguous { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unplannable_commit_fails_but_an_apply_error_waits() {
+        let mut status = refused("x", "x");
+        status.conditions[0] = condition("Ready", "False", "UnknownKind", "Gadget");
+        status.conditions[1] = condition("Verified", "True", "Verified", "signed");
+        status.conditions[2] = condition("Applied", "False", "UnknownKind", "Gadget");
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Failed(f) if f.reason == "UnknownKind"
+        ));
+        status.conditions[2] = condition("Applied", "False", "ApplyFailed", "503");
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Waiting(_)
+        ));
+    }
+}
