@@ -1,6 +1,7 @@
 //! lockstep's integration tests: one binary, real registry, real ssh-keygen, real Git.
 
 mod cli;
+mod deploy;
 mod git;
 mod harness;
 mod images;

@@ -77,7 +77,8 @@ fn control_plane() -> &'static ControlPlane {
     })
 }
 
-async fn client() -> Client {
+/// A client of the shared control plane (started on first use), as its admin.
+pub(crate) async fn client() -> Client {
     lockstep::resolve::install_crypto_provider();
     let plane = tokio::task::block_in_place(control_plane);
     let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).unwrap();
