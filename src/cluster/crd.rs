@@ -408,6 +408,9 @@ mod tests {
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["required"], serde_json::json!(["trust", "url"]));
         assert_eq!(spec["properties"]["prune"]["default"], true);
-        assert_eq!(spec["properties"]["threshold"]["minimum"].as_f64(), Some(1.0));
+        assert_eq!(
+            spec["properties"]["threshold"]["minimum"].as_f64(),
+            Some(1.0)
+        );
     }
 }
