@@ -991,6 +991,164 @@ fn commit_of(repo: &Repository, id: ObjectId, rev: &str) -> Result<CommitInfo, G
     commit_info(&commit)
 }
 
+/// One commit of [`read_history`]: what it says about itself, and the inputs it holds.
+#[derive(Debug)]
+pub struct HistoryCommit {
+    /// Its id and summary.
+    pub info: CommitInfo,
+    /// The committer time, in seconds since the Unix epoch.
+    pub committer_seconds: i64,
+    /// The manifests directory's inputs at the commit (empty when the directory is gone),
+    /// or why they cannot be read (a symlink, a submodule, a size limit).
+    pub files: Result<SourceFiles, GitError>,
+}
+
+/// The commits from HEAD back to `since` (exclusive; the whole history without it) that
+/// change an input file of the manifests directory `dir` compared with their first parent,
+/// oldest first, each with the directory's inputs read from the object database. Follows
+/// first parents only unless `all_parents`. A root commit counts as changing its inputs
+/// when it has any.
+pub fn read_history(
+    dir: &Path,
+    since: Option<&str>,
+    all_parents: bool,
+) -> Result<Vec<HistoryCommit>, GitError> {
+    let located = locate(dir)?;
+    let repo = &located.repo;
+    let head = repo
+        .rev_parse_single("HEAD")
+        .map_err(|source| GitError::UnknownRev {
+            rev: "HEAD".to_owned(),
+            source,
+        })?
+        .detach();
+    let mut walk = repo.rev_walk([head]);
+    if !all_parents {
+        walk = walk.first_parent_only();
+    }
+    if let Some(rev) = since {
+        let id = repo
+            .rev_parse_single(rev.as_bytes().as_bstr())
+            .map_err(|source| GitError::UnknownRev {
+                rev: rev.to_owned(),
+                source,
+            })?;
+        let commit = id
+            .object()
+            .map_err(gix_error(format!("cannot read object {id}")))?
+            .peel_to_commit()
+            .map_err(|source| GitError::NotACommit {
+                rev: rev.to_owned(),
+                source,
+            })?;
+        walk = walk.with_hidden([commit.id]);
+    }
+    let walk = walk
+        .sorting(gix::revision::walk::Sorting::ByCommitTime(
+            Default::default(),
+        ))
+        .all()
+        .map_err(gix_error("cannot walk the history from HEAD"))?;
+    let mut touched = Vec::new();
+    for info in walk {
+        let info = info.map_err(gix_error("cannot walk the history from HEAD"))?;
+        let commit = info
+            .object()
+            .map_err(gix_error(format!("cannot read commit {}", info.id)))?;
+        let parent = info.parent_ids().next().map(|id| id.detach());
+        let mine = inputs_fingerprint(&located, Some(commit.id))?;
+        let theirs = inputs_fingerprint(&located, parent)?;
+        if mine != theirs {
+            let seconds = commit
+                .time()
+                .map_err(gix_error(format!(
+                    "cannot read the time of commit {}",
+                    info.id
+                )))?
+                .seconds;
+            touched.push((commit.id, seconds, mine.is_some()));
+        }
+    }
+    touched.reverse();
+    let mut out = Vec::with_capacity(touched.len());
+    for (id, committer_seconds, present) in touched {
+        let commit = repo
+            .find_commit(id)
+            .map_err(gix_error(format!("cannot read commit {id}")))?;
+        let info = commit_info(&commit)?;
+        let files = if present {
+            read_located(&located, &id.to_string()).map(|(files, _)| files)
+        } else {
+            Ok(SourceFiles::default())
+        };
+        out.push(HistoryCommit {
+            info,
+            committer_seconds,
+            files,
+        });
+    }
+    Ok(out)
+}
+
+/// The input entries (path, mode, blob) of the manifests directory at `commit`, without
+/// reading blobs; `None` when there is no commit or no such directory in it. Hidden entries
+/// are skipped as [`read_tree`] skips them, so a change to them is no change to the inputs.
+#[allow(clippy::type_complexity)]
+fn inputs_fingerprint(
+    located: &Located,
+    commit: Option<ObjectId>,
+) -> Result<Option<Vec<(String, u16, ObjectId)>>, GitError> {
+    let Some(commit) = commit else {
+        return Ok(None);
+    };
+    let repo = &located.repo;
+    let commit = repo
+        .find_commit(commit)
+        .map_err(gix_error(format!("cannot read commit {commit}")))?;
+    let tree = commit.tree().map_err(gix_error(format!(
+        "cannot read the tree of commit {}",
+        commit.id
+    )))?;
+    let dir_tree = if located.prefix.is_empty() {
+        tree.id
+    } else {
+        match tree
+            .lookup_entry_by_path(&located.prefix)
+            .map_err(gix_error(format!(
+                "cannot look up {} in commit {}",
+                located.prefix, commit.id
+            )))? {
+            Some(entry) if entry.mode().is_tree() => entry.object_id(),
+            _ => return Ok(None),
+        }
+    };
+    let mut entries = Vec::new();
+    let mut stack = vec![(dir_tree, String::new())];
+    while let Some((tree_id, rel_dir)) = stack.pop() {
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(gix_error(format!("cannot read tree {tree_id}")))?;
+        for entry in tree.iter() {
+            let entry = entry.map_err(gix_error(format!("cannot decode tree {tree_id}")))?;
+            let name = entry.filename();
+            if name.starts_with(b".") {
+                continue;
+            }
+            let rel = format!("{rel_dir}{}", name.to_str_lossy());
+            let mode = entry.mode();
+            if mode.is_tree() {
+                stack.push((entry.object_id(), format!("{rel}/")));
+            } else if mode.is_blob() && role_of(&rel).is_none() {
+                // Not an input (a README): its changes do not concern the lock.
+            } else {
+                entries.push((rel, mode.value(), entry.object_id()));
+            }
+        }
+    }
+    entries.sort();
+    Ok(Some(entries))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
