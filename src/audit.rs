@@ -1,0 +1,356 @@
+//! The audit of a history: from what each commit that touched the manifests holds (its
+//! verification verdict, its lockfile, its signatures) to one row per commit and the findings
+//! an auditor acts on. Pure: the CLI walks Git and runs [`crate::verify::verify_dir`]; this
+//! module only compares commits with each other.
+//!
+//! Findings:
+//! - **unlocked change**: the commit changed the inputs but does not verify (no lockfile, a
+//!   stale or unsigned one, a manifest the lock does not match).
+//! - **generation regression**: a verified lockfile whose generation is not above the highest
+//!   generation verified earlier on the walk, while its bytes differ from that lockfile's
+//!   (a rollback to an older signed lock, or two locks forked from one generation).
+//! - **unknown signer**: a signature file made by a key that is not in the allowed signers.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+/// What one commit holds, as the CLI found it.
+#[derive(Debug, Clone)]
+pub struct CommitFacts {
+    /// The full commit id.
+    pub id: String,
+    /// The committer time (the time the verification was judged at).
+    pub time: Timestamp,
+    /// The first line of the message.
+    pub summary: String,
+    /// `Ok` with the approving principals when the directory verifies, else the first reason.
+    pub verdict: Result<Vec<String>, String>,
+    /// The lockfile as parsed: verified when the verdict is `Ok`, else read unverified (for
+    /// reporting only); `None` when there is none or it cannot be parsed.
+    pub lock: Option<LockFacts>,
+    /// Fingerprints of the keys of signature files that no allowed signer lists, by file.
+    pub unknown_signers: Vec<UnknownSigner>,
+}
+
+/// The parts of a lockfile an audit compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockFacts {
+    /// The lockfile's generation.
+    pub generation: u64,
+    /// Each image reference as written in the manifests, and its pinned digest.
+    pub images: BTreeMap<String, String>,
+    /// The SHA-256 of the lockfile's bytes, to tell two locks of one generation apart.
+    pub sha256: String,
+}
+
+/// A signature file made by a key that is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnknownSigner {
+    /// The signature file, e.g. `lockstep.lock.mallory.sig`.
+    pub file: String,
+    /// The key's `SHA256:…` fingerprint.
+    pub fingerprint: String,
+}
+
+/// How one image changed between two audited commits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum ImageChange {
+    /// A reference that the previous lock did not have.
+    Added { reference: String, digest: String },
+    /// A reference that this lock no longer has.
+    Removed { reference: String, digest: String },
+    /// The same reference pinned to another digest.
+    DigestChanged {
+        reference: String,
+        old: String,
+        new: String,
+    },
+}
+
+/// What an auditor must look at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Finding {
+    /// The inputs changed and the commit does not verify.
+    UnlockedChange { reason: String },
+    /// A verified lockfile not newer than one verified earlier on the walk.
+    GenerationRegression {
+        generation: u64,
+        earlier_generation: u64,
+        earlier_commit: String,
+    },
+    /// A signature by a key nobody trusts.
+    UnknownSigner { file: String, fingerprint: String },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::UnlockedChange { reason } => write!(f, "unlocked change: {reason}"),
+            Finding::GenerationRegression {
+                generation,
+                earlier_generation,
+                earlier_commit,
+            } => write!(
+                f,
+                "generation regression: {generation} after generation {earlier_generation} at {earlier_commit}"
+            ),
+            Finding::UnknownSigner { file, fingerprint } => {
+                write!(f, "unknown signer: {file} is signed by {fingerprint}")
+            }
+        }
+    }
+}
+
+/// One audited commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Row {
+    /// The full commit id.
+    pub commit: String,
+    /// The committer time, RFC 3339.
+    pub date: String,
+    /// The first line of the message.
+    pub summary: String,
+    /// Whether the directory verifies at this commit.
+    pub valid: bool,
+    /// Why not, when it does not.
+    pub reason: Option<String>,
+    /// The approving principals, sorted, each once.
+    pub signers: Vec<String>,
+    /// The lockfile's generation (also shown for an unverified lockfile).
+    pub generation: Option<u64>,
+    /// The image changes against the previous audited commit that had a lockfile.
+    pub changes: Vec<ImageChange>,
+    /// What the auditor must look at.
+    pub findings: Vec<Finding>,
+}
+
+/// The rows of an audit, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Audit {
+    pub rows: Vec<Row>,
+}
+
+impl Audit {
+    /// Every finding, with its commit.
+    pub fn findings(&self) -> impl Iterator<Item = (&Row, &Finding)> {
+        self.rows
+            .iter()
+            .flat_map(|row| row.findings.iter().map(move |f| (row, f)))
+    }
+
+    /// Whether nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.findings().next().is_none()
+    }
+}
+
+/// Audit commits given oldest first.
+pub fn audit(commits: &[CommitFacts]) -> Audit {
+    let mut rows = Vec::with_capacity(commits.len());
+    let mut previous_images: Option<&BTreeMap<String, String>> = None;
+    // The highest verified generation so far: (generation, lock sha256, commit).
+    let mut highest: Option<(u64, &str, &str)> = None;
+    for commit in commits {
+        let mut findings = Vec::new();
+        let (valid, reason, mut signers) = match &commit.verdict {
+            Ok(principals) => (true, None, principals.clone()),
+            Err(reason) => {
+                findings.push(Finding::UnlockedChange {
+                    reason: reason.clone(),
+                });
+                (false, Some(reason.clone()), Vec::new())
+            }
+        };
+        signers.sort();
+        signers.dedup();
+        if valid && let Some(lock) = &commit.lock {
+            match highest {
+                Some((generation, sha256, earlier))
+                    if lock.generation <= generation && lock.sha256 != sha256 =>
+                {
+                    findings.push(Finding::GenerationRegression {
+                        generation: lock.generation,
+                        earlier_generation: generation,
+                        earlier_commit: earlier.to_owned(),
+                    });
+                }
+                Some((generation, ..)) if lock.generation <= generation => {}
+                _ => highest = Some((lock.generation, &lock.sha256, &commit.id)),
+            }
+        }
+        for signer in &commit.unknown_signers {
+            findings.push(Finding::UnknownSigner {
+                file: signer.file.clone(),
+                fingerprint: signer.fingerprint.clone(),
+            });
+        }
+        let changes = match &commit.lock {
+            Some(lock) => {
+                let empty = BTreeMap::new();
+                let changes = image_changes(previous_images.unwrap_or(&empty), &lock.images);
+                previous_images = Some(&lock.images);
+                changes
+            }
+            None => Vec::new(),
+        };
+        rows.push(Row {
+            commit: commit.id.clone(),
+            date: commit.time.to_string(),
+            summary: commit.summary.clone(),
+            valid,
+            reason,
+            signers,
+            generation: commit.lock.as_ref().map(|l| l.generation),
+            changes,
+            findings,
+        });
+    }
+    Audit { rows }
+}
+
+/// Added, removed and re-pinned references from `old` to `new`, in reference order.
+pub fn image_changes(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<ImageChange> {
+    let mut changes = Vec::new();
+    for (reference, digest) in new {
+        match old.get(reference) {
+            None => changes.push(ImageChange::Added {
+                reference: reference.clone(),
+                digest: digest.clone(),
+            }),
+            Some(before) if before != digest => changes.push(ImageChange::DigestChanged {
+                reference: reference.clone(),
+                old: before.clone(),
+                new: digest.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (reference, digest) in old {
+        if !new.contains_key(reference) {
+            changes.push(ImageChange::Removed {
+                reference: reference.clone(),
+                digest: digest.clone(),
+            });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(generation: u64, sha: &str, images: &[(&str, &str)]) -> Option<LockFacts> {
+        Some(LockFacts {
+            generation,
+            images: images
+                .iter()
+                .map(|(r, d)| (r.to_string(), d.to_string()))
+                .collect(),
+            sha256: sha.into(),
+        })
+    }
+
+    fn commit(id: &str, verdict: Result<&str, &str>, lock: Option<LockFacts>) -> CommitFacts {
+        CommitFacts {
+            id: id.into(),
+            time: Timestamp::from_second(1_700_000_000).unwrap(),
+            summary: format!("commit {id}"),
+            verdict: verdict.map(|p| vec![p.to_owned()]).map_err(str::to_owned),
+            lock,
+            unknown_signers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_clean_history_reports_changes_and_no_findings() {
+        let audit = audit(&[
+            commit(
+                "a",
+                Ok("ci"),
+                lock(1, "x", &[("api:1", "d1"), ("web:2", "w")]),
+            ),
+            commit(
+                "b",
+                Ok("ci"),
+                lock(2, "y", &[("api:1", "d2"), ("db:3", "b")]),
+            ),
+        ]);
+        assert!(audit.is_clean());
+        assert_eq!(audit.rows[0].changes.len(), 2);
+        assert_eq!(
+            audit.rows[1].changes,
+            vec![
+                ImageChange::DigestChanged {
+                    reference: "api:1".into(),
+                    old: "d1".into(),
+                    new: "d2".into()
+                },
+                ImageChange::Added {
+                    reference: "db:3".into(),
+                    digest: "b".into()
+                },
+                ImageChange::Removed {
+                    reference: "web:2".into(),
+                    digest: "w".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rollback_and_fork_are_regressions_but_an_unchanged_lock_is_not() {
+        let audit = audit(&[
+            commit("a", Ok("ci"), lock(1, "x", &[])),
+            commit("b", Ok("ci"), lock(2, "y", &[])),
+            commit("c", Ok("ci"), lock(2, "y", &[])),
+            commit("d", Ok("ci"), lock(1, "x", &[])),
+            commit("e", Ok("ci"), lock(2, "z", &[])),
+            commit("f", Ok("ci"), lock(3, "w", &[])),
+        ]);
+        let flagged: Vec<&str> = audit.findings().map(|(r, _)| r.commit.as_str()).collect();
+        assert_eq!(flagged, ["d", "e"]);
+        assert_eq!(
+            audit.rows[3].findings,
+            vec![Finding::GenerationRegression {
+                generation: 1,
+                earlier_generation: 2,
+                earlier_commit: "b".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_unverified_commit_is_an_unlocked_change_and_does_not_raise_the_generation() {
+        let mut unknown = commit("c", Ok("ci"), lock(2, "y", &[]));
+        unknown.unknown_signers.push(UnknownSigner {
+            file: "lockstep.lock.m.sig".into(),
+            fingerprint: "SHA256:m".into(),
+        });
+        let audit = audit(&[
+            commit("a", Ok("ci"), lock(1, "x", &[])),
+            commit("b", Err("not signed"), lock(5, "q", &[])),
+            unknown,
+        ]);
+        assert_eq!(
+            audit.rows[1].findings,
+            vec![Finding::UnlockedChange {
+                reason: "not signed".into()
+            }]
+        );
+        assert!(!audit.rows[1].valid);
+        assert_eq!(
+            audit.rows[2].findings,
+            vec![Finding::UnknownSigner {
+                file: "lockstep.lock.m.sig".into(),
+                fingerprint: "SHA256:m".into()
+            }]
+        );
+    }
+}
