@@ -15,6 +15,7 @@
 //!   `cluster::plan` (only from a verified directory) → `cluster::apply` (server-side apply,
 //!   prune) → `cluster::health` → the resource's status.
 
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod cluster;

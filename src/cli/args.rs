@@ -30,6 +30,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
     Render(VerifyArgs),
+    /// Walk the Git history and verify every commit that changed the manifests: who signed,
+    /// which images changed, and unlocked changes, generation regressions, unknown signers.
+    Audit(crate::cli::commands::audit::AuditArgs),
     /// Make an OpenSSH ed25519 signing key and print the allowed_signers line that trusts it.
     Keygen(KeygenArgs),
     /// Run the in-cluster reconciler: apply the verified commits that LockstepSyncs follow.

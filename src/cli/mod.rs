@@ -123,6 +123,10 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             verify_settings(a, &env)?,
             printer,
         )?),
+        Command::Audit(a) => commands::audit::run(a, printer).map_err(|error| Failure {
+            json_printed: error.class == error::Class::Check,
+            error,
+        }),
         Command::Keygen(a) => {
             let principal = a.principal.clone().unwrap_or_else(|| a.comment.clone());
             let settings = commands::keygen::KeygenSettings {

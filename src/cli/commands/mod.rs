@@ -1,5 +1,6 @@
 //! One module per command; each takes validated settings and a printer.
 
+pub mod audit;
 pub mod controller;
 pub mod keygen;
 pub mod lock;

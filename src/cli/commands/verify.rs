@@ -42,7 +42,7 @@ fn read(settings: &VerifySettings) -> Result<Read, CliError> {
     }
 }
 
-fn load_trust(path: &Path, dir: &Path, printer: Printer) -> Result<AllowedSigners, CliError> {
+pub(crate) fn load_trust(path: &Path, dir: &Path, printer: Printer) -> Result<AllowedSigners, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(Message(format!("cannot read the allowed signers file {}: {e}", path.display())))
             .hint("pass --allowed-signers FILE (Git's allowed_signers format), kept outside the repository you verify")
