@@ -291,3 +291,100 @@ fn audit_usage_errors_exit_2() {
     let out = audit(&p, &["--threshold", "0"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+/// Not a timed test: `cargo test --release --test it audit_benchmark -- --ignored --nocapture`
+/// prints how long auditing 1000 signed re-locks takes (the target is under 2 s).
+#[test]
+#[ignore]
+fn audit_benchmark_1000_commits() {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    use lockstep::lockfile::Lockfile;
+    use lockstep::signing::SigningKey;
+    use lockstep::source::SourceFiles;
+    use sha2::{Digest as _, Sha256};
+
+    const COMMITS: usize = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join("deploy")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let key = SigningKey::generate("bench").unwrap();
+    let allowed_signers = tmp.path().join("allowed_signers");
+    std::fs::write(&allowed_signers, key.allowed_signers_line("bench") + "\n").unwrap();
+    let created = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+
+    // One fast-import stream: each commit re-pins one image and signs a new generation.
+    let mut stream = Vec::new();
+    for i in 0..COMMITS {
+        let digest = hex::encode(Sha256::digest(i.to_le_bytes()));
+        let mut manifest = String::new();
+        for app in 0..5 {
+            let pin = if app == i % 5 {
+                digest.clone()
+            } else {
+                hex::encode(Sha256::digest([app as u8]))
+            };
+            manifest.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app{app}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: registry.example/app{app}:1@sha256:{pin}\n"
+            ));
+        }
+        let mut files = SourceFiles::default();
+        files
+            .insert("apps.yaml".into(), manifest.clone().into_bytes())
+            .unwrap();
+        let scan = lockstep::verify::scan_dir(&files).unwrap();
+        let lock = Lockfile::build(
+            i as u64 + 1,
+            created,
+            scan.binding,
+            &scan.uses,
+            &BTreeMap::new(),
+        );
+        let lock_bytes = lock.to_bytes();
+        let signature = key.sign(&lock_bytes).unwrap();
+        write!(
+            stream,
+            "commit refs/heads/main\ncommitter Bench <b@example.com> {} +0000\ndata 8\nrelock {:>1}\n",
+            1_700_000_000 + i,
+            i % 10
+        )
+        .unwrap();
+        for (path, bytes) in [
+            ("deploy/apps.yaml", manifest.as_bytes()),
+            ("deploy/lockstep.lock", &lock_bytes),
+            ("deploy/lockstep.lock.bench.sig", signature.as_bytes()),
+        ] {
+            write!(stream, "M 100644 inline {path}\ndata {}\n", bytes.len()).unwrap();
+            stream.extend_from_slice(bytes);
+            stream.push(b'\n');
+        }
+    }
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&repo)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&stream).unwrap();
+    assert!(child.wait().unwrap().success());
+    git(&repo, &["checkout", "-q", "main"]);
+
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "audit",
+            repo.join("deploy").to_str().unwrap(),
+            "--allowed-signers",
+            allowed_signers.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["commits"], COMMITS);
+    println!("audit of {COMMITS} signed re-locks: {elapsed:?}");
+}
