@@ -3,5 +3,6 @@
 pub mod controller;
 pub mod keygen;
 pub mod lock;
+pub mod sign;
 pub mod verify;
 pub mod wait;
