@@ -9,3 +9,4 @@ mod manifest;
 mod reconcile;
 mod resolve;
 mod signing;
+mod tamper;
