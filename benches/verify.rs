@@ -66,6 +66,7 @@ fn main() {
         signers: &trust,
         at: created,
         threshold: 1,
+        environment: None,
     };
     verify_dir(&files, &policy).expect("the synthetic directory verifies");
 

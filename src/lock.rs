@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
 use crate::check::check;
 use crate::lockfile::{Lockfile, lookup_key};
@@ -32,6 +32,60 @@ pub enum LockError {
     Inconsistent(String),
     #[error("no answer from the registry for {0} (a lockstep bug: please report it)")]
     Unresolved(String),
+    #[error("{created} plus {lifetime} is past the last time lockstep can write")]
+    ExpiryOutOfRange {
+        created: Timestamp,
+        lifetime: SignedDuration,
+    },
+    #[error("{} problem(s) between the manifests and the lockfile; run `lockstep lock` instead:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
+    NotRefreshable(Vec<crate::check::Finding>),
+}
+
+/// `--expires-in` was not a positive duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not a positive duration such as 30d, 12h or 2w ({reason})")]
+pub struct LifetimeError {
+    pub text: String,
+    pub reason: String,
+}
+
+/// Parse how long a lockfile stays valid: a jiff span (`30d`, `12h`, `1w 2d`, `P30D`), days
+/// counted as 24 hours so the expiry does not depend on a time zone. Months and years are
+/// refused: their length depends on the date.
+pub fn parse_lifetime(text: &str) -> Result<SignedDuration, LifetimeError> {
+    let fail = |reason: String| LifetimeError {
+        text: text.to_owned(),
+        reason,
+    };
+    let span: Span = text
+        .trim()
+        .parse()
+        .map_err(|e: jiff::Error| fail(e.to_string()))?;
+    let duration = span
+        .to_duration(SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| fail(e.to_string()))?;
+    if duration <= SignedDuration::ZERO {
+        return Err(fail("it must be longer than zero".into()));
+    }
+    Ok(duration)
+}
+
+/// `created + lifetime`, the `expires` a lockfile made at `created` gets.
+pub fn expiry(created: Timestamp, lifetime: SignedDuration) -> Result<Timestamp, LockError> {
+    created
+        .checked_add(lifetime)
+        .map_err(|_| LockError::ExpiryOutOfRange { created, lifetime })
+}
+
+/// What `lock` records besides the images: both are part of the signed content.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// `--expires-in`: the new lockfile expires this long after its creation. Without it a
+    /// new generation has no expiry.
+    pub lifetime: Option<SignedDuration>,
+    /// `--environment`: the environment the lockfile is for. Without it, none (a change from
+    /// a bound lockfile, hence a new generation).
+    pub environment: Option<String>,
 }
 
 /// Whether `u`'s digest is one lockstep wrote: the previous lockfile pins this reference to
@@ -159,28 +213,65 @@ pub enum LockDecision {
 /// The lockfile for the pinned manifests: the previous one when nothing a cluster can see
 /// changed, else the next generation. The result is checked with the same code `verify` uses
 /// before anything is written.
+///
+/// Expiry: an up-to-date lockfile is kept as it is, its expiry included (extend it with
+/// [`refreshed`]); only a lockfile without an expiry is superseded when `options.lifetime`
+/// asks for one.
 pub fn next_lockfile(
     previous: Option<&Lockfile>,
     created: Timestamp,
     pinned: &Pinned,
     resolved: &BTreeMap<ImageRef, Resolved>,
+    options: &LockOptions,
 ) -> Result<LockDecision, LockError> {
     let generation = previous.map_or(1, |p| p.generation + 1);
-    let lock = Lockfile::build(
+    let mut lock = Lockfile::build(
         generation,
         created,
         pinned.scan.binding.clone(),
         &pinned.scan.uses,
         resolved,
     );
+    lock.environment = options.environment.clone();
+    lock.expires = options
+        .lifetime
+        .map(|lifetime| expiry(created, lifetime))
+        .transpose()?;
     let findings = check(&lock, &pinned.scan.uses, &pinned.scan.binding);
     if let Some(f) = findings.first() {
         return Err(LockError::Inconsistent(f.to_string()));
     }
     match previous {
-        Some(prev) if prev.same_content(&lock) => Ok(LockDecision::UpToDate(prev.clone())),
+        Some(prev) if up_to_date(prev, &lock, options) => Ok(LockDecision::UpToDate(prev.clone())),
         _ => Ok(LockDecision::New(lock)),
     }
+}
+
+fn up_to_date(previous: &Lockfile, candidate: &Lockfile, options: &LockOptions) -> bool {
+    let wants_expiry = options.lifetime.is_some() && previous.expires.is_none();
+    let mut same_expiry = candidate.clone();
+    same_expiry.expires = previous.expires;
+    !wants_expiry && previous.same_content(&same_expiry)
+}
+
+/// `refresh`: the same lockfile (images, binding, environment) as the next generation,
+/// created now and expiring `lifetime` later. Refused unless `scan` (the directory's
+/// manifests now) still matches it, so a refresh never vouches for manifests nobody locked.
+pub fn refreshed(
+    previous: &Lockfile,
+    scan: &ScannedDir,
+    created: Timestamp,
+    lifetime: SignedDuration,
+) -> Result<Lockfile, LockError> {
+    let findings = check(previous, &scan.uses, &scan.binding);
+    if !findings.is_empty() {
+        return Err(LockError::NotRefreshable(findings));
+    }
+    let mut next = previous.clone();
+    next.generation = previous.generation + 1;
+    next.created = created;
+    next.expires = Some(expiry(created, lifetime)?);
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -231,6 +322,59 @@ mod tests {
         assert_eq!(targets.len(), 2);
         assert!(targets.contains(&ImageRef::parse("r.example/app:1.0").unwrap()));
         assert!(targets.contains(&by_digest));
+    }
+
+    #[test]
+    fn lifetimes_are_positive_spans_with_24_hour_days() {
+        assert_eq!(
+            parse_lifetime("30d").unwrap(),
+            SignedDuration::from_hours(720)
+        );
+        assert_eq!(
+            parse_lifetime("12h").unwrap(),
+            SignedDuration::from_hours(12)
+        );
+        assert_eq!(
+            parse_lifetime("1w").unwrap(),
+            SignedDuration::from_hours(168)
+        );
+        assert_eq!(
+            parse_lifetime("P2D").unwrap(),
+            SignedDuration::from_hours(48)
+        );
+        for bad in ["0s", "-1d", "soon", "1mo", ""] {
+            assert!(parse_lifetime(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn refresh_bumps_the_generation_and_expiry_only() {
+        let d = Digest::of(b"x");
+        let mut previous = lock_pinning("r.example/app:1.0", &d);
+        previous.environment = Some("prod".into());
+        let uses = uses(&crate::model::pin_written("r.example/app:1.0", &d));
+        let scan = ScannedDir {
+            uses,
+            notices: Vec::new(),
+            binding: previous.manifests.clone(),
+        };
+        let now = Timestamp::from_second(86_400).unwrap();
+        let next = refreshed(&previous, &scan, now, SignedDuration::from_hours(1)).unwrap();
+        assert_eq!(next.generation, previous.generation + 1);
+        assert_eq!(next.created, now);
+        assert_eq!(next.expires, Some(Timestamp::from_second(90_000).unwrap()));
+        assert_eq!(next.images, previous.images);
+        assert_eq!(next.environment, previous.environment);
+        assert_eq!(next.manifests, previous.manifests);
+
+        let moved = ScannedDir {
+            binding: ManifestBinding::compute([("pod.yaml", &b"changed"[..])]),
+            ..scan
+        };
+        assert!(matches!(
+            refreshed(&previous, &moved, now, SignedDuration::from_hours(1)),
+            Err(LockError::NotRefreshable(_))
+        ));
     }
 
     #[test]

@@ -19,8 +19,13 @@ use crate::source::SourceFiles;
 #[derive(Debug, Clone, Copy)]
 pub struct TrustPolicy<'t> {
     pub signers: &'t AllowedSigners,
+    /// The time signatures' validity windows and the lockfile's expiry are judged at.
     pub at: Timestamp,
+    /// How many distinct trusted principals must have signed.
     pub threshold: usize,
+    /// When set, the lockfile must record exactly this environment. When unset, any
+    /// lockfile (bound to an environment or not) passes: binding is opt-in per verifier.
+    pub environment: Option<&'t str>,
 }
 
 /// Every image in a directory, and the binding of its files.
@@ -157,6 +162,15 @@ pub enum VerifyError {
     Lockfile(#[source] LockfileError),
     #[error("the manifests cannot be scanned")]
     Scan(#[source] ScanDirError),
+    #[error(
+        "the lockfile expired at {expired} (checked as of {at}): run `lockstep refresh` to re-sign it with a new expiry"
+    )]
+    Expired { expired: Timestamp, at: Timestamp },
+    #[error("the lockfile is for {}, but {expected:?} is required", .found.as_deref().map_or("no environment".to_owned(), |f| format!("environment {f:?}")))]
+    WrongEnvironment {
+        expected: String,
+        found: Option<String>,
+    },
     #[error("{} problem(s) between the manifests and the signed lockfile:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
     Findings(Vec<Finding>),
 }
@@ -238,6 +252,7 @@ pub fn verify_dir<'a>(
     )
     .map_err(VerifyError::Signatures)?;
     let lock = Lockfile::from_verified(&verified).map_err(VerifyError::Lockfile)?;
+    check_policy(&lock, policy)?;
     let signers = verified.signers().to_vec();
     let scan = scan_dir(files).map_err(VerifyError::Scan)?;
     let findings = check(&lock, &scan.uses, &scan.binding);
@@ -251,4 +266,86 @@ pub fn verify_dir<'a>(
         signers,
         scan,
     })
+}
+
+/// The lockfile-level promises a policy asks for: not expired as of `policy.at` (the expiry
+/// instant itself counts as expired), and bound to `policy.environment` when one is required.
+/// Signatures are checked before this; manifests after.
+pub fn check_policy(lock: &Lockfile, policy: &TrustPolicy<'_>) -> Result<(), VerifyError> {
+    if let Some(expired) = lock.expires
+        && policy.at >= expired
+    {
+        return Err(VerifyError::Expired {
+            expired,
+            at: policy.at,
+        });
+    }
+    if let Some(expected) = policy.environment
+        && lock.environment.as_deref() != Some(expected)
+    {
+        return Err(VerifyError::WrongEnvironment {
+            expected: expected.to_owned(),
+            found: lock.environment.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(expires: Option<i64>, environment: Option<&str>) -> Lockfile {
+        let mut l = Lockfile::build(
+            1,
+            Timestamp::from_second(1_000).unwrap(),
+            ManifestBinding::compute([("a.yaml", &b""[..])]),
+            &[],
+            &Default::default(),
+        );
+        l.expires = expires.map(|s| Timestamp::from_second(s).unwrap());
+        l.environment = environment.map(str::to_owned);
+        l
+    }
+
+    fn policy<'t>(trust: &'t AllowedSigners, at: i64, env: Option<&'t str>) -> TrustPolicy<'t> {
+        TrustPolicy {
+            signers: trust,
+            at: Timestamp::from_second(at).unwrap(),
+            threshold: 1,
+            environment: env,
+        }
+    }
+
+    #[test]
+    fn expiry_is_judged_at_the_policy_time() {
+        let trust = AllowedSigners::parse("", "empty").unwrap();
+        let l = lock(Some(2_000), None);
+        assert!(check_policy(&l, &policy(&trust, 1_999, None)).is_ok());
+        let err = check_policy(&l, &policy(&trust, 2_000, None)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::Expired { expired, .. } if expired.as_second() == 2_000)
+        );
+        assert!(
+            err.to_string().contains("expired at 1970-01-01T00:33:20Z"),
+            "{err}"
+        );
+        assert!(check_policy(&lock(None, None), &policy(&trust, i32::MAX.into(), None)).is_ok());
+    }
+
+    #[test]
+    fn a_required_environment_must_be_recorded() {
+        let trust = AllowedSigners::parse("", "empty").unwrap();
+        let prod = policy(&trust, 1_500, Some("prod"));
+        assert!(check_policy(&lock(None, Some("prod")), &prod).is_ok());
+        let staging = check_policy(&lock(None, Some("staging")), &prod).unwrap_err();
+        assert!(
+            staging.to_string().contains("environment \"staging\""),
+            "{staging}"
+        );
+        let none = check_policy(&lock(None, None), &prod).unwrap_err();
+        assert!(none.to_string().contains("no environment"), "{none}");
+        // Without a required environment, a bound lockfile passes.
+        assert!(check_policy(&lock(None, Some("prod")), &policy(&trust, 1_500, None)).is_ok());
+    }
 }

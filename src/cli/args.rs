@@ -33,6 +33,10 @@ pub enum Command {
     /// Walk the Git history and verify every commit that changed the manifests: who signed,
     /// which images changed, and unlocked changes, generation regressions, unknown signers.
     Audit(crate::cli::commands::audit::AuditArgs),
+    /// Add a signature to the existing lockfile without changing it (a second approver).
+    Sign(SignArgs),
+    /// Re-sign the lockfile as a new generation with a new expiry; digests unchanged, offline.
+    Refresh(RefreshArgs),
     /// Make an OpenSSH ed25519 signing key and print the allowed_signers line that trusts it.
     Keygen(KeygenArgs),
     /// Run the in-cluster reconciler: apply the verified commits that LockstepSyncs follow.
@@ -58,8 +62,39 @@ pub struct LockArgs {
     /// The commit message (with --commit).
     #[arg(long, requires = "commit")]
     pub message: Option<String>,
+    /// Record an expiry this long after creation (e.g. 30d, 12h, 2w) in a new lockfile;
+    /// verify refuses it afterwards. An up-to-date lockfile keeps its expiry: see refresh.
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Record the environment the lockfile is for (signed; verify --environment must match).
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The manifests directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Commit the signature file on the current branch.
+    #[arg(long)]
+    pub commit: bool,
+    /// The commit message (with --commit).
+    #[arg(long, requires = "commit")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub sign: SignArgs,
+    /// The new expiry, this long from now (e.g. 30d, 12h, 2w).
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: String,
 }
 
 #[derive(Debug, Args)]
@@ -104,7 +139,11 @@ pub struct VerifyArgs {
     /// How many distinct trusted principals must have signed.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threshold: usize,
-    /// Judge key validity windows as of this time (RFC 3339) instead of now.
+    /// Require the lockfile to be for this environment (lock --environment). Without it a
+    /// lockfile for any environment passes, and its environment is printed.
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
-use args::{Cli, Command, KeyArgs, RegistryArgs, VerifyArgs};
+use args::{Cli, Command, KeyArgs, RegistryArgs, SignArgs, VerifyArgs};
 use error::{CliError, Message};
 use printer::Printer;
 
@@ -78,11 +78,13 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             } else {
                 Some(load_key(&a.key, &env)?)
             };
-            let created = match &env.source_date_epoch {
-                Some(s) => parse_epoch(s)?,
-                None => env.now,
+            let created = created_at(&env)?;
+            let options = crate::lock::LockOptions {
+                lifetime: a.expires_in.as_deref().map(lifetime).transpose()?,
+                environment: a.environment.clone(),
             };
             let settings = commands::lock::LockSettings {
+                options,
                 key,
                 signer: a.key.signer.clone(),
                 check: a.check,
@@ -96,21 +98,17 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 created,
                 dir: a.dir,
             };
-            if let Some(s) = &settings.signer {
-                let safe = s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                if !safe
-                    || crate::source::signer_of(&crate::source::signature_path(s))
-                        != Some(s.as_str())
-                {
-                    return Err(CliError::usage(Message(format!(
-                        "--signer {s:?} cannot name a signature file (use letters, digits, '.', '_' and '-')"
-                    )))
-                    .into());
-                }
-            }
+            check_signer(settings.signer.as_deref())?;
             Ok(commands::lock::run(settings, printer).await?)
+        }
+        Command::Sign(a) => Ok(commands::sign::sign(sign_settings(a, &env)?, printer)?),
+        Command::Refresh(a) => {
+            let lifetime = lifetime(&a.expires_in)?;
+            let created = created_at(&env)?;
+            let settings = sign_settings(a.sign, &env)?;
+            Ok(commands::sign::refresh(
+                settings, created, lifetime, printer,
+            )?)
         }
         Command::Verify(a) => {
             let settings = verify_settings(a, &env)?;
@@ -204,6 +202,46 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
     }
 }
 
+/// The creation time of a new lockfile generation: `SOURCE_DATE_EPOCH`, else now.
+fn created_at(env: &Env) -> Result<Timestamp, CliError> {
+    match &env.source_date_epoch {
+        Some(s) => parse_epoch(s),
+        None => Ok(env.now),
+    }
+}
+
+fn lifetime(text: &str) -> Result<jiff::SignedDuration, CliError> {
+    crate::lock::parse_lifetime(text)
+        .map_err(|e| CliError::usage(Message(format!("--expires-in {e}"))))
+}
+
+fn check_signer(signer: Option<&str>) -> Result<(), CliError> {
+    let Some(s) = signer else { return Ok(()) };
+    let safe = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !safe || crate::source::signer_of(&crate::source::signature_path(s)) != Some(s) {
+        return Err(CliError::usage(Message(format!(
+            "--signer {s:?} cannot name a signature file (use letters, digits, '.', '_' and '-')"
+        ))));
+    }
+    Ok(())
+}
+
+fn sign_settings(a: SignArgs, env: &Env) -> Result<commands::sign::SignSettings, CliError> {
+    check_signer(a.key.signer.as_deref())?;
+    Ok(commands::sign::SignSettings {
+        key: load_key(&a.key, env)?,
+        signer: a.key.signer.clone(),
+        commit: a.commit.then(|| {
+            a.message
+                .clone()
+                .unwrap_or_else(|| "lockstep: sign the lockfile".to_owned())
+        }),
+        dir: a.dir,
+    })
+}
+
 fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {
     s.trim()
         .parse::<i64>()
@@ -229,6 +267,7 @@ fn verify_settings(a: VerifyArgs, env: &Env) -> Result<commands::verify::VerifyS
         rev: a.rev,
         allowed_signers: a.allowed_signers,
         threshold: a.threshold,
+        environment: a.environment,
         at,
     })
 }

@@ -793,6 +793,7 @@ mod tests {
             signers: &s.trust,
             at: jiff::Timestamp::from_second(1_700_000_100).unwrap(),
             threshold: 1,
+            environment: None,
         };
         let verified = verify_dir(&s.files, &policy).unwrap();
         VerifiedObjects::parse(&verified)

@@ -367,6 +367,8 @@ pub fn verify_reason(error: &VerifyError) -> &'static str {
         VerifyError::NoLockfile => "LockfileMissing",
         VerifyError::Signatures(_) => "SignaturesRejected",
         VerifyError::Lockfile(_) => "LockfileInvalid",
+        VerifyError::Expired { .. } => "LockfileExpired",
+        VerifyError::WrongEnvironment { .. } => "EnvironmentMismatch",
         VerifyError::Scan(_) => "ManifestsInvalid",
         VerifyError::Findings(findings) => {
             if findings
@@ -655,6 +657,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             signers: &trust,
             at: (ctx.clock)(),
             threshold: spec.threshold as usize,
+            environment: spec.environment.as_deref(),
         };
         let verified = verify_dir(&files, &policy).map_err(|e| {
             at_commit(refuse(

@@ -743,3 +743,211 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
     );
     assert_ne!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// A second key made with `lockstep keygen`, and a trust file naming both it and the
+/// project's key.
+fn second_approver(p: &Project) -> (PathBuf, PathBuf) {
+    let key = p._tmp.path().join("release_key");
+    let out = run(
+        &[
+            "keygen",
+            "--output",
+            key.to_str().unwrap(),
+            "-C",
+            "release@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let both = p._tmp.path().join("both_signers");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&p.allowed_signers).unwrap() + &stdout(&out),
+    )
+    .unwrap();
+    (key, both)
+}
+
+fn signature_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".sig"))
+        .collect()
+}
+
+#[test]
+fn sign_adds_a_second_approval_without_touching_the_lockfile() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let before = std::fs::read(p.dir.join("lockstep.lock")).unwrap();
+    let (key, both) = second_approver(&p);
+    let out = run(
+        &[
+            "sign",
+            p.dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--signer",
+            "release",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read(p.dir.join("lockstep.lock")).unwrap(), before);
+    assert!(p.dir.join("lockstep.lock.release.sig").exists());
+    assert_eq!(signature_files(&p.dir).len(), 2);
+
+    let both = both.to_str().unwrap();
+    let out = run(
+        &[
+            "verify",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            both,
+            "--threshold",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Trusting only the first key, the second signature counts for nothing.
+    let out = p.verify(&["--threshold", "2"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 distinct trusted approval but 2 are required"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sign_refuses_a_missing_or_unreadable_lockfile() {
+    let p = Project::new();
+    let key = p.key.to_str().unwrap();
+    let dir = p.dir.to_str().unwrap();
+    let out = run(&["sign", dir, "--key", key], &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no lockstep.lock"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(p.dir.join("lockstep.lock"), "not = [a lockfile").unwrap();
+    let before = p.snapshot();
+    let out = run(&["sign", dir, "--key", key], &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before, "nothing was written");
+}
+
+#[test]
+fn expired_lockfile_is_refused_saying_when_it_expired() {
+    let p = Project::new();
+    // Created at SOURCE_DATE_EPOCH 1700000000 = 2023-11-14T22:13:20Z.
+    let out = p.lock(&["--expires-in", "30d"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(lockfile_text(&p.dir).contains("2023-12-14T22:13:20Z"));
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the lockfile expired at 2023-12-14T22:13:20Z"),
+        "{}",
+        stderr(&out)
+    );
+    let out = p.verify(&["--at", "2023-12-01T00:00:00Z"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("expires 2023-12-14T22:13:20Z"));
+    // render refuses it too: the same path.
+    let out = run(
+        &[
+            "render",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            p.allowed_signers.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired at"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn refresh_bumps_the_generation_and_keeps_the_digests() {
+    let p = Project::new();
+    assert_eq!(
+        code(&p.lock(&["--expires-in", "1h", "--environment", "prod"])),
+        0
+    );
+    let (key, _) = second_approver(&p);
+    let out = run(
+        &[
+            "sign",
+            p.dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = lockfile_text(&p.dir);
+    let api = digest_in_lock(&p.dir, "shop/api:1.4");
+    assert_eq!(code(&p.verify(&[])), 1, "expired long ago");
+    // Offline: refresh never asks the registry.
+    p.registry.stop();
+
+    let out = run(
+        &[
+            "refresh",
+            p.dir.to_str().unwrap(),
+            "--key",
+            p.key.to_str().unwrap(),
+            "--expires-in",
+            "30d",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let after = lockfile_text(&p.dir);
+    assert!(before.contains("generation = 1"), "{before}");
+    assert!(after.contains("generation = 2"), "{after}");
+    assert_eq!(digest_in_lock(&p.dir, "shop/api:1.4"), api);
+    assert!(after.contains("environment = \"prod\""), "{after}");
+    let images = |t: &str| t[t.find("[[image]]").unwrap()..].to_owned();
+    assert_eq!(images(&before), images(&after));
+    // The co-signature signed the old bytes and is gone.
+    assert_eq!(signature_files(&p.dir).len(), 1);
+    let out = p.verify(&["--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn lockfile_for_another_environment_is_refused() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&["--environment", "staging"])), 0);
+    let out = p.verify(&["--environment", "prod"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("the lockfile is for environment \"staging\", but \"prod\" is required"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(code(&p.verify(&["--environment", "staging"])), 0);
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("environment staging"),
+        "{}",
+        stdout(&out)
+    );
+    // Changing the environment is a new generation, signed again.
+    assert_eq!(code(&p.lock(&["--environment", "prod"])), 0);
+    assert!(lockfile_text(&p.dir).contains("generation = 2"));
+    assert_eq!(code(&p.verify(&["--environment", "prod"])), 0);
+    // An unbound lockfile does not satisfy a verifier that requires an environment.
+    assert_eq!(code(&p.lock(&[])), 0);
+    let out = p.verify(&["--environment", "prod"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("no environment"), "{}", stderr(&out));
+}

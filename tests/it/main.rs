@@ -10,3 +10,4 @@ mod manifest;
 mod reconcile;
 mod resolve;
 mod signing;
+mod tamper;

@@ -42,6 +42,9 @@ pub struct AuditArgs {
     /// How many distinct trusted principals must have signed each lockfile.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threshold: usize,
+    /// Require every lockfile to be bound to this environment (as `verify --environment`).
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
 }
 
 /// Run the audit; a finding is a [`Class::Check`] failure (exit 1).
@@ -63,6 +66,7 @@ pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
                 signers: &trust,
                 at: time,
                 threshold: args.threshold,
+                environment: args.environment.as_deref(),
             };
             let mut facts = CommitFacts {
                 id: commit.info.id,

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::Bar;
-use crate::lock::{LockDecision, next_lockfile, pin_files, resolution_targets};
+use crate::lock::{LockDecision, LockOptions, next_lockfile, pin_files, resolution_targets};
 use crate::lockfile::{self, Lockfile};
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::{NoProgress, Progress, resolve_all};
@@ -27,6 +27,8 @@ pub struct LockSettings {
     pub registry: OciSettings,
     pub concurrency: usize,
     pub created: Timestamp,
+    /// `--expires-in` and `--environment`.
+    pub options: LockOptions,
 }
 
 pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
@@ -78,8 +80,14 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
             w.location, w.written, w.registry_digest
         ));
     }
-    let decision = next_lockfile(previous.as_ref(), settings.created, &pinned, &resolved)
-        .map_err(CliError::check)?;
+    let decision = next_lockfile(
+        previous.as_ref(),
+        settings.created,
+        &pinned,
+        &resolved,
+        &settings.options,
+    )
+    .map_err(CliError::check)?;
 
     if settings.check {
         return match decision {
@@ -252,6 +260,12 @@ fn stale_reasons(previous: Option<&Lockfile>, new: &Lockfile, changed: &[String]
         if new.entry(&old.reference).is_none() {
             reasons.push(format!("{}: no longer used", old.reference));
         }
+    }
+    if reasons.is_empty() && prev.environment != new.environment {
+        reasons.push(format!(
+            "the environment changes from {:?} to {:?}",
+            prev.environment, new.environment
+        ));
     }
     if reasons.is_empty() && prev.manifests != new.manifests {
         reasons.push("the manifests changed since they were locked".into());

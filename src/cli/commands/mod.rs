@@ -4,5 +4,6 @@ pub mod audit;
 pub mod controller;
 pub mod keygen;
 pub mod lock;
+pub mod sign;
 pub mod verify;
 pub mod wait;

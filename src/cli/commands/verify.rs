@@ -18,6 +18,8 @@ pub struct VerifySettings {
     pub allowed_signers: PathBuf,
     pub threshold: usize,
     pub at: jiff::Timestamp,
+    /// `--environment`: the environment the lockfile must be for.
+    pub environment: Option<String>,
 }
 
 /// What was read: the files, and the commit they came from with `--rev`.
@@ -42,7 +44,11 @@ fn read(settings: &VerifySettings) -> Result<Read, CliError> {
     }
 }
 
-pub(crate) fn load_trust(path: &Path, dir: &Path, printer: Printer) -> Result<AllowedSigners, CliError> {
+pub(crate) fn load_trust(
+    path: &Path,
+    dir: &Path,
+    printer: Printer,
+) -> Result<AllowedSigners, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(Message(format!("cannot read the allowed signers file {}: {e}", path.display())))
             .hint("pass --allowed-signers FILE (Git's allowed_signers format), kept outside the repository you verify")
@@ -79,6 +85,7 @@ fn verified<'a>(
         signers: trust,
         at: settings.at,
         threshold: settings.threshold,
+        environment: settings.environment.as_deref(),
     };
     verify_dir(&read.files, &policy).map_err(CliError::check)
 }
@@ -106,8 +113,17 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         .as_deref()
         .map(|c| format!(" at {c}"))
         .unwrap_or_default();
+    // A lockfile bound to an environment passes without --environment (binding is the
+    // verifier's choice), but says which environment it is for.
+    let mut bound = String::new();
+    if let Some(e) = &lock.environment {
+        bound.push_str(&format!("; environment {e}"));
+    }
+    if let Some(t) = lock.expires {
+        bound.push_str(&format!("; expires {t}"));
+    }
     printer.result(format!(
-        "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}",
+        "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}{bound}",
         lock.generation,
         lock.images.len(),
         v.scan().uses.len(),
@@ -123,6 +139,8 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "uses": v.scan().uses.len(),
         "files": lock.manifests.files,
         "signers": signers,
+        "environment": lock.environment,
+        "expires": lock.expires.map(|t| t.to_string()),
     }));
     Ok(())
 }
