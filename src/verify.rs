@@ -55,7 +55,8 @@ fn render_list(errors: &[ScanError]) -> String {
         .join("\n")
 }
 
-fn error_with_causes(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, each cause said once.
+pub fn error_with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -179,17 +179,7 @@ fn first_reason(e: &VerifyError) -> String {
 }
 
 fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s.replace('\n', " ")
+    crate::verify::error_with_causes(e).replace('\n', " ")
 }
 
 fn short(id: &str) -> &str {
