@@ -247,24 +247,26 @@ pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), G
     read_located(&locate(dir)?, rev)
 }
 
-/// Read the inputs of `located`'s directory at `rev`, from the object database only.
-fn read_located(located: &Located, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
-    let repo = &located.repo;
+/// The commit a rev-spec names (tags peeled), or why not.
+fn resolve_commit<'r>(repo: &'r gix::Repository, rev: &str) -> Result<gix::Commit<'r>, GitError> {
     let id = repo
         .rev_parse_single(rev.as_bytes().as_bstr())
         .map_err(|source| GitError::UnknownRev {
             rev: rev.to_owned(),
             source,
         })?;
-    let object = id
-        .object()
-        .map_err(gix_error(format!("cannot read object {id}")))?;
-    let commit = object
+    id.object()
+        .map_err(gix_error(format!("cannot read object {id}")))?
         .peel_to_commit()
         .map_err(|source| GitError::NotACommit {
             rev: rev.to_owned(),
             source,
-        })?;
+        })
+}
+
+/// Read the inputs of `located`'s directory at `rev`, from the object database only.
+fn read_located(located: &Located, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
+    let commit = resolve_commit(&located.repo, rev)?;
     let info = commit_info(&commit)?;
     let tree = commit.tree().map_err(gix_error(format!(
         "cannot read the tree of commit {}",
@@ -1027,20 +1029,7 @@ pub fn read_history(
         walk = walk.first_parent_only();
     }
     if let Some(rev) = since {
-        let id = repo
-            .rev_parse_single(rev.as_bytes().as_bstr())
-            .map_err(|source| GitError::UnknownRev {
-                rev: rev.to_owned(),
-                source,
-            })?;
-        let commit = id
-            .object()
-            .map_err(gix_error(format!("cannot read object {id}")))?
-            .peel_to_commit()
-            .map_err(|source| GitError::NotACommit {
-                rev: rev.to_owned(),
-                source,
-            })?;
+        let commit = resolve_commit(&repo, rev)?;
         walk = walk.with_hidden([commit.id]);
     }
     let walk = walk
