@@ -1029,7 +1029,7 @@ pub fn read_history(
         walk = walk.first_parent_only();
     }
     if let Some(rev) = since {
-        let commit = resolve_commit(&repo, rev)?;
+        let commit = resolve_commit(repo, rev)?;
         walk = walk.with_hidden([commit.id]);
     }
     let walk = walk
