@@ -1542,7 +1542,12 @@ async fn bench_reconcile_1000_objects() {
         .lines()
         .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
     {
-        eprintln!("controller (debug build) {line}");
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        eprintln!("controller ({profile} build) {line}");
     }
     child.kill().unwrap();
     child.wait().unwrap();
