@@ -535,6 +535,20 @@ fn usage_errors_exit_2_with_a_hint() {
     assert_eq!(code(&out), 2);
     let out = run(&["frobnicate"], &[]);
     assert_eq!(code(&out), 2);
+    // An allowed_signers file far too large to be one is refused before it is read.
+    let huge = tmp.path().join("huge_signers");
+    std::fs::write(&huge, vec![b'#'; 2 << 20]).unwrap();
+    let out = run(
+        &[
+            "verify",
+            tmp.path().to_str().unwrap(),
+            "--allowed-signers",
+            huge.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("over the limit"), "{}", stderr(&out));
 }
 
 #[test]

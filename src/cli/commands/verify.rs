@@ -49,6 +49,17 @@ pub(crate) fn load_trust(
     dir: &Path,
     printer: Printer,
 ) -> Result<AllowedSigners, CliError> {
+    // A trust file is a few lines; a huge one is a mistake or an attack on the verifier.
+    const MAX_TRUST_BYTES: u64 = 1 << 20;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_TRUST_BYTES
+    {
+        return Err(CliError::usage(Message(format!(
+            "the allowed signers file {} is {} bytes, over the limit of {MAX_TRUST_BYTES}",
+            path.display(),
+            meta.len()
+        ))));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(Message(format!("cannot read the allowed signers file {}: {e}", path.display())))
             .hint("pass --allowed-signers FILE (Git's allowed_signers format), kept outside the repository you verify")
