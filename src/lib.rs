@@ -19,6 +19,7 @@ pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod exists;
 pub mod lock;
 pub mod lockfile;
 pub mod manifest;

@@ -30,6 +30,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
     Render(VerifyArgs),
+    /// Confirm that every digest the lockfile pins still exists in its registry (by digest):
+    /// exit 1 listing the missing ones.
+    Check(CheckArgs),
     /// Walk the Git history and verify every commit that changed the manifests: who signed,
     /// which images changed, and unlocked changes, generation regressions, unknown signers.
     Audit(crate::cli::commands::audit::AuditArgs),
@@ -146,6 +149,18 @@ pub struct VerifyArgs {
     /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The manifests directory (inside a Git work tree when --rev is given).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Check this Git revision's lockfile (read from the object database, no checkout).
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

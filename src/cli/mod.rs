@@ -121,6 +121,20 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             verify_settings(a, &env)?,
             printer,
         )?),
+        Command::Check(a) => {
+            let settings = commands::check::CheckSettings {
+                registry: registry_settings(&a.registry)?,
+                concurrency: a.registry.concurrency.max(1),
+                dir: a.dir,
+                rev: a.rev,
+            };
+            commands::check::run(settings, printer)
+                .await
+                .map_err(|error| Failure {
+                    json_printed: true,
+                    error,
+                })
+        }
         Command::Audit(a) => commands::audit::run(a, printer).map_err(|error| Failure {
             json_printed: error.class == error::Class::Check,
             error,

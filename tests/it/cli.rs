@@ -965,3 +965,112 @@ fn lockfile_for_another_environment_is_refused() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("no environment"), "{}", stderr(&out));
 }
+
+fn check(p: &Project, extra: &[&str]) -> Output {
+    let mut args = vec!["check", p.dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args, &[])
+}
+
+/// The first platform of the index pinned for `reference_suffix`: (platform, digest).
+fn platform_in_lock(dir: &Path, reference_suffix: &str) -> (String, String) {
+    let lock: toml::Table = toml::from_str(&lockfile_text(dir)).unwrap();
+    let entry = lock["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().ends_with(reference_suffix))
+        .unwrap_or_else(|| panic!("{reference_suffix} not in lockfile"));
+    let platform = &entry["platform"].as_array().unwrap()[0];
+    (
+        platform["platform"].as_str().unwrap().to_owned(),
+        platform["digest"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn check_confirms_every_pinned_digest_and_names_the_deleted_ones() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let host = p.registry.host();
+    let out = check(&p, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("all pinned digests exist"),
+        "{}",
+        stdout(&out)
+    );
+    let out = check(&p, &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["ok"], true);
+    // Eight entries, plus the platforms of the index and of the manifest list.
+    assert!(json["checked"].as_u64().unwrap() > 8, "{json}");
+
+    // Lose one image and one platform of the index.
+    let worker = digest_in_lock(&p.dir, "/shop/worker:1.0");
+    p.registry
+        .delete_manifest("shop/worker", &worker.parse().unwrap());
+    let (platform, arm) = platform_in_lock(&p.dir, "/shop/api:1.4");
+    p.registry
+        .delete_manifest("shop/api", &arm.parse().unwrap());
+    let before = p.snapshot();
+    let out = check(&p, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("missing: {host}/shop/worker:1.0@{worker}\n")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "missing: {host}/shop/api:1.4@{arm} (platform {platform} of the index)"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("missing: ").count(), 2, "{err}");
+    assert_eq!(p.snapshot(), before, "check writes nothing");
+
+    let out = check(&p, &["--json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["ok"], false);
+    let missing = json["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 2, "{json}");
+    assert_eq!(missing[1]["reference"], format!("{host}/shop/worker:1.0"));
+    assert_eq!(missing[1]["digest"], worker);
+    assert_eq!(missing[0]["platform"], platform);
+}
+
+#[test]
+fn check_passes_after_a_tag_is_repushed_and_reads_a_revision() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&["--commit"])), 0);
+    let old = digest_in_lock(&p.dir, "/shop/worker:1.0");
+    let new = p.registry.push_image("shop/worker", "1.0", b"rebuilt");
+    assert_ne!(old, new.to_string());
+    // The tag moved, but the pinned digest still exists: recoverable, so check passes
+    // (lock --check is what notices the moved tag).
+    let out = check(&p, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = check(&p, &["--rev", "HEAD"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The commit before the lock has no lockfile: nothing to check, a usage error.
+    let out = check(&p, &["--rev", "HEAD~1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("lockstep lock"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_against_a_stopped_registry_exits_2() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    p.registry.stop();
+    let out = check(&p, &["--timeout", "2", "--concurrency", "4"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&p.registry.host()),
+        "{}",
+        stderr(&out)
+    );
+}

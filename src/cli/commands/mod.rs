@@ -1,6 +1,7 @@
 //! One module per command; each takes validated settings and a printer.
 
 pub mod audit;
+pub mod check;
 pub mod controller;
 pub mod keygen;
 pub mod lock;

@@ -1,0 +1,263 @@
+//! The registry half of the truth, pure: which digests a lockfile pins (and so which
+//! digest-only references `lockstep check` asks its registries about), and the verdict from
+//! the answers. The command does the I/O; this file does none.
+//!
+//! The lockfile is trusted as parsed (unverified): the only question asked of it is "which
+//! digests must still exist", and a forged lockfile can at worst make the check ask about
+//! other digests. Whether it is the signed one is `verify`'s question.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::lockfile::Lockfile;
+use crate::model::{Digest, ImageRef};
+use crate::resolve::{ResolveError, Resolved};
+
+/// One pinned digest to confirm: where the lockfile pins it, and what to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The lockfile entry's reference, as written in the manifests.
+    pub reference: String,
+    /// The pinned digest (the index's, or one platform's).
+    pub digest: Digest,
+    /// `os/architecture[/variant]` when this is a platform manifest of an index.
+    pub platform: Option<String>,
+    /// `registry/repository@digest`: asking by digest confirms the manifest exists, and a
+    /// re-pushed tag does not change the answer.
+    pub ask: ImageRef,
+}
+
+/// Every digest `lock` pinned: each entry's digest and, for an index, each platform's.
+/// In lockfile order, entry before its platforms.
+pub fn probes(lock: &Lockfile) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for entry in &lock.images {
+        let ask = |digest: &Digest| {
+            entry
+                .image
+                .pin(digest.clone())
+                .image()
+                .by_digest()
+                .expect("a pinned reference has a digest")
+        };
+        out.push(Probe {
+            reference: entry.reference.clone(),
+            digest: entry.digest.clone(),
+            platform: None,
+            ask: ask(&entry.digest),
+        });
+        for p in &entry.platforms {
+            out.push(Probe {
+                reference: entry.reference.clone(),
+                digest: p.digest.clone(),
+                platform: Some(p.platform.clone()),
+                ask: ask(&p.digest),
+            });
+        }
+    }
+    out
+}
+
+/// What the registry already told `lock` about each digest-only reference, so that an index
+/// still present costs one request (its platforms are asked about separately).
+pub fn known(lock: &Lockfile) -> BTreeMap<ImageRef, Resolved> {
+    let mut out = BTreeMap::new();
+    for entry in &lock.images {
+        if let Some(ask) = entry.image.pin(entry.digest.clone()).image().by_digest() {
+            out.insert(
+                ask,
+                Resolved {
+                    digest: entry.digest.clone(),
+                    media_type: entry.media_type.clone(),
+                    platforms: entry.platforms.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// A pinned digest the registry no longer has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    pub reference: String,
+    pub digest: String,
+    /// Set when the missing manifest is one platform of an index.
+    pub platform: Option<String>,
+}
+
+/// A pinned digest the registry could not be asked about (unreachable, refused, lying).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unanswered {
+    pub reference: String,
+    pub digest: String,
+    pub platform: Option<String>,
+    /// Why, with its causes.
+    pub error: String,
+}
+
+/// The verdict of `lockstep check`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Report {
+    /// Distinct digest-only references asked about.
+    pub checked: usize,
+    /// Pinned digests the registry answered "not found" for, in lockfile order.
+    pub missing: Vec<Missing>,
+    /// Pinned digests without an answer, in lockfile order.
+    pub unanswered: Vec<Unanswered>,
+}
+
+impl Report {
+    /// Every pinned digest exists.
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.unanswered.is_empty()
+    }
+}
+
+/// Judge the answers: `failures` are the references that did not resolve (every other
+/// probe's reference was confirmed). Only "not found" counts as missing; anything else is
+/// unanswered, since it says nothing about whether the manifest exists.
+pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report {
+    let failed: BTreeMap<&ImageRef, &ResolveError> = failures.iter().map(|(r, e)| (r, e)).collect();
+    let checked = probes.iter().map(|p| &p.ask).collect::<BTreeSet<_>>().len();
+    let mut report = Report {
+        checked,
+        ..Report::default()
+    };
+    for p in probes {
+        match failed.get(&p.ask) {
+            None => {}
+            Some(ResolveError::NotFound { .. }) => report.missing.push(Missing {
+                reference: p.reference.clone(),
+                digest: p.digest.to_string(),
+                platform: p.platform.clone(),
+            }),
+            Some(error) => report.unanswered.push(Unanswered {
+                reference: p.reference.clone(),
+                digest: p.digest.to_string(),
+                platform: p.platform.clone(),
+                error: chain(error),
+            }),
+        }
+    }
+    report
+}
+
+/// One line naming a missing digest: `REFERENCE@DIGEST [platform P]`.
+pub fn describe(reference: &str, digest: &str, platform: Option<&str>) -> String {
+    match platform {
+        Some(p) => format!("{reference}@{digest} (platform {p} of the index)"),
+        None => format!("{reference}@{digest}"),
+    }
+}
+
+fn chain(error: &ResolveError) -> String {
+    let mut s = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockfile::{ImageEntry, ManifestBinding};
+    use crate::resolve::PlatformDigest;
+
+    fn digest(seed: &str) -> Digest {
+        Digest::of(seed.as_bytes())
+    }
+
+    fn lockfile() -> Lockfile {
+        let entry = |reference: &str, d: Digest, platforms: Vec<PlatformDigest>| ImageEntry {
+            reference: reference.to_owned(),
+            image: ImageRef::parse(reference).unwrap(),
+            digest: d,
+            media_type: crate::resolve::OCI_MANIFEST.to_owned(),
+            platforms,
+            uses: Vec::new(),
+        };
+        Lockfile {
+            generation: 1,
+            created: jiff::Timestamp::UNIX_EPOCH,
+            expires: None,
+            environment: None,
+            manifests: ManifestBinding::compute(std::iter::empty()),
+            images: vec![
+                entry(
+                    "reg.example/app:1",
+                    digest("index"),
+                    vec![PlatformDigest {
+                        platform: "linux/arm64".into(),
+                        digest: digest("arm"),
+                    }],
+                ),
+                // Another tag pinned to the same digest: asked about once, reported twice.
+                entry("reg.example/app:latest", digest("index"), Vec::new()),
+            ],
+        }
+    }
+
+    #[test]
+    fn asks_by_digest_for_every_entry_and_platform() {
+        let ps = probes(&lockfile());
+        let asks: Vec<String> = ps.iter().map(|p| p.ask.to_string()).collect();
+        assert_eq!(
+            asks,
+            vec![
+                format!("reg.example/app@{}", digest("index")),
+                format!("reg.example/app@{}", digest("arm")),
+                format!("reg.example/app@{}", digest("index")),
+            ]
+        );
+        assert_eq!(ps[1].platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(judge(&ps, &[]).checked, 2);
+        assert!(judge(&ps, &[]).ok());
+    }
+
+    #[test]
+    fn not_found_is_missing_and_other_errors_are_unanswered() {
+        let ps = probes(&lockfile());
+        let index = ps[0].ask.clone();
+        let arm = ps[1].ask.clone();
+        let failures = vec![
+            (
+                index.clone(),
+                ResolveError::NotFound {
+                    reference: index,
+                    registry: "reg.example".into(),
+                    code: String::new(),
+                    message: String::new(),
+                },
+            ),
+            (
+                arm.clone(),
+                ResolveError::Registry {
+                    reference: arm,
+                    registry: "reg.example".into(),
+                    status: 500,
+                    code: String::new(),
+                    message: String::new(),
+                },
+            ),
+        ];
+        let report = judge(&ps, &failures);
+        assert!(!report.ok());
+        let missing: Vec<&str> = report
+            .missing
+            .iter()
+            .map(|m| m.reference.as_str())
+            .collect();
+        assert_eq!(missing, ["reg.example/app:1", "reg.example/app:latest"]);
+        assert_eq!(report.unanswered.len(), 1);
+        assert_eq!(
+            report.unanswered[0].platform.as_deref(),
+            Some("linux/arm64")
+        );
+        assert!(report.unanswered[0].error.contains("HTTP 500"));
+    }
+}
