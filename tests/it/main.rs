@@ -3,6 +3,7 @@
 mod audit;
 mod cli;
 mod deploy;
+mod fuzz;
 mod git;
 mod harness;
 mod images;
