@@ -457,29 +457,7 @@ const TOML_TOKENS: &[&str] = &[
 fn real_lockfile() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
-        let mut files = source::fs::read_dir(&fixtures()).unwrap();
-        let digest = lockstep::model::Digest::of(b"fuzz image");
-        for bytes in files.files.values_mut() {
-            let text = String::from_utf8(bytes.clone()).unwrap();
-            let mut out = String::new();
-            let mut rest = text.as_str();
-            while let Some(i) = rest.find("REGISTRY/") {
-                out.push_str(&rest[..i]);
-                let tail = &rest[i..];
-                let end = tail
-                    .find(|c: char| {
-                        c == '"' || c == '\'' || c.is_whitespace() || c == ',' || c == '}'
-                    })
-                    .unwrap();
-                out.push_str(&format!(
-                    "registry.example{}@{digest}",
-                    &tail["REGISTRY".len()..end]
-                ));
-                rest = &tail[end..];
-            }
-            out.push_str(rest);
-            *bytes = out.into_bytes();
-        }
+        let files = crate::tamper::pinned_fixtures(&lockstep::model::Digest::of(b"fuzz image"));
         let scan = lockstep::verify::scan_dir(&files).unwrap();
         let created = Timestamp::from_second(1_700_000_000).unwrap();
         let lock = Lockfile::build(7, created, scan.binding, &scan.uses, &Default::default());

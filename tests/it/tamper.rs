@@ -27,14 +27,13 @@ impl Rng {
     }
 }
 
-/// The fixture manifests, pinned (every image gets a digest), locked and signed.
-fn signed_directory(key: &SigningKey) -> SourceFiles {
+/// The fixture manifests with every placeholder image (`REGISTRY/<repo>:<tag>`) pinned to
+/// `digest` under `registry.example`: realistic, fully pinned input without a registry.
+pub fn pinned_fixtures(digest: &lockstep::model::Digest) -> SourceFiles {
     let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifests"));
     let mut files = source::fs::read_dir(root).unwrap();
-    let digest = lockstep::model::Digest::of(b"tamper test image");
     for bytes in files.files.values_mut() {
         let text = String::from_utf8(bytes.clone()).unwrap();
-        // Pin every placeholder image the simple way: the fixtures use REGISTRY/<repo>:<tag>.
         let mut out = String::new();
         let mut rest = text.as_str();
         while let Some(i) = rest.find("REGISTRY/") {
@@ -52,6 +51,12 @@ fn signed_directory(key: &SigningKey) -> SourceFiles {
         out.push_str(rest);
         *bytes = out.into_bytes();
     }
+    files
+}
+
+/// The fixture manifests, pinned (every image gets a digest), locked and signed.
+fn signed_directory(key: &SigningKey) -> SourceFiles {
+    let mut files = pinned_fixtures(&lockstep::model::Digest::of(b"tamper test image"));
     let scan = scan_dir(&files).unwrap();
     assert!(scan.uses.iter().all(|u| u.reference.digest().is_some()));
     let created = Timestamp::from_second(1_700_000_000).unwrap();
