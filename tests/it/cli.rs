@@ -96,25 +96,12 @@ impl Project {
         let repo = tmp.path().join("repo");
         let dir = repo.join("deploy");
         copy_tree(Path::new(FIXTURES), &dir, &registry.host());
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["config", "user.name", "CI Bot"]);
-        git(&repo, &["config", "user.email", "ci@example.com"]);
+        init_repo(&repo);
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-qm", "manifests"]);
-        let key = tmp.path().join("ci_key");
-        let out = run(
-            &[
-                "keygen",
-                "--output",
-                key.to_str().unwrap(),
-                "-C",
-                "ci@example.com",
-            ],
-            &[],
-        );
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let (key, trust_line) = ci_key(tmp.path());
         let allowed_signers = tmp.path().join("allowed_signers");
-        std::fs::write(&allowed_signers, stdout(&out)).unwrap();
+        std::fs::write(&allowed_signers, trust_line).unwrap();
         Project {
             registry,
             _tmp: tmp,
@@ -150,6 +137,31 @@ impl Project {
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(&self.dir)
     }
+}
+
+/// `git init` on branch main with the CI identity.
+pub fn init_repo(repo: &Path) {
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["config", "user.name", "CI Bot"]);
+    git(repo, &["config", "user.email", "ci@example.com"]);
+}
+
+/// A signing key `ci@example.com` made by `lockstep keygen` in `dir`: its path and the
+/// allowed_signers line that trusts it.
+pub fn ci_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("ci_key");
+    let out = run(
+        &[
+            "keygen",
+            "--output",
+            key.to_str().unwrap(),
+            "-C",
+            "ci@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    (key, stdout(&out))
 }
 
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

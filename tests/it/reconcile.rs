@@ -22,7 +22,7 @@ use kube::core::ApiResource;
 use kube::{Client, CustomResourceExt as _};
 use serde_json::json;
 
-use crate::cli::{code, git, run, stderr, stdout};
+use crate::cli::{ci_key, code, git, init_repo, run, stderr};
 use crate::harness::{RegistryOptions, TestRegistry};
 use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
@@ -168,23 +168,10 @@ impl Repo {
         let repo = tmp.path().join("repo");
         let dir = repo.join("deploy");
         std::fs::create_dir_all(&dir).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["config", "user.name", "CI Bot"]);
-        git(&repo, &["config", "user.email", "ci@example.com"]);
-        let key = tmp.path().join("ci_key");
-        let out = run(
-            &[
-                "keygen",
-                "--output",
-                key.to_str().unwrap(),
-                "-C",
-                "ci@example.com",
-            ],
-            &[],
-        );
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        init_repo(&repo);
+        let (key, trust_line) = ci_key(tmp.path());
         let r = Repo {
-            allowed_signers: stdout(&out),
+            allowed_signers: trust_line,
             registry,
             tmp,
             repo,
