@@ -23,37 +23,43 @@ pub struct Probe {
     pub digest: Digest,
     /// `os/architecture[/variant]` when this is a platform manifest of an index.
     pub platform: Option<String>,
-    /// `registry/repository@digest`: asking by digest confirms the manifest exists, and a
-    /// re-pushed tag does not change the answer.
+    /// Where it is asked: the image's own `registry/repository`, or a recorded mirror.
+    pub location: String,
+    /// Whether `location` is a mirror (`lockstep mirror`), not the image's own repository.
+    pub mirror: bool,
+    /// `location@digest`: asking by digest confirms the manifest exists, and a re-pushed tag
+    /// does not change the answer.
     pub ask: ImageRef,
 }
 
-/// Every digest `lock` pinned: each entry's digest and, for an index, each platform's.
-/// In lockfile order, entry before its platforms.
+/// Every digest `lock` pinned, at every location the lockfile records: each entry's digest
+/// and, for an index, each platform's, in its own repository and in each mirror. In
+/// lockfile order, entry before its platforms, own repository before mirrors.
 pub fn probes(lock: &Lockfile) -> Vec<Probe> {
     let mut out = Vec::new();
     for entry in &lock.images {
-        let ask = |digest: &Digest| {
-            entry
-                .image
-                .pin(digest.clone())
-                .image()
-                .by_digest()
-                .expect("a pinned reference has a digest")
-        };
-        out.push(Probe {
-            reference: entry.reference.clone(),
-            digest: entry.digest.clone(),
-            platform: None,
-            ask: ask(&entry.digest),
-        });
-        for p in &entry.platforms {
-            out.push(Probe {
+        let own = entry.image.name();
+        for location in entry.locations() {
+            let name = location.name();
+            let ask = |digest: &Digest| {
+                location
+                    .pin(digest.clone())
+                    .image()
+                    .by_digest()
+                    .expect("a pinned reference has a digest")
+            };
+            let probe = |digest: &Digest, platform: Option<&String>| Probe {
                 reference: entry.reference.clone(),
-                digest: p.digest.clone(),
-                platform: Some(p.platform.clone()),
-                ask: ask(&p.digest),
-            });
+                digest: digest.clone(),
+                platform: platform.cloned(),
+                location: name.clone(),
+                mirror: name != own,
+                ask: ask(digest),
+            };
+            out.push(probe(&entry.digest, None));
+            for p in &entry.platforms {
+                out.push(probe(&p.digest, Some(&p.platform)));
+            }
         }
     }
     out
@@ -64,7 +70,7 @@ pub fn probes(lock: &Lockfile) -> Vec<Probe> {
 pub fn known(lock: &Lockfile) -> BTreeMap<ImageRef, Resolved> {
     let mut out = BTreeMap::new();
     for entry in &lock.images {
-        if let Some(ask) = entry.image.pin(entry.digest.clone()).image().by_digest() {
+        for ask in entry.locations() {
             out.insert(
                 ask,
                 Resolved {
@@ -78,21 +84,28 @@ pub fn known(lock: &Lockfile) -> BTreeMap<ImageRef, Resolved> {
     out
 }
 
-/// A pinned digest the registry no longer has.
+/// A pinned digest a location no longer has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Missing {
     pub reference: String,
     pub digest: String,
     /// Set when the missing manifest is one platform of an index.
     pub platform: Option<String>,
+    /// The repository that lacks it (the image's own, or a mirror).
+    pub location: String,
+    pub mirror: bool,
+    /// The other recorded locations that confirmed this digest: empty means no recorded
+    /// copy is left.
+    pub still_at: Vec<String>,
 }
 
-/// A pinned digest the registry could not be asked about (unreachable, refused, lying).
+/// A pinned digest a location could not be asked about (unreachable, refused, lying).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unanswered {
     pub reference: String,
     pub digest: String,
     pub platform: Option<String>,
+    pub location: String,
     /// Why, with its causes.
     pub error: String,
 }
@@ -132,11 +145,24 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
                 reference: p.reference.clone(),
                 digest: p.digest.to_string(),
                 platform: p.platform.clone(),
+                location: p.location.clone(),
+                mirror: p.mirror,
+                still_at: probes
+                    .iter()
+                    .filter(|o| {
+                        o.reference == p.reference
+                            && o.digest == p.digest
+                            && o.location != p.location
+                            && !failed.contains_key(&o.ask)
+                    })
+                    .map(|o| o.location.clone())
+                    .collect(),
             }),
             Some(error) => report.unanswered.push(Unanswered {
                 reference: p.reference.clone(),
                 digest: p.digest.to_string(),
                 platform: p.platform.clone(),
+                location: p.location.clone(),
                 error: chain(error),
             }),
         }
@@ -144,12 +170,21 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
     report
 }
 
-/// One line naming a missing digest: `REFERENCE@DIGEST [platform P]`.
-pub fn describe(reference: &str, digest: &str, platform: Option<&str>) -> String {
-    match platform {
-        Some(p) => format!("{reference}@{digest} (platform {p} of the index)"),
-        None => format!("{reference}@{digest}"),
+/// One line naming a missing digest: `REFERENCE@DIGEST [platform P] [in mirror M]`.
+pub fn describe(
+    reference: &str,
+    digest: &str,
+    platform: Option<&str>,
+    mirror: Option<&str>,
+) -> String {
+    let mut out = format!("{reference}@{digest}");
+    if let Some(p) = platform {
+        out.push_str(&format!(" (platform {p} of the index)"));
     }
+    if let Some(m) = mirror {
+        out.push_str(&format!(" in mirror {m}"));
+    }
+    out
 }
 
 fn chain(error: &ResolveError) -> String {
@@ -179,6 +214,7 @@ mod tests {
             digest: d,
             media_type: crate::resolve::OCI_MANIFEST.to_owned(),
             platforms,
+            mirrors: Vec::new(),
             uses: Vec::new(),
         };
         Lockfile {

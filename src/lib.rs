@@ -9,6 +9,8 @@
 //! - **verify**: `source` reads the bytes (work tree or a Git revision) → `signing::verify`
 //!   checks the signatures against trusted keys *before* the lockfile is parsed →
 //!   `lockfile` parses → `manifest::scan` → `check` gives the verdict. No network.
+//! - **mirror**: copy every pinned digest to a second registry (`resolve::oci`) and record
+//!   it in a new signed generation, so a commit stays deployable if the source loses images.
 //! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
 //! - **reconcile** (in the cluster): `source::git` fetches the commit a `LockstepSync` follows
 //!   → the same verification, with trust from the cluster, never from the repository →
@@ -23,6 +25,7 @@ pub mod exists;
 pub mod lock;
 pub mod lockfile;
 pub mod manifest;
+pub mod mirror;
 pub mod model;
 pub mod resolve;
 pub mod signing;

@@ -232,6 +232,9 @@ pub fn next_lockfile(
         &pinned.scan.uses,
         resolved,
     );
+    if let Some(previous) = previous {
+        carry_mirrors(&mut lock, previous);
+    }
     lock.environment = options.environment.clone();
     lock.expires = options
         .lifetime
@@ -254,6 +257,59 @@ fn up_to_date(previous: &Lockfile, candidate: &Lockfile, options: &LockOptions) 
     !wants_expiry && previous.same_content(&same_expiry)
 }
 
+/// Keep the mirrors recorded for an image whose digest did not change: the mirror holds that
+/// digest still (copies are by digest). A new digest has no mirror until `mirror` runs again.
+fn carry_mirrors(lock: &mut Lockfile, previous: &Lockfile) {
+    for entry in &mut lock.images {
+        if let Some(before) = previous.entry(&entry.reference)
+            && before.image == entry.image
+            && before.digest == entry.digest
+            && before.platforms == entry.platforms
+        {
+            entry.mirrors = before.mirrors.clone();
+        }
+    }
+}
+
+/// The next generation of `previous`, made at `created`, when `scan` (the directory's
+/// manifests now) still matches it; refused otherwise, so a new signature never vouches for
+/// manifests nobody locked.
+fn next_generation(
+    previous: &Lockfile,
+    scan: &ScannedDir,
+    created: Timestamp,
+) -> Result<Lockfile, LockError> {
+    let findings = check(previous, &scan.uses, &scan.binding);
+    if !findings.is_empty() {
+        return Err(LockError::NotRefreshable(findings));
+    }
+    let mut next = previous.clone();
+    next.generation = previous.generation + 1;
+    next.created = created;
+    Ok(next)
+}
+
+/// `mirror`: the lockfile recording that every image is also at its name under `target`,
+/// as the next generation — or `None` when it records that already. Expiry and environment
+/// stay as they were.
+pub fn mirrored(
+    previous: &Lockfile,
+    scan: &ScannedDir,
+    created: Timestamp,
+    target: &crate::mirror::MirrorTarget,
+) -> Result<Option<Lockfile>, LockError> {
+    let mut next = next_generation(previous, scan, created)?;
+    let mut added = false;
+    for entry in &mut next.images {
+        let name = target.name_for(&entry.image);
+        if let Err(at) = entry.mirrors.binary_search(&name) {
+            entry.mirrors.insert(at, name);
+            added = true;
+        }
+    }
+    Ok(added.then_some(next))
+}
+
 /// `refresh`: the same lockfile (images, binding, environment) as the next generation,
 /// created now and expiring `lifetime` later. Refused unless `scan` (the directory's
 /// manifests now) still matches it, so a refresh never vouches for manifests nobody locked.
@@ -263,13 +319,7 @@ pub fn refreshed(
     created: Timestamp,
     lifetime: SignedDuration,
 ) -> Result<Lockfile, LockError> {
-    let findings = check(previous, &scan.uses, &scan.binding);
-    if !findings.is_empty() {
-        return Err(LockError::NotRefreshable(findings));
-    }
-    let mut next = previous.clone();
-    next.generation = previous.generation + 1;
-    next.created = created;
+    let mut next = next_generation(previous, scan, created)?;
     next.expires = Some(expiry(created, lifetime)?);
     Ok(next)
 }
@@ -294,6 +344,63 @@ mod tests {
         let pinned = uses(&crate::model::pin_written(written, digest));
         let binding = ManifestBinding::compute([("pod.yaml", &b""[..])]);
         Lockfile::build(1, Timestamp::UNIX_EPOCH, binding, &pinned, &BTreeMap::new())
+    }
+
+    fn scanned(image: &str) -> ScannedDir {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {image}\n"
+        );
+        let mut files = SourceFiles::default();
+        files.insert("pod.yaml".into(), yaml.into_bytes()).unwrap();
+        scan_dir(&files).unwrap()
+    }
+
+    #[test]
+    fn mirrored_records_the_mirror_once_as_a_new_generation() {
+        let d = Digest::of(b"api");
+        let written = crate::model::pin_written("r.io/shop/api:1", &d);
+        let scan = scanned(&written);
+        let mut lock = Lockfile::build(
+            4,
+            Timestamp::UNIX_EPOCH,
+            scan.binding.clone(),
+            &scan.uses,
+            &BTreeMap::new(),
+        );
+        lock.expires = Some(Timestamp::from_second(2_000_000_000).unwrap());
+        let target = crate::mirror::MirrorTarget::parse("m.io/dr").unwrap();
+        let created = Timestamp::from_second(1_800_000_000).unwrap();
+        let next = mirrored(&lock, &scan, created, &target).unwrap().unwrap();
+        assert_eq!(next.generation, 5);
+        assert_eq!(next.created, created);
+        assert_eq!(next.expires, lock.expires, "mirroring keeps the expiry");
+        assert_eq!(next.images[0].mirrors, ["m.io/dr/shop/api"]);
+        assert!(
+            mirrored(&next, &scan, created, &target).unwrap().is_none(),
+            "recorded already"
+        );
+        // A stale lockfile is not mirrored.
+        let other = scanned(&crate::model::pin_written(
+            "r.io/shop/api:1",
+            &Digest::of(b"x"),
+        ));
+        assert!(mirrored(&lock, &other, created, &target).is_err());
+    }
+
+    #[test]
+    fn a_new_lock_keeps_mirrors_of_unchanged_digests_only() {
+        let (d1, d2) = (Digest::of(b"1"), Digest::of(b"2"));
+        let mut previous = lock_pinning("r.io/shop/api:1", &d1);
+        previous.images[0].mirrors = vec!["m.io/dr/shop/api".into()];
+        let mut same = lock_pinning("r.io/shop/api:1", &d1);
+        carry_mirrors(&mut same, &previous);
+        assert_eq!(same.images[0].mirrors, ["m.io/dr/shop/api"]);
+        let mut moved = lock_pinning("r.io/shop/api:1", &d2);
+        carry_mirrors(&mut moved, &previous);
+        assert!(
+            moved.images[0].mirrors.is_empty(),
+            "the mirror has no copy of a new digest"
+        );
     }
 
     /// Regression: after the first lock every image carries `tag@digest`, and the second lock

@@ -26,6 +26,11 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// The digest of what `hasher` was fed (for bytes hashed as they stream by).
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
     /// The lowercase hex part, without `sha256:`.
     pub fn hex(&self) -> &str {
         &self.0["sha256:".len()..]

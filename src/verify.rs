@@ -214,20 +214,25 @@ impl<'a> VerifiedDir<'a> {
     /// separated by `---`. Byte order marks are dropped (they are only valid at the start
     /// of a stream).
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (path, bytes) in self.files.manifests() {
-            let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            if body.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.extend_from_slice(format!("---\n# Source: {path}\n").as_bytes());
-            out.extend_from_slice(body);
-            if !body.ends_with(b"\n") {
-                out.push(b'\n');
-            }
-        }
-        out
+        render_stream(self.files.manifests())
     }
+}
+
+/// Manifest files as one YAML stream (see [`VerifiedDir::render`]).
+pub fn render_stream<'b>(files: impl IntoIterator<Item = (&'b str, &'b [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, bytes) in files {
+        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.extend_from_slice(format!("---\n# Source: {path}\n").as_bytes());
+        out.extend_from_slice(body);
+        if !body.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// Verify a directory's files against a trust policy. Signatures are checked over the exact

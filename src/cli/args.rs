@@ -29,13 +29,16 @@ pub enum Command {
     /// Check a directory (or a Git revision of it) against its signed lockfile, offline.
     Verify(VerifyArgs),
     /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
-    Render(VerifyArgs),
+    Render(RenderArgs),
     /// Confirm that every digest the lockfile pins still exists in its registry (by digest):
     /// exit 1 listing the missing ones.
     Check(CheckArgs),
     /// Walk the Git history and verify every commit that changed the manifests: who signed,
     /// which images changed, and unlocked changes, generation regressions, unknown signers.
     Audit(crate::cli::commands::audit::AuditArgs),
+    /// Copy every pinned image (all platforms) to another registry and record the mirror in a
+    /// new signed generation, so the commit stays deployable if the source loses images.
+    Mirror(MirrorArgs),
     /// Add a signature to the existing lockfile without changing it (a second approver).
     Sign(SignArgs),
     /// Re-sign the lockfile as a new generation with a new expiry; digests unchanged, offline.
@@ -101,6 +104,17 @@ pub struct RefreshArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    pub sign: SignArgs,
+    /// Where to copy: REGISTRY[/PATH]; each image goes to REGISTRY/PATH/<its repository>.
+    #[arg(long, value_name = "REGISTRY[/PATH]")]
+    pub to: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct KeyArgs {
     /// OpenSSH ed25519 private key file to sign with.
     #[arg(long, env = "LOCKSTEP_SIGNING_KEY_FILE", value_name = "FILE")]
@@ -149,6 +163,16 @@ pub struct VerifyArgs {
     /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// Point every image at its copy in this mirror (REGISTRY[/PATH], as given to `lockstep
+    /// mirror --to`), same digest; refused unless the signed lockfile records it for every image.
+    #[arg(long, value_name = "REGISTRY[/PATH]")]
+    pub from_mirror: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -101,14 +101,37 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             check_signer(settings.signer.as_deref())?;
             Ok(commands::lock::run(settings, printer).await?)
         }
-        Command::Sign(a) => Ok(commands::sign::sign(sign_settings(a, &env)?, printer)?),
+        Command::Sign(a) => Ok(commands::sign::sign(
+            sign_settings(a, &env, "lockstep: sign the lockfile")?,
+            printer,
+        )?),
         Command::Refresh(a) => {
             let lifetime = lifetime(&a.expires_in)?;
             let created = created_at(&env)?;
-            let settings = sign_settings(a.sign, &env)?;
+            let settings = sign_settings(a.sign, &env, "lockstep: refresh the lockfile")?;
             Ok(commands::sign::refresh(
                 settings, created, lifetime, printer,
             )?)
+        }
+        Command::Mirror(a) => {
+            let created = created_at(&env)?;
+            let settings = commands::mirror::MirrorSettings {
+                target: crate::mirror::MirrorTarget::parse(&a.to).map_err(CliError::usage)?,
+                registry: registry_settings(&a.registry)?,
+                concurrency: a.registry.concurrency.max(1),
+                created,
+                sign: sign_settings(
+                    a.sign,
+                    &env,
+                    &format!("lockstep: mirror images to {}", a.to),
+                )?,
+            };
+            commands::mirror::run(settings, printer)
+                .await
+                .map_err(|error| Failure {
+                    json_printed: true,
+                    error,
+                })
         }
         Command::Verify(a) => {
             let settings = verify_settings(a, &env)?;
@@ -117,10 +140,19 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 json_printed: true,
             })
         }
-        Command::Render(a) => Ok(commands::verify::render(
-            verify_settings(a, &env)?,
-            printer,
-        )?),
+        Command::Render(a) => {
+            let mirror = a
+                .from_mirror
+                .as_deref()
+                .map(crate::mirror::MirrorTarget::parse)
+                .transpose()
+                .map_err(CliError::usage)?;
+            Ok(commands::verify::render(
+                verify_settings(a.verify, &env)?,
+                mirror,
+                printer,
+            )?)
+        }
         Command::Check(a) => {
             let settings = commands::check::CheckSettings {
                 registry: registry_settings(&a.registry)?,
@@ -242,7 +274,11 @@ fn check_signer(signer: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn sign_settings(a: SignArgs, env: &Env) -> Result<commands::sign::SignSettings, CliError> {
+fn sign_settings(
+    a: SignArgs,
+    env: &Env,
+    default_message: &str,
+) -> Result<commands::sign::SignSettings, CliError> {
     check_signer(a.key.signer.as_deref())?;
     Ok(commands::sign::SignSettings {
         key: load_key(&a.key, env)?,
@@ -250,7 +286,7 @@ fn sign_settings(a: SignArgs, env: &Env) -> Result<commands::sign::SignSettings,
         commit: a.commit.then(|| {
             a.message
                 .clone()
-                .unwrap_or_else(|| "lockstep: sign the lockfile".to_owned())
+                .unwrap_or_else(|| default_message.to_owned())
         }),
         dir: a.dir,
     })

@@ -124,7 +124,25 @@ pub struct ImageEntry {
     pub digest: Digest,
     pub media_type: String,
     pub platforms: Vec<PlatformDigest>,
+    /// Mirror repositories holding this digest (see `lockstep mirror`): normalized
+    /// `registry/repository` names, without tag or digest, sorted, unique.
+    pub mirrors: Vec<String>,
     pub uses: Vec<UseSite>,
+}
+
+impl ImageEntry {
+    /// Where the pinned digest can be pulled: the entry's own repository, then each mirror,
+    /// each as a digest-only reference.
+    pub fn locations(&self) -> Vec<ImageRef> {
+        let own = self.image.pin(self.digest.clone()).image().by_digest();
+        own.into_iter()
+            .chain(
+                self.mirrors
+                    .iter()
+                    .filter_map(|m| ImageRef::parse(&format!("{m}@{}", self.digest)).ok()),
+            )
+            .collect()
+    }
 }
 
 /// A parsed lockfile.
@@ -173,6 +191,7 @@ impl Lockfile {
                     digest,
                     media_type,
                     platforms,
+                    mirrors: Vec::new(),
                     uses: Vec::new(),
                 }
             });
@@ -299,6 +318,30 @@ fn parse_time(field: &'static str, value: &str) -> Result<Timestamp, LockfileErr
     })
 }
 
+/// The recorded mirrors of one image: each a normalized `registry/repository` (no tag, no
+/// digest), sorted and unique, so that a lockfile has one spelling.
+fn mirror_names(reference: &str, names: Vec<String>) -> Result<Vec<String>, LockfileError> {
+    let bad = |what: String| LockfileError::Image {
+        reference: reference.to_owned(),
+        what,
+    };
+    for (i, name) in names.iter().enumerate() {
+        let image =
+            ImageRef::parse(name).map_err(|e| bad(format!("mirror {name:?}: {}", e.reason)))?;
+        // A tag or digest, or a name Docker would spell otherwise, changes the name.
+        if image.name() != *name {
+            return Err(bad(format!(
+                "mirror {name:?} must be a normalized registry/repository name (it normalizes to {})",
+                image.name()
+            )));
+        }
+        if i > 0 && names[i - 1] >= *name {
+            return Err(bad("mirrors must be sorted and unique".into()));
+        }
+    }
+    Ok(names)
+}
+
 impl From<&Lockfile> for WireLockfile {
     fn from(l: &Lockfile) -> Self {
         WireLockfile {
@@ -328,6 +371,7 @@ impl From<&Lockfile> for WireLockfile {
                             digest: p.digest.to_string(),
                         })
                         .collect(),
+                    mirrors: e.mirrors.clone(),
                     uses: e
                         .uses
                         .iter()
@@ -419,12 +463,14 @@ impl TryFrom<WireLockfile> for Lockfile {
                     container: u.container,
                 })
                 .collect();
+            let mirrors = mirror_names(&wi.reference, wi.mirrors)?;
             images.push(ImageEntry {
                 digest: digest(&wi.reference, &wi.digest)?,
                 reference: wi.reference,
                 image,
                 media_type: wi.media_type,
                 platforms,
+                mirrors,
                 uses,
             });
         }
@@ -466,6 +512,7 @@ mod tests {
                     platform: "linux/amd64".into(),
                     digest: Digest::of(b"amd64"),
                 }],
+                mirrors: vec!["mirror.example:5000/backup/shop/api".into()],
                 uses: vec![UseSite {
                     file: "a.yaml".into(),
                     kind: "Deployment".into(),
@@ -508,6 +555,44 @@ mod tests {
             Lockfile::parse_unverified(text.as_bytes()),
             Err(LockfileError::Toml(_))
         ));
+    }
+
+    #[test]
+    fn mirrors_must_be_normalized_sorted_names() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let with = |mirrors: &str| {
+            text.replace(
+                "mirror = [\"mirror.example:5000/backup/shop/api\"]",
+                &format!("mirror = {mirrors}"),
+            )
+        };
+        assert_ne!(with("[]"), text, "the sample records a mirror");
+        for bad in [
+            r#"["mirror.example:5000/backup/shop/api:1.4"]"#,
+            r#"["m.io/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#,
+            r#"["nginx"]"#,
+            r#"["m.io/b", "m.io/a"]"#,
+            r#"["m.io/a", "m.io/a"]"#,
+        ] {
+            let err = Lockfile::parse_unverified(with(bad).as_bytes()).unwrap_err();
+            assert!(matches!(err, LockfileError::Image { .. }), "{bad}: {err}");
+        }
+        let two = Lockfile::parse_unverified(with(r#"["m.io/a", "m.io/b"]"#).as_bytes()).unwrap();
+        assert_eq!(two.images[0].mirrors, ["m.io/a", "m.io/b"]);
+        let at: Vec<String> = two.images[0]
+            .locations()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let d = Digest::of(b"api");
+        assert_eq!(
+            at,
+            [
+                format!("127.0.0.1:5000/shop/api@{d}"),
+                format!("m.io/a@{d}"),
+                format!("m.io/b@{d}")
+            ]
+        );
     }
 
     #[test]

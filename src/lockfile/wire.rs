@@ -59,6 +59,10 @@ pub struct WireImage {
     /// For an index or manifest list: each platform's manifest digest.
     #[serde(default, rename = "platform", skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<WirePlatform>,
+    /// Other repositories (`registry/repository`) holding the same digest, and for an index
+    /// every platform's manifest: copies made by `lockstep mirror`, sorted.
+    #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
     /// Every place the image is used.
     #[serde(rename = "use")]
     pub uses: Vec<WireUse>,

@@ -107,18 +107,22 @@ pub async fn resolve_all<R: Registry>(
     concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<BTreeMap<ImageRef, Resolved>, ResolveFailures> {
-    let distinct: BTreeSet<ImageRef> = images.into_iter().collect();
-    progress.start(distinct.len());
-    let outcomes: Vec<(ImageRef, Result<Resolved, ResolveError>)> = futures::stream::iter(distinct)
-        .map(|image| async move {
+    let distinct: Vec<ImageRef> = images
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let outcomes = run_all(
+        distinct,
+        concurrency,
+        progress,
+        |image| image,
+        |image| async {
             let outcome = registry.resolve(&image, known.get(&image)).await;
-            progress.done(&image);
             (image, outcome)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    progress.finish();
+        },
+    )
+    .await;
 
     let mut resolved = BTreeMap::new();
     let mut failures = Vec::new();
@@ -136,6 +140,39 @@ pub async fn resolve_all<R: Registry>(
         failures.sort_by(|a, b| a.0.cmp(&b.0));
         Err(ResolveFailures { failures })
     }
+}
+
+/// Run `work` on every item, at most `concurrency` at a time, reporting each as done under
+/// `key`; every outcome is returned (not fail-fast), in completion order. `work` owns its
+/// item and hands it back with the outcome.
+pub async fn run_all<I, T, K, W, F>(
+    items: Vec<I>,
+    concurrency: usize,
+    progress: &dyn Progress,
+    key: K,
+    work: W,
+) -> Vec<(I, Result<T, ResolveError>)>
+where
+    K: Fn(&I) -> &ImageRef,
+    W: Fn(I) -> F,
+    F: Future<Output = (I, Result<T, ResolveError>)>,
+{
+    progress.start(items.len());
+    let key = &key;
+    let outcomes = futures::stream::iter(items)
+        .map(|item| {
+            let running = work(item);
+            async move {
+                let (item, outcome) = running.await;
+                progress.done(key(&item));
+                (item, outcome)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    progress.finish();
+    outcomes
 }
 
 /// Every reference that failed to resolve, sorted by reference, and why.

@@ -34,6 +34,8 @@ use super::{
 };
 use crate::model::{DOCKER_HUB, Digest, ImageRef};
 
+mod copy;
+
 /// The largest manifest accepted. Real manifests and indexes are a few KiB; the OCI
 /// distribution spec suggests registries refuse manifests above 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -92,6 +94,9 @@ pub struct OciRegistry {
     docker_config: Option<PathBuf>,
     /// Per registry, decided once per run: scheme and authentication (or why it failed).
     endpoints: OnceEach<Arc<Endpoint>>,
+    /// Per target registry and blob digest, the repository a copy put it in this run, so
+    /// that other images mount it instead of uploading it again.
+    blob_homes: copy::BlobHomes,
 }
 
 impl OciRegistry {
@@ -122,6 +127,7 @@ impl OciRegistry {
             retry,
             docker_config,
             endpoints: Mutex::default(),
+            blob_homes: Mutex::default(),
         })
     }
 
@@ -131,7 +137,9 @@ impl OciRegistry {
         known: Option<&Resolved>,
     ) -> Result<Resolved, Trouble> {
         let endpoint = self.endpoint(image.registry()).await?;
-        let auth = endpoint.authorization(image.repository()).await?;
+        let auth = endpoint
+            .authorization(image.repository(), Access::Pull)
+            .await?;
         // A tag is resolved even when a digest is also given: the caller compares.
         let (reference, wanted) = match (image.tag(), image.digest()) {
             (Some(tag), _) => (tag.to_owned(), None),
@@ -189,6 +197,27 @@ impl OciRegistry {
         auth: &Auth,
         wanted: Option<&Digest>,
     ) -> Result<Resolved, Trouble> {
+        let manifest = self.fetch_manifest(url, auth, wanted).await?;
+        let platforms = if is_index(&manifest.media_type) {
+            platforms(&manifest.body)?
+        } else {
+            Vec::new()
+        };
+        Ok(Resolved {
+            digest: manifest.digest,
+            media_type: manifest.media_type,
+            platforms,
+        })
+    }
+
+    /// GET a manifest's bytes; their hash must equal the digest the registry claimed and the
+    /// one asked for.
+    async fn fetch_manifest(
+        &self,
+        url: &str,
+        auth: &Auth,
+        wanted: Option<&Digest>,
+    ) -> Result<FetchedManifest, Trouble> {
         let answer = self.request(Method::GET, url, auth).await?;
         if !answer.status.is_success() {
             return Err(status_trouble(answer.status, &answer.body));
@@ -209,15 +238,11 @@ impl OciRegistry {
         }
         let body = parse_manifest(&answer.body)?;
         let media_type = body_media_type(&body, header_media_type(&answer.headers))?;
-        let platforms = if is_index(&media_type) {
-            platforms(&body)?
-        } else {
-            Vec::new()
-        };
-        Ok(Resolved {
+        Ok(FetchedManifest {
             digest: computed,
             media_type,
-            platforms,
+            body,
+            bytes: answer.body,
         })
     }
 
@@ -336,9 +361,20 @@ impl OciRegistry {
     /// Send one request, retrying transient failures per the policy. Returns the last
     /// answer whatever its status (the caller judges it), or the transport failure.
     async fn request(&self, method: Method, url: &str, auth: &Auth) -> Result<Answer, Trouble> {
+        self.request_with(method, url, auth, &|b| b).await
+    }
+
+    /// [`Self::request`] with `customize` applied to every attempt (headers, a body).
+    async fn request_with(
+        &self,
+        method: Method,
+        url: &str,
+        auth: &Auth,
+        customize: Customize<'_>,
+    ) -> Result<Answer, Trouble> {
         let mut retry = 0;
         loop {
-            let failure = match self.attempt(method.clone(), url, auth).await {
+            let failure = match self.attempt(method.clone(), url, auth, customize).await {
                 Ok(answer) => {
                     let retry_after = answer
                         .headers
@@ -375,17 +411,14 @@ impl OciRegistry {
         method: Method,
         url: &str,
         auth: &Auth,
+        customize: Customize<'_>,
     ) -> Result<Answer, AttemptError> {
         let is_head = method == Method::HEAD;
-        let mut builder = self
+        let builder = self
             .http
             .request(method, url)
             .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPES.join(", "));
-        builder = match auth {
-            Auth::Anonymous => builder,
-            Auth::Basic(user, pass) => builder.basic_auth(user, Some(pass)),
-            Auth::Bearer(token) => builder.bearer_auth(token),
-        };
+        let builder = customize(auth.apply(builder));
         let mut response = builder.send().await.map_err(AttemptError::Http)?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -463,7 +496,7 @@ impl Endpoint {
     }
 
     /// The `Authorization` to send for `repository`.
-    async fn authorization(&self, repository: &str) -> Result<Auth, Trouble> {
+    async fn authorization(&self, repository: &str, access: Access) -> Result<Auth, Trouble> {
         match &self.kind {
             AuthKind::None => Ok(Auth::Anonymous),
             AuthKind::Basic(user, pass) => Ok(Auth::Basic(user.clone(), pass.clone())),
@@ -471,19 +504,20 @@ impl Endpoint {
                 let cell = tokens
                     .lock()
                     .expect("token map lock")
-                    .entry(repository.to_owned())
+                    .entry(format!("{access:?} {repository}"))
                     .or_default()
                     .clone();
+                let operation = match access {
+                    Access::Pull => oci_client::RegistryOperation::Pull,
+                    Access::Push => oci_client::RegistryOperation::Push,
+                };
                 cell.get_or_init(|| async {
                     let reference = oci_client::Reference::with_tag(
                         self.host.clone(),
                         repository.to_owned(),
                         "latest".to_owned(),
                     );
-                    match oci
-                        .auth(&reference, auth, oci_client::RegistryOperation::Pull)
-                        .await
-                    {
+                    match oci.auth(&reference, auth, operation).await {
                         Ok(Some(token)) => Ok(Auth::Bearer(token)),
                         // The registry fell back to basic authentication.
                         Ok(None) => Ok(match auth {
@@ -506,6 +540,35 @@ enum Auth {
     Anonymous,
     Basic(String, String),
     Bearer(String),
+}
+
+impl Auth {
+    fn apply(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Anonymous => builder,
+            Auth::Basic(user, pass) => builder.basic_auth(user, Some(pass)),
+            Auth::Bearer(token) => builder.bearer_auth(token),
+        }
+    }
+}
+
+/// Adds headers or a body to each attempt of a request.
+type Customize<'a> = &'a (dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync);
+
+/// Pull (resolve, check, the source of a copy) or push (the target of a copy): bearer
+/// tokens are scoped to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Pull,
+    Push,
+}
+
+/// A manifest as received: its bytes (hashed), digest, media type and the parsed fields.
+struct FetchedManifest {
+    digest: Digest,
+    media_type: String,
+    body: ManifestBody,
+    bytes: Vec<u8>,
 }
 
 struct Answer {
@@ -808,6 +871,17 @@ struct ManifestBody {
     media_type: Option<String>,
     manifests: Option<Vec<IndexEntry>>,
     config: Option<serde_json::Value>,
+    /// An image manifest's layers (what a mirror copies).
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// A content descriptor: a blob's digest and, for non-distributable layers, where it lives.
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    urls: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]

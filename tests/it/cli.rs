@@ -1031,7 +1031,9 @@ fn check_confirms_every_pinned_digest_and_names_the_deleted_ones() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("missing: {host}/shop/worker:1.0@{worker}\n")),
+        err.contains(&format!(
+            "missing: {host}/shop/worker:1.0@{worker} (no recorded copy left)\n"
+        )),
         "{err}"
     );
     assert!(

@@ -114,6 +114,23 @@ impl Pusher {
         assert_eq!(status.as_u16(), 202, "DELETE {url}");
     }
 
+    /// Whether the registry has the manifest `digest` in `repo` (HEAD with every manifest
+    /// type in `Accept`).
+    pub fn has_manifest(&self, repo: &str, digest: &str) -> bool {
+        let url = format!("{}/v2/{repo}/manifests/{digest}", self.base_url());
+        let client = self.http_client();
+        let status = run(async {
+            let mut req = client
+                .head(&url)
+                .header("Accept", lockstep::resolve::MANIFEST_MEDIA_TYPES.join(", "));
+            if let Some((u, p)) = &self.auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            req.send().await.expect("HEAD manifest").status()
+        });
+        status.is_success()
+    }
+
     fn push_multi(
         &self,
         repo: &str,

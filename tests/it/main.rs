@@ -8,6 +8,7 @@ mod git;
 mod harness;
 mod images;
 mod manifest;
+mod mirror;
 mod reconcile;
 mod resolve;
 mod signing;

@@ -87,26 +87,36 @@ fn outcome(report: &Report, generation: u64) -> Result<String, CliError> {
         .missing
         .iter()
         .map(|m| {
+            let copies = if m.still_at.is_empty() {
+                "no recorded copy left".to_owned()
+            } else {
+                format!("still at {}", m.still_at.join(", "))
+            };
             format!(
-                "missing: {}",
-                exists::describe(&m.reference, &m.digest, m.platform.as_deref())
+                "missing: {} ({copies})",
+                exists::describe(
+                    &m.reference,
+                    &m.digest,
+                    m.platform.as_deref(),
+                    m.mirror.then_some(m.location.as_str())
+                )
             )
         })
         .collect();
     lines.extend(report.unanswered.iter().map(|u| {
         format!(
             "unanswered: {}: {}",
-            exists::describe(&u.reference, &u.digest, u.platform.as_deref()),
+            exists::describe(&u.reference, &u.digest, u.platform.as_deref(), None),
             u.error
         )
     }));
     if !report.missing.is_empty() {
         return Err(CliError::check(Message(format!(
-            "{} pinned digests of generation {generation} no longer exist in their registry:\n  {}",
+            "{} pinned digests of generation {generation} no longer exist where the lockfile records them:\n  {}",
             report.missing.len(),
             lines.join("\n  ")
         )))
-        .hint("restore them (push the same bytes again, or from a mirror) before this lockfile can be deployed"));
+        .hint("restore them (push the same bytes again, or run `lockstep mirror` from a location that still has them) before this lockfile can be deployed"));
     }
     if !report.unanswered.is_empty() {
         return Err(CliError::usage(Message(format!(

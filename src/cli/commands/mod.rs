@@ -5,6 +5,7 @@ pub mod check;
 pub mod controller;
 pub mod keygen;
 pub mod lock;
+pub mod mirror;
 pub mod sign;
 pub mod verify;
 pub mod wait;

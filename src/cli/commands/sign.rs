@@ -27,13 +27,13 @@ pub struct SignSettings {
 }
 
 /// The directory, its lockfile (parsed, not yet trusted) and its manifests' scan.
-struct Current {
-    files: SourceFiles,
-    lock: Lockfile,
-    scan: ScannedDir,
+pub(super) struct Current {
+    pub files: SourceFiles,
+    pub lock: Lockfile,
+    pub scan: ScannedDir,
 }
 
-fn read_current(settings: &SignSettings) -> Result<Current, CliError> {
+pub(super) fn read_current(settings: &SignSettings) -> Result<Current, CliError> {
     let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
     let bytes = files.lockfile().ok_or_else(|| {
         CliError::check(VerifyError::NoLockfile).hint("only an existing lockfile can be signed")
@@ -129,8 +129,7 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
 }
 
 /// `refresh`: the same lockfile as the next generation, created at `created` and expiring
-/// `lifetime` later, signed by this key. The other signatures sign the old bytes and are
-/// removed, as with a new generation from `lock`.
+/// `lifetime` later, signed by this key.
 pub fn refresh(
     settings: SignSettings,
     created: Timestamp,
@@ -140,8 +139,47 @@ pub fn refresh(
     let current = read_current(&settings)?;
     let next =
         refreshed(&current.lock, &current.scan, created, lifetime).map_err(CliError::check)?;
+    let written = write_generation(&settings, &current, &next, printer)?;
+    let expires = next.expires.ok_or_else(|| {
+        CliError::check(Message("refresh made no expiry (a lockstep bug)".into()))
+    })?;
+    printer.result(format!(
+        "refreshed: generation {} -> {}, expires {expires}, {} images unchanged, signed by {}",
+        current.lock.generation,
+        next.generation,
+        next.images.len(),
+        written.signer
+    ));
+    printer.json(&json!({
+        "ok": true,
+        "generation": next.generation,
+        "previous_generation": current.lock.generation,
+        "expires": expires.to_string(),
+        "signer": written.signer,
+        "removed": written.removals,
+        "commit": written.commit,
+    }));
+    Ok(())
+}
+
+/// What [`write_generation`] wrote.
+pub(super) struct WrittenGeneration {
+    pub signer: String,
+    pub removals: Vec<String>,
+    pub commit: Option<String>,
+}
+
+/// Write `next` (a new generation of `current.lock`) signed by this key, and commit it with
+/// `--commit`. The other signatures sign the old bytes and are removed, as with a new
+/// generation from `lock`.
+pub(super) fn write_generation(
+    settings: &SignSettings,
+    current: &Current,
+    next: &Lockfile,
+    printer: Printer,
+) -> Result<WrittenGeneration, CliError> {
     let bytes = next.to_bytes();
-    let signer = signer_name(&settings);
+    let signer = signer_name(settings);
     let sig_name = source::signature_path(&signer);
     let signature = settings.key.sign(&bytes).map_err(CliError::usage)?;
     let removals: Vec<String> = current
@@ -154,24 +192,10 @@ pub fn refresh(
         (lockfile::FILE_NAME.to_owned(), bytes),
         (sig_name, signature.into_bytes()),
     ];
-    let commit = write(&settings, &writes, &removals, printer)?;
-    let expires = next.expires.ok_or_else(|| {
-        CliError::check(Message("refresh made no expiry (a lockstep bug)".into()))
-    })?;
-    printer.result(format!(
-        "refreshed: generation {} -> {}, expires {expires}, {} images unchanged, signed by {signer}",
-        current.lock.generation,
-        next.generation,
-        next.images.len()
-    ));
-    printer.json(&json!({
-        "ok": true,
-        "generation": next.generation,
-        "previous_generation": current.lock.generation,
-        "expires": expires.to_string(),
-        "signer": signer,
-        "removed": removals,
-        "commit": commit,
-    }));
-    Ok(())
+    let commit = write(settings, &writes, &removals, printer)?;
+    Ok(WrittenGeneration {
+        signer,
+        removals,
+        commit,
+    })
 }

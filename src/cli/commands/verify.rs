@@ -7,9 +7,10 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
+use crate::mirror::{MirrorTarget, manifests_from_mirror};
 use crate::signing::AllowedSigners;
 use crate::source::{SourceFiles, fs, git};
-use crate::verify::{TrustPolicy, VerifiedDir, verify_dir};
+use crate::verify::{TrustPolicy, VerifiedDir, render_stream, verify_dir};
 
 /// Validated settings shared by verify and render.
 pub struct VerifySettings {
@@ -156,11 +157,24 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
     Ok(())
 }
 
-pub fn render(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {
+/// `render`: the verified manifests as one YAML stream; with `mirror`, every image pointed at
+/// its recorded copy there.
+pub fn render(
+    settings: VerifySettings,
+    mirror: Option<MirrorTarget>,
+    printer: Printer,
+) -> Result<(), CliError> {
     let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
     let read = read(&settings)?;
     let v = verified(&settings, &read, &trust)?;
+    let stream = match &mirror {
+        None => v.render(),
+        Some(target) => {
+            let files = manifests_from_mirror(&v, target).map_err(CliError::check)?;
+            render_stream(files.iter().map(|(p, b)| (*p, b.as_slice())))
+        }
+    };
     printer
-        .raw(&v.render())
+        .raw(&stream)
         .map_err(|e| CliError::usage(Message(format!("cannot write to stdout: {e}"))))
 }

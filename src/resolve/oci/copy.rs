@@ -1,0 +1,429 @@
+//! `lockstep mirror`'s copy over the Distribution API: a manifest by digest (an index with
+//! every child manifest, whatever its platform), each blob mounted across repositories when
+//! the target registry already holds it, else streamed from the source to the target and
+//! hashed on the way. The top manifest is pushed under [`protecting_tag`].
+//!
+//! Order: blobs before the manifest that names them, children before their index, so a
+//! registry never holds a manifest whose content is missing, and an interrupted copy leaves
+//! nothing a puller could half-use. Re-running skips whatever is there already (one `HEAD`
+//! per image when it is complete).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
+
+use super::{
+    Access, Auth, Endpoint, ManifestBody, OciRegistry, Trouble, classify, header_digest,
+    status_trouble, transport_trouble,
+};
+use crate::mirror::{Copied, Copier, CopyJob, protecting_tag};
+use crate::model::{Digest, ImageRef};
+use crate::resolve::{ResolveError, is_index};
+
+/// Per `"<target registry> <blob digest>"`, the repository one copy of this run put the blob
+/// in (or why it failed). The first image to need a blob places it; the others wait, then
+/// mount it from there.
+pub(super) type BlobHomes =
+    Mutex<HashMap<String, Arc<OnceCell<Result<(String, Placed), ResolveError>>>>>;
+
+/// A blob transfer may take long (layers of gigabytes); the client's per-request timeout is
+/// for manifests, not for them.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How a blob came to be in the target repository.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Placed {
+    Present,
+    Mounted,
+    Uploaded(u64),
+}
+
+/// One end of a copy: the repository, its endpoint and the authorization for it.
+struct Side {
+    image: ImageRef,
+    endpoint: Arc<Endpoint>,
+    auth: Auth,
+}
+
+impl Side {
+    fn repository(&self) -> &str {
+        self.image.repository()
+    }
+
+    fn manifest_url(&self, reference: &str) -> String {
+        self.endpoint.manifest_url(self.repository(), reference)
+    }
+
+    fn blob_url(&self, digest: &Digest) -> String {
+        format!(
+            "{}/v2/{}/blobs/{digest}",
+            self.endpoint.base,
+            self.repository()
+        )
+    }
+
+    fn uploads_url(&self) -> String {
+        format!(
+            "{}/v2/{}/blobs/uploads/",
+            self.endpoint.base,
+            self.repository()
+        )
+    }
+
+    /// Attach `registry/repository@digest` of this side to a failure.
+    fn fail(&self, digest: &Digest, timeout: Duration) -> impl Fn(Trouble) -> ResolveError {
+        let at = self
+            .image
+            .pin(digest.clone())
+            .image()
+            .by_digest()
+            .expect("a pinned reference has a digest");
+        move |trouble| trouble.into_error(&at, timeout)
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Copier for OciRegistry {
+    async fn copy(&self, job: &CopyJob) -> Result<Copied, ResolveError> {
+        let timeout = self.settings.timeout;
+        let digest = job.digest();
+        let source = self
+            .side(&job.source, Access::Pull)
+            .await
+            .map_err(|t| t.into_error(&job.source, timeout))?;
+        let target = self
+            .side(&job.target, Access::Push)
+            .await
+            .map_err(|t| t.into_error(&job.target, timeout))?;
+        let tag = protecting_tag(digest);
+        let fail = target.fail(digest, timeout);
+        let head = self
+            .request(Method::HEAD, &target.manifest_url(&tag), &target.auth)
+            .await
+            .map_err(&fail)?;
+        let mut copied = Copied::default();
+        if head.status.is_success()
+            && header_digest(&head.headers).map_err(&fail)?.as_ref() == Some(digest)
+        {
+            copied.images_present = 1;
+            return Ok(copied);
+        }
+        self.copy_manifest(&source, &target, digest, Some(&tag), &mut copied)
+            .await?;
+        copied.images_copied = 1;
+        Ok(copied)
+    }
+}
+
+impl OciRegistry {
+    async fn side(&self, image: &ImageRef, access: Access) -> Result<Side, Trouble> {
+        let endpoint = self.endpoint(image.registry()).await?;
+        let auth = endpoint.authorization(image.repository(), access).await?;
+        Ok(Side {
+            image: image.clone(),
+            endpoint,
+            auth,
+        })
+    }
+
+    /// Copy the manifest `digest` and everything it names; push it under `tag` when given
+    /// (the top of the copy), else by digest (skipped when the target has it).
+    fn copy_manifest<'a>(
+        &'a self,
+        src: &'a Side,
+        dst: &'a Side,
+        digest: &'a Digest,
+        tag: Option<&'a str>,
+        copied: &'a mut Copied,
+    ) -> BoxFuture<'a, Result<(), ResolveError>> {
+        Box::pin(async move {
+            let timeout = self.settings.timeout;
+            let dst_fail = dst.fail(digest, timeout);
+            if tag.is_none() {
+                let head = self
+                    .request(Method::HEAD, &dst.manifest_url(digest.as_str()), &dst.auth)
+                    .await
+                    .map_err(&dst_fail)?;
+                if head.status.is_success() {
+                    return Ok(());
+                }
+            }
+            let src_fail = src.fail(digest, timeout);
+            let manifest = self
+                .fetch_manifest(&src.manifest_url(digest.as_str()), &src.auth, Some(digest))
+                .await
+                .map_err(&src_fail)?;
+            if is_index(&manifest.media_type) {
+                for child in children(&manifest.body).map_err(&src_fail)? {
+                    self.copy_manifest(src, dst, &child, None, copied).await?;
+                }
+            } else {
+                for blob in blobs(&manifest.body).map_err(&src_fail)? {
+                    self.copy_blob(src, dst, &blob, copied).await?;
+                }
+            }
+            let media_type = manifest.media_type.as_str();
+            let bytes = &manifest.bytes;
+            let put = self
+                .request_with(
+                    Method::PUT,
+                    &dst.manifest_url(tag.unwrap_or(digest.as_str())),
+                    &dst.auth,
+                    &|b| b.header(CONTENT_TYPE, media_type).body(bytes.clone()),
+                )
+                .await
+                .map_err(&dst_fail)?;
+            if !put.status.is_success() {
+                return Err(dst_fail(status_trouble(put.status, &put.body)));
+            }
+            if let Some(stored) = header_digest(&put.headers).map_err(&dst_fail)?
+                && stored != *digest
+            {
+                return Err(dst_fail(Trouble::DigestMismatch {
+                    claimed: stored,
+                    computed: digest.clone(),
+                }));
+            }
+            copied.manifests_pushed += 1;
+            Ok(())
+        })
+    }
+
+    /// Put one blob into the target repository, once per run and registry: the first image
+    /// that needs it places it, later ones mount it from there.
+    async fn copy_blob(
+        &self,
+        src: &Side,
+        dst: &Side,
+        digest: &Digest,
+        copied: &mut Copied,
+    ) -> Result<(), ResolveError> {
+        let cell = self
+            .blob_homes
+            .lock()
+            .expect("blob map lock")
+            .entry(format!("{} {digest}", dst.image.registry()))
+            .or_default()
+            .clone();
+        let ran = AtomicBool::new(false);
+        let home = cell
+            .get_or_init(|| async {
+                ran.store(true, Ordering::SeqCst);
+                self.place_blob(src, dst, digest, None)
+                    .await
+                    .map(|placed| (dst.repository().to_owned(), placed))
+            })
+            .await
+            .clone();
+        let placed = match home {
+            Ok((_, placed)) if ran.load(Ordering::SeqCst) => placed,
+            Ok((repository, _)) if repository == dst.repository() => Placed::Present,
+            Ok((repository, _)) => self.place_blob(src, dst, digest, Some(&repository)).await?,
+            Err(e) if ran.load(Ordering::SeqCst) => return Err(e),
+            // Another image's attempt failed; this one tries on its own.
+            Err(_) => self.place_blob(src, dst, digest, None).await?,
+        };
+        match placed {
+            Placed::Present => copied.blobs_present += 1,
+            Placed::Mounted => copied.blobs_mounted += 1,
+            Placed::Uploaded(bytes) => {
+                copied.blobs_uploaded += 1;
+                copied.bytes_uploaded += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make the target repository hold `digest`: there already, mounted from `mount_from`
+    /// (or from the source repository when both are on one registry), else uploaded.
+    async fn place_blob(
+        &self,
+        src: &Side,
+        dst: &Side,
+        digest: &Digest,
+        mount_from: Option<&str>,
+    ) -> Result<Placed, ResolveError> {
+        let dst_fail = dst.fail(digest, self.settings.timeout);
+        let head = self
+            .request(Method::HEAD, &dst.blob_url(digest), &dst.auth)
+            .await
+            .map_err(&dst_fail)?;
+        if head.status.is_success() {
+            return Ok(Placed::Present);
+        }
+        let same_registry = src.image.registry() == dst.image.registry();
+        let from = mount_from.or(same_registry.then(|| src.repository()));
+        let mut session = None;
+        if let Some(from) = from {
+            let url = format!("{}?mount={digest}&from={from}", dst.uploads_url());
+            let answer = self
+                .request_with(Method::POST, &url, &dst.auth, &|b| {
+                    b.header(CONTENT_LENGTH, 0)
+                })
+                .await
+                .map_err(&dst_fail)?;
+            match answer.status {
+                StatusCode::CREATED => return Ok(Placed::Mounted),
+                // The registry would not mount, and opened an upload instead.
+                StatusCode::ACCEPTED => session = Some(upload_location(dst, &answer.headers)),
+                _ => {}
+            }
+        }
+        let session = match session.flatten() {
+            Some(url) => url,
+            None => {
+                let answer = self
+                    .request_with(Method::POST, &dst.uploads_url(), &dst.auth, &|b| {
+                        b.header(CONTENT_LENGTH, 0)
+                    })
+                    .await
+                    .map_err(&dst_fail)?;
+                if answer.status != StatusCode::ACCEPTED {
+                    return Err(dst_fail(status_trouble(answer.status, &answer.body)));
+                }
+                upload_location(dst, &answer.headers).ok_or_else(|| {
+                    dst_fail(Trouble::BadManifest(
+                        "the upload answer has no usable Location".into(),
+                    ))
+                })?
+            }
+        };
+        self.upload(src, dst, digest, session).await
+    }
+
+    /// Stream the blob from the source into the upload session, hashing it on the way: bytes
+    /// that do not hash to `digest` end the upload with an error before it can complete.
+    async fn upload(
+        &self,
+        src: &Side,
+        dst: &Side,
+        digest: &Digest,
+        mut session: reqwest::Url,
+    ) -> Result<Placed, ResolveError> {
+        let timeout = self.settings.timeout;
+        let src_fail = src.fail(digest, timeout);
+        let dst_fail = dst.fail(digest, timeout);
+        let transport = |e: reqwest::Error| {
+            let failure = classify(&e);
+            transport_trouble(e, failure, 1)
+        };
+        let response = src
+            .auth
+            .apply(self.http.get(src.blob_url(digest)))
+            .timeout(BLOB_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| src_fail(transport(e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(src_fail(status_trouble(status, &body)));
+        }
+        let length = response.content_length();
+        // The hash so far, the bytes so far, and the digest once the stream has ended.
+        let hashed = Arc::new(Mutex::new((Sha256::new(), 0u64, None::<Digest>)));
+        let feed = hashed.clone();
+        let end = hashed.clone();
+        let expected = digest.clone();
+        let body = response
+            .bytes_stream()
+            .map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                let mut state = feed.lock().expect("hash lock");
+                state.0.update(&chunk);
+                state.1 += chunk.len() as u64;
+                Ok(chunk)
+            })
+            .chain(futures::stream::once(async move {
+                let mut state = end.lock().expect("hash lock");
+                let computed = Digest::from_hasher(state.0.clone());
+                state.2 = Some(computed.clone());
+                if computed == expected {
+                    Ok(bytes::Bytes::new())
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "the blob hashes to {computed}, not {expected}"
+                    )))
+                }
+            }));
+        session
+            .query_pairs_mut()
+            .append_pair("digest", digest.as_str());
+        let mut put = dst
+            .auth
+            .apply(self.http.put(session))
+            .timeout(BLOB_TIMEOUT)
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(length) = length {
+            put = put.header(CONTENT_LENGTH, length);
+        }
+        let sent = put.body(reqwest::Body::wrap_stream(body)).send().await;
+        let (_, bytes, computed) = hashed.lock().expect("hash lock").clone();
+        if let Some(computed) = computed
+            && computed != *digest
+        {
+            return Err(src_fail(Trouble::DigestMismatch {
+                claimed: digest.clone(),
+                computed,
+            }));
+        }
+        let answer = sent.map_err(|e| dst_fail(transport(e)))?;
+        let status = answer.status();
+        if status != StatusCode::CREATED {
+            let body = answer.bytes().await.unwrap_or_default();
+            return Err(dst_fail(status_trouble(status, &body)));
+        }
+        Ok(Placed::Uploaded(bytes))
+    }
+}
+
+/// The upload session URL from a `Location` header (absolute, or relative to the registry).
+fn upload_location(dst: &Side, headers: &reqwest::header::HeaderMap) -> Option<reqwest::Url> {
+    let location = headers.get(LOCATION)?.to_str().ok()?;
+    reqwest::Url::parse(&dst.endpoint.base)
+        .ok()?
+        .join(location)
+        .ok()
+}
+
+fn parse_digest(text: &str, what: &str) -> Result<Digest, Trouble> {
+    text.parse()
+        .map_err(|_| Trouble::BadManifest(format!("{what} digest {text:?} is not sha256")))
+}
+
+/// Every manifest an index names, whatever its platform (attestations included): a mirror
+/// is a copy, not a selection.
+fn children(body: &ManifestBody) -> Result<Vec<Digest>, Trouble> {
+    body.manifests
+        .iter()
+        .flatten()
+        .map(|m| parse_digest(&m.digest, "index entry"))
+        .collect()
+}
+
+/// The blobs an image manifest names: its config and its layers. Non-distributable layers
+/// (with `urls`) live where their urls say and are not copied, as registries do.
+fn blobs(body: &ManifestBody) -> Result<Vec<Digest>, Trouble> {
+    let mut out = Vec::new();
+    if let Some(config) = &body.config {
+        let digest = config
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| Trouble::BadManifest("the config has no digest".into()))?;
+        out.push(parse_digest(digest, "config")?);
+    }
+    for layer in body.layers.iter().filter(|l| l.urls.is_empty()) {
+        out.push(parse_digest(&layer.digest, "layer")?);
+    }
+    Ok(out)
+}

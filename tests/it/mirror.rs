@@ -1,0 +1,265 @@
+//! `lockstep mirror` end to end on two real Distribution registries: every platform copied,
+//! blobs mounted across repositories, the mirror recorded in a new signed generation, and
+//! the commit still deployable (`render --from-mirror`, `check`) after the source registry
+//! is gone.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::cli::{Project, code, run, stderr, stdout};
+use crate::harness::{RegistryOptions, TestRegistry};
+
+fn mirror(p: &Project, to: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "mirror",
+        p.dir.to_str().unwrap(),
+        "--key",
+        p.key.to_str().unwrap(),
+        "--to",
+        to,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, &[("SOURCE_DATE_EPOCH", "1700000100")])
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
+}
+
+fn lockfile(p: &Project) -> toml::Table {
+    toml::from_str(&std::fs::read_to_string(p.dir.join("lockstep.lock")).unwrap()).unwrap()
+}
+
+/// Every `(repository, digest)` the lockfile pins, platforms included.
+fn pinned(p: &Project) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for image in lockfile(p)["image"].as_array().unwrap() {
+        let name = image["name"].as_str().unwrap();
+        let repository = name.split_once('/').unwrap().1.to_owned();
+        out.push((
+            repository.clone(),
+            image["digest"].as_str().unwrap().to_owned(),
+        ));
+        for platform in image
+            .get("platform")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            out.push((
+                repository.clone(),
+                platform["digest"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn check(p: &Project) -> Output {
+    run(&["check", p.dir.to_str().unwrap()], &[])
+}
+
+#[test]
+fn mirror_copies_every_platform_records_it_and_survives_losing_the_source() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let backup = TestRegistry::start(RegistryOptions::default());
+    let to = format!("{}/dr", backup.host());
+
+    let out = mirror(&p, &to, &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = json_of(&out);
+    assert_eq!(report["recorded"], true);
+    assert_eq!(report["generation"], 2);
+    let images = lockfile(&p)["image"].as_array().unwrap().len();
+    assert_eq!(report["copied"]["images_copied"], images as u64);
+    // Two multi-platform fixtures (an OCI index and a Docker list) of two platforms each.
+    assert_eq!(
+        report["copied"]["manifests_pushed"],
+        (images + 4) as u64,
+        "{report}"
+    );
+
+    // The new generation records the mirror for every image and verifies.
+    let lock = lockfile(&p);
+    assert_eq!(lock["generation"].as_integer(), Some(2));
+    for image in lock["image"].as_array().unwrap() {
+        let name = image["name"].as_str().unwrap();
+        let repository = name.split_once('/').unwrap().1;
+        assert_eq!(
+            image["mirror"].as_array().unwrap(),
+            &vec![Value::from(format!("{to}/{repository}"))]
+                .into_iter()
+                .map(|v| toml::Value::String(v.as_str().unwrap().into()))
+                .collect::<Vec<_>>()
+        );
+    }
+    let verified = p.verify(&[]);
+    assert_eq!(code(&verified), 0, "{}", stderr(&verified));
+
+    // Every pinned manifest, each platform too, is in the mirror by digest.
+    let pusher = backup.pusher();
+    for (repository, digest) in pinned(&p) {
+        assert!(
+            pusher.has_manifest(&format!("dr/{repository}"), &digest),
+            "{repository}@{digest} is not in the mirror"
+        );
+    }
+
+    // A second run finds every image complete with one request each and records nothing.
+    let before = backup.requests().len();
+    let again = mirror(&p, &to, &["--json"]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    let again = json_of(&again);
+    assert_eq!(again["recorded"], false);
+    assert_eq!(again["copied"]["images_present"], images as u64);
+    let requests = backup.requests();
+    let second: Vec<&String> = requests[before..]
+        .iter()
+        .filter(|r| !r.ends_with("/v2/"))
+        .collect();
+    assert_eq!(second.len(), images, "{second:#?}");
+    assert!(second.iter().all(|r| r.starts_with("HEAD ")), "{second:#?}");
+
+    // The source registry is gone: check says so but finds every copy in the mirror, and
+    // render --from-mirror gives manifests that pull from the mirror only.
+    p.registry.stop();
+    let checked = check(&p);
+    assert_eq!(code(&checked), 2, "{}", stderr(&checked));
+    let rendered = run(
+        &[
+            "render",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            p.allowed_signers.to_str().unwrap(),
+            "--from-mirror",
+            &to,
+        ],
+        &[],
+    );
+    assert_eq!(code(&rendered), 0, "{}", stderr(&rendered));
+    let text = stdout(&rendered);
+    let source = p.registry.host();
+    assert!(
+        !text.contains(&source),
+        "a reference to the lost source:\n{text}"
+    );
+    for (repository, digest) in pinned(&p).into_iter().take(1) {
+        assert!(text.contains(&format!("{to}/{repository}")), "{text}");
+        assert!(text.contains(&digest), "{text}");
+    }
+}
+
+#[test]
+fn check_names_what_a_mirror_lost_and_where_it_still_is() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let backup = TestRegistry::start(RegistryOptions::default());
+    let to = format!("{}/dr", backup.host());
+    assert_eq!(code(&mirror(&p, &to, &[])), 0);
+    let ok = check(&p);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+
+    let (repository, digest) = pinned(&p).into_iter().last().unwrap();
+    backup.delete_manifest(&format!("dr/{repository}"), &digest.parse().unwrap());
+    let out = check(&p);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("in mirror {to}/{repository}"))
+            && text.contains(&format!("still at {}/{repository}", p.registry.host())),
+        "{text}"
+    );
+
+    // Re-running mirror repairs it (the image is copied again), and check passes.
+    let repaired = mirror(&p, &to, &["--json"]);
+    assert_eq!(code(&repaired), 0, "{}", stderr(&repaired));
+    assert_eq!(json_of(&repaired)["copied"]["images_copied"], 1);
+    assert_eq!(code(&check(&p)), 0);
+}
+
+#[test]
+fn shared_blobs_are_uploaded_once_and_mounted_into_other_repositories() {
+    let p = Project::new();
+    // Two more repositories holding the same image as the fixture's shop/worker: the mirror
+    // needs its blobs three times but uploads them once.
+    let worker = p.registry.push_image("shop/worker-a", "1", b"shared");
+    assert_eq!(
+        worker,
+        p.registry.push_image("shop/worker-b", "1", b"shared")
+    );
+    let host = p.registry.host();
+    std::fs::write(
+        p.dir.join("shared.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: shared, namespace: shop}}\nspec:\n  containers:\n    - name: a\n      image: {host}/shop/worker-a:1\n    - name: b\n      image: {host}/shop/worker-b:1\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let backup = TestRegistry::start(RegistryOptions::default());
+    let out = mirror(
+        &p,
+        &format!("{}/dr", backup.host()),
+        &["--json", "--concurrency", "8"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let copied = &json_of(&out)["copied"];
+    assert!(copied["blobs_mounted"].as_u64().unwrap() >= 2, "{copied}");
+    let requests = backup.requests();
+    let mounts = requests.iter().filter(|r| r.contains("mount=")).count();
+    assert!(mounts >= 2, "{requests:#?}");
+    // Each distinct blob is uploaded (PUT with data) once in all.
+    let uploads = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads as u64, copied["blobs_uploaded"].as_u64().unwrap());
+}
+
+#[test]
+fn a_failed_copy_records_nothing_and_names_the_image() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let before = p.snapshot();
+    // The mirror registry wants credentials lockstep does not have.
+    let backup = TestRegistry::start(RegistryOptions {
+        auth: Some(("ci".into(), "secret".into())),
+        tls: false,
+    });
+    let out = mirror(&p, &format!("{}/dr", backup.host()), &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("could not be copied") && text.contains("refused access"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was recorded"), "{text}");
+    assert_eq!(p.snapshot(), before, "mirror wrote something");
+}
+
+#[test]
+fn mirror_refuses_a_stale_lockfile_and_a_target_without_a_registry() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let out = mirror(&p, "dr/prod", &[]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("registry host"), "{}", stderr(&out));
+
+    let file = p.dir.join("shared.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: new}}\nspec:\n  containers:\n    - name: c\n      image: {}/shop/api:1.4\n",
+            p.registry.host()
+        ),
+    )
+    .unwrap();
+    let before = p.snapshot();
+    let out = mirror(&p, "127.0.0.1:1/dr", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("lockstep lock"), "{}", stderr(&out));
+    assert_eq!(p.snapshot(), before);
+}
