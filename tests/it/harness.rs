@@ -385,6 +385,9 @@ pub enum MockBehavior {
     Oversized,
     /// Accepts connections and never answers (not even a TLS handshake).
     Stall,
+    /// Serves the manifest honestly, but any blob it names with other bytes (claiming the
+    /// digest asked for): a registry whose storage was tampered with, seen by a copy.
+    LyingBlob,
 }
 
 /// A mock registry on 127.0.0.1 for cases a real registry cannot produce: lying digests,
@@ -757,6 +760,15 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
     if path == "/v2/" {
         return http_response(200, &[], b"{}", head);
     }
+    if let (MockBehavior::LyingBlob, Some((_, digest))) =
+        (state.behavior, path.split_once("/blobs/"))
+    {
+        let headers = [
+            ("Content-Type", "application/octet-stream".to_owned()),
+            ("Docker-Content-Digest", digest.to_owned()),
+        ];
+        return http_response(200, &headers, b"evil", head);
+    }
     if !path.contains("/manifests/") {
         return http_response(
             404,
@@ -812,7 +824,7 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
             honest_answer(head)
         }
         // Hang-ups happen before this is asked.
-        MockBehavior::HangUpThenServe { .. } => honest_answer(head),
+        MockBehavior::HangUpThenServe { .. } | MockBehavior::LyingBlob => honest_answer(head),
         MockBehavior::Oversized => {
             let headers = [
                 ("Content-Type", OCI_INDEX.to_owned()),

@@ -8,7 +8,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::cli::{Project, code, run, stderr, stdout};
-use crate::harness::{RegistryOptions, TestRegistry};
+use crate::harness::{MockBehavior, MockLyingRegistry, RegistryOptions, TestRegistry};
 
 fn mirror(p: &Project, to: &str, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -262,4 +262,64 @@ fn mirror_refuses_a_stale_lockfile_and_a_target_without_a_registry() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("lockstep lock"), "{}", stderr(&out));
     assert_eq!(p.snapshot(), before);
+}
+
+#[test]
+fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
+    // The source serves an honest manifest whose config blob comes back as other bytes.
+    let mock = MockLyingRegistry::start(MockBehavior::LyingBlob);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pod.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {}/app:1\n",
+            mock.host()
+        ),
+    )
+    .unwrap();
+    let (key, _) = crate::cli::ci_key(tmp.path());
+    let locked = run(
+        &[
+            "lock",
+            dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&locked), 0, "{}", stderr(&locked));
+    let before = crate::cli::snapshot(&dir);
+
+    let backup = TestRegistry::start(RegistryOptions::default());
+    let out = run(
+        &[
+            "mirror",
+            dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--to",
+            &format!("{}/dr", backup.host()),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stderr(&out);
+    let config = lockstep::model::Digest::of(b"mock");
+    assert!(
+        text.contains("digest mismatch") && text.contains(config.as_str()),
+        "{text}"
+    );
+    assert_eq!(crate::cli::snapshot(&dir), before, "nothing recorded");
+    // Neither the forged blob nor the manifest reached the mirror.
+    let served = mock.served_digest();
+    assert!(!backup.pusher().has_manifest("dr/app", served.as_str()));
+    let requests = backup.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("/manifests/")),
+        "{requests:#?}"
+    );
 }

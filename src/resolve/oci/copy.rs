@@ -368,10 +368,12 @@ impl OciRegistry {
             put = put.header(CONTENT_LENGTH, length);
         }
         let sent = put.body(reqwest::Body::wrap_stream(body)).send().await;
-        let (_, bytes, computed) = hashed.lock().expect("hash lock").clone();
-        if let Some(computed) = computed
-            && computed != *digest
-        {
+        // The stream's last element may not be polled once `Content-Length` bytes are out;
+        // the hash of every byte sent is judged here either way.
+        let (hasher, bytes, ended) = hashed.lock().expect("hash lock").clone();
+        let complete = ended.is_some() || length == Some(bytes);
+        let computed = ended.unwrap_or_else(|| Digest::from_hasher(hasher));
+        if complete && computed != *digest {
             return Err(src_fail(Trouble::DigestMismatch {
                 claimed: digest.clone(),
                 computed,
