@@ -89,6 +89,12 @@ pub struct LockstepSyncSpec {
     /// `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_credentials: Option<SecretName>,
+    /// Pull every image from its copy in this mirror (`REGISTRY[/PATH]`, as given to
+    /// `lockstep mirror --to`), by the same digest: for when the source registry lost the
+    /// images or is unreachable. A commit whose signed lockfile does not record the mirror
+    /// for every image is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 /// A Git reference to follow. Exactly one field may be set.

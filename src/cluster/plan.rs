@@ -21,6 +21,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::manifest::scan::CONTAINER_FIELDS;
+use crate::mirror::{MirrorError, MirrorTarget, manifests_from_mirror};
 use crate::model::{Digest, ImageRef, ObjectRef};
 use crate::verify::VerifiedDir;
 
@@ -211,6 +212,9 @@ pub enum PlanError {
         container: String,
         image: String,
     },
+    /// The mirror to pull from is not recorded for every image.
+    #[error(transparent)]
+    Mirror(MirrorError),
     /// The same object twice.
     #[error("{object} is defined twice: in {first} and in {second}")]
     Duplicate {
@@ -270,6 +274,24 @@ impl VerifiedObjects {
     /// file order, `List` items expanded). Documents without `apiVersion`/`kind` are skipped,
     /// as the scanner skips them. Refuses unpinned images and digests the lockfile lacks.
     pub fn parse(verified: &VerifiedDir<'_>) -> Result<Self, PlanError> {
+        Self::parse_files(verified, verified.manifests())
+    }
+
+    /// [`Self::parse`] with every image pulled from its recorded copy in `mirror`, same
+    /// digest (see [`manifests_from_mirror`]): refused unless the signed lockfile records
+    /// that mirror for every image.
+    pub fn parse_from_mirror(
+        verified: &VerifiedDir<'_>,
+        mirror: &MirrorTarget,
+    ) -> Result<Self, PlanError> {
+        let files = manifests_from_mirror(verified, mirror).map_err(PlanError::Mirror)?;
+        Self::parse_files(verified, files.iter().map(|(p, b)| (*p, b.as_slice())))
+    }
+
+    fn parse_files<'b>(
+        verified: &VerifiedDir<'_>,
+        files: impl Iterator<Item = (&'b str, &'b [u8])>,
+    ) -> Result<Self, PlanError> {
         let lock_digests: BTreeSet<&Digest> = verified
             .lockfile()
             .images
@@ -277,7 +299,7 @@ impl VerifiedObjects {
             .map(|e| &e.digest)
             .collect();
         let mut objects = Vec::new();
-        for (file, bytes) in verified.manifests() {
+        for (file, bytes) in files {
             parse_file(file, bytes, &mut objects)?;
         }
         for object in &objects {

@@ -35,6 +35,7 @@ use super::health::HealthSummary;
 use super::metrics::{Metrics, PassResult};
 use super::plan::{LockIdentity, PlanError, PlanSettings, SyncId, VerifiedObjects, check_rollback};
 use crate::check::Finding;
+use crate::mirror::MirrorTarget;
 use crate::model::ObjectRef;
 use crate::signing::AllowedSigners;
 use crate::source::git::{self, FetchRef, HttpCredentials};
@@ -394,6 +395,7 @@ pub fn plan_reason(error: &PlanError) -> (FailedStep, &'static str) {
         PlanError::Unpinned { .. } => (FailedStep::Verify, "UnpinnedImage"),
         PlanError::NotInLock { .. } => (FailedStep::Verify, "ImageNotInLock"),
         PlanError::Environment { .. } => (FailedStep::Verify, "EnvironmentMismatch"),
+        PlanError::Mirror(_) => (FailedStep::Verify, "NotMirrored"),
         PlanError::UnknownKind { .. } => (FailedStep::Plan, "UnknownKind"),
         PlanError::Yaml { .. }
         | PlanError::NoName { .. }
@@ -611,6 +613,12 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             "spec.threshold must be at least 1".into(),
         ));
     }
+    let mirror = spec
+        .mirror
+        .as_deref()
+        .map(MirrorTarget::parse)
+        .transpose()
+        .map_err(|e| refuse(FailedStep::Spec, "InvalidSpec", format!("spec.mirror: {e}")))?;
     let trust = read_trust(&ctx.client, sync).await?;
     let credentials = read_credentials(&ctx.client, sync).await?;
 
@@ -666,7 +674,11 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
                 format!("commit {}: {}", short(&commit), chain(&e)),
             ))
         })?;
-        VerifiedObjects::parse(&verified).map_err(|e| {
+        let parsed = match &mirror {
+            Some(mirror) => VerifiedObjects::parse_from_mirror(&verified, mirror),
+            None => VerifiedObjects::parse(&verified),
+        };
+        parsed.map_err(|e| {
             let (step, reason) = plan_reason(&e);
             at_commit(refuse(
                 step,

@@ -511,6 +511,53 @@ async fn reconcile_applies_a_locked_commit_then_rolls_out_a_new_digest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_pointed_at_a_mirror_pulls_from_it_once_the_signed_lockfile_records_it() {
+    let repo = Repo::new();
+    let backup = TestRegistry::start(RegistryOptions::default());
+    let mirror = format!("{}/dr", backup.host());
+    let sync = Sync::new("mirror", &repo).await;
+    sync.set_spec(json!({"mirror": mirror})).await;
+
+    // The commit records no mirror: refused, nothing applied.
+    let status = sync.pass().await;
+    let (verified, reason, message) = condition(&status, "Verified");
+    assert_eq!(
+        (verified.as_str(), reason.as_str()),
+        ("False", "NotMirrored"),
+        "{message}"
+    );
+    assert!(message.contains("lockstep mirror --to"), "{message}");
+    assert!(sync.deployment("api").await.is_none());
+
+    // CI mirrors and commits the new generation; the source registry is then lost.
+    let out = run(
+        &[
+            "mirror",
+            repo.dir.to_str().unwrap(),
+            "--key",
+            repo.key.to_str().unwrap(),
+            "--to",
+            &mirror,
+            "--commit",
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000100")],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pinned = repo.pinned_api_image();
+    let digest = pinned.split_once('@').unwrap().1;
+    repo.registry.stop();
+
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_generation, Some(2));
+    assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
+    assert_eq!(
+        sync.image_of("api").await,
+        format!("{mirror}/shop/api:1@{digest}"),
+        "the same digest, from the mirror"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_put_back_counted_and_evented() {
     let repo = Repo::new();
     let sync = Sync::new("drift", &repo).await;
