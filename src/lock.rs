@@ -189,7 +189,7 @@ pub fn pin_files(
         })?;
         if pinned != *bytes {
             changed.push(file.to_owned());
-            out.files.insert(file.to_owned(), pinned);
+            out.replace(file.to_owned(), pinned);
         }
     }
     let scan = scan_dir(&out).map_err(LockError::Rescan)?;

@@ -45,6 +45,11 @@ pub enum ScanDirError {
     ConfigNotUtf8,
     #[error("{} manifest error(s):\n{}", .0.len(), render_list(.0))]
     Files(Vec<ScanError>),
+    #[error(
+        "the manifests use {count} distinct image references; the limit is {}",
+        crate::lockfile::MAX_IMAGES
+    )]
+    TooManyImages { count: usize },
 }
 
 fn render_list(errors: &[ScanError]) -> String {
@@ -101,6 +106,14 @@ pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
     }
     if !errors.is_empty() {
         return Err(ScanDirError::Files(errors));
+    }
+    let distinct = uses
+        .iter()
+        .map(|u| crate::model::strip_digest(&u.written))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if distinct > crate::lockfile::MAX_IMAGES {
+        return Err(ScanDirError::TooManyImages { count: distinct });
     }
     let binding = ManifestBinding::compute(bound_files(files));
     Ok(ScannedDir {
@@ -300,6 +313,40 @@ pub fn check_policy(lock: &Lockfile, policy: &TrustPolicy<'_>) -> Result<(), Ver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_distinct_images_than_a_lockfile_may_hold_are_refused_by_count() {
+        let pod = |images: std::ops::Range<usize>| {
+            let mut yaml = String::from(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n",
+            );
+            for i in images {
+                yaml.push_str(&format!("    - {{name: c{i}, image: r.io/app{i}:1}}\n"));
+            }
+            yaml.into_bytes()
+        };
+        let mut files = SourceFiles::default();
+        files
+            .insert("a.yaml".into(), pod(0..lockfile::MAX_IMAGES))
+            .unwrap();
+        assert_eq!(scan_dir(&files).unwrap().uses.len(), lockfile::MAX_IMAGES);
+        files.insert("b.yaml".into(), pod(0..1)).unwrap();
+        assert!(
+            scan_dir(&files).is_ok(),
+            "a repeated reference is not a new one"
+        );
+        files
+            .insert(
+                "b.yaml".into(),
+                pod(lockfile::MAX_IMAGES..lockfile::MAX_IMAGES + 1),
+            )
+            .unwrap();
+        let err = scan_dir(&files).unwrap_err();
+        assert!(
+            matches!(err, ScanDirError::TooManyImages { count } if count == lockfile::MAX_IMAGES + 1),
+            "{err}"
+        );
+    }
 
     fn lock(expires: Option<i64>, environment: Option<&str>) -> Lockfile {
         let mut l = Lockfile::build(

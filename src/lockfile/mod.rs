@@ -25,6 +25,9 @@ pub const FILE_NAME: &str = "lockstep.lock";
 pub const VERSION: u32 = 1;
 /// Largest lockfile accepted (a 10 000-image lockfile is ~3 MiB).
 pub const MAX_BYTES: usize = 32 << 20;
+/// Most distinct image references one manifests directory (and so one lockfile) may have:
+/// twice the 10 000 images verify is benchmarked with.
+pub const MAX_IMAGES: usize = 20_000;
 
 const HEADER: &str = "\
 # lockstep.lock: written by `lockstep lock`; do not edit by hand.
@@ -59,6 +62,8 @@ pub enum LockfileError {
     },
     #[error("{FILE_NAME}: image {reference:?} is listed twice")]
     DuplicateImage { reference: String },
+    #[error("{FILE_NAME} lists {count} images; the limit is {MAX_IMAGES}")]
+    TooManyImages { count: usize },
 }
 
 /// The binding between a lockfile and the exact bytes of the manifests it pins.
@@ -415,6 +420,11 @@ impl TryFrom<WireLockfile> for Lockfile {
                 })?,
             files: w.manifests.files,
         };
+        if w.images.len() > MAX_IMAGES {
+            return Err(LockfileError::TooManyImages {
+                count: w.images.len(),
+            });
+        }
         let mut seen = BTreeSet::new();
         let mut images = Vec::with_capacity(w.images.len());
         for wi in w.images {
@@ -592,6 +602,27 @@ mod tests {
                 format!("m.io/a@{d}"),
                 format!("m.io/b@{d}")
             ]
+        );
+    }
+
+    #[test]
+    fn more_images_than_the_limit_are_refused_by_count() {
+        let mut lock = sample();
+        let entry = lock.images[0].clone();
+        lock.images = (0..=MAX_IMAGES)
+            .map(|i| {
+                let reference = format!("127.0.0.1:5000/shop/api{i}:1.4");
+                ImageEntry {
+                    image: ImageRef::parse(&reference).unwrap(),
+                    reference,
+                    ..entry.clone()
+                }
+            })
+            .collect();
+        let err = Lockfile::parse_unverified(&lock.to_bytes()).unwrap_err();
+        assert!(
+            matches!(err, LockfileError::TooManyImages { count } if count == MAX_IMAGES + 1),
+            "{err}"
         );
     }
 

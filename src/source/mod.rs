@@ -24,6 +24,9 @@ const SIGNATURE_SUFFIX: &str = ".sig";
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// The largest number of input files accepted in one manifests directory.
 pub const MAX_FILES: usize = 10_000;
+/// Largest total of all input files: far above real manifest sets (a 10 000-image directory
+/// is ~7 MB), far below what would exhaust a controller's memory.
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What an input file is to lockstep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +102,11 @@ pub enum LimitError {
         "more than {limit} input files (at {path}); split the manifests into several directories"
     )]
     TooManyFiles { path: String, limit: usize },
+    /// The input files together are larger than [`MAX_TOTAL_BYTES`].
+    #[error(
+        "the input files reach more than {limit} bytes in all (at {path}); split the manifests into several directories"
+    )]
+    TooManyBytes { path: String, limit: u64 },
 }
 
 /// Refuse a file larger than [`MAX_FILE_BYTES`].
@@ -116,8 +124,11 @@ pub(crate) fn check_size(path: &str, size: u64) -> Result<(), LimitError> {
 /// Every input file of a manifests directory, from the work tree or from a Git commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceFiles {
-    /// Relative path ('/'-separated) -> exact bytes, for every input file.
+    /// Relative path ('/'-separated) -> exact bytes, for every input file. Change it through
+    /// [`SourceFiles::insert`] and [`SourceFiles::replace`], which keep the byte count.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The total size of `files`.
+    total_bytes: u64,
 }
 
 impl SourceFiles {
@@ -131,14 +142,30 @@ impl SourceFiles {
                 limit: MAX_FILES,
             });
         }
+        let replaced = self.files.get(path).map_or(0, |b| b.len() as u64);
+        if self.total_bytes - replaced + size > MAX_TOTAL_BYTES {
+            return Err(LimitError::TooManyBytes {
+                path: path.to_owned(),
+                limit: MAX_TOTAL_BYTES,
+            });
+        }
         Ok(())
     }
 
     /// Add a file, enforcing the limits on its actual bytes.
     pub fn insert(&mut self, path: String, bytes: Vec<u8>) -> Result<(), LimitError> {
         self.admit(&path, bytes.len() as u64)?;
-        self.files.insert(path, bytes);
+        self.replace(path, bytes);
         Ok(())
+    }
+
+    /// Put `bytes` at `path` without the input limits: for lockstep's own output (pinning
+    /// adds a digest to each image of files already admitted).
+    pub fn replace(&mut self, path: String, bytes: Vec<u8>) {
+        self.total_bytes += bytes.len() as u64;
+        if let Some(old) = self.files.insert(path, bytes) {
+            self.total_bytes -= old.len() as u64;
+        }
     }
 
     /// The manifests (`*.yaml`, `*.yml`) in path order.
@@ -279,5 +306,17 @@ mod tests {
         let err = many.insert("one-more.yaml".into(), Vec::new()).unwrap_err();
         assert!(matches!(err, LimitError::TooManyFiles { .. }), "{err}");
         assert!(err.to_string().contains("one-more.yaml"), "{err}");
+
+        // Zeroed buffers: the pages are never touched, so this costs no real memory.
+        let mut big = SourceFiles::default();
+        let per_file = MAX_FILE_BYTES as usize;
+        for i in 0..(MAX_TOTAL_BYTES as usize / per_file) {
+            big.insert(format!("{i}.yaml"), vec![0; per_file]).unwrap();
+        }
+        let err = big.admit("last.yaml", 1).unwrap_err();
+        assert!(matches!(err, LimitError::TooManyBytes { .. }), "{err}");
+        assert!(err.to_string().contains("last.yaml"), "{err}");
+        // Replacing a file counts its new size, not both.
+        big.admit("0.yaml", per_file as u64).unwrap();
     }
 }
