@@ -95,6 +95,12 @@ pub struct LockstepSyncSpec {
     /// for every image is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// Before rolling out a new lockfile, ask the registries (or the mirror) for every digest
+    /// it pins, by digest, and refuse it (`ImagesMissing`, the applied state kept) when any
+    /// is gone. Registry credentials come from the controller's Docker config
+    /// (`$DOCKER_CONFIG/config.json`).
+    #[serde(default)]
+    pub check_images: bool,
 }
 
 /// A Git reference to follow. Exactly one field may be set.

@@ -35,8 +35,12 @@ use super::health::HealthSummary;
 use super::metrics::{Metrics, PassResult};
 use super::plan::{LockIdentity, PlanError, PlanSettings, SyncId, VerifiedObjects, check_rollback};
 use crate::check::Finding;
+use crate::exists::{self, Probe};
+use crate::lockfile::Lockfile;
 use crate::mirror::MirrorTarget;
 use crate::model::ObjectRef;
+use crate::resolve::oci::{OciRegistry, OciSettings};
+use crate::resolve::{DEFAULT_CONCURRENCY, NoProgress, resolve_all};
 use crate::signing::AllowedSigners;
 use crate::source::git::{self, FetchRef, HttpCredentials};
 use crate::verify::{TrustPolicy, VerifyError, verify_dir};
@@ -587,6 +591,82 @@ fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
     })
 }
 
+/// What `spec.checkImages` asks about: every pinned digest where the cluster will pull it
+/// (the image's own repository, or its copy in `mirror`).
+fn pull_locations(lock: &Lockfile, mirror: Option<&MirrorTarget>) -> (Lockfile, Vec<Probe>) {
+    let pulled: BTreeSet<String> = lock
+        .images
+        .iter()
+        .map(|e| match mirror {
+            Some(m) => m.name_for(&e.image),
+            None => e.image.name(),
+        })
+        .collect();
+    let probes = exists::probes(lock)
+        .into_iter()
+        .filter(|p| pulled.contains(&p.location))
+        .collect();
+    (lock.clone(), probes)
+}
+
+/// Ask the registries for every probe's digest, by digest: refused (`ImagesMissing`) when
+/// any is gone, transiently (`RegistryUnavailable`) when any could not be asked.
+async fn check_images_exist(lock: &Lockfile, probes: &[Probe]) -> Result<(), Refusal> {
+    let registry = OciRegistry::new(OciSettings::default())
+        .map_err(|e| refuse(FailedStep::Verify, "RegistryUnavailable", chain(&e)))?;
+    let asks = probes.iter().map(|p| p.ask.clone()).collect();
+    let failures = match resolve_all(
+        &registry,
+        asks,
+        &exists::known(lock),
+        DEFAULT_CONCURRENCY,
+        &NoProgress,
+    )
+    .await
+    {
+        Ok(_) => Vec::new(),
+        Err(e) => e.failures,
+    };
+    let report = exists::judge(probes, &failures);
+    if !report.missing.is_empty() {
+        let missing: Vec<String> = report
+            .missing
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} at {}",
+                    exists::describe(&m.reference, &m.digest, m.platform.as_deref(), None),
+                    m.location
+                )
+            })
+            .collect();
+        return Err(refuse(
+            FailedStep::Verify,
+            "ImagesMissing",
+            format!(
+                "{} pinned digest(s) no longer exist where the cluster would pull them: {}",
+                missing.len(),
+                missing.join("; ")
+            ),
+        ));
+    }
+    if !report.unanswered.is_empty() {
+        let unanswered: Vec<&str> = report.unanswered.iter().map(|u| u.error.as_str()).collect();
+        let mut refusal = refuse(
+            FailedStep::Verify,
+            "RegistryUnavailable",
+            format!(
+                "{} pinned digest(s) could not be checked: {}",
+                unanswered.len(),
+                unanswered.join("; ")
+            ),
+        );
+        refusal.transient = true;
+        return Err(refusal);
+    }
+    Ok(())
+}
+
 /// One pass, up to the outcome; writes to the cluster only through [`Cluster`].
 async fn pass(sync: &LockstepSync, ctx: &Context) -> PassOutcome {
     if sync.spec.suspend {
@@ -660,7 +740,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         refusal
     };
 
-    let objects = {
+    let (objects, probes) = {
         let policy = TrustPolicy {
             signers: &trust,
             at: (ctx.clock)(),
@@ -678,14 +758,18 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             Some(mirror) => VerifiedObjects::parse_from_mirror(&verified, mirror),
             None => VerifiedObjects::parse(&verified),
         };
-        parsed.map_err(|e| {
+        let objects = parsed.map_err(|e| {
             let (step, reason) = plan_reason(&e);
             at_commit(refuse(
                 step,
                 reason,
                 format!("commit {}: {e}", short(&commit)),
             ))
-        })?
+        })?;
+        let probes = spec
+            .check_images
+            .then(|| pull_locations(verified.lockfile(), mirror.as_ref()));
+        (objects, probes)
     };
     let applied_before = applied_lock(&status);
     check_rollback(applied_before.as_ref(), objects.lock()).map_err(|e| {
@@ -695,6 +779,18 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             format!("commit {}: {e}", short(&commit)),
         ))
     })?;
+    // The registry gates a rollout, not drift correction: the applied lockfile was checked
+    // when it rolled out, and a flaky registry must not stop putting it back.
+    if let Some((lock, probes)) = probes
+        && applied_before.as_ref() != Some(objects.lock())
+    {
+        check_images_exist(&lock, &probes)
+            .await
+            .map_err(|mut refusal| {
+                refusal.message = format!("commit {}: {}", short(&commit), refusal.message);
+                at_commit(refusal)
+            })?;
+    }
 
     let kinds = objects.kinds_to_discover();
     let discovered = ctx.cluster.discover(&kinds).await.map_err(|e| {

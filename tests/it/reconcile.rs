@@ -558,6 +558,54 @@ async fn a_sync_pointed_at_a_mirror_pulls_from_it_once_the_signed_lockfile_recor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_images_refuses_a_rollout_whose_digests_are_gone_and_keeps_the_applied_one() {
+    let repo = Repo::new();
+    let sync = Sync::new("check-images", &repo).await;
+    sync.set_spec(json!({"checkImages": true})).await;
+    let first = sync.pass_until_ready().await;
+    assert_eq!(first.applied_generation, Some(1));
+    let pinned_v1 = repo.pinned_api_image();
+
+    // Generation 2 pins a new digest, which is then deleted from the registry.
+    let v2 = repo.registry.push_image("shop/api", "1", b"api v2");
+    repo.lock_commit();
+    repo.registry.delete_manifest("shop/api", &v2);
+    let status = sync.pass().await;
+    let (verified, reason, message) = condition(&status, "Verified");
+    assert_eq!(
+        (verified.as_str(), reason.as_str()),
+        ("False", "ImagesMissing"),
+        "{message}"
+    );
+    assert!(
+        message.contains(v2.as_str()) && message.contains("shop/api"),
+        "{message}"
+    );
+    assert_eq!(
+        status.applied_generation,
+        Some(1),
+        "the applied state is kept"
+    );
+    assert_eq!(sync.image_of("api").await, pinned_v1);
+
+    // The same bytes pushed again: the digest exists, the rollout proceeds.
+    assert_eq!(repo.registry.push_image("shop/api", "1", b"api v2"), v2);
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_generation, Some(2));
+    assert!(sync.image_of("api").await.ends_with(v2.as_str()));
+
+    // Drift correction of the applied lockfile does not depend on the registry.
+    repo.registry.stop();
+    let again = sync.pass().await;
+    assert_eq!(
+        condition(&again, "Applied").0,
+        "True",
+        "{:#?}",
+        again.conditions
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_put_back_counted_and_evented() {
     let repo = Repo::new();
     let sync = Sync::new("drift", &repo).await;
