@@ -777,6 +777,9 @@ impl std::fmt::Debug for HttpCredentials {
 /// Where fetched refs are kept in the cache repository, apart from anything else.
 const FETCHED_REFS: &str = "refs/lockstep";
 
+/// How long receiving one fetch's pack may take before it is interrupted.
+pub const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)
 /// and return the commit it names. Nothing is checked out; read the commit with
 /// [`read_commit`]. A commit already in the cache is not fetched again (commits are
@@ -858,12 +861,33 @@ pub fn fetch(
             what,
         });
     }
-    prepared
-        .receive(
-            gix::progress::Discard,
-            &std::sync::atomic::AtomicBool::new(false),
-        )
-        .map_err(fetch_error)?;
+    // The handshake's HTTP requests time out on their own (30 s without an answer); a pack
+    // that keeps trickling is interrupted at the deadline, so a pass never hangs on Git.
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let interrupt = interrupt.clone();
+        std::thread::spawn(move || {
+            if finished.recv_timeout(FETCH_DEADLINE).is_err() {
+                interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let received = prepared.receive(gix::progress::Discard, &interrupt);
+    drop(done);
+    let _ = watchdog.join();
+    received.map_err(|source| {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            GitError::Git {
+                action: format!(
+                    "cannot fetch {what} from {url}: no complete answer within {FETCH_DEADLINE:?}"
+                ),
+                source,
+            }
+        } else {
+            fetch_error(source)
+        }
+    })?;
     match wanted {
         FetchRef::Branch(name) | FetchRef::Tag(name) => {
             let kind = if matches!(wanted, FetchRef::Branch(_)) {

@@ -1634,3 +1634,27 @@ async fn bench_reconcile_1000_objects() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Regression: the threat model said a hanging Git server had no timeout. HTTP requests of
+/// the handshake time out without an answer (reqwest's 30 s), and the error is a transport
+/// error the reconciler retries.
+#[test]
+fn a_git_server_that_never_answers_fails_the_fetch_instead_of_hanging() {
+    let mock = crate::harness::MockLyingRegistry::start(crate::harness::MockBehavior::Stall);
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let err = fetch(
+        &tmp.path().join("cache"),
+        &format!("http://{}/repo.git", mock.host()),
+        FetchRef::Branch("main"),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, GitError::Git { .. }), "{err}");
+    assert!(err.to_string().contains("cannot fetch branch"), "{err}");
+}
