@@ -834,8 +834,16 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         same_desired_state: applied_condition_current && applied_before.as_ref() == Some(&lock),
     };
     let apply_failed = |e: ApplyError| {
-        let mut refusal = at_commit(refuse(FailedStep::Apply, "ApplyFailed", chain(&e)));
-        refusal.transient = e.is_transient();
+        // A refusal that will not change by itself (422 Invalid, 403) is named apart, so
+        // that `lockstep wait` can fail at once instead of waiting for its timeout.
+        let transient = e.is_transient();
+        let reason = if transient {
+            "ApplyFailed"
+        } else {
+            "ApplyRejected"
+        };
+        let mut refusal = at_commit(refuse(FailedStep::Apply, reason, chain(&e)));
+        refusal.transient = transient;
         refusal.verified = Some((lock.clone(), signers.clone()));
         refusal.touched = plan.inventory();
         refusal

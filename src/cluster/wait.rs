@@ -158,16 +158,21 @@ fn final_refusal<'c>(
         return Some(v);
     }
     applied.filter(|a| {
-        a.status == "False" && matches!(a.reason.as_str(), "InvalidManifests" | "UnknownKind")
+        a.status == "False"
+            && matches!(
+                a.reason.as_str(),
+                "InvalidManifests" | "UnknownKind" | "ApplyRejected"
+            )
     })
 }
 
 /// Reasons a pass can give that say nothing final about a commit.
-const TRANSIENT_REASONS: [&str; 4] = [
+const TRANSIENT_REASONS: [&str; 5] = [
     "ClusterUnavailable",
     "FetchFailed",
     "ApplyFailed",
     "CommitUnreadable",
+    "RegistryUnavailable",
 ];
 
 /// The sync's state in words, for a verdict still waiting.
@@ -391,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unplannable_commit_fails_but_an_apply_error_waits() {
+    fn an_unplannable_or_rejected_commit_fails_but_a_transient_apply_error_waits() {
         let mut status = refused("x", "x");
         status.conditions[0] = condition("Ready", "False", "UnknownKind", "Gadget");
         status.conditions[1] = condition("Verified", "True", "Verified", "signed");
@@ -404,6 +409,27 @@ mod tests {
         assert!(matches!(
             judge(Some(&status), Some(1), &rev(BAD)),
             Verdict::Waiting(_)
+        ));
+        // Regression: a 422 from the API server was reported as ApplyFailed, so `wait` only
+        // ended at its timeout.
+        status.conditions[2] = condition("Applied", "False", "ApplyRejected", "422 Invalid");
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Failed(f) if f.reason == "ApplyRejected"
+        ));
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_asked_waits() {
+        let status = refused("RegistryUnavailable", "connection refused");
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Waiting(_)
+        ));
+        let status = refused("ImagesMissing", "gone");
+        assert!(matches!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Failed(f) if f.reason == "ImagesMissing"
         ));
     }
 }
