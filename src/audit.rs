@@ -42,6 +42,8 @@ pub struct LockFacts {
     pub images: BTreeMap<String, String>,
     /// The SHA-256 of the lockfile's bytes, to tell two locks of one generation apart.
     pub sha256: String,
+    /// The mirrors recorded for each reference that has any (`lockstep mirror`).
+    pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
 /// A signature file made by a key that is not trusted.
@@ -66,6 +68,11 @@ pub enum ImageChange {
         reference: String,
         old: String,
         new: String,
+    },
+    /// The pinned digest is recorded in mirrors it was not recorded in before.
+    Mirrored {
+        reference: String,
+        mirrors: Vec<String>,
     },
 }
 
@@ -150,7 +157,7 @@ impl Audit {
 /// Audit commits given oldest first.
 pub fn audit(commits: &[CommitFacts]) -> Audit {
     let mut rows = Vec::with_capacity(commits.len());
-    let mut previous_images: Option<&BTreeMap<String, String>> = None;
+    let mut previous: Option<&LockFacts> = None;
     // The highest verified generation so far: (generation, lock sha256, commit).
     let mut highest: Option<(u64, &str, &str)> = None;
     for commit in commits {
@@ -189,9 +196,8 @@ pub fn audit(commits: &[CommitFacts]) -> Audit {
         }
         let changes = match &commit.lock {
             Some(lock) => {
-                let empty = BTreeMap::new();
-                let changes = image_changes(previous_images.unwrap_or(&empty), &lock.images);
-                previous_images = Some(&lock.images);
+                let changes = image_changes(previous, lock);
+                previous = Some(lock);
                 changes
             }
             None => Vec::new(),
@@ -212,7 +218,33 @@ pub fn audit(commits: &[CommitFacts]) -> Audit {
 }
 
 /// Added, removed and re-pinned references from `old` to `new`, in reference order.
-pub fn image_changes(
+pub fn image_changes(old: Option<&LockFacts>, new: &LockFacts) -> Vec<ImageChange> {
+    let (no_images, no_mirrors) = (BTreeMap::new(), BTreeMap::new());
+    let (old, old_mirrors) = old.map_or((&no_images, &no_mirrors), |o| (&o.images, &o.mirrors));
+    let mut changes = digest_changes(old, &new.images);
+    for (reference, mirrors) in &new.mirrors {
+        // Mirrors of a digest that was not pinned before are all new.
+        let same_digest = old.get(reference) == new.images.get(reference);
+        let before = old_mirrors
+            .get(reference)
+            .filter(|_| same_digest)
+            .map_or(&[][..], Vec::as_slice);
+        let added: Vec<String> = mirrors
+            .iter()
+            .filter(|m| !before.contains(m))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            changes.push(ImageChange::Mirrored {
+                reference: reference.clone(),
+                mirrors: added,
+            });
+        }
+    }
+    changes
+}
+
+fn digest_changes(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<ImageChange> {
@@ -248,6 +280,7 @@ mod tests {
 
     fn lock(generation: u64, sha: &str, images: &[(&str, &str)]) -> Option<LockFacts> {
         Some(LockFacts {
+            mirrors: BTreeMap::new(),
             generation,
             images: images
                 .iter()
@@ -301,6 +334,51 @@ mod tests {
                     digest: "w".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn new_mirrors_of_an_unchanged_digest_are_reported_once() {
+        let with_mirrors = |generation, digest: &str, mirrors: &[&str]| {
+            let mut l = lock(generation, &format!("{generation}"), &[("api:1", digest)]).unwrap();
+            if !mirrors.is_empty() {
+                l.mirrors.insert(
+                    "api:1".into(),
+                    mirrors.iter().map(|m| m.to_string()).collect(),
+                );
+            }
+            Some(l)
+        };
+        let audit = audit(&[
+            commit("a", Ok("ci"), with_mirrors(1, "d1", &[])),
+            commit("b", Ok("ci"), with_mirrors(2, "d1", &["m.io/dr/api"])),
+            commit(
+                "c",
+                Ok("ci"),
+                with_mirrors(3, "d1", &["m.io/dr/api", "n.io/api"]),
+            ),
+            commit("d", Ok("ci"), with_mirrors(4, "d2", &["m.io/dr/api"])),
+        ]);
+        let mirrored = |row: usize| -> Vec<Vec<String>> {
+            audit.rows[row]
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    ImageChange::Mirrored { mirrors, .. } => Some(mirrors.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(mirrored(1), vec![vec!["m.io/dr/api".to_owned()]]);
+        assert_eq!(
+            mirrored(2),
+            vec![vec!["n.io/api".to_owned()]],
+            "only the new one"
+        );
+        assert_eq!(
+            mirrored(3),
+            vec![vec!["m.io/dr/api".to_owned()]],
+            "a new digest's copy is new"
         );
     }
 

@@ -98,6 +98,29 @@ fn mirror_copies_every_platform_records_it_and_survives_losing_the_source() {
     }
     let verified = p.verify(&[]);
     assert_eq!(code(&verified), 0, "{}", stderr(&verified));
+    // The auditor sees the copy in the history.
+    crate::cli::git(&p.repo, &["add", "-A"]);
+    crate::cli::git(&p.repo, &["commit", "-qm", "mirror"]);
+    let audited = run(
+        &[
+            "audit",
+            p.dir.to_str().unwrap(),
+            "--allowed-signers",
+            p.allowed_signers.to_str().unwrap(),
+            "--since",
+            "HEAD~1",
+        ],
+        &[],
+    );
+    assert_eq!(code(&audited), 0, "{}", stderr(&audited));
+    assert_eq!(
+        stdout(&audited)
+            .matches(&format!(" copied to {to}/"))
+            .count(),
+        images,
+        "{}",
+        stdout(&audited)
+    );
 
     // Every pinned manifest, each platform too, is in the mirror by digest.
     let pusher = backup.pusher();

@@ -158,6 +158,12 @@ fn lock_facts(lock: &Lockfile, bytes: &[u8]) -> LockFacts {
             .map(|e| (e.reference.clone(), e.digest.to_string()))
             .collect::<BTreeMap<_, _>>(),
         sha256: hex::encode(Sha256::digest(bytes)),
+        mirrors: lock
+            .images
+            .iter()
+            .filter(|e| !e.mirrors.is_empty())
+            .map(|e| (e.reference.clone(), e.mirrors.clone()))
+            .collect(),
     }
 }
 
@@ -251,6 +257,9 @@ fn report(audit: &Audit, args: &AuditArgs, printer: Printer) -> Result<(), CliEr
                         short_digest(old),
                         short_digest(new)
                     ),
+                    ImageChange::Mirrored { reference, mirrors } => {
+                        format!("    > {reference} copied to {}\n", mirrors.join(", "))
+                    }
                 });
             }
             for finding in &row.findings {
