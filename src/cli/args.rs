@@ -30,8 +30,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
     Render(RenderArgs),
-    /// Confirm that every digest the lockfile pins still exists in its registry (by digest):
-    /// exit 1 listing the missing ones.
+    /// Confirm that every digest the lockfile pins still exists (by digest) in its registry and
+    /// in every mirror the lockfile records: exit 1 listing the missing ones.
     Check(CheckArgs),
     /// Walk the Git history and verify every commit that changed the manifests: who signed,
     /// which images changed, and unlocked changes, generation regressions, unknown signers.
@@ -86,7 +86,7 @@ pub struct SignArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Commit the signature file on the current branch.
+    /// Commit the files this writes (signature, and a new lockfile) on the current branch.
     #[arg(long)]
     pub commit: bool,
     /// The commit message (with --commit).
