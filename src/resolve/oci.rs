@@ -880,6 +880,8 @@ struct ManifestBody {
 #[derive(serde::Deserialize)]
 struct Descriptor {
     digest: String,
+    /// The blob's size in bytes, as the (hashed) manifest declares it.
+    size: Option<u64>,
     #[serde(default)]
     urls: Vec<String>,
 }

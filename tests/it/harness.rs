@@ -388,6 +388,8 @@ pub enum MockBehavior {
     /// Serves the manifest honestly, but any blob it names with other bytes (claiming the
     /// digest asked for): a registry whose storage was tampered with, seen by a copy.
     LyingBlob,
+    /// Like `LyingBlob`, but the blob is longer than the manifest declares.
+    LongBlob,
 }
 
 /// A mock registry on 127.0.0.1 for cases a real registry cannot produce: lying digests,
@@ -760,14 +762,18 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
     if path == "/v2/" {
         return http_response(200, &[], b"{}", head);
     }
-    if let (MockBehavior::LyingBlob, Some((_, digest))) =
+    if let (MockBehavior::LyingBlob | MockBehavior::LongBlob, Some((_, digest))) =
         (state.behavior, path.split_once("/blobs/"))
     {
         let headers = [
             ("Content-Type", "application/octet-stream".to_owned()),
             ("Docker-Content-Digest", digest.to_owned()),
         ];
-        return http_response(200, &headers, b"evil", head);
+        let body: &[u8] = match state.behavior {
+            MockBehavior::LongBlob => b"much longer than four bytes",
+            _ => b"evil",
+        };
+        return http_response(200, &headers, body, head);
     }
     if !path.contains("/manifests/") {
         return http_response(
@@ -824,7 +830,9 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
             honest_answer(head)
         }
         // Hang-ups happen before this is asked.
-        MockBehavior::HangUpThenServe { .. } | MockBehavior::LyingBlob => honest_answer(head),
+        MockBehavior::HangUpThenServe { .. } | MockBehavior::LyingBlob | MockBehavior::LongBlob => {
+            honest_answer(head)
+        }
         MockBehavior::Oversized => {
             let headers = [
                 ("Content-Type", OCI_INDEX.to_owned()),

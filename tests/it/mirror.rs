@@ -287,18 +287,16 @@ fn mirror_refuses_a_stale_lockfile_and_a_target_without_a_registry() {
     assert_eq!(p.snapshot(), before);
 }
 
-#[test]
-fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
-    // The source serves an honest manifest whose config blob comes back as other bytes.
-    let mock = MockLyingRegistry::start(MockBehavior::LyingBlob);
+/// Lock a pod using `{host}/app:1` and mirror it to a real registry; the outcome of the
+/// mirror, the directory, and the mirror registry.
+fn mirror_from(mock_host: &str) -> (Output, tempfile::TempDir, TestRegistry) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("deploy");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("pod.yaml"),
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {}/app:1\n",
-            mock.host()
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {mock_host}/app:1\n"
         ),
     )
     .unwrap();
@@ -314,7 +312,6 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
     );
     assert_eq!(code(&locked), 0, "{}", stderr(&locked));
     let before = crate::cli::snapshot(&dir);
-
     let backup = TestRegistry::start(RegistryOptions::default());
     let out = run(
         &[
@@ -327,6 +324,15 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
         ],
         &[],
     );
+    assert_eq!(crate::cli::snapshot(&dir), before, "nothing recorded");
+    (out, tmp, backup)
+}
+
+#[test]
+fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
+    // The source serves an honest manifest whose config blob comes back as other bytes.
+    let mock = MockLyingRegistry::start(MockBehavior::LyingBlob);
+    let (out, _tmp, backup) = mirror_from(&mock.host());
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let text = stderr(&out);
     let config = lockstep::model::Digest::of(b"mock");
@@ -334,7 +340,6 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
         text.contains("digest mismatch") && text.contains(config.as_str()),
         "{text}"
     );
-    assert_eq!(crate::cli::snapshot(&dir), before, "nothing recorded");
     // Neither the forged blob nor the manifest reached the mirror.
     let served = mock.served_digest();
     assert!(!backup.pusher().has_manifest("dr/app", served.as_str()));
@@ -344,5 +349,19 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
             .iter()
             .any(|r| r.starts_with("PUT ") && r.contains("/manifests/")),
         "{requests:#?}"
+    );
+}
+
+#[test]
+fn a_blob_longer_than_its_manifest_declares_is_refused() {
+    let mock = MockLyingRegistry::start(MockBehavior::LongBlob);
+    let (out, _tmp, backup) = mirror_from(&mock.host());
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("declares as 4"), "{text}");
+    assert!(
+        !backup
+            .pusher()
+            .has_manifest("dr/app", mock.served_digest().as_str())
     );
 }

@@ -168,8 +168,8 @@ impl OciRegistry {
                     self.copy_manifest(src, dst, &child, None, copied).await?;
                 }
             } else {
-                for blob in blobs(&manifest.body).map_err(&src_fail)? {
-                    self.copy_blob(src, dst, &blob, copied).await?;
+                for (blob, size) in blobs(&manifest.body).map_err(&src_fail)? {
+                    self.copy_blob(src, dst, &blob, size, copied).await?;
                 }
             }
             let media_type = manifest.media_type.as_str();
@@ -206,6 +206,7 @@ impl OciRegistry {
         src: &Side,
         dst: &Side,
         digest: &Digest,
+        size: Option<u64>,
         copied: &mut Copied,
     ) -> Result<(), ResolveError> {
         let cell = self
@@ -219,7 +220,7 @@ impl OciRegistry {
         let home = cell
             .get_or_init(|| async {
                 ran.store(true, Ordering::SeqCst);
-                self.place_blob(src, dst, digest, None)
+                self.place_blob(src, dst, digest, size, None)
                     .await
                     .map(|placed| (dst.repository().to_owned(), placed))
             })
@@ -228,10 +229,13 @@ impl OciRegistry {
         let placed = match home {
             Ok((_, placed)) if ran.load(Ordering::SeqCst) => placed,
             Ok((repository, _)) if repository == dst.repository() => Placed::Present,
-            Ok((repository, _)) => self.place_blob(src, dst, digest, Some(&repository)).await?,
+            Ok((repository, _)) => {
+                self.place_blob(src, dst, digest, size, Some(&repository))
+                    .await?
+            }
             Err(e) if ran.load(Ordering::SeqCst) => return Err(e),
             // Another image's attempt failed; this one tries on its own.
-            Err(_) => self.place_blob(src, dst, digest, None).await?,
+            Err(_) => self.place_blob(src, dst, digest, size, None).await?,
         };
         match placed {
             Placed::Present => copied.blobs_present += 1,
@@ -251,6 +255,7 @@ impl OciRegistry {
         src: &Side,
         dst: &Side,
         digest: &Digest,
+        size: Option<u64>,
         mount_from: Option<&str>,
     ) -> Result<Placed, ResolveError> {
         let dst_fail = dst.fail(digest, self.settings.timeout);
@@ -298,16 +303,18 @@ impl OciRegistry {
                 })?
             }
         };
-        self.upload(src, dst, digest, session).await
+        self.upload(src, dst, digest, size, session).await
     }
 
     /// Stream the blob from the source into the upload session, hashing it on the way: bytes
-    /// that do not hash to `digest` end the upload with an error before it can complete.
+    /// that do not hash to `digest`, or more bytes than the manifest's `size` declares, end
+    /// the upload with an error before it can complete.
     async fn upload(
         &self,
         src: &Side,
         dst: &Side,
         digest: &Digest,
+        size: Option<u64>,
         mut session: reqwest::Url,
     ) -> Result<Placed, ResolveError> {
         let timeout = self.settings.timeout;
@@ -329,7 +336,14 @@ impl OciRegistry {
             let body = response.bytes().await.unwrap_or_default();
             return Err(src_fail(status_trouble(status, &body)));
         }
-        let length = response.content_length();
+        let length = match (response.content_length(), size) {
+            (Some(sent), Some(declared)) if sent != declared => {
+                return Err(src_fail(Trouble::BadManifest(format!(
+                    "the registry sends {sent} bytes for a blob the manifest declares as {declared}"
+                ))));
+            }
+            (sent, declared) => sent.or(declared),
+        };
         // The hash so far, the bytes so far, and the digest once the stream has ended.
         let hashed = Arc::new(Mutex::new((Sha256::new(), 0u64, None::<Digest>)));
         let feed = hashed.clone();
@@ -342,6 +356,9 @@ impl OciRegistry {
                 let mut state = feed.lock().expect("hash lock");
                 state.0.update(&chunk);
                 state.1 += chunk.len() as u64;
+                if length.is_some_and(|limit| state.1 > limit) {
+                    return Err(std::io::Error::other("the blob is longer than declared"));
+                }
                 Ok(chunk)
             })
             .chain(futures::stream::once(async move {
@@ -371,6 +388,12 @@ impl OciRegistry {
         // The stream's last element may not be polled once `Content-Length` bytes are out;
         // the hash of every byte sent is judged here either way.
         let (hasher, bytes, ended) = hashed.lock().expect("hash lock").clone();
+        if length.is_some_and(|limit| bytes > limit) {
+            return Err(src_fail(Trouble::BadManifest(format!(
+                "the blob {digest} is longer than the {} bytes declared",
+                length.unwrap_or_default()
+            ))));
+        }
         let complete = ended.is_some() || length == Some(bytes);
         let computed = ended.unwrap_or_else(|| Digest::from_hasher(hasher));
         if complete && computed != *digest {
@@ -413,19 +436,21 @@ fn children(body: &ManifestBody) -> Result<Vec<Digest>, Trouble> {
         .collect()
 }
 
-/// The blobs an image manifest names: its config and its layers. Non-distributable layers
-/// (with `urls`) live where their urls say and are not copied, as registries do.
-fn blobs(body: &ManifestBody) -> Result<Vec<Digest>, Trouble> {
+/// The blobs an image manifest names, with their declared sizes: its config and its layers.
+/// Non-distributable layers (with `urls`) live where their urls say and are not copied, as
+/// registries do.
+fn blobs(body: &ManifestBody) -> Result<Vec<(Digest, Option<u64>)>, Trouble> {
     let mut out = Vec::new();
     if let Some(config) = &body.config {
         let digest = config
             .get("digest")
             .and_then(|d| d.as_str())
             .ok_or_else(|| Trouble::BadManifest("the config has no digest".into()))?;
-        out.push(parse_digest(digest, "config")?);
+        let size = config.get("size").and_then(|s| s.as_u64());
+        out.push((parse_digest(digest, "config")?, size));
     }
     for layer in body.layers.iter().filter(|l| l.urls.is_empty()) {
-        out.push(parse_digest(&layer.digest, "layer")?);
+        out.push((parse_digest(&layer.digest, "layer")?, layer.size));
     }
     Ok(out)
 }
