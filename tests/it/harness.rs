@@ -390,6 +390,9 @@ pub enum MockBehavior {
     LyingBlob,
     /// Like `LyingBlob`, but the blob is longer than the manifest declares.
     LongBlob,
+    /// Serves the manifest honestly; the first `times` blob requests answer 503, then the
+    /// blob is served honestly.
+    FlakyBlob { times: usize },
 }
 
 /// A mock registry on 127.0.0.1 for cases a real registry cannot produce: lying digests,
@@ -775,6 +778,12 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
         };
         return http_response(200, &headers, body, head);
     }
+    if let (MockBehavior::FlakyBlob { times }, true) = (state.behavior, path.contains("/blobs/")) {
+        if state.failures_served.fetch_add(1, Ordering::SeqCst) < times {
+            return http_response(503, &[], b"{\"errors\":[]}", head);
+        }
+        return http_response(200, &[], b"mock", head);
+    }
     if !path.contains("/manifests/") {
         return http_response(
             404,
@@ -830,9 +839,10 @@ fn mock_response(state: &MockState, method: &str, path: &str) -> Vec<u8> {
             honest_answer(head)
         }
         // Hang-ups happen before this is asked.
-        MockBehavior::HangUpThenServe { .. } | MockBehavior::LyingBlob | MockBehavior::LongBlob => {
-            honest_answer(head)
-        }
+        MockBehavior::HangUpThenServe { .. }
+        | MockBehavior::LyingBlob
+        | MockBehavior::LongBlob
+        | MockBehavior::FlakyBlob { .. } => honest_answer(head),
         MockBehavior::Oversized => {
             let headers = [
                 ("Content-Type", OCI_INDEX.to_owned()),

@@ -288,8 +288,8 @@ fn mirror_refuses_a_stale_lockfile_and_a_target_without_a_registry() {
 }
 
 /// Lock a pod using `{host}/app:1` and mirror it to a real registry; the outcome of the
-/// mirror, the directory, and the mirror registry.
-fn mirror_from(mock_host: &str) -> (Output, tempfile::TempDir, TestRegistry) {
+/// mirror, whether it changed the directory, and the mirror registry.
+fn mirror_from(mock_host: &str) -> (Output, bool, TestRegistry) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("deploy");
     std::fs::create_dir_all(&dir).unwrap();
@@ -324,16 +324,17 @@ fn mirror_from(mock_host: &str) -> (Output, tempfile::TempDir, TestRegistry) {
         ],
         &[],
     );
-    assert_eq!(crate::cli::snapshot(&dir), before, "nothing recorded");
-    (out, tmp, backup)
+    let changed = crate::cli::snapshot(&dir) != before;
+    (out, changed, backup)
 }
 
 #[test]
 fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
     // The source serves an honest manifest whose config blob comes back as other bytes.
     let mock = MockLyingRegistry::start(MockBehavior::LyingBlob);
-    let (out, _tmp, backup) = mirror_from(&mock.host());
+    let (out, changed, backup) = mirror_from(&mock.host());
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!changed, "nothing recorded");
     let text = stderr(&out);
     let config = lockstep::model::Digest::of(b"mock");
     assert!(
@@ -355,12 +356,32 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
 #[test]
 fn a_blob_longer_than_its_manifest_declares_is_refused() {
     let mock = MockLyingRegistry::start(MockBehavior::LongBlob);
-    let (out, _tmp, backup) = mirror_from(&mock.host());
+    let (out, changed, backup) = mirror_from(&mock.host());
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!changed, "nothing recorded");
     let text = stderr(&out);
     assert!(text.contains("declares as 4"), "{text}");
     assert!(
         !backup
+            .pusher()
+            .has_manifest("dr/app", mock.served_digest().as_str())
+    );
+}
+
+#[test]
+fn a_blob_transfer_that_fails_transiently_is_retried_in_a_new_session() {
+    let mock = MockLyingRegistry::start(MockBehavior::FlakyBlob { times: 2 });
+    let (out, changed, backup) = mirror_from(&mock.host());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(changed, "the mirror is recorded");
+    let blob_gets = mock
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .count();
+    assert_eq!(blob_gets, 3, "two 503s, then the blob");
+    assert!(
+        backup
             .pusher()
             .has_manifest("dr/app", mock.served_digest().as_str())
     );

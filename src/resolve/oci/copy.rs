@@ -27,6 +27,7 @@ use super::{
 };
 use crate::mirror::{Copied, Copier, CopyJob, protecting_tag};
 use crate::model::{Digest, ImageRef};
+use crate::resolve::Failure;
 use crate::resolve::{ResolveError, is_index};
 
 /// Per `"<target registry> <blob digest>"`, the repository one copy of this run put the blob
@@ -284,26 +285,45 @@ impl OciRegistry {
                 _ => {}
             }
         }
-        let session = match session.flatten() {
-            Some(url) => url,
-            None => {
-                let answer = self
-                    .request_with(Method::POST, &dst.uploads_url(), &dst.auth, &|b| {
-                        b.header(CONTENT_LENGTH, 0)
-                    })
-                    .await
-                    .map_err(&dst_fail)?;
-                if answer.status != StatusCode::ACCEPTED {
-                    return Err(dst_fail(status_trouble(answer.status, &answer.body)));
-                }
-                upload_location(dst, &answer.headers).ok_or_else(|| {
-                    dst_fail(Trouble::BadManifest(
-                        "the upload answer has no usable Location".into(),
-                    ))
-                })?
+        // The streamed upload cannot be replayed request by request: a transient failure
+        // retries the whole transfer, in a new upload session, per the retry policy.
+        let mut session = session.flatten();
+        let mut retry = 0;
+        loop {
+            let url = match session.take() {
+                Some(url) => url,
+                None => self.open_upload(dst, digest).await?,
+            };
+            match self.upload(src, dst, digest, size, url).await {
+                Ok(placed) => return Ok(placed),
+                Err((failure, error)) => match self.retry.delay(retry, &failure) {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        retry += 1;
+                    }
+                    None => return Err(error),
+                },
             }
-        };
-        self.upload(src, dst, digest, size, session).await
+        }
+    }
+
+    /// Open an upload session in the target repository: its URL.
+    async fn open_upload(&self, dst: &Side, digest: &Digest) -> Result<reqwest::Url, ResolveError> {
+        let dst_fail = dst.fail(digest, self.settings.timeout);
+        let answer = self
+            .request_with(Method::POST, &dst.uploads_url(), &dst.auth, &|b| {
+                b.header(CONTENT_LENGTH, 0)
+            })
+            .await
+            .map_err(&dst_fail)?;
+        if answer.status != StatusCode::ACCEPTED {
+            return Err(dst_fail(status_trouble(answer.status, &answer.body)));
+        }
+        upload_location(dst, &answer.headers).ok_or_else(|| {
+            dst_fail(Trouble::BadManifest(
+                "the upload answer has no usable Location".into(),
+            ))
+        })
     }
 
     /// Stream the blob from the source into the upload session, hashing it on the way: bytes
@@ -316,13 +336,26 @@ impl OciRegistry {
         digest: &Digest,
         size: Option<u64>,
         mut session: reqwest::Url,
-    ) -> Result<Placed, ResolveError> {
+    ) -> Result<Placed, (Failure, ResolveError)> {
         let timeout = self.settings.timeout;
-        let src_fail = src.fail(digest, timeout);
-        let dst_fail = dst.fail(digest, timeout);
-        let transport = |e: reqwest::Error| {
+        let src_fail = |t| (Failure::Other, src.fail(digest, timeout)(t));
+        // Transport failures and error statuses say whether retrying may help.
+        let transport = |side: &Side, e: reqwest::Error| {
             let failure = classify(&e);
-            transport_trouble(e, failure, 1)
+            (
+                failure,
+                side.fail(digest, timeout)(transport_trouble(e, failure, 1)),
+            )
+        };
+        let status_failure = |side: &Side, status: StatusCode, body: &[u8]| {
+            let failure = Failure::Status {
+                status: status.as_u16(),
+                retry_after: None,
+            };
+            (
+                failure,
+                side.fail(digest, timeout)(status_trouble(status, body)),
+            )
         };
         let response = src
             .auth
@@ -330,11 +363,11 @@ impl OciRegistry {
             .timeout(BLOB_TIMEOUT)
             .send()
             .await
-            .map_err(|e| src_fail(transport(e)))?;
+            .map_err(|e| transport(src, e))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
-            return Err(src_fail(status_trouble(status, &body)));
+            return Err(status_failure(src, status, &body));
         }
         let length = match (response.content_length(), size) {
             (Some(sent), Some(declared)) if sent != declared => {
@@ -402,11 +435,11 @@ impl OciRegistry {
                 computed,
             }));
         }
-        let answer = sent.map_err(|e| dst_fail(transport(e)))?;
+        let answer = sent.map_err(|e| transport(dst, e))?;
         let status = answer.status();
         if status != StatusCode::CREATED {
             let body = answer.bytes().await.unwrap_or_default();
-            return Err(dst_fail(status_trouble(status, &body)));
+            return Err(status_failure(dst, status, &body));
         }
         Ok(Placed::Uploaded(bytes))
     }
