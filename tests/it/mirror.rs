@@ -386,3 +386,34 @@ fn a_blob_transfer_that_fails_transiently_is_retried_in_a_new_session() {
             .has_manifest("dr/app", mock.served_digest().as_str())
     );
 }
+
+#[test]
+fn mirror_pushes_to_a_registry_that_wants_bearer_tokens() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let backup = TestRegistry::start_with_token_auth("robot", "t0ken-pass");
+    let config = tempfile::tempdir().unwrap();
+    let auths = serde_json::json!({"auths": {backup.host(): {"username": "robot", "password": "t0ken-pass"}}});
+    std::fs::write(config.path().join("config.json"), auths.to_string()).unwrap();
+    let to = format!("{}/dr", backup.host());
+    let out = run(
+        &[
+            "mirror",
+            p.dir.to_str().unwrap(),
+            "--key",
+            p.key.to_str().unwrap(),
+            "--to",
+            &to,
+            "--json",
+        ],
+        &[("DOCKER_CONFIG", config.path().to_str().unwrap())],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json_of(&out)["recorded"], true);
+    // check, with the same credentials, finds every copy.
+    let checked = run(
+        &["check", p.dir.to_str().unwrap()],
+        &[("DOCKER_CONFIG", config.path().to_str().unwrap())],
+    );
+    assert_eq!(code(&checked), 0, "{}", stderr(&checked));
+}
