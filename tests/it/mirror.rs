@@ -98,6 +98,11 @@ fn mirror_copies_every_platform_records_it_and_survives_losing_the_source() {
     }
     let verified = p.verify(&[]);
     assert_eq!(code(&verified), 0, "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains(&format!("; {images} of {images} images also in a mirror")),
+        "{}",
+        stdout(&verified)
+    );
     // Locking again changes nothing: the record of the copies is kept, not dropped.
     let bytes = std::fs::read(p.dir.join("lockstep.lock")).unwrap();
     assert_eq!(code(&p.lock(&["--check"])), 0);

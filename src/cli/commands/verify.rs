@@ -134,6 +134,13 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
     if let Some(t) = lock.expires {
         bound.push_str(&format!("; expires {t}"));
     }
+    let mirrored = lock.images.iter().filter(|e| !e.mirrors.is_empty()).count();
+    if mirrored > 0 {
+        bound.push_str(&format!(
+            "; {mirrored} of {} images also in a mirror",
+            lock.images.len()
+        ));
+    }
     printer.result(format!(
         "verified{at}: generation {}, {} images pinned in {} uses, {} manifest files bound; signed by {}{bound}",
         lock.generation,
@@ -147,7 +154,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "commit": read.commit,
         "generation": lock.generation,
         "created": lock.created.to_string(),
-        "images": lock.images.iter().map(|e| json!({"reference": e.reference, "digest": e.digest.to_string()})).collect::<Vec<_>>(),
+        "images": lock.images.iter().map(|e| json!({"reference": e.reference, "digest": e.digest.to_string(), "mirrors": e.mirrors})).collect::<Vec<_>>(),
         "uses": v.scan().uses.len(),
         "files": lock.manifests.files,
         "signers": signers,
