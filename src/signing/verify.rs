@@ -60,6 +60,13 @@ pub struct ValidityWindow {
 /// Why one signature file is not an approval.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureProblem {
+    /// Bytes before the armor's first line or after its last: RFC 7468 decoders skip them,
+    /// OpenSSH refuses text before it, and either way the file would not be the one signing
+    /// wrote.
+    #[error(
+        "{0}: a signature file is exactly the armored SSHSIG (as `ssh-keygen -Y sign` writes it)"
+    )]
+    NotArmored(&'static str),
     /// Not a decodable SSHSIG.
     #[error("not a valid SSH signature (-----BEGIN SSH SIGNATURE-----)")]
     Malformed {
@@ -250,12 +257,41 @@ pub fn verify<'a>(
     })
 }
 
+const ARMOR_BEGIN: &[u8] = b"-----BEGIN SSH SIGNATURE-----";
+const ARMOR_END: &[u8] = b"-----END SSH SIGNATURE-----";
+
+/// The file starts with the armor's first line (as OpenSSH requires) and has nothing but
+/// line ends and spaces after its last, so one signature has one file.
+fn check_armor(armored: &[u8]) -> Result<(), SignatureProblem> {
+    if !armored.starts_with(ARMOR_BEGIN) {
+        return Err(SignatureProblem::NotArmored(
+            "the file does not start with -----BEGIN SSH SIGNATURE-----",
+        ));
+    }
+    let end = armored
+        .windows(ARMOR_END.len())
+        .rposition(|w| w == ARMOR_END)
+        .ok_or(SignatureProblem::NotArmored(
+            "the file has no -----END SSH SIGNATURE----- line",
+        ))?;
+    if !armored[end + ARMOR_END.len()..]
+        .iter()
+        .all(u8::is_ascii_whitespace)
+    {
+        return Err(SignatureProblem::NotArmored(
+            "the file has text after -----END SSH SIGNATURE-----",
+        ));
+    }
+    Ok(())
+}
+
 fn check(
     message: &[u8],
     file: &SignatureFile,
     trust: &AllowedSigners,
     at: Timestamp,
 ) -> Result<SignerReport, SignatureProblem> {
+    check_armor(&file.armored)?;
     let signature = match SshSig::from_pem(&file.armored) {
         Ok(signature) => signature,
         Err(source) => {
@@ -501,6 +537,34 @@ mod tests {
         assert_eq!(err, VerifyError::ZeroThreshold);
     }
 
+    /// Regression (found by the cargo-fuzz `sshsig` target): text before the armor was
+    /// skipped by the RFC 7468 decoder, so a signature file with bytes prepended still
+    /// verified, though `ssh-keygen -Y verify` refuses it.
+    #[test]
+    fn text_around_the_armor_is_refused() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let genuine = sig("s", &ci, LOCK);
+        let with = |prefix: &[u8], suffix: &[u8]| SignatureFile {
+            name: "s".into(),
+            armored: [prefix, genuine.armored.as_slice(), suffix].concat(),
+        };
+        for (prefix, suffix) in [
+            (&b"\n\n\n\nAj19\n\n\n"[..], &b""[..]),
+            (b"\n", b""),
+            (b" ", b""),
+            (b"", b"trailing"),
+            (b"", b"-----BEGIN SSH SIGNATURE-----\n"),
+        ] {
+            let problem = only_problem(verify(LOCK, &[with(prefix, suffix)], &trust, now(), 1));
+            assert!(
+                matches!(problem, SignatureProblem::NotArmored(_)),
+                "{prefix:?} {suffix:?}: {problem}"
+            );
+        }
+        assert!(verify(LOCK, &[genuine], &trust, now(), 1).is_ok());
+    }
+
     #[test]
     fn changed_bytes_are_a_bad_signature() {
         let ci = key("ci");
@@ -736,7 +800,7 @@ mod tests {
         );
         assert!(matches!(
             verified.rejected()[1].problem,
-            SignatureProblem::Malformed { .. }
+            SignatureProblem::NotArmored(_)
         ));
     }
 
