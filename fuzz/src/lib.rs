@@ -1,0 +1,282 @@
+//! What the fuzz targets share: the invariants of `tests/it/fuzz.rs` (lockstep's proptest
+//! fuzzing), as panics so libFuzzer reports a violation as a crash, and the fixed inputs
+//! (scan config, signing key, message, trust) the targets check against.
+//!
+//! Property of every target: the parser never panics and answers `Ok` or an `Err` that
+//! renders; where there is a round trip (`ImageRef` Display → parse, lockfile `to_bytes` →
+//! parse) it holds; a signature verifies only if it is the genuine one.
+
+use std::sync::OnceLock;
+
+use jiff::Timestamp;
+use lockstep::lockfile::Lockfile;
+use lockstep::manifest::{ScanConfig, scan_file};
+use lockstep::model::ImageRef;
+use lockstep::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
+
+/// An error must render, with its causes: what a user would see.
+pub fn render(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+// ---- the YAML scanner ----
+
+/// The fixtures' scan config (custom resources with pod specs and image paths).
+pub const SCAN_CONFIG: &str = include_str!("../../fixtures/manifests/lockstep.toml");
+
+pub fn scan_config() -> &'static ScanConfig {
+    static CONFIG: OnceLock<ScanConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| ScanConfig::parse(SCAN_CONFIG, "lockstep.toml").unwrap())
+}
+
+pub fn check_scan(file: &str, bytes: &[u8]) {
+    match scan_file(file, bytes, scan_config()) {
+        Ok(scan) => {
+            for u in &scan.uses {
+                // Every use points at bytes of the file.
+                assert!(
+                    u.span.start <= u.span.end && u.span.end <= bytes.len(),
+                    "span {:?} outside the {} bytes of the file",
+                    u.span,
+                    bytes.len()
+                );
+                assert!(
+                    u.line >= 1 && u.column >= 1,
+                    "line {} column {}",
+                    u.line,
+                    u.column
+                );
+            }
+        }
+        Err(e) => assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}"),
+    }
+}
+
+// ---- the image reference parser ----
+
+pub fn check_ref(written: &str) {
+    match ImageRef::parse(written) {
+        Ok(r) => {
+            let shown = r.to_string();
+            let again = ImageRef::parse(&shown);
+            assert_eq!(
+                again.as_ref().ok(),
+                Some(&r),
+                "{written:?} shown as {shown:?} parses to {again:?}"
+            );
+            assert_eq!(again.unwrap().to_string(), shown);
+        }
+        Err(e) => assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}"),
+    }
+}
+
+// ---- the lockfile parser ----
+
+pub fn check_lockfile(bytes: &[u8]) {
+    match Lockfile::parse_unverified(bytes) {
+        Ok(lock) => {
+            // What parses, serializes to bytes that parse to the same lockfile.
+            let written = lock.to_bytes();
+            let again = Lockfile::parse_unverified(&written);
+            assert_eq!(
+                again.as_ref().ok(),
+                Some(&lock),
+                "re-serialized as {:?}",
+                String::from_utf8_lossy(&written)
+            );
+        }
+        Err(e) => assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}"),
+    }
+}
+
+// ---- the SSHSIG parser ----
+
+/// The signed message (a lockfile's first lines, as in tests/it/fuzz.rs).
+pub const MESSAGE: &[u8] = b"version = 1\ngeneration = 1\n";
+
+/// A throw-away ed25519 key made for fuzzing only (ssh-keygen -t ed25519 -N ''). Fixed, so
+/// the genuine signature is the same in every run and can seed the corpus.
+pub const FUZZ_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACCSGZ4trkjvXrwkcIsLTyB0YCg3ryuJa+KrzeDwLL2gzgAAAJha1LtOWtS7
+TgAAAAtzc2gtZWQyNTUxOQAAACCSGZ4trkjvXrwkcIsLTyB0YCg3ryuJa+KrzeDwLL2gzg
+AAAEAMxXxfi4I/oi8OgcwR+Wgz9OMLPSosx9Laq+XTFspQFZIZni2uSO9evCRwiwtPIHRg
+KDevK4lr4qvN4PAsvaDOAAAAFWZ1enpAbG9ja3N0ZXAuZXhhbXBsZQ==
+-----END OPENSSH PRIVATE KEY-----
+";
+
+pub fn fuzz_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::from_openssh(FUZZ_KEY, None).unwrap())
+}
+
+pub struct Signed {
+    pub trust: AllowedSigners,
+    /// The genuine signature of `MESSAGE` by `FUZZ_KEY`, armored.
+    pub armored: String,
+    /// The SSHSIG blob inside the armor.
+    pub blob: Vec<u8>,
+}
+
+pub fn signed() -> &'static Signed {
+    static SIGNED: OnceLock<Signed> = OnceLock::new();
+    SIGNED.get_or_init(|| {
+        let key = fuzz_key();
+        let line = key.allowed_signers_line("ci@example.com");
+        let trust = AllowedSigners::parse(&line, "trust").unwrap();
+        let armored = key.sign(MESSAGE).unwrap();
+        let blob = dearmor(armored.as_bytes()).unwrap();
+        assert_eq!(&blob[..6], b"SSHSIG");
+        Signed {
+            trust,
+            armored,
+            blob,
+        }
+    })
+}
+
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+const BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
+const END: &str = "-----END SSH SIGNATURE-----";
+
+/// The blob inside an armored signature, read as strictly as OpenSSH's `sshsig_dearmor`:
+/// the text starts with the BEGIN line; between it and the END line, base64 with blanks
+/// anywhere and padding only at the end. `None` when that fails.
+pub fn dearmor(armored: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(armored).ok()?;
+    let (body, _) = text.strip_prefix(BEGIN)?.split_once(END)?;
+    let body: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let data = body
+        .strip_suffix(b"==")
+        .or_else(|| body.strip_suffix(b"="))
+        .unwrap_or(&body);
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in data {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// A known divergence, reported with its inputs in fuzz/regressions/sshsig/: lockstep
+/// (through ssh-key's PEM decoder, pem-rfc7468, which follows RFC 7468) skips any text
+/// before a line `-----BEGIN SSH SIGNATURE-----`, where `ssh-keygen -Y verify` refuses the
+/// file ("Couldn't parse signature: missing header"). Not a forgery: the blob is still the
+/// genuine one. While `true`, `check_signature` reads past such a preamble so the fuzzer
+/// goes on looking for other acceptances; `false` makes the regression inputs fail again.
+pub const TOLERATE_PREAMBLE: bool = true;
+
+/// `armored` from its BEGIN line on, when `TOLERATE_PREAMBLE` (pem-rfc7468's rule: the
+/// preamble ends with a line feed right before the BEGIN line).
+fn skip_preamble(armored: &[u8]) -> &[u8] {
+    let begin = BEGIN.as_bytes();
+    if !TOLERATE_PREAMBLE || armored.starts_with(begin) {
+        return armored;
+    }
+    armored
+        .windows(begin.len() + 1)
+        .position(|w| w[0] == b'\n' && &w[1..] == begin)
+        .map_or(armored, |i| &armored[i + 1..])
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        for _ in chunk.len()..3 {
+            out.push('=');
+        }
+    }
+    out
+}
+
+/// The armor OpenSSH writes around an SSHSIG blob: 70-column base64 lines.
+pub fn armor(blob: &[u8]) -> Vec<u8> {
+    let b64 = base64_encode(blob);
+    let mut out = String::from("-----BEGIN SSH SIGNATURE-----\n");
+    for line in b64.as_bytes().chunks(70) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END SSH SIGNATURE-----\n");
+    out.into_bytes()
+}
+
+/// Verifies `armored` over `MESSAGE` against the one trusted key. It must never panic, must
+/// accept the genuine signature, and must accept nothing else: whatever verifies is the
+/// genuine SSHSIG blob, byte for byte, armored as OpenSSH reads armor (see `dearmor`,
+/// `TOLERATE_PREAMBLE`).
+pub fn check_signature(armored: Vec<u8>) {
+    let s = signed();
+    let unchanged = armored == s.armored.as_bytes();
+    let files = [SignatureFile {
+        name: "lockstep.lock.fuzz.sig".to_owned(),
+        armored,
+    }];
+    let at = Timestamp::from_second(1_800_000_000).unwrap();
+    match verify(MESSAGE, &files, &s.trust, at, 1) {
+        Ok(v) => {
+            assert_eq!(v.approvals(), 1);
+            let blob = dearmor(skip_preamble(&files[0].armored));
+            assert!(
+                blob.as_deref() == Some(s.blob.as_slice()),
+                "accepted a signature that is not the genuine one: {:?}",
+                String::from_utf8_lossy(&files[0].armored)
+            );
+        }
+        Err(e) => {
+            assert!(
+                !unchanged,
+                "the real signature does not verify: {}",
+                render(&e)
+            );
+            assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}");
+        }
+    }
+}
+
+// ---- the allowed_signers parser ----
+
+pub fn check_signers(text: &str) {
+    match AllowedSigners::parse(text, "fuzz_signers") {
+        Ok(signers) => {
+            let lines = text.lines().count();
+            assert!(
+                signers.keys().len() + signers.skipped().len() <= lines,
+                "{} keys and {} skipped from {lines} lines",
+                signers.keys().len(),
+                signers.skipped().len()
+            );
+            for key in signers.keys() {
+                assert!(
+                    key.line() >= 1 && key.line() <= lines,
+                    "key on line {} of {lines}",
+                    key.line()
+                );
+                assert!(!key.principals().is_empty(), "a key without principals");
+            }
+            let _ = signers.notices();
+        }
+        Err(e) => assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}"),
+    }
+}
