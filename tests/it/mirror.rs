@@ -427,3 +427,16 @@ fn mirror_pushes_to_a_registry_that_wants_bearer_tokens() {
     );
     assert_eq!(code(&checked), 0, "{}", stderr(&checked));
 }
+
+#[test]
+fn a_mirror_on_the_same_registry_mounts_every_blob_and_uploads_none() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let out = mirror(&p, &format!("{}/dr", p.registry.host()), &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let copied = &json_of(&out)["copied"];
+    assert_eq!(copied["blobs_uploaded"], 0, "{copied}");
+    assert!(copied["blobs_mounted"].as_u64().unwrap() > 0, "{copied}");
+    let ok = check(&p);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+}
