@@ -14,7 +14,7 @@ use gix::bstr::{BStr, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::{ObjectId, Repository};
 
-use super::{LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
+use super::{FileRole, LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
 
 /// A commit, as lockstep reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +245,49 @@ fn locate(dir: &Path) -> Result<Located, GitError> {
 /// are never read. Symlinks and submodules in the commit's directory are errors.
 pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), GitError> {
     read_located(&locate(dir)?, rev)
+}
+
+/// The inputs of `dir` that lockstep binds (manifests, `lockstep.toml`, the lockfile) whose
+/// bytes in `work` differ from HEAD's, apart from `ours` (what lockstep is about to write or
+/// remove). A commit of lockstep's files alone would not hold what was signed unless this is
+/// empty. No commit yet, or no `dir` in HEAD, counts as an empty HEAD.
+pub fn uncommitted_inputs(
+    dir: &Path,
+    work: &SourceFiles,
+    ours: &[String],
+) -> Result<Vec<String>, GitError> {
+    let located = locate(dir)?;
+    let unborn = located
+        .repo
+        .head()
+        .map_err(gix_error("cannot read HEAD"))?
+        .is_unborn();
+    let head = if unborn {
+        SourceFiles::default()
+    } else {
+        match read_located(&located, "HEAD") {
+            Ok((files, _)) => files,
+            Err(GitError::DirNotInCommit { .. }) => SourceFiles::default(),
+            Err(e) => return Err(e),
+        }
+    };
+    let bound = |path: &&String| {
+        matches!(
+            role_of(path),
+            Some(FileRole::Manifest | FileRole::Config | FileRole::Lockfile)
+        )
+    };
+    let paths: std::collections::BTreeSet<&String> = work
+        .files
+        .keys()
+        .chain(head.files.keys())
+        .filter(bound)
+        .collect();
+    Ok(paths
+        .into_iter()
+        .filter(|p| !ours.contains(p) && work.files.get(*p) != head.files.get(*p))
+        .cloned()
+        .collect())
 }
 
 /// The commit a rev-spec names (tags peeled), or why not.

@@ -1088,3 +1088,70 @@ fn check_against_a_stopped_registry_exits_2() {
         stderr(&out)
     );
 }
+
+/// Regression: `lock --commit` with a manifest edited but not committed signed the edited
+/// bytes and committed only lockstep's files, so HEAD did not verify. Now every command that
+/// commits refuses first, naming the file, and writes nothing.
+#[test]
+fn commit_is_refused_when_other_inputs_are_uncommitted() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&["--commit"])), 0);
+    let head = git(&p.repo, &["rev-parse", "HEAD"]);
+    let api = p.dir.join("apps/api.yaml");
+    let mut text = std::fs::read_to_string(&api).unwrap();
+    text.push_str("# edited, not committed\n");
+    std::fs::write(&api, text).unwrap();
+    let refused = |out: &Output, before: &BTreeMap<PathBuf, Vec<u8>>| {
+        assert_eq!(code(out), 2, "{}", stderr(out));
+        assert!(
+            stderr(out).contains("has uncommitted changes to apps/api.yaml"),
+            "{}",
+            stderr(out)
+        );
+        assert_eq!(&p.snapshot(), before, "nothing written");
+        assert_eq!(
+            git(&p.repo, &["rev-parse", "HEAD"]),
+            head,
+            "nothing committed"
+        );
+    };
+    let before = p.snapshot();
+    refused(&p.lock(&["--commit"]), &before);
+
+    // Locked without --commit, the directory is consistent but not committed: the commands
+    // that sign the lockfile as it is refuse to commit it half.
+    assert_eq!(code(&p.lock(&[])), 0);
+    let before = p.snapshot();
+    let (key, dir) = (p.key.to_str().unwrap(), p.dir.to_str().unwrap());
+    refused(
+        &run(
+            &["sign", dir, "--key", key, "--signer", "second", "--commit"],
+            &[],
+        ),
+        &before,
+    );
+    refused(
+        &run(
+            &[
+                "refresh",
+                dir,
+                "--key",
+                key,
+                "--expires-in",
+                "30d",
+                "--commit",
+            ],
+            &[],
+        ),
+        &before,
+    );
+
+    // Committed, the same commands make commits that verify.
+    git(&p.repo, &["commit", "-qam", "edit api, lock"]);
+    let out = run(
+        &["sign", dir, "--key", key, "--signer", "second", "--commit"],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&p.verify(&["--rev", "HEAD"])), 0);
+}

@@ -169,6 +169,9 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     } else {
         Vec::new()
     };
+    if settings.commit.is_some() {
+        super::sign::refuse_uncommitted_inputs(dir, &files, &writes, &removals)?;
+    }
     fs::write_files(dir, &writes, &removals).map_err(CliError::usage)?;
     let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
     printer.note(format!("wrote {}", written.join(", ")));

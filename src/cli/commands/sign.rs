@@ -54,13 +54,42 @@ fn signer_name(settings: &SignSettings) -> String {
     })
 }
 
+/// With `--commit`, refuse before writing anything when other bound inputs of the directory
+/// differ from HEAD: the commit would hold lockstep's files but not the manifests they sign.
+pub(super) fn refuse_uncommitted_inputs(
+    dir: &std::path::Path,
+    files: &SourceFiles,
+    writes: &[(String, Vec<u8>)],
+    removals: &[String],
+) -> Result<(), CliError> {
+    let ours: Vec<String> = writes
+        .iter()
+        .map(|(p, _)| p.clone())
+        .chain(removals.iter().cloned())
+        .collect();
+    let dirty = git::uncommitted_inputs(dir, files, &ours).map_err(CliError::usage)?;
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::usage(Message(format!(
+        "--commit would leave out what is signed: {} has uncommitted changes to {}",
+        dir.display(),
+        dirty.join(", ")
+    )))
+    .hint("commit those files first (or run without --commit and commit everything yourself); nothing was written"))
+}
+
 /// Write (and with `--commit`, commit) the files, removing `removals`.
 fn write(
     settings: &SignSettings,
+    files: &SourceFiles,
     writes: &[(String, Vec<u8>)],
     removals: &[String],
     printer: Printer,
 ) -> Result<Option<String>, CliError> {
+    if settings.commit.is_some() {
+        refuse_uncommitted_inputs(&settings.dir, files, writes, removals)?;
+    }
     fs::write_files(&settings.dir, writes, removals).map_err(CliError::usage)?;
     let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
     printer.note(format!("wrote {}", written.join(", ")));
@@ -101,6 +130,7 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
     let signature = settings.key.sign(bytes).map_err(CliError::usage)?;
     let commit = write(
         &settings,
+        &current.files,
         &[(sig_name.clone(), signature.into_bytes())],
         &[],
         printer,
@@ -192,7 +222,7 @@ pub(super) fn write_generation(
         (lockfile::FILE_NAME.to_owned(), bytes),
         (sig_name, signature.into_bytes()),
     ];
-    let commit = write(settings, &writes, &removals, printer)?;
+    let commit = write(settings, &current.files, &writes, &removals, printer)?;
     Ok(WrittenGeneration {
         signer,
         removals,
