@@ -222,10 +222,25 @@ pub fn armor(blob: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A second known divergence from "byte for byte", also in fuzz/regressions/sshsig/: the
+/// SSHSIG version (the u32 after the magic) is not covered by the signature, and both
+/// ssh-key and OpenSSH refuse only versions above 1, so the genuine signature with version
+/// 0 verifies in lockstep and in `ssh-keygen -Y verify` alike. While `true`, version 0 is
+/// read as 1 before the comparison; `false` makes the regression input fail again.
+pub const TOLERATE_VERSION_0: bool = true;
+
+/// `blob` with a version-0 field read as version 1, when `TOLERATE_VERSION_0`.
+fn normalize_version(mut blob: Vec<u8>) -> Vec<u8> {
+    if TOLERATE_VERSION_0 && blob.len() >= 10 && blob[..10] == *b"SSHSIG\0\0\0\0" {
+        blob[9] = 1;
+    }
+    blob
+}
+
 /// Verifies `armored` over `MESSAGE` against the one trusted key. It must never panic, must
 /// accept the genuine signature, and must accept nothing else: whatever verifies is the
-/// genuine SSHSIG blob, byte for byte, armored as OpenSSH reads armor (see `dearmor`,
-/// `TOLERATE_PREAMBLE`).
+/// genuine SSHSIG blob, byte for byte, armored as OpenSSH reads armor (see `dearmor`;
+/// `TOLERATE_PREAMBLE` and `TOLERATE_VERSION_0` are the known exceptions).
 pub fn check_signature(armored: Vec<u8>) {
     let s = signed();
     let unchanged = armored == s.armored.as_bytes();
@@ -237,7 +252,7 @@ pub fn check_signature(armored: Vec<u8>) {
     match verify(MESSAGE, &files, &s.trust, at, 1) {
         Ok(v) => {
             assert_eq!(v.approvals(), 1);
-            let blob = dearmor(skip_preamble(&files[0].armored));
+            let blob = dearmor(skip_preamble(&files[0].armored)).map(normalize_version);
             assert!(
                 blob.as_deref() == Some(s.blob.as_slice()),
                 "accepted a signature that is not the genuine one: {:?}",
