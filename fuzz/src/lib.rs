@@ -147,12 +147,16 @@ const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 const BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
 const END: &str = "-----END SSH SIGNATURE-----";
 
-/// The blob inside an armored signature, read as strictly as OpenSSH's `sshsig_dearmor`:
-/// the text starts with the BEGIN line; between it and the END line, base64 with blanks
-/// anywhere and padding only at the end. `None` when that fails.
+/// The blob inside an armored signature, read as strictly as lockstep's own rule (a
+/// signature file is exactly the armor): the text starts with the BEGIN line, as OpenSSH's
+/// `sshsig_dearmor` requires, and has nothing but blanks after the END line; between them,
+/// base64 with blanks anywhere and padding only at the end. `None` when that fails.
 pub fn dearmor(armored: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(armored).ok()?;
-    let (body, _) = text.strip_prefix(BEGIN)?.split_once(END)?;
+    let (body, after) = text.strip_prefix(BEGIN)?.split_once(END)?;
+    if !after.bytes().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
     let body: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let data = body
         .strip_suffix(b"==")
@@ -170,27 +174,6 @@ pub fn dearmor(armored: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// A known divergence, reported with its inputs in fuzz/regressions/sshsig/: lockstep
-/// (through ssh-key's PEM decoder, pem-rfc7468, which follows RFC 7468) skips any text
-/// before a line `-----BEGIN SSH SIGNATURE-----`, where `ssh-keygen -Y verify` refuses the
-/// file ("Couldn't parse signature: missing header"). Not a forgery: the blob is still the
-/// genuine one. While `true`, `check_signature` reads past such a preamble so the fuzzer
-/// goes on looking for other acceptances; `false` makes the regression inputs fail again.
-pub const TOLERATE_PREAMBLE: bool = true;
-
-/// `armored` from its BEGIN line on, when `TOLERATE_PREAMBLE` (pem-rfc7468's rule: the
-/// preamble ends with a line feed right before the BEGIN line).
-fn skip_preamble(armored: &[u8]) -> &[u8] {
-    let begin = BEGIN.as_bytes();
-    if !TOLERATE_PREAMBLE || armored.starts_with(begin) {
-        return armored;
-    }
-    armored
-        .windows(begin.len() + 1)
-        .position(|w| w[0] == b'\n' && &w[1..] == begin)
-        .map_or(armored, |i| &armored[i + 1..])
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -222,7 +205,7 @@ pub fn armor(blob: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A second known divergence from "byte for byte", also in fuzz/regressions/sshsig/: the
+/// A known divergence from "byte for byte", with its input in fuzz/regressions/sshsig/: the
 /// SSHSIG version (the u32 after the magic) is not covered by the signature, and both
 /// ssh-key and OpenSSH refuse only versions above 1, so the genuine signature with version
 /// 0 verifies in lockstep and in `ssh-keygen -Y verify` alike. While `true`, version 0 is
@@ -239,8 +222,8 @@ fn normalize_version(mut blob: Vec<u8>) -> Vec<u8> {
 
 /// Verifies `armored` over `MESSAGE` against the one trusted key. It must never panic, must
 /// accept the genuine signature, and must accept nothing else: whatever verifies is the
-/// genuine SSHSIG blob, byte for byte, armored as OpenSSH reads armor (see `dearmor`;
-/// `TOLERATE_PREAMBLE` and `TOLERATE_VERSION_0` are the known exceptions).
+/// genuine SSHSIG blob, byte for byte, in armor as strict as `dearmor` reads it
+/// (`TOLERATE_VERSION_0` is the known exception).
 pub fn check_signature(armored: Vec<u8>) {
     let s = signed();
     let unchanged = armored == s.armored.as_bytes();
@@ -252,7 +235,7 @@ pub fn check_signature(armored: Vec<u8>) {
     match verify(MESSAGE, &files, &s.trust, at, 1) {
         Ok(v) => {
             assert_eq!(v.approvals(), 1);
-            let blob = dearmor(skip_preamble(&files[0].armored)).map(normalize_version);
+            let blob = dearmor(&files[0].armored).map(normalize_version);
             assert!(
                 blob.as_deref() == Some(s.blob.as_slice()),
                 "accepted a signature that is not the genuine one: {:?}",
