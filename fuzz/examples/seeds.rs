@@ -5,7 +5,7 @@
 //!   made a real registry so the scanner reaches the image uses) and fixtures/malformed.
 //! - image_ref: every reference the fixture manifests write, and a few by hand.
 //! - lockfile: the fixture manifests pinned and locked, as tests/it/fuzz.rs builds it, and
-//!   one with every optional field set.
+//!   one with every optional field set (expiry, environment, platforms, mirrors).
 //! - sshsig: the genuine signature of `MESSAGE` by the fuzz key, armored (mode byte 0)
 //!   and as a bare blob (mode byte 1).
 //! - allowed_signers: the trust line, and a line with every option lockstep reads.
@@ -102,6 +102,10 @@ fn main() {
     let mut full = Lockfile::build(8, created, scan.binding, &scan.uses, &resolved);
     full.expires = Some(Timestamp::from_second(1_900_000_000).unwrap());
     full.environment = Some("production".to_owned());
+    full.images[0].mirrors = vec![
+        "mirror.example:5000/backup/base/busybox".to_owned(),
+        "mirror.example:5000/dr/base/busybox".to_owned(),
+    ];
     let bytes = full.to_bytes();
     assert_eq!(Lockfile::parse_unverified(&bytes).unwrap(), full);
     write("lockfile", "full.lock", &bytes);

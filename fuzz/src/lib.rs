@@ -147,12 +147,16 @@ const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 const BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
 const END: &str = "-----END SSH SIGNATURE-----";
 
-/// The blob inside an armored signature, read as strictly as OpenSSH's `sshsig_dearmor`:
-/// the text starts with the BEGIN line; between it and the END line, base64 with blanks
-/// anywhere and padding only at the end. `None` when that fails.
+/// The blob inside an armored signature, read as strictly as lockstep's own rule (a
+/// signature file is exactly the armor): the text starts with the BEGIN line, as OpenSSH's
+/// `sshsig_dearmor` requires, and has nothing but blanks after the END line; between them,
+/// base64 with blanks anywhere and padding only at the end. `None` when that fails.
 pub fn dearmor(armored: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(armored).ok()?;
-    let (body, _) = text.strip_prefix(BEGIN)?.split_once(END)?;
+    let (body, after) = text.strip_prefix(BEGIN)?.split_once(END)?;
+    if !after.bytes().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
     let body: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let data = body
         .strip_suffix(b"==")
@@ -203,9 +207,9 @@ pub fn armor(blob: &[u8]) -> Vec<u8> {
 
 /// Verifies `armored` over `MESSAGE` against the one trusted key. It must never panic, must
 /// accept the genuine signature, and must accept nothing else: whatever verifies is the
-/// genuine SSHSIG blob, byte for byte, armored as OpenSSH reads armor (see `dearmor`; text
-/// before the armor, which this target found accepted, is refused since: see
-/// fuzz/regressions/sshsig/).
+/// genuine SSHSIG blob, byte for byte, in armor as strict as `dearmor` reads it (text
+/// around the armor and SSHSIG version 0, which this target found accepted, are refused
+/// since: see fuzz/regressions/sshsig/).
 pub fn check_signature(armored: Vec<u8>) {
     let s = signed();
     let unchanged = armored == s.armored.as_bytes();

@@ -74,6 +74,12 @@ pub enum SignatureProblem {
         #[source]
         source: ssh_key::Error,
     },
+    /// An SSHSIG version other than 1 (the version field is not covered by the signature;
+    /// OpenSSH and ssh-key accept 0 too, so one signature would have two encodings).
+    #[error(
+        "SSHSIG version {0}; lockstep accepts version 1 only, as `ssh-keygen -Y sign` writes it"
+    )]
+    UnsupportedVersion(u32),
     /// Made with a key that is not ed25519.
     #[error(
         "made with a key of type {algorithm}{}; lockstep accepts ed25519 signatures only",
@@ -306,6 +312,9 @@ fn check(
             });
         }
     };
+    if signature.version() != SshSig::VERSION {
+        return Err(SignatureProblem::UnsupportedVersion(signature.version()));
+    }
     let key = signature.public_key();
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     if key.algorithm() != Algorithm::Ed25519 {
@@ -562,6 +571,27 @@ mod tests {
                 "{prefix:?} {suffix:?}: {problem}"
             );
         }
+        assert!(verify(LOCK, &[genuine], &trust, now(), 1).is_ok());
+    }
+
+    /// Regression (found by the cargo-fuzz `sshsig` target): the SSHSIG version is not
+    /// signed, and version 0 was accepted (as OpenSSH does), so one signature had two files.
+    #[test]
+    fn a_version_other_than_1_is_refused() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let genuine = sig("s", &ci, LOCK);
+        let text = String::from_utf8(genuine.armored.clone()).unwrap();
+        // The base64 of "SSHSIG" + u32 1 starts "U1NIU0lHAAAAAQ"; with u32 0, "U1NIU0lHAAAAAA".
+        assert!(text.contains("U1NIU0lHAAAAAQ"), "{text}");
+        let version_0 = SignatureFile {
+            name: "s".into(),
+            armored: text
+                .replacen("U1NIU0lHAAAAAQ", "U1NIU0lHAAAAAA", 1)
+                .into_bytes(),
+        };
+        let problem = only_problem(verify(LOCK, &[version_0], &trust, now(), 1));
+        assert_eq!(problem, SignatureProblem::UnsupportedVersion(0));
         assert!(verify(LOCK, &[genuine], &trust, now(), 1).is_ok());
     }
 
