@@ -1,21 +1,24 @@
-//! A progress bar on stderr for registry resolution, drawn only on a terminal.
+//! A progress bar on stderr for registry work (resolve, check, copy), drawn only on a
+//! terminal.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::printer::Printer;
 use crate::model::ImageRef;
-use crate::resolve::Progress;
+use crate::resolve::{NoProgress, Progress};
 
-/// Draws one bar for `resolve_all`.
+/// Draws one bar for `resolve_all` or `copy_all`.
 pub struct Bar(ProgressBar);
 
 impl Bar {
-    pub fn new() -> Self {
+    /// A bar labelled `verb` (`resolving`, `checking`, `copying`).
+    pub fn new(verb: &str) -> Self {
         let bar = ProgressBar::hidden();
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} resolving {pos}/{len} images [{bar:30}] {elapsed}",
-            )
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {verb} {{pos}}/{{len}} images [{{bar:30}}] {{elapsed}}"
+            ))
             .expect("a valid template")
             .progress_chars("=> "),
         );
@@ -23,9 +26,12 @@ impl Bar {
     }
 }
 
-impl Default for Bar {
-    fn default() -> Self {
-        Self::new()
+/// A bar when `printer` draws on a terminal, else nothing.
+pub fn reporter(printer: Printer, verb: &str) -> Box<dyn Progress> {
+    if printer.interactive() {
+        Box::new(Bar::new(verb))
+    } else {
+        Box::new(NoProgress)
     }
 }
 

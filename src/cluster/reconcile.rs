@@ -11,7 +11,7 @@
 //!
 //! [`next_status`] (how an outcome becomes the status) is pure; [`reconcile`] does the I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,9 +38,9 @@ use crate::check::Finding;
 use crate::exists::{self, Probe};
 use crate::lockfile::Lockfile;
 use crate::mirror::MirrorTarget;
-use crate::model::ObjectRef;
+use crate::model::{ImageRef, ObjectRef};
 use crate::resolve::oci::{OciRegistry, OciSettings};
-use crate::resolve::{DEFAULT_CONCURRENCY, NoProgress, resolve_all};
+use crate::resolve::{DEFAULT_CONCURRENCY, NoProgress, Resolved, resolve_all};
 use crate::signing::AllowedSigners;
 use crate::source::git::{self, FetchRef, HttpCredentials};
 use crate::verify::{TrustPolicy, VerifyError, verify_dir};
@@ -592,8 +592,12 @@ fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
 }
 
 /// What `spec.checkImages` asks about: every pinned digest where the cluster will pull it
-/// (the image's own repository, or its copy in `mirror`).
-fn pull_locations(lock: &Lockfile, mirror: Option<&MirrorTarget>) -> (Lockfile, Vec<Probe>) {
+/// (the image's own repository, or its copy in `mirror`), and what the lockfile already says
+/// about each (so an index costs one request).
+fn pull_locations(
+    lock: &Lockfile,
+    mirror: Option<&MirrorTarget>,
+) -> (BTreeMap<ImageRef, Resolved>, Vec<Probe>) {
     let pulled: BTreeSet<String> = lock
         .images
         .iter()
@@ -606,23 +610,19 @@ fn pull_locations(lock: &Lockfile, mirror: Option<&MirrorTarget>) -> (Lockfile, 
         .into_iter()
         .filter(|p| pulled.contains(&p.location))
         .collect();
-    (lock.clone(), probes)
+    (exists::known(lock), probes)
 }
 
 /// Ask the registries for every probe's digest, by digest: refused (`ImagesMissing`) when
 /// any is gone, transiently (`RegistryUnavailable`) when any could not be asked.
-async fn check_images_exist(lock: &Lockfile, probes: &[Probe]) -> Result<(), Refusal> {
+async fn check_images_exist(
+    known: &BTreeMap<ImageRef, Resolved>,
+    probes: &[Probe],
+) -> Result<(), Refusal> {
     let registry = OciRegistry::new(OciSettings::default())
         .map_err(|e| refuse(FailedStep::Verify, "RegistryUnavailable", chain(&e)))?;
     let asks = probes.iter().map(|p| p.ask.clone()).collect();
-    let failures = match resolve_all(
-        &registry,
-        asks,
-        &exists::known(lock),
-        DEFAULT_CONCURRENCY,
-        &NoProgress,
-    )
-    .await
+    let failures = match resolve_all(&registry, asks, known, DEFAULT_CONCURRENCY, &NoProgress).await
     {
         Ok(_) => Vec::new(),
         Err(e) => e.failures,
@@ -781,10 +781,10 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
     })?;
     // The registry gates a rollout, not drift correction: the applied lockfile was checked
     // when it rolled out, and a flaky registry must not stop putting it back.
-    if let Some((lock, probes)) = probes
+    if let Some((known, probes)) = probes
         && applied_before.as_ref() != Some(objects.lock())
     {
-        check_images_exist(&lock, &probes)
+        check_images_exist(&known, &probes)
             .await
             .map_err(|mut refusal| {
                 refusal.message = format!("commit {}: {}", short(&commit), refusal.message);

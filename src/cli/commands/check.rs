@@ -7,11 +7,11 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::cli::progress::Bar;
+use crate::cli::progress::reporter;
 use crate::exists::{self, Report};
 use crate::lockfile::{self, Lockfile};
 use crate::resolve::oci::{OciRegistry, OciSettings};
-use crate::resolve::{NoProgress, Progress, resolve_all};
+use crate::resolve::resolve_all;
 use crate::source::{fs, git};
 
 /// Validated settings for one `check` run.
@@ -52,19 +52,13 @@ pub async fn run(settings: CheckSettings, printer: Printer) -> Result<(), CliErr
         prepare(&settings).inspect_err(|e| printer.json(&e.to_json()))?;
     let probes = exists::probes(&lock);
     let known = exists::known(&lock);
-    let bar;
-    let progress: &dyn Progress = if printer.interactive() {
-        bar = Bar::new();
-        &bar
-    } else {
-        &NoProgress
-    };
+    let progress = reporter(printer, "checking");
     let asks = probes.iter().map(|p| p.ask.clone()).collect();
-    let failures = match resolve_all(&registry, asks, &known, settings.concurrency, progress).await
-    {
-        Ok(_) => Vec::new(),
-        Err(e) => e.failures,
-    };
+    let failures =
+        match resolve_all(&registry, asks, &known, settings.concurrency, &*progress).await {
+            Ok(_) => Vec::new(),
+            Err(e) => e.failures,
+        };
     let report = exists::judge(&probes, &failures);
     printer.json(&json!({
         "ok": report.ok(),

@@ -7,11 +7,11 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::cli::progress::Bar;
+use crate::cli::progress::reporter;
 use crate::lock::{LockDecision, LockOptions, next_lockfile, pin_files, resolution_targets};
 use crate::lockfile::{self, Lockfile};
 use crate::resolve::oci::{OciRegistry, OciSettings};
-use crate::resolve::{NoProgress, Progress, resolve_all};
+use crate::resolve::resolve_all;
 use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
 use crate::source::{self, fs, git};
 use crate::verify::scan_dir;
@@ -59,14 +59,8 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     ));
 
     let registry = OciRegistry::new(settings.registry).map_err(CliError::usage)?;
-    let bar;
-    let progress: &dyn Progress = if printer.interactive() {
-        bar = Bar::new();
-        &bar
-    } else {
-        &NoProgress
-    };
-    let resolved = resolve_all(&registry, targets, &known, settings.concurrency, progress)
+    let progress = reporter(printer, "resolving");
+    let resolved = resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
         .await
         .map_err(|e| {
             CliError::check(e)

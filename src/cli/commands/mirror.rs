@@ -10,11 +10,10 @@ use super::sign::{SignSettings, read_current, write_generation};
 use crate::check::check;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::cli::progress::Bar;
+use crate::cli::progress::reporter;
 use crate::lock::mirrored;
 use crate::mirror::{MirrorTarget, copy_all, plan};
 use crate::resolve::oci::{OciRegistry, OciSettings};
-use crate::resolve::{NoProgress, Progress};
 use crate::verify::VerifyError;
 
 /// Validated settings for one `mirror` run.
@@ -44,15 +43,9 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
     }
     let jobs = plan(&current.lock, &settings.target).map_err(CliError::usage)?;
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
-    let bar;
-    let progress: &dyn Progress = if printer.interactive() {
-        bar = Bar::new();
-        &bar
-    } else {
-        &NoProgress
-    };
+    let progress = reporter(printer, "copying");
     let images = jobs.len();
-    let copied = copy_all(&registry, jobs, settings.concurrency, progress)
+    let copied = copy_all(&registry, jobs, settings.concurrency, &*progress)
         .await
         .map_err(|failures| {
             CliError::usage(Message(format!(

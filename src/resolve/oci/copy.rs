@@ -281,13 +281,12 @@ impl OciRegistry {
             match answer.status {
                 StatusCode::CREATED => return Ok(Placed::Mounted),
                 // The registry would not mount, and opened an upload instead.
-                StatusCode::ACCEPTED => session = Some(upload_location(dst, &answer.headers)),
+                StatusCode::ACCEPTED => session = upload_location(dst, &answer.headers),
                 _ => {}
             }
         }
         // The streamed upload cannot be replayed request by request: a transient failure
         // retries the whole transfer, in a new upload session, per the retry policy.
-        let mut session = session.flatten();
         let mut retry = 0;
         loop {
             let url = match session.take() {
