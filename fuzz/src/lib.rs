@@ -227,6 +227,13 @@ pub fn check_signature(armored: Vec<u8>) {
                 "accepted a signature that is not the genuine one: {:?}",
                 String::from_utf8_lossy(&files[0].armored)
             );
+            // One signature, one file: the genuine bytes, or them checked out with CRLF.
+            let crlf = s.armored.replace('\n', "\r\n");
+            assert!(
+                unchanged || files[0].armored == crlf.as_bytes(),
+                "accepted another encoding of the genuine signature: {:?}",
+                String::from_utf8_lossy(&files[0].armored)
+            );
         }
         Err(e) => {
             assert!(

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use jiff::Timestamp;
-use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
+use ssh_key::{Algorithm, HashAlg, LineEnding, PublicKey, SshSig};
 
 use super::allowed_signers::TrustedKey;
 use super::{AllowedSigners, NAMESPACE, probe};
@@ -80,6 +80,13 @@ pub enum SignatureProblem {
         "SSHSIG version {0}; lockstep accepts version 1 only, as `ssh-keygen -Y sign` writes it"
     )]
     UnsupportedVersion(u32),
+    /// A decodable SSHSIG whose file is not its canonical encoding (70-column base64, one
+    /// final line ending, all LF or all CRLF): the decoder tolerates variants (a CR for the
+    /// last LF, say), which would give one signature many files.
+    #[error(
+        "the file is not the armored SSHSIG exactly as `ssh-keygen -Y sign` writes it (70-column base64, one final newline, all LF or all CRLF line endings)"
+    )]
+    NotCanonical,
     /// Made with a key that is not ed25519.
     #[error(
         "made with a key of type {algorithm}{}; lockstep accepts ed25519 signatures only",
@@ -291,6 +298,19 @@ fn check_armor(armored: &[u8]) -> Result<(), SignatureProblem> {
     Ok(())
 }
 
+/// The file is the one encoding of `signature` that signing writes, or that encoding with
+/// every line ending CRLF (a checkout with `core.autocrlf`) — never a mix, never another
+/// byte.
+fn is_canonical(signature: &SshSig, armored: &[u8]) -> bool {
+    [LineEnding::LF, LineEnding::CRLF]
+        .into_iter()
+        .any(|ending| {
+            signature
+                .to_pem(ending)
+                .is_ok_and(|canonical| canonical.as_bytes() == armored)
+        })
+}
+
 fn check(
     message: &[u8],
     file: &SignatureFile,
@@ -314,6 +334,9 @@ fn check(
     };
     if signature.version() != SshSig::VERSION {
         return Err(SignatureProblem::UnsupportedVersion(signature.version()));
+    }
+    if !is_canonical(&signature, &file.armored) {
+        return Err(SignatureProblem::NotCanonical);
     }
     let key = signature.public_key();
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
@@ -593,6 +616,69 @@ mod tests {
         let problem = only_problem(verify(LOCK, &[version_0], &trust, now(), 1));
         assert_eq!(problem, SignatureProblem::UnsupportedVersion(0));
         assert!(verify(LOCK, &[genuine], &trust, now(), 1).is_ok());
+    }
+
+    /// Regression (CI, the tamper test): the genuine signature with its final LF turned
+    /// into a CR verified — the decoder and the armor check took any trailing whitespace —
+    /// so one signature had more than one file.
+    #[test]
+    fn only_the_canonical_encoding_verifies() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let genuine = sig("s", &ci, LOCK);
+        let text = String::from_utf8(genuine.armored.clone()).unwrap();
+        assert!(text.ends_with("-----END SSH SIGNATURE-----\n"), "{text}");
+        let variants = [
+            format!("{}\r", &text[..text.len() - 1]),
+            text.replacen('\n', "\r\n", 1),
+            format!("{text}\n"),
+            format!("{text} "),
+            text.trim_end().to_owned(),
+        ];
+        for variant in variants {
+            let file = SignatureFile {
+                name: "s".into(),
+                armored: variant.clone().into_bytes(),
+            };
+            let problem = only_problem(verify(LOCK, &[file], &trust, now(), 1));
+            assert!(
+                matches!(
+                    problem,
+                    SignatureProblem::NotCanonical
+                        | SignatureProblem::NotArmored(_)
+                        | SignatureProblem::Malformed { .. }
+                ),
+                "{variant:?}: {problem}"
+            );
+        }
+        assert!(verify(LOCK, &[genuine], &trust, now(), 1).is_ok());
+    }
+
+    /// Every position of the file, with values the decoders are lenient about (line
+    /// endings, spaces, padding, a flipped low bit): none verifies.
+    #[test]
+    fn no_single_byte_change_to_a_signature_file_verifies() {
+        let ci = key("ci");
+        let trust = trust(&[line("ci", "", &ci)]);
+        let genuine = sig("s", &ci, LOCK);
+        for at in 0..genuine.armored.len() {
+            let old = genuine.armored[at];
+            for new in [b'\r', b'\n', b' ', b'\t', b'=', old ^ 0x01, old ^ 0x20] {
+                if new == old {
+                    continue;
+                }
+                let mut armored = genuine.armored.clone();
+                armored[at] = new;
+                let file = SignatureFile {
+                    name: "s".into(),
+                    armored,
+                };
+                assert!(
+                    verify(LOCK, &[file], &trust, now(), 1).is_err(),
+                    "byte {at} {old:#04x} -> {new:#04x} verified"
+                );
+            }
+        }
     }
 
     #[test]

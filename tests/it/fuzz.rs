@@ -588,7 +588,16 @@ fn check_signature(armored: Vec<u8>) -> Result<(), TestCaseError> {
     }];
     let at = Timestamp::from_second(1_800_000_000).unwrap();
     match verify(MESSAGE, &files, &s.trust, at, 1) {
-        Ok(v) => prop_assert_eq!(v.approvals(), 1),
+        Ok(v) => {
+            prop_assert_eq!(v.approvals(), 1);
+            // One signature, one file: the genuine bytes, or them checked out with CRLF.
+            let crlf = s.armored.replace('\n', "\r\n");
+            prop_assert!(
+                unchanged || files[0].armored == crlf.as_bytes(),
+                "accepted another encoding of the genuine signature: {:?}",
+                String::from_utf8_lossy(&files[0].armored)
+            );
+        }
         Err(e) => {
             prop_assert!(!unchanged, "the real signature verifies: {}", render(&e));
             prop_assert!(!render(&e).is_empty());
