@@ -18,7 +18,7 @@ pub use allowed_signers::{AllowedSigners, AllowedSignersProblem, SkippedKey, Tru
 pub use key::{SigningKey, signer_name};
 pub use verify::{
     RejectedSignature, SignatureFile, SignatureProblem, SignerReport, ValidityWindow, Verified,
-    VerifyError, verify,
+    VerifyError, standing_approvals, verify,
 };
 
 /// The SSHSIG namespace of every lockstep signature: a signature made for another purpose

@@ -221,6 +221,10 @@ pub struct LockstepSyncStatus {
     /// The trusted principals whose signatures approved the applied lockfile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signers: Vec<String>,
+    /// The lockfiles applied lately, newest first, with the keys that approved each: a new
+    /// lockfile may not go below the highest one whose keys are still trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_history: Vec<AppliedRecord>,
     /// Every object the applied commit holds: what a later commit may prune.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
@@ -233,6 +237,20 @@ pub struct LockstepSyncStatus {
     /// How many times an applied object was found changed in the cluster and put back.
     #[serde(default)]
     pub drift_count: u64,
+}
+
+/// A lockfile that was applied, and the keys that approved it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRecord {
+    /// The lockfile's generation.
+    pub generation: u64,
+    /// The sha256 of its bytes (`sha256:…`).
+    pub lockfile_sha256: String,
+    /// The commit it was last applied from.
+    pub commit: String,
+    /// The `SHA256:…` fingerprints of the trusted keys whose signatures approved it.
+    pub keys: Vec<String>,
 }
 
 /// An object lockstep applied.
@@ -328,17 +346,19 @@ pub fn crd_yaml() -> String {
 mod tests {
     use super::*;
 
+    /// schema/crd.yaml is generated from these types; deploy/crd.yaml, what users apply, is
+    /// the same file.
     #[test]
     fn checked_in_crd_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/crd.yaml");
-        let current = std::fs::read_to_string(path).unwrap_or_default();
-        if current != crd_yaml() {
-            if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
-                std::fs::write(path, crd_yaml()).unwrap();
-            } else {
-                panic!(
-                    "schema/crd.yaml is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib crd"
-                );
+        for file in ["schema/crd.yaml", "deploy/crd.yaml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current != crd_yaml() {
+                if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
+                    std::fs::write(&path, crd_yaml()).unwrap();
+                } else {
+                    panic!("{file} is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib crd");
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The in-cluster reconciler: a [`crd::LockstepSync`] names a Git repository, a ref and whom
 //! to trust; each pass fetches the commit, verifies it with the same code as `lockstep
-//! verify`, plans ([`plan`], pure), applies and prunes ([`apply`], the only writer to the
-//! cluster), judges health ([`health`], pure) and reports in the resource's status
-//! ([`reconcile`]).
+//! verify`, holds it to what was applied before ([`rollback`], pure), plans ([`plan`],
+//! pure), applies and prunes ([`apply`], the only writer to the cluster), judges health
+//! ([`health`], pure) and reports in the resource's status ([`reconcile`]).
 
 pub mod apply;
 pub mod crd;
@@ -11,4 +11,5 @@ pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod rollback;
 pub mod wait;

@@ -267,6 +267,7 @@ pub struct VerifiedObjects {
     lock: LockIdentity,
     environment: Option<String>,
     signers: Vec<String>,
+    keys: Vec<String>,
 }
 
 impl VerifiedObjects {
@@ -312,6 +313,13 @@ impl VerifiedObjects {
             .collect();
         signers.sort();
         signers.dedup();
+        let mut keys: Vec<String> = verified
+            .signers()
+            .iter()
+            .map(|s| s.fingerprint.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
         Ok(VerifiedObjects {
             objects,
             lock: LockIdentity {
@@ -320,6 +328,7 @@ impl VerifiedObjects {
             },
             environment: verified.lockfile().environment.clone(),
             signers,
+            keys,
         })
     }
 
@@ -331,6 +340,11 @@ impl VerifiedObjects {
     /// The trusted principals that signed the lockfile, sorted.
     pub fn signers(&self) -> &[String] {
         &self.signers
+    }
+
+    /// The `SHA256:…` fingerprints of the trusted keys that signed the lockfile, sorted.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
     }
 
     /// The kinds whose scope only the cluster can tell: every kind used, except those the
@@ -513,50 +527,6 @@ impl ApplyPlan {
         gone.dedup();
         gone
     }
-}
-
-/// Why a verified lockfile is refused as a step backwards.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RollbackError {
-    /// A lower generation than the one applied.
-    #[error(
-        "lockfile generation {candidate} is lower than the applied generation {applied}: refusing a rollback (roll back with a new commit that pins the old digests under a higher generation)"
-    )]
-    Older { candidate: u64, applied: u64 },
-    /// The applied generation, but other lockfile bytes.
-    #[error(
-        "lockfile generation {generation} is already applied with other content ({applied}, now {candidate}); a new lockfile must have a higher generation"
-    )]
-    SameGenerationOtherContent {
-        generation: u64,
-        applied: String,
-        candidate: String,
-    },
-}
-
-/// The rollback rule: a lockfile with a lower generation than the applied one is refused,
-/// and so is the applied generation with different bytes. The same lockfile again is fine.
-pub fn check_rollback(
-    applied: Option<&LockIdentity>,
-    candidate: &LockIdentity,
-) -> Result<(), RollbackError> {
-    let Some(applied) = applied else {
-        return Ok(());
-    };
-    if candidate.generation < applied.generation {
-        return Err(RollbackError::Older {
-            candidate: candidate.generation,
-            applied: applied.generation,
-        });
-    }
-    if candidate.generation == applied.generation && candidate.sha256 != applied.sha256 {
-        return Err(RollbackError::SameGenerationOtherContent {
-            generation: candidate.generation,
-            applied: applied.sha256.to_string(),
-            candidate: candidate.sha256.to_string(),
-        });
-    }
-    Ok(())
 }
 
 fn parse_file(file: &str, bytes: &[u8], out: &mut Vec<SourceObject>) -> Result<(), PlanError> {
@@ -1137,34 +1107,5 @@ spec:
             plan.inventory(),
             vec![obj("v1", "ConfigMap", "shop", "kept")]
         );
-    }
-
-    #[test]
-    fn rollback_rule() {
-        let id = |generation, d: &str| LockIdentity {
-            generation,
-            sha256: d.parse().unwrap(),
-        };
-        assert_eq!(check_rollback(None, &id(1, DIGEST_A)), Ok(()));
-        assert_eq!(
-            check_rollback(Some(&id(3, DIGEST_A)), &id(3, DIGEST_A)),
-            Ok(())
-        );
-        assert_eq!(
-            check_rollback(Some(&id(3, DIGEST_A)), &id(4, DIGEST_B)),
-            Ok(())
-        );
-        assert_eq!(
-            check_rollback(Some(&id(3, DIGEST_A)), &id(2, DIGEST_B)),
-            Err(RollbackError::Older {
-                candidate: 2,
-                applied: 3
-            })
-        );
-        let err = check_rollback(Some(&id(3, DIGEST_A)), &id(3, DIGEST_B)).unwrap_err();
-        assert!(matches!(
-            err,
-            RollbackError::SameGenerationOtherContent { generation: 3, .. }
-        ));
     }
 }

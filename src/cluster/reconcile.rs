@@ -29,11 +29,12 @@ use sha2::{Digest as _, Sha256};
 
 use super::apply::{ApplyError, Baseline, Change, Cluster, FIELD_MANAGER, PruneReport};
 use super::crd::{
-    Condition, InventoryEntry, LockstepSync, LockstepSyncStatus, Revision, TrustKind,
+    AppliedRecord, Condition, InventoryEntry, LockstepSync, LockstepSyncStatus, Revision, TrustKind,
 };
 use super::health::HealthSummary;
 use super::metrics::{Metrics, PassResult};
-use super::plan::{LockIdentity, PlanError, PlanSettings, SyncId, VerifiedObjects, check_rollback};
+use super::plan::{LockIdentity, PlanError, PlanSettings, SyncId, VerifiedObjects};
+use super::rollback::{self, RollbackFloor, applied_lock, check_rollback};
 use crate::check::Finding;
 use crate::exists::{self, Probe};
 use crate::lockfile::Lockfile;
@@ -41,7 +42,7 @@ use crate::mirror::MirrorTarget;
 use crate::model::{ImageRef, ObjectRef};
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::{DEFAULT_CONCURRENCY, NoProgress, Resolved, resolve_all};
-use crate::signing::AllowedSigners;
+use crate::signing::{self, AllowedSigners};
 use crate::source::git::{self, FetchRef, HttpCredentials};
 use crate::verify::{TrustPolicy, VerifyError, verify_dir};
 
@@ -179,6 +180,11 @@ pub struct AppliedPass {
     pub commit: String,
     pub lock: LockIdentity,
     pub signers: Vec<String>,
+    /// The fingerprints of the keys that approved the lockfile.
+    pub keys: Vec<String>,
+    /// Applied lockfiles that no longer hold rollback protection: the keys that approved
+    /// them were removed from the trust file.
+    pub released: Vec<LockIdentity>,
     pub inventory: Vec<ObjectRef>,
     pub created: usize,
     pub updated: usize,
@@ -261,15 +267,28 @@ pub fn next_status(
             status.applied_generation = Some(pass.lock.generation);
             status.applied_lockfile_sha256 = Some(pass.lock.sha256.to_string());
             status.signers = pass.signers.clone();
+            status.applied_history = rollback::next_history(
+                &previous.applied_history,
+                &pass.released,
+                AppliedRecord {
+                    generation: pass.lock.generation,
+                    lockfile_sha256: pass.lock.sha256.to_string(),
+                    commit: pass.commit.clone(),
+                    keys: pass.keys.clone(),
+                },
+            );
             status.inventory = pass.inventory.iter().map(InventoryEntry::from).collect();
             status.drift_count += pass.drifted.len() as u64;
             status.last_error = None;
-            set(
-                "Verified",
-                "True",
-                "Verified",
-                verified_message(Some(&pass.commit), &pass.lock, &pass.signers),
-            );
+            let mut verified = verified_message(Some(&pass.commit), &pass.lock, &pass.signers);
+            if !pass.released.is_empty() {
+                verified.push_str(&format!(
+                    "; {} no longer held rollback protection (the keys that approved {} were removed from the trust file)",
+                    generations(&pass.released),
+                    if pass.released.len() == 1 { "it" } else { "them" }
+                ));
+            }
+            set("Verified", "True", "Verified", verified);
             set("Applied", "True", "Applied", applied_message(pass));
             if !pass.health.failed.is_empty() {
                 set("Healthy", "False", "Failed", pass.health.message());
@@ -311,6 +330,15 @@ fn verified_message(commit: Option<&str>, lock: &LockIdentity, signers: &[String
         lock.generation,
         lock.sha256,
         signers.join(", ")
+    )
+}
+
+fn generations(locks: &[LockIdentity]) -> String {
+    let list: Vec<String> = locks.iter().map(|l| l.generation.to_string()).collect();
+    format!(
+        "applied generation{} {}",
+        if list.len() == 1 { "" } else { "s" },
+        list.join(", ")
     )
 }
 
@@ -583,14 +611,6 @@ fn cache_path(ctx: &Context, id: &SyncId, url: &str) -> PathBuf {
         .join(url_hash)
 }
 
-/// The previously applied lockfile, from the status.
-fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
-    Some(LockIdentity {
-        generation: status.applied_generation?,
-        sha256: status.applied_lockfile_sha256.as_deref()?.parse().ok()?,
-    })
-}
-
 /// What `spec.checkImages` asks about: every pinned digest where the cluster will pull it
 /// (the image's own repository, or its copy in `mirror`), and what the lockfile already says
 /// about each (so an index costs one request).
@@ -772,7 +792,11 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         (objects, probes)
     };
     let applied_before = applied_lock(&status);
-    check_rollback(applied_before.as_ref(), objects.lock()).map_err(|e| {
+    let threshold = spec.threshold as usize;
+    let RollbackFloor { floor, released } = rollback::floor(&status, |keys| {
+        signing::standing_approvals(keys, &trust) >= threshold
+    });
+    check_rollback(floor.as_ref(), objects.lock()).map_err(|e| {
         at_commit(refuse(
             FailedStep::Rollback,
             "RollbackRefused",
@@ -808,6 +832,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         environment: spec.environment.clone(),
     };
     let verified_signers = objects.signers().to_vec();
+    let keys = objects.keys().to_vec();
     let plan = objects.plan(&settings, &discovered.scopes()).map_err(|e| {
         let (step, reason) = plan_reason(&e);
         let mut refusal = at_commit(refuse(
@@ -871,6 +896,8 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         commit,
         inventory: plan.inventory(),
         signers,
+        keys,
+        released,
         lock,
         created: report.with(Change::Created).count(),
         updated: report.with(Change::Updated).count(),
@@ -1140,6 +1167,8 @@ mod tests {
             commit: commit.into(),
             lock: lock(generation),
             signers: vec!["ci@example.com".into()],
+            keys: vec!["SHA256:ci".into()],
+            released: vec![],
             inventory: vec![object("api"), object("web")],
             created: 2,
             updated: 0,
@@ -1173,6 +1202,9 @@ mod tests {
         assert_eq!(status.applied_generation, Some(1));
         assert_eq!(status.inventory.len(), 2);
         assert_eq!(status.signers, ["ci@example.com"]);
+        assert_eq!(status.applied_history.len(), 1);
+        assert_eq!(status.applied_history[0].keys, ["SHA256:ci"]);
+        assert_eq!(status.applied_history[0].commit, "c1c1c1c1c1c1c1c1");
         let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, CONDITION_TYPES);
         for c in &status.conditions {
@@ -1180,6 +1212,33 @@ mod tests {
             assert_eq!(c.observed_generation, Some(1));
         }
         assert_eq!(status.last_error, None);
+    }
+
+    #[test]
+    fn an_apply_past_released_generations_says_so_and_forgets_them() {
+        let first = next_status(
+            &LockstepSyncStatus::default(),
+            Some(1),
+            &applied("c1", 1_000_000, healthy()),
+            at(100),
+        );
+        let mut pass = applied("c2", 2, healthy());
+        if let PassOutcome::Applied(pass) = &mut pass {
+            pass.released = vec![lock(1_000_000)];
+        }
+        let status = next_status(&first, Some(1), &pass, at(200));
+        assert_eq!(status.applied_generation, Some(2));
+        let generations: Vec<u64> = status
+            .applied_history
+            .iter()
+            .map(|r| r.generation)
+            .collect();
+        assert_eq!(generations, [2]);
+        let message = &condition(&status, "Verified").message;
+        assert!(
+            message.contains("applied generation 1000000 no longer held rollback protection"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -410,6 +410,34 @@ fn check(
 
 /// Counts groups of signers connected by a shared key or a shared principal (union-find):
 /// one person with two keys, or the same key signing twice, is one approval.
+/// How many distinct approvals the keys `fingerprints` (`SHA256:…`) still give under
+/// `trust`, counted as [`verify`] counts them, whatever the time: a key counts while a line
+/// lists it for namespace `lockstep`. A `valid-before` that has passed stops a key from
+/// approving new lockfiles, it does not take back what the key approved; removing its line
+/// does.
+pub fn standing_approvals(fingerprints: &[String], trust: &AllowedSigners) -> usize {
+    let standing: Vec<SignerReport> = fingerprints
+        .iter()
+        .filter_map(|fingerprint| {
+            let lines: Vec<&TrustedKey> = trust
+                .keys()
+                .iter()
+                .filter(|t| t.fingerprint() == fingerprint && t.allows_namespace(NAMESPACE))
+                .collect();
+            (!lines.is_empty()).then(|| SignerReport {
+                file: String::new(),
+                fingerprint: fingerprint.clone(),
+                principals: lines
+                    .iter()
+                    .flat_map(|t| t.principals().iter().cloned())
+                    .collect(),
+                lines: lines.iter().map(|t| t.line()).collect(),
+            })
+        })
+        .collect();
+    distinct_approvals(&standing)
+}
+
 fn distinct_approvals(signers: &[SignerReport]) -> usize {
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -679,6 +707,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn standing_approvals_count_keys_still_listed_for_lockstep_whatever_the_time() {
+        let (alice, bob, carol, dave) = (key("a"), key("b"), key("c"), key("d"));
+        let fingerprints: Vec<String> = [&alice, &bob, &carol, &dave]
+            .iter()
+            .map(|k| k.fingerprint())
+            .collect();
+        let trust = trust(&[
+            line("alice@example.com", "", &alice),
+            // Retired: no new approvals, but what it approved stands.
+            line("bob@example.com", "valid-before=\"20200101\"", &bob),
+            // Same person as alice: counts once with her.
+            line("alice@example.com", "", &carol),
+            // Listed, but not for lockstep.
+            line("dave@example.com", "namespaces=\"git\"", &dave),
+        ]);
+        assert_eq!(standing_approvals(&fingerprints, &trust), 2);
+        assert_eq!(standing_approvals(&fingerprints[2..], &trust), 1);
+        assert_eq!(standing_approvals(&fingerprints[3..], &trust), 0);
+        assert_eq!(standing_approvals(&["SHA256:gone".to_owned()], &trust), 0);
     }
 
     #[test]

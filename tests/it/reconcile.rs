@@ -22,7 +22,7 @@ use kube::core::ApiResource;
 use kube::{Client, CustomResourceExt as _};
 use serde_json::json;
 
-use crate::cli::{ci_key, code, git, init_repo, run, stderr};
+use crate::cli::{ci_key, code, git, init_repo, run, stderr, stdout};
 use crate::harness::{RegistryOptions, TestRegistry};
 use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
@@ -353,6 +353,18 @@ impl Sync {
             .unwrap()
             .status
             .unwrap_or_default()
+    }
+
+    /// Replace the trusted allowed_signers text (the ConfigMap `trust`).
+    async fn set_trust(&self, allowed_signers: &str) {
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .patch(
+                "trust",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"allowed_signers": allowed_signers}})),
+            )
+            .await
+            .unwrap();
     }
 
     async fn set_spec(&self, spec: serde_json::Value) {
@@ -897,6 +909,121 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
             .await
             .contains(&"RollbackRefused".to_owned())
     );
+}
+
+/// TUF's fast-forward attack: a trusted key, compromised, signs a huge generation; honest
+/// lockfiles are then refused as rollbacks — until the key is removed from the trust file,
+/// which releases what only it approved, with no other reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_compromised_key_releases_the_generation_it_fast_forwarded() {
+    let repo = Repo::new();
+    let generation_1 = repo.head();
+    let release_key = repo.tmp.path().join("release_key");
+    let out = run(
+        &[
+            "keygen",
+            "--output",
+            release_key.to_str().unwrap(),
+            "-C",
+            "release@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let release_line = stdout(&out);
+    let sync = Sync::new("fastforward", &repo).await;
+    let both = format!("{}\n{}", repo.allowed_signers.trim(), release_line.trim());
+    sync.set_trust(&both).await;
+    assert_eq!(sync.pass().await.applied_generation, Some(1));
+
+    // The release key, compromised, signs the same manifests as generation 1 000 000.
+    let lockfile = repo.dir.join("lockstep.lock");
+    let text = std::fs::read_to_string(&lockfile).unwrap();
+    assert!(text.contains("\ngeneration = 1\n"), "{text}");
+    std::fs::write(
+        &lockfile,
+        text.replace("\ngeneration = 1\n", "\ngeneration = 1000000\n"),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(&repo.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sig") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = run(
+        &[
+            "sign",
+            repo.dir.to_str().unwrap(),
+            "--key",
+            release_key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let forward = repo.commit_all("generation 1000000");
+    let status = sync.pass().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(forward.as_str()));
+    assert_eq!(status.applied_generation, Some(1_000_000));
+
+    // The honest pipeline goes on from generation 1: generation 2 is refused as a rollback.
+    git(&repo.repo, &["reset", "-q", "--hard", &generation_1]);
+    repo.registry.push_image("shop/api", "1", b"api v2");
+    let honest = repo.lock_commit();
+    let status = sync.pass().await;
+    let (verified, reason, message) = condition(&status, "Verified");
+    assert_eq!(
+        (verified.as_str(), reason.as_str()),
+        ("False", "RollbackRefused"),
+        "{message}"
+    );
+    assert!(
+        message.contains("lower than the applied generation 1000000"),
+        "{message}"
+    );
+    assert_eq!(status.applied_commit.as_deref(), Some(forward.as_str()));
+
+    // Removing the compromised key is all it takes: generation 2 applies, saying why.
+    sync.set_trust(&repo.allowed_signers).await;
+    let status = sync.pass().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(honest.as_str()));
+    assert_eq!(status.applied_generation, Some(2));
+    let (verified, _, message) = condition(&status, "Verified");
+    assert_eq!(verified, "True", "{message}");
+    assert!(
+        message.contains("applied generation 1000000 no longer held rollback protection"),
+        "{message}"
+    );
+    let generations: Vec<u64> = status
+        .applied_history
+        .iter()
+        .map(|r| r.generation)
+        .collect();
+    assert_eq!(
+        generations,
+        [2],
+        "the released record is forgotten, generation 1 merged into 2"
+    );
+    assert_eq!(sync.image_of("api").await, repo.pinned_api_image());
+
+    // Protection holds from there: back to generation 1 is a rollback again, and trusting
+    // the key again does not bring its generation back.
+    sync.set_trust(&both).await;
+    git(&repo.repo, &["reset", "-q", "--hard", &generation_1]);
+    let (verified, reason, message) = condition(&sync.pass().await, "Verified");
+    assert_eq!(
+        (verified.as_str(), reason.as_str()),
+        ("False", "RollbackRefused"),
+        "{message}"
+    );
+    assert!(
+        message.contains("lower than the applied generation 2"),
+        "{message}"
+    );
+    git(&repo.repo, &["reset", "-q", "--hard", &honest]);
+    let status = sync.pass().await;
+    assert_eq!(condition(&status, "Verified").0, "True");
+    assert_eq!(status.applied_generation, Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

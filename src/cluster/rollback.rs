@@ -1,0 +1,285 @@
+//! Rollback protection (pure). A new lockfile may not step back from what was applied: a
+//! lower generation, or the applied generation with other bytes, is refused.
+//!
+//! The floor is not simply the last applied generation. Each applied lockfile is recorded
+//! with the keys that approved it (`status.appliedHistory`), and a record binds only while
+//! those keys still give the threshold of approvals under the trust file read for this pass.
+//! So a compromised key that signed a huge generation (TUF's fast-forward attack) blocks
+//! honest lockfiles only until it is removed from `allowed_signers`: then its generations
+//! are released and the floor falls back to the highest applied lockfile that keys still
+//! trusted approved. Releasing is reported, and the released records are forgotten at the
+//! next apply, so putting the key back does not bring them back.
+
+use super::crd::{AppliedRecord, LockstepSyncStatus};
+use super::plan::LockIdentity;
+
+/// How many applied lockfiles the history keeps (after merging those with the same keys).
+pub const HISTORY_LEN: usize = 10;
+
+/// Why a verified lockfile is refused as a step backwards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// A lower generation than the one applied.
+    #[error(
+        "lockfile generation {candidate} is lower than the applied generation {applied}: refusing a rollback (roll back with a new commit that pins the old digests under a higher generation)"
+    )]
+    Older { candidate: u64, applied: u64 },
+    /// The applied generation, but other lockfile bytes.
+    #[error(
+        "lockfile generation {generation} is already applied with other content ({applied}, now {candidate}); a new lockfile must have a higher generation"
+    )]
+    SameGenerationOtherContent {
+        generation: u64,
+        applied: String,
+        candidate: String,
+    },
+}
+
+/// The rollback rule: a lockfile with a lower generation than the applied one is refused,
+/// and so is the applied generation with different bytes. The same lockfile again is fine.
+pub fn check_rollback(
+    applied: Option<&LockIdentity>,
+    candidate: &LockIdentity,
+) -> Result<(), RollbackError> {
+    let Some(applied) = applied else {
+        return Ok(());
+    };
+    if candidate.generation < applied.generation {
+        return Err(RollbackError::Older {
+            candidate: candidate.generation,
+            applied: applied.generation,
+        });
+    }
+    if candidate.generation == applied.generation && candidate.sha256 != applied.sha256 {
+        return Err(RollbackError::SameGenerationOtherContent {
+            generation: candidate.generation,
+            applied: applied.sha256.to_string(),
+            candidate: candidate.sha256.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// What a candidate lockfile is held to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackFloor {
+    /// The highest applied lockfile that trusted keys still approve: a candidate may not go
+    /// below it. `None`: nothing applied, or nothing applied that still stands.
+    pub floor: Option<LockIdentity>,
+    /// Applied lockfiles above the floor whose approving keys no longer give the threshold:
+    /// they bind no more.
+    pub released: Vec<LockIdentity>,
+}
+
+/// The applied lockfile, from the status.
+pub fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
+    Some(LockIdentity {
+        generation: status.applied_generation?,
+        sha256: status.applied_lockfile_sha256.as_deref()?.parse().ok()?,
+    })
+}
+
+/// The floor for the next lockfile: `stands(keys)` says whether the keys that approved a
+/// record still give the threshold under the current trust file.
+///
+/// A status written before the history existed has no keys on record: its applied lockfile
+/// binds as before.
+pub fn floor(status: &LockstepSyncStatus, stands: impl Fn(&[String]) -> bool) -> RollbackFloor {
+    if status.applied_history.is_empty() {
+        return RollbackFloor {
+            floor: applied_lock(status),
+            released: Vec::new(),
+        };
+    }
+    let mut floor: Option<LockIdentity> = None;
+    let mut released = Vec::new();
+    // Records are the controller's own status; one whose digest does not parse is skipped.
+    for (record, id) in status
+        .applied_history
+        .iter()
+        .filter_map(|r| Some((r, identity(r)?)))
+    {
+        if !stands(&record.keys) {
+            released.push(id);
+        } else if floor.as_ref().is_none_or(|f| id.generation > f.generation) {
+            floor = Some(id);
+        }
+    }
+    released.retain(|r| floor.as_ref().is_none_or(|f| r.generation > f.generation));
+    RollbackFloor { floor, released }
+}
+
+/// The history after applying `record`: the `released` lockfiles forgotten, `record` first,
+/// then the older records it does not make redundant, at most [`HISTORY_LEN`]. A record is
+/// redundant next to one approved by the same keys with at least its generation: whenever it
+/// would stand, so would that one.
+pub fn next_history(
+    history: &[AppliedRecord],
+    released: &[LockIdentity],
+    record: AppliedRecord,
+) -> Vec<AppliedRecord> {
+    let mut next = vec![record];
+    for old in history {
+        let forgotten = released
+            .iter()
+            .any(|r| r.sha256.to_string() == old.lockfile_sha256);
+        let redundant = next.iter().any(|kept| {
+            kept.lockfile_sha256 == old.lockfile_sha256
+                || (kept.generation >= old.generation && same_keys(&kept.keys, &old.keys))
+        });
+        if !forgotten && !redundant {
+            next.push(old.clone());
+        }
+    }
+    next.truncate(HISTORY_LEN);
+    next
+}
+
+fn same_keys(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|k| b.contains(k))
+}
+
+fn identity(record: &AppliedRecord) -> Option<LockIdentity> {
+    Some(LockIdentity {
+        generation: record.generation,
+        sha256: record.lockfile_sha256.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(n: u64) -> String {
+        format!("sha256:{n:064x}")
+    }
+
+    fn record(generation: u64, keys: &[&str]) -> AppliedRecord {
+        AppliedRecord {
+            generation,
+            lockfile_sha256: sha(generation),
+            commit: format!("c{generation}"),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        }
+    }
+
+    fn id(generation: u64) -> LockIdentity {
+        LockIdentity {
+            generation,
+            sha256: sha(generation).parse().unwrap(),
+        }
+    }
+
+    fn status(history: Vec<AppliedRecord>) -> LockstepSyncStatus {
+        let head = history.first().cloned();
+        LockstepSyncStatus {
+            applied_generation: head.as_ref().map(|r| r.generation),
+            applied_lockfile_sha256: head.map(|r| r.lockfile_sha256),
+            applied_history: history,
+            ..Default::default()
+        }
+    }
+
+    /// Trusted: every key but "B".
+    fn without_b(keys: &[String]) -> bool {
+        keys.iter().any(|k| k != "B")
+    }
+
+    #[test]
+    fn rollback_rule() {
+        // A lockfile with content n and generation g.
+        let lock = |generation, n| LockIdentity {
+            generation,
+            sha256: sha(n).parse().unwrap(),
+        };
+        assert_eq!(check_rollback(None, &lock(1, 1)), Ok(()));
+        assert_eq!(check_rollback(Some(&lock(3, 1)), &lock(3, 1)), Ok(()));
+        assert_eq!(check_rollback(Some(&lock(3, 1)), &lock(4, 2)), Ok(()));
+        assert_eq!(
+            check_rollback(Some(&lock(3, 1)), &lock(2, 2)),
+            Err(RollbackError::Older {
+                candidate: 2,
+                applied: 3
+            })
+        );
+        let err = check_rollback(Some(&lock(3, 1)), &lock(3, 2)).unwrap_err();
+        assert!(matches!(
+            err,
+            RollbackError::SameGenerationOtherContent { generation: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn the_applied_lockfile_is_the_floor_while_its_keys_are_trusted() {
+        let s = status(vec![record(3, &["A"]), record(2, &["A"])]);
+        let f = floor(&s, |_| true);
+        assert_eq!(f.floor, Some(id(3)));
+        assert!(f.released.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_key_releases_its_generations_and_the_floor_falls_back() {
+        // Fast-forward: B (compromised) signed generation 1 000 000 over A's generation 2.
+        let s = status(vec![record(1_000_000, &["B"]), record(2, &["A"])]);
+        assert_eq!(floor(&s, |_| true).floor, Some(id(1_000_000)));
+        let f = floor(&s, without_b);
+        assert_eq!(f.floor, Some(id(2)));
+        assert_eq!(f.released, vec![id(1_000_000)]);
+        // Generation 3 by A is accepted then; generation 1 still is not.
+        assert_eq!(check_rollback(f.floor.as_ref(), &id(3)), Ok(()));
+        assert!(check_rollback(f.floor.as_ref(), &id(1)).is_err());
+    }
+
+    #[test]
+    fn a_record_co_signed_by_a_still_trusted_key_stands() {
+        let s = status(vec![record(9, &["A", "B"]), record(2, &["A"])]);
+        let stands = |keys: &[String]| keys.iter().filter(|k| *k != "B").count() >= 1;
+        assert_eq!(floor(&s, stands).floor, Some(id(9)));
+        // With a threshold of two, A alone carries neither.
+        let stands = |keys: &[String]| keys.iter().filter(|k| *k != "B").count() >= 2;
+        let f = floor(&s, stands);
+        assert_eq!((f.floor, f.released), (None, vec![id(9), id(2)]));
+    }
+
+    #[test]
+    fn a_status_without_history_binds_its_applied_lockfile() {
+        let s = LockstepSyncStatus {
+            applied_generation: Some(4),
+            applied_lockfile_sha256: Some(sha(4)),
+            ..Default::default()
+        };
+        assert_eq!(floor(&s, |_| false).floor, Some(id(4)));
+        assert_eq!(
+            floor(&LockstepSyncStatus::default(), |_| true),
+            RollbackFloor::default()
+        );
+    }
+
+    #[test]
+    fn the_history_merges_records_of_the_same_keys_and_forgets_released_ones() {
+        // An attacker's many generations under one key collapse into the highest.
+        let mut history = vec![record(1, &["A"])];
+        for g in 100..120 {
+            history = next_history(&history, &[], record(g, &["B"]));
+        }
+        let generations: Vec<u64> = history.iter().map(|r| r.generation).collect();
+        assert_eq!(generations, [119, 1]);
+        // The same lockfile at a new commit replaces its record.
+        let mut again = record(119, &["B"]);
+        again.commit = "later".into();
+        let h = next_history(&history, &[], again);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].commit, "later");
+        // Released records are forgotten when the next lockfile is applied.
+        let h = next_history(&history, &[id(119)], record(2, &["A"]));
+        let generations: Vec<u64> = h.iter().map(|r| r.generation).collect();
+        assert_eq!(generations, [2]);
+        // Distinct key sets are kept, at most HISTORY_LEN.
+        let mut h = Vec::new();
+        for g in 0..15 {
+            h = next_history(&h, &[], record(g, &[&format!("K{g}")]));
+        }
+        assert_eq!(h.len(), HISTORY_LEN);
+        assert_eq!(h[0].generation, 14);
+    }
+}
