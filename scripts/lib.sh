@@ -18,7 +18,7 @@ ensure_packages() {
 }
 
 LOCKSTEP_PACKAGES=(docker-registry:docker-registry htpasswd:apache2-utils ssh-keygen:openssh-client
-    openssl:openssl git:git curl:curl jq:jq ss:iproute2)
+    /usr/sbin/sshd:openssh-server openssl:openssl git:git curl:curl jq:jq ss:iproute2)
 
 # free_port — print a TCP port nobody listens on at 127.0.0.1.
 free_port() {

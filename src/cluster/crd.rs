@@ -54,7 +54,8 @@ pub const DEFAULT_TRUST_KEY: &str = "allowed_signers";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LockstepSyncSpec {
-    /// The Git repository: `https://…` (a token from `gitCredentials`), or `file://…`.
+    /// The Git repository: `https://…` (a token from `gitCredentials`), `ssh://…` or
+    /// `user@host:path` (a deploy key and host keys from `gitCredentials`), or `file://…`.
     pub url: String,
     /// What to follow: one of a branch, a tag or a commit id. Default: the branch `main`.
     #[serde(rename = "ref", default)]
@@ -85,8 +86,9 @@ pub struct LockstepSyncSpec {
     /// When set, the lockfile's `environment` must equal it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// A Secret of this namespace with the Git credentials for HTTPS: `token`, or
-    /// `username` and `password`.
+    /// A Secret of this namespace with the Git credentials: for HTTPS `token`, or `username`
+    /// and `password`; for SSH `identity` (an unencrypted OpenSSH private key) and
+    /// `known_hosts` (the only host keys accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_credentials: Option<SecretName>,
     /// Pull every image from its copy in this mirror (`REGISTRY[/PATH]`, as given to
@@ -346,19 +348,17 @@ pub fn crd_yaml() -> String {
 mod tests {
     use super::*;
 
-    /// schema/crd.yaml is generated from these types; deploy/crd.yaml, what users apply, is
-    /// the same file.
     #[test]
     fn checked_in_crd_is_current() {
-        for file in ["schema/crd.yaml", "deploy/crd.yaml"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-            let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current != crd_yaml() {
-                if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
-                    std::fs::write(&path, crd_yaml()).unwrap();
-                } else {
-                    panic!("{file} is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib crd");
-                }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/crd.yaml");
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current != crd_yaml() {
+            if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
+                std::fs::write(path, crd_yaml()).unwrap();
+            } else {
+                panic!(
+                    "schema/crd.yaml is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib crd"
+                );
             }
         }
     }

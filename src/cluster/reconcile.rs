@@ -43,7 +43,7 @@ use crate::model::{ImageRef, ObjectRef};
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::{DEFAULT_CONCURRENCY, NoProgress, Resolved, resolve_all};
 use crate::signing::{self, AllowedSigners};
-use crate::source::git::{self, FetchRef, HttpCredentials};
+use crate::source::git::{self, FetchRef, GitCredentials, HttpCredentials, SshCredentials};
 use crate::verify::{TrustPolicy, VerifyError, verify_dir};
 
 /// The condition types, in the order they are written.
@@ -554,11 +554,12 @@ async fn read_trust(client: &Client, sync: &LockstepSync) -> Result<AllowedSigne
         .map_err(|e| refuse(FailedStep::Trust, "TrustInvalid", chain(&e)))
 }
 
-/// Read the HTTPS credentials Secret: `token`, or `username` and `password`.
+/// Read the Git credentials Secret: for an SSH URL `identity` (a deploy key) and
+/// `known_hosts`; for HTTPS `token`, or `username` and `password`.
 async fn read_credentials(
     client: &Client,
     sync: &LockstepSync,
-) -> Result<Option<HttpCredentials>, Refusal> {
+) -> Result<Option<GitCredentials>, Refusal> {
     let Some(secret_ref) = &sync.spec.git_credentials else {
         return Ok(None);
     };
@@ -581,6 +582,26 @@ async fn read_credentials(
         data.get(key)
             .map(|b| String::from_utf8_lossy(&b.0).trim_end().to_owned())
     };
+    if git::ssh::is_ssh_url(&sync.spec.url) {
+        return match (text("identity"), text("known_hosts")) {
+            (Some(identity), Some(known_hosts)) => Ok(Some(GitCredentials::Ssh(SshCredentials {
+                identity: identity.into(),
+                known_hosts,
+            }))),
+            (identity, _) => Err(refuse(
+                FailedStep::Fetch,
+                "CredentialsInvalid",
+                format!(
+                    "{what} has no `{}`: an SSH URL needs `identity` (a deploy key) and `known_hosts` (the server's host keys)",
+                    if identity.is_none() {
+                        "identity"
+                    } else {
+                        "known_hosts"
+                    }
+                ),
+            )),
+        };
+    }
     let credentials = match (text("username"), text("password"), text("token")) {
         (Some(username), Some(password), _) => HttpCredentials {
             username,
@@ -599,7 +620,7 @@ async fn read_credentials(
             ));
         }
     };
-    Ok(Some(credentials))
+    Ok(Some(GitCredentials::Http(credentials)))
 }
 
 /// The cache repository of a sync and URL: separate per URL, so that a commit fetched from

@@ -16,6 +16,10 @@ use gix::{ObjectId, Repository};
 
 use super::{FileRole, LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
 
+pub mod ssh;
+
+pub use ssh::SshCredentials;
+
 /// A commit, as lockstep reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
@@ -170,6 +174,17 @@ pub enum GitError {
     /// A manifests directory path that is not a plain relative path.
     #[error("invalid manifests path {path:?}: {reason}")]
     InvalidDirPath { path: String, reason: &'static str },
+    /// An SSH URL without a deploy key and host keys.
+    #[error(
+        "{url} is fetched over SSH, which needs a deploy key (`identity`) and the server's host keys (`known_hosts`); the machine's own SSH setup is never used"
+    )]
+    SshNeedsKey { url: String },
+    /// SSH credentials for a URL that is not SSH.
+    #[error("SSH credentials (`identity`) were given for {url}, which is not an SSH URL")]
+    SshKeyForOtherUrl { url: String },
+    /// The SSH credentials cannot be used.
+    #[error(transparent)]
+    Ssh(ssh::SshError),
 }
 
 fn gix_error(action: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {
@@ -801,6 +816,14 @@ pub enum FetchRef<'a> {
     Commit(&'a str),
 }
 
+/// Credentials for a remote: a user and password (or token) for HTTPS, a deploy key and
+/// host keys for SSH.
+#[derive(Clone, Debug)]
+pub enum GitCredentials {
+    Http(HttpCredentials),
+    Ssh(SshCredentials),
+}
+
 /// Credentials for an HTTPS remote. `Debug` does not show the password.
 #[derive(Clone)]
 pub struct HttpCredentials {
@@ -826,17 +849,49 @@ pub const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3
 /// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)
 /// and return the commit it names. Nothing is checked out; read the commit with
 /// [`read_commit`]. A commit already in the cache is not fetched again (commits are
-/// immutable). `file://` and `ssh://` run `git-upload-pack`; `https://` uses `credentials`
-/// when given (never Git's credential helpers or a prompt).
+/// immutable). `https://` uses HTTP `credentials` when given (never Git's credential helpers
+/// or a prompt); an SSH URL needs SSH `credentials` (see [`ssh`]: nothing from the machine's
+/// SSH setup is used); `file://` runs `git-upload-pack`.
 pub fn fetch(
     cache: &Path,
     url: &str,
     wanted: FetchRef<'_>,
-    credentials: Option<&HttpCredentials>,
+    credentials: Option<&GitCredentials>,
 ) -> Result<CommitInfo, GitError> {
     use gix::remote::Direction;
 
-    let repo = open_cache(cache)?;
+    let mut repo = open_cache(cache)?;
+    let (http, ssh_session) = match (ssh::is_ssh_url(url), credentials) {
+        (true, Some(GitCredentials::Ssh(ssh))) => {
+            let parent = cache.parent().unwrap_or(cache);
+            let session = ssh::SshSession::new(ssh, parent).map_err(GitError::Ssh)?;
+            let setup_error = || gix_error(format!("cannot set up ssh for {url}"));
+            let mut config = repo.config_snapshot_mut();
+            config
+                .set_value(
+                    &gix::config::tree::Core::SSH_COMMAND,
+                    session.command().as_str(),
+                )
+                .map_err(setup_error())?;
+            config
+                .set_value(&gix::config::tree::Ssh::VARIANT, "ssh")
+                .map_err(setup_error())?;
+            config.commit().map_err(setup_error())?;
+            (None, Some(session))
+        }
+        (true, _) => {
+            return Err(GitError::SshNeedsKey {
+                url: url.to_owned(),
+            });
+        }
+        (false, Some(GitCredentials::Ssh(_))) => {
+            return Err(GitError::SshKeyForOtherUrl {
+                url: url.to_owned(),
+            });
+        }
+        (false, Some(GitCredentials::Http(http))) => (Some(http), None),
+        (false, None) => (None, None),
+    };
     if let FetchRef::Commit(id) = wanted {
         let oid = parse_commit_id(id)?;
         if let Ok(object) = repo.find_object(oid) {
@@ -866,8 +921,17 @@ pub fn fetch(
             "branches or tags".to_owned(),
         ),
     };
+    // What ssh said, when it said something: the reason gix's own error cannot give.
+    let ssh_said = |session: &Option<ssh::SshSession>| {
+        session
+            .as_ref()
+            .map(ssh::SshSession::stderr)
+            .filter(|said| !said.is_empty())
+            .map(|said| format!(" (ssh: {said})"))
+            .unwrap_or_default()
+    };
     let fetch_error = |source| GitError::Git {
-        action: format!("cannot fetch {what} from {url}"),
+        action: format!("cannot fetch {what} from {url}{}", ssh_said(&ssh_session)),
         source,
     };
     let remote = repo
@@ -878,8 +942,8 @@ pub fn fetch(
         .map_err(fetch_error)?;
     let connection = remote.connect(Direction::Fetch).map_err(fetch_error)?;
     // Our own credentials or none: a controller must never run credential helpers or prompt.
-    let username = credentials.map(|c| c.username.clone());
-    let password = credentials.map(|c| c.password.clone());
+    let username = http.map(|c| c.username.clone());
+    let password = http.map(|c| c.password.clone());
     let connection =
         connection.with_credentials(move |action| match (action, &username, &password) {
             (gix::credentials::helper::Action::Get(context), Some(username), Some(password)) => {
@@ -931,6 +995,8 @@ pub fn fetch(
             fetch_error(source)
         }
     })?;
+    // The key files go as soon as the transfer is over.
+    drop(ssh_session);
     match wanted {
         FetchRef::Branch(name) | FetchRef::Tag(name) => {
             let kind = if matches!(wanted, FetchRef::Branch(_)) {

@@ -93,7 +93,7 @@ fn run_round<S: Strategy>(
 }
 
 /// An error must render, with its causes: what a user would see.
-fn render(e: &dyn std::error::Error) -> String {
+pub(crate) fn render(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

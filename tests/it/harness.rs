@@ -6,6 +6,7 @@
 //!   TLS from a throw-away CA; killed on drop. Pushes test images with oci-client.
 //! - [`MockLyingRegistry`]: a hand-written HTTP/1.1 server for lying digests, transient
 //!   errors and stalls.
+//! - [`TestSshd`]: Debian's OpenSSH server on a free 127.0.0.1 port, for Git over SSH.
 //!
 //! Every method is synchronous, so sync tests (running the `lockstep` binary) and
 //! `#[tokio::test]`s can both use them: async work runs on a private runtime in a
@@ -254,6 +255,126 @@ impl TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A real OpenSSH server (Debian's `openssh-server`) on a free 127.0.0.1 port, with its own
+/// host key and one authorized client key, logging in as the current user: a Git URL on it
+/// runs the real `git-upload-pack`. Killed on drop.
+pub struct TestSshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    user: String,
+}
+
+impl TestSshd {
+    pub fn start() -> TestSshd {
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(dir.path().join(name))
+                .status()
+                .unwrap();
+            assert!(status.success(), "ssh-keygen {name}");
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .unwrap();
+        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd (Debian package openssh-server; scripts/test installs it)");
+        // Privilege separation wants this directory when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                 PidFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel VERBOSE\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-f"])
+            .arg(dir.path().join("sshd_config"))
+            .arg("-E")
+            .arg(dir.path().join("sshd.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut sshd = TestSshd {
+            child,
+            port,
+            dir,
+            user,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                panic!("sshd exited ({status}): {}", sshd.log());
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::Read as _;
+                let mut banner = [0u8; 8];
+                if stream.read_exact(&mut banner).is_ok() && banner.starts_with(b"SSH-2.0") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "sshd not up: {}", sshd.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sshd
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT/ABSOLUTE/PATH` for a repository on this machine.
+    pub fn url(&self, repo: &Path) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            repo.display()
+        )
+    }
+
+    /// The `known_hosts` line for this server.
+    pub fn known_hosts(&self) -> String {
+        let key = std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap();
+        format!("[127.0.0.1]:{} {}", self.port, key.trim())
+    }
+
+    /// The authorized client's private key (OpenSSH format).
+    pub fn identity(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("client_key")).unwrap()
+    }
+
+    /// What sshd logged (LogLevel VERBOSE: connections, accepted and refused keys).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -12,4 +12,5 @@ mod mirror;
 mod reconcile;
 mod resolve;
 mod signing;
+mod ssh;
 mod tamper;

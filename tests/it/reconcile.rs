@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -23,7 +23,7 @@ use kube::{Client, CustomResourceExt as _};
 use serde_json::json;
 
 use crate::cli::{ci_key, code, git, init_repo, run, stderr, stdout};
-use crate::harness::{RegistryOptions, TestRegistry};
+use crate::harness::{RegistryOptions, TestRegistry, TestSshd};
 use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
 use lockstep::cluster::plan::SYNC_ANNOTATION;
@@ -1026,6 +1026,63 @@ async fn removing_a_compromised_key_releases_the_generation_it_fast_forwarded() 
     assert_eq!(status.applied_generation, Some(2));
 }
 
+/// A sync over SSH: the deploy key and host keys from a Secret (`identity`, `known_hosts`,
+/// the names Flux uses), the real OpenSSH server; a Secret without `known_hosts` is refused
+/// without connecting, and the applied state is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_over_ssh_uses_the_deploy_key_and_host_keys_from_its_secret() {
+    let repo = Repo::new();
+    let sshd = TestSshd::start();
+    let sync = Sync::new("ssh", &repo).await;
+    let secrets: Api<Secret> = Api::namespaced(sync.client.clone(), &sync.ns);
+    let secret = |name: &str, data: serde_json::Value| {
+        serde_json::from_value::<Secret>(json!({
+            "metadata": {"name": name},
+            "stringData": data,
+        }))
+        .unwrap()
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "git-ssh",
+                json!({"identity": sshd.identity(), "known_hosts": sshd.known_hosts()}),
+            ),
+        )
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("no-hosts", json!({"identity": sshd.identity()})),
+        )
+        .await
+        .unwrap();
+    sync.set_spec(json!({"url": sshd.url(&repo.repo), "gitCredentials": {"name": "git-ssh"}}))
+        .await;
+    let status = sync.pass().await;
+    let (applied, _, message) = condition(&status, "Applied");
+    assert_eq!(applied, "True", "{message}\nsshd: {}", sshd.log());
+    assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
+    assert_eq!(sync.image_of("api").await, repo.pinned_api_image());
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+
+    let connections = sshd.log().matches("Connection from").count();
+    sync.set_spec(json!({"gitCredentials": {"name": "no-hosts"}}))
+        .await;
+    let status = sync.pass().await;
+    let (ready, reason, message) = condition(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "CredentialsInvalid"),
+        "{message}"
+    );
+    assert!(message.contains("known_hosts"), "{message}");
+    assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
+    assert_eq!(sshd.log().matches("Connection from").count(), connections);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_are_applied_and_established_before_their_objects() {
     let repo = Repo::new();
@@ -1369,7 +1426,7 @@ async fn wait_succeeds_for_a_good_commit_and_fails_for_a_tampered_one_or_a_timeo
 
 /// A repository with two commits on `main`, an annotated tag on the first, and a commit on
 /// no branch.
-fn git_fixture() -> (tempfile::TempDir, String, String, String, String) {
+pub(crate) fn git_fixture() -> (tempfile::TempDir, String, String, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("origin");
     std::fs::create_dir_all(repo.join("deploy/sub")).unwrap();
