@@ -253,6 +253,8 @@ pub struct AppliedRecord {
     pub commit: String,
     /// The `SHA256:…` fingerprints of the trusted keys whose signatures approved it.
     pub keys: Vec<String>,
+    /// The threshold of distinct approvals it met.
+    pub threshold: u32,
 }
 
 /// An object lockstep applied.

@@ -182,6 +182,8 @@ pub struct AppliedPass {
     pub signers: Vec<String>,
     /// The fingerprints of the keys that approved the lockfile.
     pub keys: Vec<String>,
+    /// The threshold of approvals it met.
+    pub threshold: u32,
     /// Applied lockfiles that no longer hold rollback protection: the keys that approved
     /// them were removed from the trust file.
     pub released: Vec<LockIdentity>,
@@ -275,6 +277,7 @@ pub fn next_status(
                     lockfile_sha256: pass.lock.sha256.to_string(),
                     commit: pass.commit.clone(),
                     keys: pass.keys.clone(),
+                    threshold: pass.threshold,
                 },
             );
             status.inventory = pass.inventory.iter().map(InventoryEntry::from).collect();
@@ -813,9 +816,8 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         (objects, probes)
     };
     let applied_before = applied_lock(&status);
-    let threshold = spec.threshold as usize;
-    let RollbackFloor { floor, released } = rollback::floor(&status, |keys| {
-        signing::standing_approvals(keys, &trust) >= threshold
+    let RollbackFloor { floor, released } = rollback::floor(&status, spec.threshold, |keys| {
+        signing::standing_approvals(keys, &trust)
     });
     check_rollback(floor.as_ref(), objects.lock()).map_err(|e| {
         at_commit(refuse(
@@ -918,6 +920,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         inventory: plan.inventory(),
         signers,
         keys,
+        threshold: spec.threshold,
         released,
         lock,
         created: report.with(Change::Created).count(),
@@ -1189,6 +1192,7 @@ mod tests {
             lock: lock(generation),
             signers: vec!["ci@example.com".into()],
             keys: vec!["SHA256:ci".into()],
+            threshold: 1,
             released: vec![],
             inventory: vec![object("api"), object("web")],
             created: 2,

@@ -2,8 +2,10 @@
 //! lower generation, or the applied generation with other bytes, is refused.
 //!
 //! The floor is not simply the last applied generation. Each applied lockfile is recorded
-//! with the keys that approved it (`status.appliedHistory`), and a record binds only while
-//! those keys still give the threshold of approvals under the trust file read for this pass.
+//! with the keys that approved it and the threshold it met (`status.appliedHistory`), and a
+//! record binds only while those keys, under the trust file read for this pass, still give
+//! that threshold — or the current one, if lower. (Raising `spec.threshold` must not release
+//! anything: it would reopen rollbacks to older lockfiles signed often enough.)
 //! So a compromised key that signed a huge generation (TUF's fast-forward attack) blocks
 //! honest lockfiles only until it is removed from `allowed_signers`: then its generations
 //! are released and the floor falls back to the highest applied lockfile that keys still
@@ -79,12 +81,16 @@ pub fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
     })
 }
 
-/// The floor for the next lockfile: `stands(keys)` says whether the keys that approved a
-/// record still give the threshold under the current trust file.
+/// The floor for the next lockfile, with `threshold` the sync's threshold now and
+/// `approvals(keys)` the distinct approvals `keys` give under the current trust file.
 ///
 /// A status written before the history existed has no keys on record: its applied lockfile
 /// binds as before.
-pub fn floor(status: &LockstepSyncStatus, stands: impl Fn(&[String]) -> bool) -> RollbackFloor {
+pub fn floor(
+    status: &LockstepSyncStatus,
+    threshold: u32,
+    approvals: impl Fn(&[String]) -> usize,
+) -> RollbackFloor {
     if status.applied_history.is_empty() {
         return RollbackFloor {
             floor: applied_lock(status),
@@ -99,7 +105,8 @@ pub fn floor(status: &LockstepSyncStatus, stands: impl Fn(&[String]) -> bool) ->
         .iter()
         .filter_map(|r| Some((r, identity(r)?)))
     {
-        if !stands(&record.keys) {
+        let needed = record.threshold.min(threshold) as usize;
+        if approvals(&record.keys) < needed {
             released.push(id);
         } else if floor.as_ref().is_none_or(|f| id.generation > f.generation) {
             floor = Some(id);
@@ -111,8 +118,8 @@ pub fn floor(status: &LockstepSyncStatus, stands: impl Fn(&[String]) -> bool) ->
 
 /// The history after applying `record`: the `released` lockfiles forgotten, `record` first,
 /// then the older records it does not make redundant, at most [`HISTORY_LEN`]. A record is
-/// redundant next to one approved by the same keys with at least its generation: whenever it
-/// would stand, so would that one.
+/// redundant next to one approved by the same keys, at no higher threshold, with at least its
+/// generation: whenever it would stand, so would that one.
 pub fn next_history(
     history: &[AppliedRecord],
     released: &[LockIdentity],
@@ -125,7 +132,9 @@ pub fn next_history(
             .any(|r| r.sha256.to_string() == old.lockfile_sha256);
         let redundant = next.iter().any(|kept| {
             kept.lockfile_sha256 == old.lockfile_sha256
-                || (kept.generation >= old.generation && same_keys(&kept.keys, &old.keys))
+                || (kept.generation >= old.generation
+                    && kept.threshold <= old.threshold
+                    && same_keys(&kept.keys, &old.keys))
         });
         if !forgotten && !redundant {
             next.push(old.clone());
@@ -160,6 +169,7 @@ mod tests {
             lockfile_sha256: sha(generation),
             commit: format!("c{generation}"),
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            threshold: 1,
         }
     }
 
@@ -180,9 +190,14 @@ mod tests {
         }
     }
 
-    /// Trusted: every key but "B".
-    fn without_b(keys: &[String]) -> bool {
-        keys.iter().any(|k| k != "B")
+    /// Every key trusted, one approval each.
+    fn all(keys: &[String]) -> usize {
+        keys.len()
+    }
+
+    /// Trusted: every key but "B", one approval each.
+    fn without_b(keys: &[String]) -> usize {
+        keys.iter().filter(|k| *k != "B").count()
     }
 
     #[test]
@@ -212,7 +227,7 @@ mod tests {
     #[test]
     fn the_applied_lockfile_is_the_floor_while_its_keys_are_trusted() {
         let s = status(vec![record(3, &["A"]), record(2, &["A"])]);
-        let f = floor(&s, |_| true);
+        let f = floor(&s, 1, all);
         assert_eq!(f.floor, Some(id(3)));
         assert!(f.released.is_empty());
     }
@@ -221,8 +236,8 @@ mod tests {
     fn a_revoked_key_releases_its_generations_and_the_floor_falls_back() {
         // Fast-forward: B (compromised) signed generation 1 000 000 over A's generation 2.
         let s = status(vec![record(1_000_000, &["B"]), record(2, &["A"])]);
-        assert_eq!(floor(&s, |_| true).floor, Some(id(1_000_000)));
-        let f = floor(&s, without_b);
+        assert_eq!(floor(&s, 1, all).floor, Some(id(1_000_000)));
+        let f = floor(&s, 1, without_b);
         assert_eq!(f.floor, Some(id(2)));
         assert_eq!(f.released, vec![id(1_000_000)]);
         // Generation 3 by A is accepted then; generation 1 still is not.
@@ -231,14 +246,27 @@ mod tests {
     }
 
     #[test]
-    fn a_record_co_signed_by_a_still_trusted_key_stands() {
+    fn a_record_stands_while_its_remaining_keys_meet_its_threshold() {
+        // Threshold 1: co-signed by A, it stands without B.
         let s = status(vec![record(9, &["A", "B"]), record(2, &["A"])]);
-        let stands = |keys: &[String]| keys.iter().filter(|k| *k != "B").count() >= 1;
-        assert_eq!(floor(&s, stands).floor, Some(id(9)));
-        // With a threshold of two, A alone carries neither.
-        let stands = |keys: &[String]| keys.iter().filter(|k| *k != "B").count() >= 2;
-        let f = floor(&s, stands);
-        assert_eq!((f.floor, f.released), (None, vec![id(9), id(2)]));
+        assert_eq!(floor(&s, 1, without_b).floor, Some(id(9)));
+        // Approved at threshold 2 by A and B: without B it is released, whatever the
+        // threshold now — unless the sync now needs only one approval.
+        let mut two = record(9, &["A", "B"]);
+        two.threshold = 2;
+        let s = status(vec![two, record(2, &["A"])]);
+        let f = floor(&s, 2, without_b);
+        assert_eq!((f.floor, f.released), (Some(id(2)), vec![id(9)]));
+        assert_eq!(floor(&s, 1, without_b).floor, Some(id(9)));
+    }
+
+    /// Raising the threshold is hardening: it must not release what was applied (that would
+    /// let an older lockfile with enough signatures roll the cluster back).
+    #[test]
+    fn raising_the_threshold_releases_nothing() {
+        let s = status(vec![record(9, &["A"]), record(5, &["A", "B"])]);
+        let f = floor(&s, 2, all);
+        assert_eq!((f.floor, f.released), (Some(id(9)), vec![]));
     }
 
     #[test]
@@ -248,9 +276,9 @@ mod tests {
             applied_lockfile_sha256: Some(sha(4)),
             ..Default::default()
         };
-        assert_eq!(floor(&s, |_| false).floor, Some(id(4)));
+        assert_eq!(floor(&s, 1, |_| 0).floor, Some(id(4)));
         assert_eq!(
-            floor(&LockstepSyncStatus::default(), |_| true),
+            floor(&LockstepSyncStatus::default(), 1, all),
             RollbackFloor::default()
         );
     }
@@ -281,5 +309,17 @@ mod tests {
         }
         assert_eq!(h.len(), HISTORY_LEN);
         assert_eq!(h[0].generation, 14);
+        // A record is merged only into one that stands whenever it does: met at a lower
+        // threshold, yes; at a higher one, no.
+        let mut strict = record(4, &["A"]);
+        strict.threshold = 2;
+        assert_eq!(
+            next_history(&[record(3, &["A"])], &[], strict.clone()).len(),
+            2
+        );
+        let mut loose = record(4, &["A"]);
+        loose.threshold = 1;
+        strict.generation = 3;
+        assert_eq!(next_history(&[strict], &[], loose).len(), 1);
     }
 }
