@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::cli::{Project, code, git, run, stderr, stdout};
+use crate::cli::{Project, code, git, keygen, run, stderr, stdout};
 
 fn audit(p: &Project, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -66,12 +66,7 @@ fn kinds(row: &Value) -> Vec<&str> {
 
 /// Sign the lockfile with a key nobody trusts, as `lockstep.lock.mallory.sig`.
 fn sign_untrusted(p: &Project) {
-    let key = p._tmp.path().join("mallory");
-    let out = run(
-        &["keygen", "--output", key.to_str().unwrap(), "-C", "mallory"],
-        &[],
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (key, _) = keygen(p._tmp.path(), "mallory", "mallory");
     let out = Command::new("ssh-keygen")
         .args(["-Y", "sign", "-n", "lockstep", "-f"])
         .arg(&key)

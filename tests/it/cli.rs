@@ -149,15 +149,15 @@ pub fn init_repo(repo: &Path) {
 /// A signing key `ci@example.com` made by `lockstep keygen` in `dir`: its path and the
 /// allowed_signers line that trusts it.
 pub fn ci_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("ci_key");
+    keygen(dir, "ci_key", "ci@example.com")
+}
+
+/// `lockstep keygen` into `dir/name` with `comment`: the key's path and its allowed_signers
+/// line.
+pub fn keygen(dir: &Path, name: &str, comment: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
     let out = run(
-        &[
-            "keygen",
-            "--output",
-            key.to_str().unwrap(),
-            "-C",
-            "ci@example.com",
-        ],
+        &["keygen", "--output", key.to_str().unwrap(), "-C", comment],
         &[],
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -441,19 +441,9 @@ fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
     std::fs::write(&file, &text).unwrap();
 
     // A key nobody trusts.
-    let stranger = p._tmp.path().join("stranger");
-    let out = run(
-        &[
-            "keygen",
-            "--output",
-            stranger.to_str().unwrap(),
-            "-C",
-            "stranger",
-        ],
-        &[],
-    );
+    let (_, stranger_line) = keygen(p._tmp.path(), "stranger", "stranger");
     let strangers = p._tmp.path().join("strangers");
-    std::fs::write(&strangers, stdout(&out)).unwrap();
+    std::fs::write(&strangers, stranger_line).unwrap();
     let out = run(
         &[
             "verify",
@@ -773,22 +763,11 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
 /// A second key made with `lockstep keygen`, and a trust file naming both it and the
 /// project's key.
 fn second_approver(p: &Project) -> (PathBuf, PathBuf) {
-    let key = p._tmp.path().join("release_key");
-    let out = run(
-        &[
-            "keygen",
-            "--output",
-            key.to_str().unwrap(),
-            "-C",
-            "release@example.com",
-        ],
-        &[],
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (key, line) = keygen(p._tmp.path(), "release_key", "release@example.com");
     let both = p._tmp.path().join("both_signers");
     std::fs::write(
         &both,
-        std::fs::read_to_string(&p.allowed_signers).unwrap() + &stdout(&out),
+        std::fs::read_to_string(&p.allowed_signers).unwrap() + &line,
     )
     .unwrap();
     (key, both)

@@ -22,7 +22,7 @@ use kube::core::ApiResource;
 use kube::{Client, CustomResourceExt as _};
 use serde_json::json;
 
-use crate::cli::{ci_key, code, git, init_repo, run, stderr, stdout};
+use crate::cli::{ci_key, code, git, init_repo, keygen, run, stderr};
 use crate::harness::{RegistryOptions, TestRegistry, TestSshd};
 use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
@@ -828,18 +828,7 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
 
     // Signed by a key the cluster does not trust.
     git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
-    let stranger = repo.tmp.path().join("stranger");
-    let out = run(
-        &[
-            "keygen",
-            "--output",
-            stranger.to_str().unwrap(),
-            "-C",
-            "ci@example.com",
-        ],
-        &[],
-    );
-    assert_eq!(code(&out), 0);
+    let (stranger, _) = keygen(repo.tmp.path(), "stranger", "ci@example.com");
     repo.registry.push_image("shop/api", "1", b"api v3");
     let out = run(
         &[
@@ -918,19 +907,7 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
 async fn removing_a_compromised_key_releases_the_generation_it_fast_forwarded() {
     let repo = Repo::new();
     let generation_1 = repo.head();
-    let release_key = repo.tmp.path().join("release_key");
-    let out = run(
-        &[
-            "keygen",
-            "--output",
-            release_key.to_str().unwrap(),
-            "-C",
-            "release@example.com",
-        ],
-        &[],
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let release_line = stdout(&out);
+    let (release_key, release_line) = keygen(repo.tmp.path(), "release_key", "release@example.com");
     let sync = Sync::new("fastforward", &repo).await;
     let both = format!("{}\n{}", repo.allowed_signers.trim(), release_line.trim());
     sync.set_trust(&both).await;
