@@ -20,6 +20,56 @@ ensure_packages() {
 LOCKSTEP_PACKAGES=(docker-registry:docker-registry htpasswd:apache2-utils ssh-keygen:openssh-client
     /usr/sbin/sshd:openssh-server openssl:openssl git:git curl:curl jq:jq ss:iproute2)
 
+# ensure_go — put a Go toolchain new enough for tests/cluster (go 1.26) first on PATH: the
+# installed `go` when it is, else the official toolchain from the Go module proxy (the zip
+# `go` itself would fetch with GOTOOLCHAIN), checked against a pinned sha256 and unpacked
+# once into the cache. Debian's golang package is too old.
+LOCKSTEP_GO_VERSION=1.26.8
+LOCKSTEP_GO_MIN_MINOR=26
+declare -A LOCKSTEP_GO_SHA256=(
+    [amd64]=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+)
+ensure_go() {
+    local have
+    have=$(go env GOVERSION 2>/dev/null || true)
+    if [[ $have =~ ^go1\.([0-9]+) ]] && (( BASH_REMATCH[1] >= LOCKSTEP_GO_MIN_MINOR )); then
+        return 0
+    fi
+    local arch dir zip proxy sum
+    arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+    [[ $arch == x86_64 ]] && arch=amd64
+    sum=${LOCKSTEP_GO_SHA256[$arch]:-}
+    dir="${XDG_CACHE_HOME:-$HOME/.cache}/lockstep/go$LOCKSTEP_GO_VERSION"
+    if [[ ! -x $dir/bin/go ]]; then
+        if [[ -z $sum ]]; then
+            echo "Go >= 1.$LOCKSTEP_GO_MIN_MINOR is needed (found: ${have:-none}); no pinned toolchain for $arch: install one" >&2
+            exit 2
+        fi
+        ensure_packages curl:curl unzip:unzip
+        proxy=${GOPROXY:-https://proxy.golang.org}
+        proxy=${proxy%%[,|]*}
+        [[ $proxy == direct || $proxy == off ]] && proxy=https://proxy.golang.org
+        zip=$(mktemp)
+        echo "fetching go$LOCKSTEP_GO_VERSION from $proxy (found: ${have:-no go}) ..." >&2
+        curl -sSfL -o "$zip" \
+            "$proxy/golang.org/toolchain/@v/v0.0.1-go$LOCKSTEP_GO_VERSION.linux-$arch.zip"
+        if [[ $(sha256sum "$zip" | cut -d' ' -f1) != "$sum" ]]; then
+            rm -f "$zip"
+            echo "the Go toolchain download does not match its pinned sha256" >&2
+            exit 2
+        fi
+        rm -rf "$dir.tmp"
+        mkdir -p "$dir.tmp"
+        unzip -q "$zip" -d "$dir.tmp"
+        rm -f "$zip"
+        rm -rf "$dir"
+        mv "$dir.tmp/golang.org/toolchain@v0.0.1-go$LOCKSTEP_GO_VERSION.linux-$arch" "$dir"
+        rm -rf "$dir.tmp"
+        chmod +x "$dir/bin/"* "$dir/pkg/tool/"*/* 2>/dev/null || true
+    fi
+    export PATH="$dir/bin:$PATH"
+}
+
 # free_port — print a TCP port nobody listens on at 127.0.0.1.
 free_port() {
     local port
