@@ -251,10 +251,21 @@ pub struct AppliedRecord {
     pub lockfile_sha256: String,
     /// The commit it was last applied from.
     pub commit: String,
-    /// The `SHA256:…` fingerprints of the trusted keys whose signatures approved it.
-    pub keys: Vec<String>,
+    /// The trusted keys whose signatures approved it, with the principals that admitted
+    /// each then.
+    pub signers: Vec<RecordedSigner>,
     /// The threshold of distinct approvals it met.
     pub threshold: u32,
+}
+
+/// One approval of an applied lockfile.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedSigner {
+    /// The key's `SHA256:…` fingerprint.
+    pub key: String,
+    /// The principals of the allowed_signers lines that admitted it.
+    pub principals: Vec<String>,
 }
 
 /// An object lockstep applied.

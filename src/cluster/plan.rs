@@ -20,6 +20,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::crd::RecordedSigner;
 use crate::manifest::scan::CONTAINER_FIELDS;
 use crate::mirror::{MirrorError, MirrorTarget, manifests_from_mirror};
 use crate::model::{Digest, ImageRef, ObjectRef};
@@ -267,7 +268,7 @@ pub struct VerifiedObjects {
     lock: LockIdentity,
     environment: Option<String>,
     signers: Vec<String>,
-    keys: Vec<String>,
+    approvals: Vec<RecordedSigner>,
 }
 
 impl VerifiedObjects {
@@ -313,13 +314,16 @@ impl VerifiedObjects {
             .collect();
         signers.sort();
         signers.dedup();
-        let mut keys: Vec<String> = verified
+        let mut approvals: Vec<RecordedSigner> = verified
             .signers()
             .iter()
-            .map(|s| s.fingerprint.clone())
+            .map(|s| RecordedSigner {
+                key: s.fingerprint.clone(),
+                principals: s.principals.clone(),
+            })
             .collect();
-        keys.sort();
-        keys.dedup();
+        approvals.sort();
+        approvals.dedup();
         Ok(VerifiedObjects {
             objects,
             lock: LockIdentity {
@@ -328,7 +332,7 @@ impl VerifiedObjects {
             },
             environment: verified.lockfile().environment.clone(),
             signers,
-            keys,
+            approvals,
         })
     }
 
@@ -342,9 +346,9 @@ impl VerifiedObjects {
         &self.signers
     }
 
-    /// The `SHA256:…` fingerprints of the trusted keys that signed the lockfile, sorted.
-    pub fn keys(&self) -> &[String] {
-        &self.keys
+    /// The trusted keys that signed the lockfile, with the principals that admitted each.
+    pub fn approvals(&self) -> &[RecordedSigner] {
+        &self.approvals
     }
 
     /// The kinds whose scope only the cluster can tell: every kind used, except those the

@@ -29,7 +29,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::apply::{ApplyError, Baseline, Change, Cluster, FIELD_MANAGER, PruneReport};
 use super::crd::{
-    AppliedRecord, Condition, InventoryEntry, LockstepSync, LockstepSyncStatus, Revision, TrustKind,
+    AppliedRecord, Condition, InventoryEntry, LockstepSync, LockstepSyncStatus, RecordedSigner,
+    Revision, TrustKind,
 };
 use super::health::HealthSummary;
 use super::metrics::{Metrics, PassResult};
@@ -180,8 +181,8 @@ pub struct AppliedPass {
     pub commit: String,
     pub lock: LockIdentity,
     pub signers: Vec<String>,
-    /// The fingerprints of the keys that approved the lockfile.
-    pub keys: Vec<String>,
+    /// The keys that approved the lockfile, with the principals that admitted each.
+    pub approvals: Vec<RecordedSigner>,
     /// The threshold of approvals it met.
     pub threshold: u32,
     /// Applied lockfiles that no longer hold rollback protection: the keys that approved
@@ -276,7 +277,7 @@ pub fn next_status(
                     generation: pass.lock.generation,
                     lockfile_sha256: pass.lock.sha256.to_string(),
                     commit: pass.commit.clone(),
-                    keys: pass.keys.clone(),
+                    signers: pass.approvals.clone(),
                     threshold: pass.threshold,
                 },
             );
@@ -816,8 +817,13 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         (objects, probes)
     };
     let applied_before = applied_lock(&status);
-    let RollbackFloor { floor, released } = rollback::floor(&status, spec.threshold, |keys| {
-        signing::standing_approvals(keys, &trust)
+    let RollbackFloor { floor, released } = rollback::floor(&status, spec.threshold, |signers| {
+        signing::standing_approvals(
+            signers
+                .iter()
+                .map(|s| (s.key.as_str(), s.principals.as_slice())),
+            &trust,
+        )
     });
     check_rollback(floor.as_ref(), objects.lock()).map_err(|e| {
         at_commit(refuse(
@@ -855,7 +861,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         environment: spec.environment.clone(),
     };
     let verified_signers = objects.signers().to_vec();
-    let keys = objects.keys().to_vec();
+    let approvals = objects.approvals().to_vec();
     let plan = objects.plan(&settings, &discovered.scopes()).map_err(|e| {
         let (step, reason) = plan_reason(&e);
         let mut refusal = at_commit(refuse(
@@ -919,7 +925,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         commit,
         inventory: plan.inventory(),
         signers,
-        keys,
+        approvals,
         threshold: spec.threshold,
         released,
         lock,
@@ -1191,7 +1197,10 @@ mod tests {
             commit: commit.into(),
             lock: lock(generation),
             signers: vec!["ci@example.com".into()],
-            keys: vec!["SHA256:ci".into()],
+            approvals: vec![RecordedSigner {
+                key: "SHA256:ci".into(),
+                principals: vec!["ci@example.com".into()],
+            }],
             threshold: 1,
             released: vec![],
             inventory: vec![object("api"), object("web")],
@@ -1228,7 +1237,7 @@ mod tests {
         assert_eq!(status.inventory.len(), 2);
         assert_eq!(status.signers, ["ci@example.com"]);
         assert_eq!(status.applied_history.len(), 1);
-        assert_eq!(status.applied_history[0].keys, ["SHA256:ci"]);
+        assert_eq!(status.applied_history[0].signers[0].key, "SHA256:ci");
         assert_eq!(status.applied_history[0].commit, "c1c1c1c1c1c1c1c1");
         let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, CONDITION_TYPES);

@@ -2,9 +2,9 @@
 //! lower generation, or the applied generation with other bytes, is refused.
 //!
 //! The floor is not simply the last applied generation. Each applied lockfile is recorded
-//! with the keys that approved it and the threshold it met (`status.appliedHistory`), and a
-//! record binds only while those keys, under the trust file read for this pass, still give
-//! that threshold — or the current one, if lower. (Raising `spec.threshold` must not release
+//! with the keys that approved it (and the principals that admitted them) and the threshold
+//! it met (`status.appliedHistory`), and a record binds only while those keys, under the
+//! trust file read for this pass, still give that threshold — or the current one, if lower. (Raising `spec.threshold` must not release
 //! anything: it would reopen rollbacks to older lockfiles signed often enough.)
 //! So a compromised key that signed a huge generation (TUF's fast-forward attack) blocks
 //! honest lockfiles only until it is removed from `allowed_signers`: then its generations
@@ -12,7 +12,7 @@
 //! trusted approved. Releasing is reported, and the released records are forgotten at the
 //! next apply, so putting the key back does not bring them back.
 
-use super::crd::{AppliedRecord, LockstepSyncStatus};
+use super::crd::{AppliedRecord, LockstepSyncStatus, RecordedSigner};
 use super::plan::LockIdentity;
 
 /// How many applied lockfiles the history keeps (after merging those with the same keys).
@@ -82,14 +82,15 @@ pub fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
 }
 
 /// The floor for the next lockfile, with `threshold` the sync's threshold now and
-/// `approvals(keys)` the distinct approvals `keys` give under the current trust file.
+/// `approvals(signers)` the distinct approvals recorded signers still give under the
+/// current trust file.
 ///
 /// A status written before the history existed has no keys on record: its applied lockfile
 /// binds as before.
 pub fn floor(
     status: &LockstepSyncStatus,
     threshold: u32,
-    approvals: impl Fn(&[String]) -> usize,
+    approvals: impl Fn(&[RecordedSigner]) -> usize,
 ) -> RollbackFloor {
     if status.applied_history.is_empty() {
         return RollbackFloor {
@@ -106,7 +107,7 @@ pub fn floor(
         .filter_map(|r| Some((r, identity(r)?)))
     {
         let needed = record.threshold.min(threshold) as usize;
-        if approvals(&record.keys) < needed {
+        if approvals(&record.signers) < needed {
             released.push(id);
         } else if floor.as_ref().is_none_or(|f| id.generation > f.generation) {
             floor = Some(id);
@@ -118,8 +119,10 @@ pub fn floor(
 
 /// The history after applying `record`: the `released` lockfiles forgotten, `record` first,
 /// then the older records it does not make redundant, at most [`HISTORY_LEN`]. A record is
-/// redundant next to one approved by the same keys, at no higher threshold, with at least its
-/// generation: whenever it would stand, so would that one.
+/// redundant next to one approved by the same signers, at no higher threshold, with at least
+/// its generation: whenever it would stand, so would that one. The same lockfile approved by
+/// other signers is another record (Regression: merging by lockfile bytes let a commit that
+/// kept only a compromised key's signature replace the record of the honest approvals).
 pub fn next_history(
     history: &[AppliedRecord],
     released: &[LockIdentity],
@@ -131,10 +134,9 @@ pub fn next_history(
             .iter()
             .any(|r| r.sha256.to_string() == old.lockfile_sha256);
         let redundant = next.iter().any(|kept| {
-            kept.lockfile_sha256 == old.lockfile_sha256
-                || (kept.generation >= old.generation
-                    && kept.threshold <= old.threshold
-                    && same_keys(&kept.keys, &old.keys))
+            kept.generation >= old.generation
+                && kept.threshold <= old.threshold
+                && same_signers(&kept.signers, &old.signers)
         });
         if !forgotten && !redundant {
             next.push(old.clone());
@@ -144,8 +146,8 @@ pub fn next_history(
     next
 }
 
-fn same_keys(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len() && a.iter().all(|k| b.contains(k))
+fn same_signers(a: &[RecordedSigner], b: &[RecordedSigner]) -> bool {
+    a.len() == b.len() && a.iter().all(|s| b.contains(s))
 }
 
 fn identity(record: &AppliedRecord) -> Option<LockIdentity> {
@@ -168,7 +170,14 @@ mod tests {
             generation,
             lockfile_sha256: sha(generation),
             commit: format!("c{generation}"),
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            // In these tests each key is its own principal.
+            signers: keys
+                .iter()
+                .map(|k| RecordedSigner {
+                    key: (*k).to_owned(),
+                    principals: vec![(*k).to_owned()],
+                })
+                .collect(),
             threshold: 1,
         }
     }
@@ -191,13 +200,13 @@ mod tests {
     }
 
     /// Every key trusted, one approval each.
-    fn all(keys: &[String]) -> usize {
-        keys.len()
+    fn all(signers: &[RecordedSigner]) -> usize {
+        signers.len()
     }
 
     /// Trusted: every key but "B", one approval each.
-    fn without_b(keys: &[String]) -> usize {
-        keys.iter().filter(|k| *k != "B").count()
+    fn without_b(signers: &[RecordedSigner]) -> usize {
+        signers.iter().filter(|s| s.key != "B").count()
     }
 
     #[test]
@@ -269,6 +278,22 @@ mod tests {
         assert_eq!((f.floor, f.released), (Some(id(9)), vec![]));
     }
 
+    /// Regression (review): the same lockfile re-committed with only a compromised key's
+    /// signature replaced the record of its honest approval, so revoking that key released
+    /// the lockfile and any older one signed by the honest key could be rolled back to.
+    #[test]
+    fn the_same_lockfile_with_other_signers_is_another_record() {
+        let honest = record(50, &["A"]);
+        let only_k = record(50, &["K"]);
+        let h = next_history(&[honest], &[], only_k);
+        assert_eq!(h.len(), 2);
+        let trusted_but_k =
+            |signers: &[RecordedSigner]| signers.iter().filter(|s| s.key != "K").count();
+        let f = floor(&status(h), 1, trusted_but_k);
+        assert_eq!(f.floor, Some(id(50)));
+        assert!(f.released.is_empty(), "{:?}", f.released);
+    }
+
     #[test]
     fn a_status_without_history_binds_its_applied_lockfile() {
         let s = LockstepSyncStatus {
@@ -292,7 +317,7 @@ mod tests {
         }
         let generations: Vec<u64> = history.iter().map(|r| r.generation).collect();
         assert_eq!(generations, [119, 1]);
-        // The same lockfile at a new commit replaces its record.
+        // The same lockfile at a new commit, same signers, replaces its record.
         let mut again = record(119, &["B"]);
         again.commit = "later".into();
         let h = next_history(&history, &[], again);

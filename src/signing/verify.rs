@@ -408,36 +408,37 @@ fn check(
     })
 }
 
-/// Counts groups of signers connected by a shared key or a shared principal (union-find):
-/// one person with two keys, or the same key signing twice, is one approval.
-/// How many distinct approvals the keys `fingerprints` (`SHA256:…`) still give under
-/// `trust`, counted as [`verify`] counts them, whatever the time: a key counts while a line
-/// lists it for namespace `lockstep`. A `valid-before` that has passed stops a key from
-/// approving new lockfiles, it does not take back what the key approved; removing its line
-/// does.
-pub fn standing_approvals(fingerprints: &[String], trust: &AllowedSigners) -> usize {
-    let standing: Vec<SignerReport> = fingerprints
-        .iter()
-        .filter_map(|fingerprint| {
-            let lines: Vec<&TrustedKey> = trust
+/// How many distinct approvals signers recorded when a lockfile was verified (each key's
+/// `SHA256:…` fingerprint with the principals that admitted it then) still give under
+/// `trust`: counted as [`verify`] counts them, over the signers whose key a line still lists
+/// for namespace `lockstep`, whatever the time. A `valid-before` that has passed stops a key
+/// from approving new lockfiles, it does not take back what the key approved; removing its
+/// line does. The principals are the recorded ones, so a line added or changed since cannot
+/// merge approvals that were distinct.
+pub fn standing_approvals<'s>(
+    signers: impl IntoIterator<Item = (&'s str, &'s [String])>,
+    trust: &AllowedSigners,
+) -> usize {
+    let standing: Vec<SignerReport> = signers
+        .into_iter()
+        .filter(|(fingerprint, _)| {
+            trust
                 .keys()
                 .iter()
-                .filter(|t| t.fingerprint() == fingerprint && t.allows_namespace(NAMESPACE))
-                .collect();
-            (!lines.is_empty()).then(|| SignerReport {
-                file: String::new(),
-                fingerprint: fingerprint.clone(),
-                principals: lines
-                    .iter()
-                    .flat_map(|t| t.principals().iter().cloned())
-                    .collect(),
-                lines: lines.iter().map(|t| t.line()).collect(),
-            })
+                .any(|t| t.fingerprint() == *fingerprint && t.allows_namespace(NAMESPACE))
+        })
+        .map(|(fingerprint, principals)| SignerReport {
+            file: String::new(),
+            fingerprint: fingerprint.to_owned(),
+            principals: principals.to_vec(),
+            lines: Vec::new(),
         })
         .collect();
     distinct_approvals(&standing)
 }
 
+/// Counts groups of signers connected by a shared key or a shared principal (union-find):
+/// one person with two keys, or the same key signing twice, is one approval.
 fn distinct_approvals(signers: &[SignerReport]) -> usize {
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -710,12 +711,21 @@ mod tests {
     }
 
     #[test]
-    fn standing_approvals_count_keys_still_listed_for_lockstep_whatever_the_time() {
+    fn standing_approvals_count_recorded_signers_whose_keys_are_still_listed() {
         let (alice, bob, carol, dave) = (key("a"), key("b"), key("c"), key("d"));
-        let fingerprints: Vec<String> = [&alice, &bob, &carol, &dave]
-            .iter()
-            .map(|k| k.fingerprint())
-            .collect();
+        let recorded = |k: &SigningKey, principal: &str| (k.fingerprint(), vec![principal.into()]);
+        let signers = [
+            recorded(&alice, "alice@example.com"),
+            recorded(&bob, "bob@example.com"),
+            recorded(&carol, "alice@example.com"),
+            recorded(&dave, "dave@example.com"),
+        ];
+        let count = |signers: &[(String, Vec<String>)], trust: &AllowedSigners| {
+            standing_approvals(
+                signers.iter().map(|(k, p)| (k.as_str(), p.as_slice())),
+                trust,
+            )
+        };
         let trust = trust(&[
             line("alice@example.com", "", &alice),
             // Retired: no new approvals, but what it approved stands.
@@ -725,10 +735,34 @@ mod tests {
             // Listed, but not for lockstep.
             line("dave@example.com", "namespaces=\"git\"", &dave),
         ]);
-        assert_eq!(standing_approvals(&fingerprints, &trust), 2);
-        assert_eq!(standing_approvals(&fingerprints[2..], &trust), 1);
-        assert_eq!(standing_approvals(&fingerprints[3..], &trust), 0);
-        assert_eq!(standing_approvals(&["SHA256:gone".to_owned()], &trust), 0);
+        assert_eq!(count(&signers, &trust), 2);
+        assert_eq!(count(&signers[2..], &trust), 1);
+        assert_eq!(count(&signers[3..], &trust), 0);
+        assert_eq!(count(&[("SHA256:gone".into(), vec![])], &trust), 0);
+    }
+
+    /// Regression (review): counting with the principals of every line listing a key — an
+    /// expired line naming another person included — merged two approvals that verify had
+    /// counted apart, so a record released itself with the trust file unchanged.
+    #[test]
+    fn standing_approvals_of_a_verified_lockfile_equal_its_approvals() {
+        let (a, b) = (key("a"), key("b"));
+        let trust = trust(&[
+            line("bob", "valid-before=\"20200101\"", &a),
+            line("alice", "", &a),
+            line("bob", "", &b),
+        ]);
+        let files = [sig("a", &a, LOCK), sig("b", &b, LOCK)];
+        let verified = verify(LOCK, &files, &trust, now(), 2).unwrap();
+        assert_eq!(verified.approvals(), 2);
+        let standing = standing_approvals(
+            verified
+                .signers()
+                .iter()
+                .map(|s| (s.fingerprint.as_str(), s.principals.as_slice())),
+            &trust,
+        );
+        assert_eq!(standing, 2);
     }
 
     #[test]

@@ -843,7 +843,7 @@ impl std::fmt::Debug for HttpCredentials {
 /// Where fetched refs are kept in the cache repository, apart from anything else.
 const FETCHED_REFS: &str = "refs/lockstep";
 
-/// How long receiving one fetch's pack may take before it is interrupted.
+/// How long one fetch may take, from connecting to the last byte of the pack.
 pub const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)
@@ -851,12 +851,24 @@ pub const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3
 /// [`read_commit`]. A commit already in the cache is not fetched again (commits are
 /// immutable). `https://` uses HTTP `credentials` when given (never Git's credential helpers
 /// or a prompt); an SSH URL needs SSH `credentials` (see [`ssh`]: nothing from the machine's
-/// SSH setup is used); `file://` runs `git-upload-pack`.
+/// SSH setup is used); `file://` runs `git-upload-pack`. The whole fetch is bounded by
+/// [`FETCH_DEADLINE`].
 pub fn fetch(
     cache: &Path,
     url: &str,
     wanted: FetchRef<'_>,
     credentials: Option<&GitCredentials>,
+) -> Result<CommitInfo, GitError> {
+    fetch_within(cache, url, wanted, credentials, FETCH_DEADLINE)
+}
+
+/// [`fetch`] with another deadline (tests of a stalled server use a short one).
+pub fn fetch_within(
+    cache: &Path,
+    url: &str,
+    wanted: FetchRef<'_>,
+    credentials: Option<&GitCredentials>,
+    deadline: std::time::Duration,
 ) -> Result<CommitInfo, GitError> {
     use gix::remote::Direction;
 
@@ -870,7 +882,7 @@ pub fn fetch(
             config
                 .set_value(
                     &gix::config::tree::Core::SSH_COMMAND,
-                    session.command().as_str(),
+                    session.command(deadline).as_str(),
                 )
                 .map_err(setup_error())?;
             config
@@ -930,12 +942,37 @@ pub fn fetch(
             .map(|said| format!(" (ssh: {said})"))
             .unwrap_or_default()
     };
-    let fetch_error = |source| GitError::Git {
-        action: format!("cannot fetch {what} from {url}{}", ssh_said(&ssh_session)),
-        source,
+    // The deadline runs from here: a pack that keeps trickling is interrupted (the flag gix
+    // checks), ssh is killed by its own `timeout`, and HTTP requests time out after 30 s
+    // without an answer — a pass never hangs on Git.
+    let started = std::time::Instant::now();
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let interrupt = interrupt.clone();
+        std::thread::spawn(move || {
+            if finished.recv_timeout(deadline).is_err() {
+                interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
     };
+    let fetch_error = |source| {
+        let late = if started.elapsed() >= deadline {
+            format!(": no complete answer within {deadline:?}")
+        } else {
+            String::new()
+        };
+        GitError::Git {
+            action: format!(
+                "cannot fetch {what} from {url}{late}{}",
+                ssh_said(&ssh_session)
+            ),
+            source,
+        }
+    };
+    // Without `url.<base>.insteadOf` from the machine's Git config: the URL is the spec's.
     let remote = repo
-        .remote_at(url)
+        .remote_at_without_url_rewrite(url)
         .map_err(fetch_error)?
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(refspecs.iter().map(String::as_str), Direction::Fetch)
@@ -968,33 +1005,10 @@ pub fn fetch(
             what,
         });
     }
-    // The handshake's HTTP requests time out on their own (30 s without an answer); a pack
-    // that keeps trickling is interrupted at the deadline, so a pass never hangs on Git.
-    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = {
-        let interrupt = interrupt.clone();
-        std::thread::spawn(move || {
-            if finished.recv_timeout(FETCH_DEADLINE).is_err() {
-                interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        })
-    };
     let received = prepared.receive(gix::progress::Discard, &interrupt);
     drop(done);
     let _ = watchdog.join();
-    received.map_err(|source| {
-        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
-            GitError::Git {
-                action: format!(
-                    "cannot fetch {what} from {url}: no complete answer within {FETCH_DEADLINE:?}"
-                ),
-                source,
-            }
-        } else {
-            fetch_error(source)
-        }
-    })?;
+    received.map_err(fetch_error)?;
     // The key files go as soon as the transfer is over.
     drop(ssh_session);
     match wanted {

@@ -270,6 +270,11 @@ pub struct TestSshd {
 
 impl TestSshd {
     pub fn start() -> TestSshd {
+        TestSshd::start_with("")
+    }
+
+    /// [`TestSshd::start`] with extra `sshd_config` lines (a `ForceCommand`, say).
+    pub fn start_with(extra_config: &str) -> TestSshd {
         let dir = tempfile::tempdir().unwrap();
         let keygen = |name: &str| {
             let status = Command::new("ssh-keygen")
@@ -304,7 +309,7 @@ impl TestSshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PidFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nLogLevel VERBOSE\n"
+                 PermitRootLogin prohibit-password\nLogLevel VERBOSE\n{extra_config}\n"
             ),
         )
         .unwrap();
@@ -358,6 +363,15 @@ impl TestSshd {
     pub fn known_hosts(&self) -> String {
         let key = std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap();
         format!("[127.0.0.1]:{} {}", self.port, key.trim())
+    }
+
+    /// Authorize one more public key (an `authorized_keys` line).
+    pub fn authorize(&self, public_key: &str) {
+        let path = self.dir.path().join("authorized_keys");
+        let mut keys = std::fs::read_to_string(&path).unwrap();
+        keys.push_str(public_key.trim());
+        keys.push('\n');
+        std::fs::write(path, keys).unwrap();
     }
 
     /// The authorized client's private key (OpenSSH format).

@@ -1,8 +1,12 @@
 //! Git over SSH against a real OpenSSH server ([`TestSshd`]): the deploy key and host keys
 //! come from the caller, the host key is checked strictly, and nothing is left on disk.
 
+use std::process::Command;
+use std::time::{Duration, Instant};
+
 use lockstep::source::git::{
-    FetchRef, GitCredentials, GitError, HttpCredentials, SshCredentials, fetch, read_commit,
+    FetchRef, GitCredentials, GitError, HttpCredentials, SshCredentials, fetch, fetch_within,
+    read_commit,
 };
 
 use crate::fuzz::render;
@@ -147,4 +151,88 @@ fn an_ssh_url_without_a_deploy_key_is_refused_before_connecting() {
         "a connection was made: {}",
         sshd.log()
     );
+}
+
+/// An ssh-keygen key of `args` (type, format, passphrase) in `dir`: (private, public).
+fn ssh_keygen(dir: &std::path::Path, name: &str, args: &[&str]) -> (String, String) {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-C", name, "-f"])
+        .arg(&path)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (
+        std::fs::read_to_string(&path).unwrap(),
+        std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+    )
+}
+
+/// Regression (review): only keys ssh-key decodes were taken (ed25519, OpenSSH format); an
+/// ECDSA key or a PEM-format RSA key, which ssh takes, was refused as "not a key".
+#[test]
+fn ecdsa_and_pem_format_deploy_keys_work_and_a_passphrase_is_refused_up_front() {
+    let sshd = TestSshd::start();
+    let (tmp, url, ..) = served(&sshd);
+    for (name, args) in [
+        ("ecdsa", &["-t", "ecdsa", "-N", ""][..]),
+        (
+            "rsa_pem",
+            &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""][..],
+        ),
+    ] {
+        let (identity, public) = ssh_keygen(tmp.path(), name, args);
+        sshd.authorize(&public);
+        let credentials = GitCredentials::Ssh(SshCredentials {
+            identity: identity.into(),
+            known_hosts: sshd.known_hosts(),
+        });
+        fetch(
+            &tmp.path().join(format!("cache-{name}")),
+            &url,
+            FetchRef::Branch("main"),
+            Some(&credentials),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {}\nsshd: {}", render(&e), sshd.log()));
+    }
+    let (identity, public) = ssh_keygen(tmp.path(), "locked", &["-t", "ed25519", "-N", "secret"]);
+    sshd.authorize(&public);
+    let credentials = GitCredentials::Ssh(SshCredentials {
+        identity: identity.into(),
+        known_hosts: sshd.known_hosts(),
+    });
+    let err = fetch(
+        &tmp.path().join("cache-locked"),
+        &url,
+        FetchRef::Branch("main"),
+        Some(&credentials),
+    )
+    .unwrap_err();
+    assert!(render(&err).contains("passphrase"), "{}", render(&err));
+}
+
+/// Regression (review): the deadline covered receiving the pack only; a server that
+/// completes the SSH handshake and then says nothing (keep-alives answered, Git silent)
+/// hung the fetch, and with it the sync, for good.
+#[test]
+fn a_server_that_logs_in_and_then_says_nothing_fails_at_the_deadline() {
+    let sshd = TestSshd::start_with("ForceCommand sleep 600");
+    let (tmp, url, ..) = served(&sshd);
+    let started = Instant::now();
+    let err = fetch_within(
+        &tmp.path().join("cache"),
+        &url,
+        FetchRef::Branch("main"),
+        Some(&credentials(&sshd)),
+        Duration::from_secs(3),
+    )
+    .unwrap_err();
+    let took = started.elapsed();
+    let chain = render(&err);
+    eprintln!("after {took:?}: {chain}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(chain.contains("no complete answer within 3s"), "{chain}");
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
 }

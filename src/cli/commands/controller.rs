@@ -56,6 +56,8 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
             settings.cache_dir.display()
         )))
     })?;
+    // Deploy keys a killed predecessor left behind (the cache outlives container restarts).
+    crate::source::git::ssh::remove_stale_sessions(&settings.cache_dir);
     let listener = TcpListener::bind(settings.metrics_address)
         .await
         .map_err(|e| {

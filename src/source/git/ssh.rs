@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -34,8 +35,8 @@ impl fmt::Debug for SshCredentials {
 /// Why SSH credentials cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    /// The identity is not an OpenSSH private key.
-    #[error("the SSH identity is not an OpenSSH private key: {0}")]
+    /// The identity is not a private key.
+    #[error("the SSH identity is not a private key: {0}")]
     BadIdentity(String),
     /// The identity needs a passphrase, which nothing could type.
     #[error("the SSH identity is passphrase-protected; use a deploy key without a passphrase")]
@@ -52,17 +53,59 @@ pub enum SshError {
     },
 }
 
-/// Whether `url` is fetched with `ssh`: `ssh://…`, `git+ssh://…`, or scp-like `user@host:path`.
+/// Whether gix fetches `url` with `ssh` (`ssh://…`, `git+ssh://…`, scp-like `host:path`):
+/// asked of gix's own URL parser, so the two can never disagree. (Regression: a hand-made
+/// test took `a:repo` and `[::1]:repo` for local paths, which gix fetches over ssh — with
+/// the machine's ssh setup.)
 pub fn is_ssh_url(url: &str) -> bool {
-    if let Some((scheme, _)) = url.split_once("://") {
-        return matches!(scheme, "ssh" | "git+ssh" | "ssh+git");
+    gix::url::parse(gix::bstr::BStr::new(url)).is_ok_and(|u| u.scheme == gix::url::Scheme::Ssh)
+}
+
+/// Check the key text before ssh sees it: a private key, and not one that needs a
+/// passphrase (nothing could type it). Keys ssh-key cannot decode (ECDSA, PEM-format RSA)
+/// are left to ssh, which says what it thinks of them.
+fn check_identity(text: &str) -> Result<(), SshError> {
+    if !(text.starts_with("-----BEGIN ") && text.contains(" PRIVATE KEY-----")) {
+        return Err(SshError::BadIdentity(
+            "no -----BEGIN … PRIVATE KEY----- armor".into(),
+        ));
     }
-    // scp-like: a colon before any slash, after a host part (not a one-letter drive).
-    match url.split_once(':') {
-        Some((host, _)) => !host.contains('/') && host.len() > 1,
-        None => false,
+    let encrypted = if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        ssh_key::PrivateKey::from_openssh(text).is_ok_and(|key| key.is_encrypted())
+    } else {
+        // PEM: `Proc-Type: 4,ENCRYPTED`, or PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`.
+        text.contains("ENCRYPTED")
+    };
+    if encrypted {
+        return Err(SshError::EncryptedIdentity);
+    }
+    Ok(())
+}
+
+/// Remove what a killed process left under `cache_root` (its per-sync directories hold the
+/// key directories): run at startup, before any fetch.
+pub fn remove_stale_sessions(cache_root: &Path) {
+    let Ok(syncs) = std::fs::read_dir(cache_root) else {
+        return;
+    };
+    for sync in syncs.flatten() {
+        let Ok(entries) = std::fs::read_dir(sync.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SESSION_PREFIX)
+            {
+                overwrite(&entry.path().join("identity"));
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
+
+const SESSION_PREFIX: &str = ".lockstep-ssh-";
 
 /// The key files of one fetch, in a directory only this process can read; removed (the key
 /// overwritten first) when dropped.
@@ -73,11 +116,7 @@ pub struct SshSession {
 impl SshSession {
     /// Check `credentials` and write them under `parent`.
     pub fn new(credentials: &SshCredentials, parent: &Path) -> Result<SshSession, SshError> {
-        let key = ssh_key::PrivateKey::from_openssh(credentials.identity.trim())
-            .map_err(|e| SshError::BadIdentity(e.to_string()))?;
-        if key.is_encrypted() {
-            return Err(SshError::EncryptedIdentity);
-        }
+        check_identity(credentials.identity.trim())?;
         if credentials
             .known_hosts
             .lines()
@@ -90,7 +129,7 @@ impl SshSession {
             source,
         };
         let dir = tempfile::Builder::new()
-            .prefix(".lockstep-ssh-")
+            .prefix(SESSION_PREFIX)
             .tempdir_in(parent)
             .map_err(io_error)?;
         let session = SshSession { dir };
@@ -126,10 +165,13 @@ impl SshSession {
     }
 
     /// The `ssh` command line for `core.sshCommand` (run by a shell, so paths are quoted);
-    /// its stderr goes to a file, for [`Self::stderr`].
-    pub fn command(&self) -> String {
+    /// its stderr goes to a file, for [`Self::stderr`]. `ssh` is killed after `limit`
+    /// (coreutils `timeout`): keep-alives only show that sshd lives, not that the Git side
+    /// answers, and gix cannot interrupt a read blocked on ssh's output.
+    pub fn command(&self, limit: Duration) -> String {
         let path = |name: &str| quote(&self.dir.path().join(name));
         [
+            format!("exec timeout --kill-after=5 {}", limit.as_secs().max(1)),
             "ssh -F /dev/null".to_owned(),
             format!("-i {}", path("identity")),
             "-o IdentitiesOnly=yes -o IdentityAgent=none".to_owned(),
@@ -160,14 +202,17 @@ impl SshSession {
 
 impl Drop for SshSession {
     fn drop(&mut self) {
-        // Best effort: the key's bytes do not stay on disk after the fetch.
-        let identity = self.dir.path().join("identity");
-        if let Ok(len) = std::fs::metadata(&identity).map(|m| m.len())
-            && let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(&identity)
-        {
-            let _ = file.write_all(&vec![0; len as usize]);
-            let _ = file.sync_all();
-        }
+        overwrite(&self.dir.path().join("identity"));
+    }
+}
+
+/// Best effort: the key's bytes do not stay on disk after the fetch.
+fn overwrite(identity: &Path) {
+    if let Ok(len) = std::fs::metadata(identity).map(|m| m.len())
+        && let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(identity)
+    {
+        let _ = file.write_all(&vec![0; len as usize]);
+        let _ = file.sync_all();
     }
 }
 
@@ -197,6 +242,10 @@ mod tests {
             "git+ssh://example.com/shop.git",
             "git@example.com:shop/deploy.git",
             "example.com:shop.git",
+            // What gix fetches over ssh, so what must need a deploy key.
+            "a:repo",
+            "x:/r",
+            "[::1]:repo",
         ] {
             assert!(is_ssh_url(url), "{url}");
         }
@@ -204,7 +253,6 @@ mod tests {
             "https://example.com/shop.git",
             "file:///srv/git/shop.git",
             "/srv/git/shop.git",
-            "C:/git/shop",
             "./shop.git",
         ] {
             assert!(!is_ssh_url(url), "{url}");
@@ -227,7 +275,11 @@ mod tests {
             assert_eq!(mode(&dir), 0o700);
             assert_eq!(mode(&dir.join("identity")), 0o600);
         }
-        let command = session.command();
+        let command = session.command(Duration::from_secs(300));
+        assert!(
+            command.starts_with("exec timeout --kill-after=5 300 ssh "),
+            "{command}"
+        );
         assert!(command.contains("StrictHostKeyChecking=yes"), "{command}");
         assert!(command.contains(&format!("-i '{}/identity'", dir.display())));
         drop(session);
@@ -249,9 +301,35 @@ mod tests {
             SshSession::new(&not_a_key, parent.path()),
             Err(SshError::BadIdentity(_))
         ));
+        for encrypted in [
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        ] {
+            let mut c = credentials();
+            c.identity = encrypted.to_owned().into();
+            assert!(matches!(
+                SshSession::new(&c, parent.path()),
+                Err(SshError::EncryptedIdentity)
+            ));
+        }
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
         let debug = format!("{:?}", credentials());
         assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
+
+    #[test]
+    fn key_directories_a_killed_process_left_are_removed_at_startup() {
+        let root = tempfile::tempdir().unwrap();
+        let sync = root.path().join("shop_app");
+        std::fs::create_dir_all(&sync).unwrap();
+        let left = SshSession::new(&credentials(), &sync).unwrap();
+        let dir = left.dir.path().to_owned();
+        std::mem::forget(left); // as if the process died mid-fetch
+        let cache = sync.join("0123abcd");
+        std::fs::create_dir_all(&cache).unwrap();
+        remove_stale_sessions(root.path());
+        assert!(!dir.exists());
+        assert!(cache.exists(), "the Git cache stays");
     }
 
     #[test]
