@@ -48,7 +48,11 @@ ensure_go() {
         ensure_packages curl:curl unzip:unzip
         proxy=${GOPROXY:-https://proxy.golang.org}
         proxy=${proxy%%[,|]*}
-        [[ $proxy == direct || $proxy == off ]] && proxy=https://proxy.golang.org
+        if [[ $proxy == off ]]; then
+            echo "Go >= 1.$LOCKSTEP_GO_MIN_MINOR is needed (found: ${have:-none}) and GOPROXY=off forbids fetching it" >&2
+            exit 2
+        fi
+        [[ $proxy == direct ]] && proxy=https://proxy.golang.org
         zip=$(mktemp)
         echo "fetching go$LOCKSTEP_GO_VERSION from $proxy (found: ${have:-no go}) ..." >&2
         curl -sSfL -o "$zip" \
@@ -58,13 +62,14 @@ ensure_go() {
             echo "the Go toolchain download does not match its pinned sha256" >&2
             exit 2
         fi
-        rm -rf "$dir.tmp"
-        mkdir -p "$dir.tmp"
-        unzip -q "$zip" -d "$dir.tmp"
+        local unpacked
+        mkdir -p "$(dirname "$dir")"
+        unpacked=$(mktemp -d "$dir.XXXXXX")
+        unzip -q "$zip" -d "$unpacked"
         rm -f "$zip"
         rm -rf "$dir"
-        mv "$dir.tmp/golang.org/toolchain@v0.0.1-go$LOCKSTEP_GO_VERSION.linux-$arch" "$dir"
-        rm -rf "$dir.tmp"
+        mv "$unpacked/golang.org/toolchain@v0.0.1-go$LOCKSTEP_GO_VERSION.linux-$arch" "$dir"
+        rm -rf "$unpacked"
         chmod +x "$dir/bin/"* "$dir/pkg/tool/"*/* 2>/dev/null || true
     fi
     export PATH="$dir/bin:$PATH"
