@@ -18,7 +18,7 @@ pub use allowed_signers::{AllowedSigners, AllowedSignersProblem, SkippedKey, Tru
 pub use key::{SigningKey, signer_name};
 pub use verify::{
     RejectedSignature, SignatureFile, SignatureProblem, SignerReport, ValidityWindow, Verified,
-    VerifyError, standing_approvals, verify,
+    VerifyError, approvals_stand, verify,
 };
 
 /// The SSHSIG namespace of every lockstep signature: a signature made for another purpose

@@ -817,14 +817,16 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         (objects, probes)
     };
     let applied_before = applied_lock(&status);
-    let RollbackFloor { floor, released } = rollback::floor(&status, spec.threshold, |signers| {
-        signing::standing_approvals(
-            signers
-                .iter()
-                .map(|s| (s.key.as_str(), s.principals.as_slice())),
-            &trust,
-        )
-    });
+    let RollbackFloor { floor, released } =
+        rollback::floor(&status, spec.threshold, |signers, needed| {
+            signing::approvals_stand(
+                signers
+                    .iter()
+                    .map(|s| (s.key.as_str(), s.principals.as_slice())),
+                &trust,
+                needed,
+            )
+        });
     check_rollback(floor.as_ref(), objects.lock()).map_err(|e| {
         at_commit(refuse(
             FailedStep::Rollback,

@@ -15,8 +15,11 @@
 use super::crd::{AppliedRecord, LockstepSyncStatus, RecordedSigner};
 use super::plan::LockIdentity;
 
-/// How many applied lockfiles the history keeps (after merging those with the same keys).
+/// How many applied lockfiles the history keeps (after dropping redundant ones).
 pub const HISTORY_LEN: usize = 10;
+
+/// How many signers one record keeps (a lockfile rarely has more than a few).
+pub const MAX_SIGNERS: usize = 32;
 
 /// Why a verified lockfile is refused as a step backwards.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,15 +85,15 @@ pub fn applied_lock(status: &LockstepSyncStatus) -> Option<LockIdentity> {
 }
 
 /// The floor for the next lockfile, with `threshold` the sync's threshold now and
-/// `approvals(signers)` the distinct approvals recorded signers still give under the
-/// current trust file.
+/// `stands(signers, needed)` whether recorded signers still give `needed` distinct
+/// approvals under the current trust file.
 ///
 /// A status written before the history existed has no keys on record: its applied lockfile
 /// binds as before.
 pub fn floor(
     status: &LockstepSyncStatus,
     threshold: u32,
-    approvals: impl Fn(&[RecordedSigner]) -> usize,
+    stands: impl Fn(&[RecordedSigner], usize) -> bool,
 ) -> RollbackFloor {
     if status.applied_history.is_empty() {
         return RollbackFloor {
@@ -107,7 +110,7 @@ pub fn floor(
         .filter_map(|r| Some((r, identity(r)?)))
     {
         let needed = record.threshold.min(threshold) as usize;
-        if approvals(&record.signers) < needed {
+        if !stands(&record.signers, needed) {
             released.push(id);
         } else if floor.as_ref().is_none_or(|f| id.generation > f.generation) {
             floor = Some(id);
@@ -117,26 +120,46 @@ pub fn floor(
     RollbackFloor { floor, released }
 }
 
-/// The history after applying `record`: the `released` lockfiles forgotten, `record` first,
-/// then the older records it does not make redundant, at most [`HISTORY_LEN`]. A record is
-/// redundant next to one approved by the same signers, at no higher threshold, with at least
-/// its generation: whenever it would stand, so would that one. The same lockfile approved by
-/// other signers is another record (Regression: merging by lockfile bytes let a commit that
-/// kept only a compromised key's signature replace the record of the honest approvals).
+/// The history after applying `record`: the `released` lockfiles forgotten, `record` first
+/// — merged with the record of the same lockfile bytes, if any — then the older records it
+/// does not make redundant, at most [`HISTORY_LEN`].
+///
+/// One record per lockfile: its signers are every signer it was ever applied with, its
+/// threshold the lowest it met, so it stands whenever any of those approvals would (standing
+/// is monotonic in signers). Regressions (review): keeping only the latest signers let a
+/// commit with just a compromised key's signature replace the honest approvals; keeping one
+/// record per signer set let such commits (one per subset of the honest signatures) flush
+/// the honest records out of the history. A record is redundant next to one with at least
+/// its generation, no higher threshold and a superset of its signers.
 pub fn next_history(
     history: &[AppliedRecord],
     released: &[LockIdentity],
-    record: AppliedRecord,
+    mut record: AppliedRecord,
 ) -> Vec<AppliedRecord> {
+    if let Some(same) = history
+        .iter()
+        .find(|old| old.lockfile_sha256 == record.lockfile_sha256)
+    {
+        let mut signers = same.signers.clone();
+        for signer in record.signers {
+            if !signers.contains(&signer) {
+                signers.push(signer);
+            }
+        }
+        signers.truncate(MAX_SIGNERS);
+        record.signers = signers;
+        record.threshold = record.threshold.min(same.threshold);
+    }
     let mut next = vec![record];
     for old in history {
         let forgotten = released
             .iter()
             .any(|r| r.sha256.to_string() == old.lockfile_sha256);
         let redundant = next.iter().any(|kept| {
-            kept.generation >= old.generation
-                && kept.threshold <= old.threshold
-                && same_signers(&kept.signers, &old.signers)
+            kept.lockfile_sha256 == old.lockfile_sha256
+                || (kept.generation >= old.generation
+                    && kept.threshold <= old.threshold
+                    && old.signers.iter().all(|s| kept.signers.contains(s)))
         });
         if !forgotten && !redundant {
             next.push(old.clone());
@@ -144,10 +167,6 @@ pub fn next_history(
     }
     next.truncate(HISTORY_LEN);
     next
-}
-
-fn same_signers(a: &[RecordedSigner], b: &[RecordedSigner]) -> bool {
-    a.len() == b.len() && a.iter().all(|s| b.contains(s))
 }
 
 fn identity(record: &AppliedRecord) -> Option<LockIdentity> {
@@ -200,13 +219,13 @@ mod tests {
     }
 
     /// Every key trusted, one approval each.
-    fn all(signers: &[RecordedSigner]) -> usize {
-        signers.len()
+    fn all(signers: &[RecordedSigner], needed: usize) -> bool {
+        signers.len() >= needed
     }
 
     /// Trusted: every key but "B", one approval each.
-    fn without_b(signers: &[RecordedSigner]) -> usize {
-        signers.iter().filter(|s| s.key != "B").count()
+    fn without_b(signers: &[RecordedSigner], needed: usize) -> bool {
+        signers.iter().filter(|s| s.key != "B").count() >= needed
     }
 
     #[test]
@@ -282,16 +301,39 @@ mod tests {
     /// signature replaced the record of its honest approval, so revoking that key released
     /// the lockfile and any older one signed by the honest key could be rolled back to.
     #[test]
-    fn the_same_lockfile_with_other_signers_is_another_record() {
-        let honest = record(50, &["A"]);
-        let only_k = record(50, &["K"]);
-        let h = next_history(&[honest], &[], only_k);
-        assert_eq!(h.len(), 2);
-        let trusted_but_k =
-            |signers: &[RecordedSigner]| signers.iter().filter(|s| s.key != "K").count();
-        let f = floor(&status(h), 1, trusted_but_k);
+    fn the_same_lockfile_keeps_every_signer_it_was_applied_with() {
+        let h = next_history(&[record(50, &["A"])], &[], record(50, &["K"]));
+        assert_eq!(h.len(), 1);
+        let keys: Vec<&str> = h[0].signers.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["A", "K"]);
+        let f = floor(&status(h), 1, |signers, needed| {
+            signers.iter().filter(|s| s.key != "K").count() >= needed
+        });
         assert_eq!(f.floor, Some(id(50)));
         assert!(f.released.is_empty(), "{:?}", f.released);
+    }
+
+    /// Regression (second review): with one record per signer set, commits of the applied
+    /// lockfile with K and each pair of five honest signatures (threshold 3) made ten records
+    /// and pushed the honest one out; revoking K then left no floor at all.
+    #[test]
+    fn subsets_of_the_honest_signatures_cannot_flush_the_history() {
+        let mut honest = record(50, &["A", "B", "C", "D", "E"]);
+        honest.threshold = 3;
+        let mut h = vec![record(40, &["A", "B", "C"]), honest];
+        let names = ["A", "B", "C", "D", "E"];
+        for (i, x) in names.iter().enumerate() {
+            for y in &names[i + 1..] {
+                let mut variant = record(50, &["K", x, y]);
+                variant.threshold = 3;
+                h = next_history(&h, &[], variant);
+            }
+        }
+        assert_eq!(h.len(), 2, "{h:?}");
+        let f = floor(&status(h), 3, |signers, needed| {
+            signers.iter().filter(|s| s.key != "K").count() >= needed
+        });
+        assert_eq!(f.floor, Some(id(50)));
     }
 
     #[test]
@@ -301,7 +343,7 @@ mod tests {
             applied_lockfile_sha256: Some(sha(4)),
             ..Default::default()
         };
-        assert_eq!(floor(&s, 1, |_| 0).floor, Some(id(4)));
+        assert_eq!(floor(&s, 1, |_, _| false).floor, Some(id(4)));
         assert_eq!(
             floor(&LockstepSyncStatus::default(), 1, all),
             RollbackFloor::default()

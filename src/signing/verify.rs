@@ -408,18 +408,21 @@ fn check(
     })
 }
 
-/// How many distinct approvals signers recorded when a lockfile was verified (each key's
-/// `SHA256:…` fingerprint with the principals that admitted it then) still give under
-/// `trust`: counted as [`verify`] counts them, over the signers whose key a line still lists
-/// for namespace `lockstep`, whatever the time. A `valid-before` that has passed stops a key
-/// from approving new lockfiles, it does not take back what the key approved; removing its
-/// line does. The principals are the recorded ones, so a line added or changed since cannot
-/// merge approvals that were distinct.
-pub fn standing_approvals<'s>(
+/// Whether signers recorded when a lockfile was verified (each key's `SHA256:…` fingerprint
+/// with the principals that admitted it then) still give `needed` distinct approvals under
+/// `trust`: among the signers whose key a line still lists for namespace `lockstep`,
+/// whatever the time, `needed` that share no key and no principal — which is what [`verify`]
+/// counts (`needed` groups have `needed` such representatives, and back). A `valid-before`
+/// that has passed stops a key from approving new lockfiles, it does not take back what the
+/// key approved; removing its line does. The principals are the recorded ones, so a line
+/// added or changed since cannot merge approvals that were distinct; and more signers never
+/// make it false (a signer naming two others' principals does not undo their approvals).
+pub fn approvals_stand<'s>(
     signers: impl IntoIterator<Item = (&'s str, &'s [String])>,
     trust: &AllowedSigners,
-) -> usize {
-    let standing: Vec<SignerReport> = signers
+    needed: usize,
+) -> bool {
+    let listed: Vec<(&str, &[String])> = signers
         .into_iter()
         .filter(|(fingerprint, _)| {
             trust
@@ -427,14 +430,32 @@ pub fn standing_approvals<'s>(
                 .iter()
                 .any(|t| t.fingerprint() == *fingerprint && t.allows_namespace(NAMESPACE))
         })
-        .map(|(fingerprint, principals)| SignerReport {
-            file: String::new(),
-            fingerprint: fingerprint.to_owned(),
-            principals: principals.to_vec(),
-            lines: Vec::new(),
-        })
         .collect();
-    distinct_approvals(&standing)
+    fn unrelated(a: (&str, &[String]), b: (&str, &[String])) -> bool {
+        a.0 != b.0 && !a.1.iter().any(|p| b.1.contains(p))
+    }
+    // Backtracking over a handful of signers: pick `needed` pairwise unrelated ones.
+    fn pick<'a>(
+        listed: &[(&'a str, &'a [String])],
+        from: usize,
+        chosen: &mut Vec<(&'a str, &'a [String])>,
+        needed: usize,
+    ) -> bool {
+        if chosen.len() == needed {
+            return true;
+        }
+        for i in from..listed.len() {
+            if chosen.iter().all(|c| unrelated(*c, listed[i])) {
+                chosen.push(listed[i]);
+                if pick(listed, i + 1, chosen, needed) {
+                    return true;
+                }
+                chosen.pop();
+            }
+        }
+        false
+    }
+    pick(&listed, 0, &mut Vec::new(), needed)
 }
 
 /// Counts groups of signers connected by a shared key or a shared principal (union-find):
@@ -711,7 +732,7 @@ mod tests {
     }
 
     #[test]
-    fn standing_approvals_count_recorded_signers_whose_keys_are_still_listed() {
+    fn approvals_stand_for_recorded_signers_whose_keys_are_still_listed() {
         let (alice, bob, carol, dave) = (key("a"), key("b"), key("c"), key("d"));
         let recorded = |k: &SigningKey, principal: &str| (k.fingerprint(), vec![principal.into()]);
         let signers = [
@@ -720,11 +741,18 @@ mod tests {
             recorded(&carol, "alice@example.com"),
             recorded(&dave, "dave@example.com"),
         ];
+        // The most approvals that still stand.
         let count = |signers: &[(String, Vec<String>)], trust: &AllowedSigners| {
-            standing_approvals(
-                signers.iter().map(|(k, p)| (k.as_str(), p.as_slice())),
-                trust,
-            )
+            (0..=signers.len())
+                .rev()
+                .find(|&n| {
+                    approvals_stand(
+                        signers.iter().map(|(k, p)| (k.as_str(), p.as_slice())),
+                        trust,
+                        n,
+                    )
+                })
+                .unwrap()
         };
         let trust = trust(&[
             line("alice@example.com", "", &alice),
@@ -741,11 +769,31 @@ mod tests {
         assert_eq!(count(&[("SHA256:gone".into(), vec![])], &trust), 0);
     }
 
+    /// A signer whose principals bridge two others does not undo their approvals.
+    #[test]
+    fn a_bridging_signer_does_not_undo_approvals() {
+        let (a, b, k) = (key("a"), key("b"), key("k"));
+        let trust = trust(&[
+            line("alice", "", &a),
+            line("bob", "", &b),
+            line("alice,bob", "", &k),
+        ]);
+        let p = |s: &str| vec![s.to_owned()];
+        let signers = [
+            (a.fingerprint(), p("alice")),
+            (b.fingerprint(), p("bob")),
+            (k.fingerprint(), vec!["alice".to_owned(), "bob".to_owned()]),
+        ];
+        let iter = || signers.iter().map(|(f, p)| (f.as_str(), p.as_slice()));
+        assert!(approvals_stand(iter(), &trust, 2));
+        assert!(!approvals_stand(iter(), &trust, 3));
+    }
+
     /// Regression (review): counting with the principals of every line listing a key — an
     /// expired line naming another person included — merged two approvals that verify had
     /// counted apart, so a record released itself with the trust file unchanged.
     #[test]
-    fn standing_approvals_of_a_verified_lockfile_equal_its_approvals() {
+    fn the_approvals_of_a_verified_lockfile_stand_as_verified() {
         let (a, b) = (key("a"), key("b"));
         let trust = trust(&[
             line("bob", "valid-before=\"20200101\"", &a),
@@ -755,14 +803,14 @@ mod tests {
         let files = [sig("a", &a, LOCK), sig("b", &b, LOCK)];
         let verified = verify(LOCK, &files, &trust, now(), 2).unwrap();
         assert_eq!(verified.approvals(), 2);
-        let standing = standing_approvals(
+        let recorded = || {
             verified
                 .signers()
                 .iter()
-                .map(|s| (s.fingerprint.as_str(), s.principals.as_slice())),
-            &trust,
-        );
-        assert_eq!(standing, 2);
+                .map(|s| (s.fingerprint.as_str(), s.principals.as_slice()))
+        };
+        assert!(approvals_stand(recorded(), &trust, 2));
+        assert!(!approvals_stand(recorded(), &trust, 3));
     }
 
     #[test]

@@ -843,7 +843,10 @@ impl std::fmt::Debug for HttpCredentials {
 /// Where fetched refs are kept in the cache repository, apart from anything else.
 const FETCHED_REFS: &str = "refs/lockstep";
 
-/// How long one fetch may take, from connecting to the last byte of the pack.
+/// How long one fetch may take, from connecting to the last byte of the pack: ssh is killed
+/// at it, receiving a pack is interrupted at it, and each HTTP request also times out after
+/// 30 s without an answer. (The unauthenticated `git://` protocol has no read timeout of its
+/// own in gix: prefer HTTPS or SSH.)
 pub const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)

@@ -196,20 +196,25 @@ fn ecdsa_and_pem_format_deploy_keys_work_and_a_passphrase_is_refused_up_front() 
         )
         .unwrap_or_else(|e| panic!("{name}: {}\nsshd: {}", render(&e), sshd.log()));
     }
-    let (identity, public) = ssh_keygen(tmp.path(), "locked", &["-t", "ed25519", "-N", "secret"]);
-    sshd.authorize(&public);
-    let credentials = GitCredentials::Ssh(SshCredentials {
-        identity: identity.into(),
-        known_hosts: sshd.known_hosts(),
-    });
-    let err = fetch(
-        &tmp.path().join("cache-locked"),
-        &url,
-        FetchRef::Branch("main"),
-        Some(&credentials),
-    )
-    .unwrap_err();
-    assert!(render(&err).contains("passphrase"), "{}", render(&err));
+    // Passphrase-protected, of a type ssh-key decodes and of one it does not: refused
+    // before connecting, as a problem of the Secret (not a transient Git error).
+    for (name, kind) in [("locked", "ed25519"), ("locked_ecdsa", "ecdsa")] {
+        let (identity, public) = ssh_keygen(tmp.path(), name, &["-t", kind, "-N", "secret"]);
+        sshd.authorize(&public);
+        let credentials = GitCredentials::Ssh(SshCredentials {
+            identity: identity.into(),
+            known_hosts: sshd.known_hosts(),
+        });
+        let err = fetch(
+            &tmp.path().join(format!("cache-{name}")),
+            &url,
+            FetchRef::Branch("main"),
+            Some(&credentials),
+        )
+        .unwrap_err();
+        assert!(matches!(err, GitError::Ssh(_)), "{name}: {}", render(&err));
+        assert!(render(&err).contains("passphrase"), "{}", render(&err));
+    }
 }
 
 /// Regression (review): the deadline covered receiving the pack only; a server that

@@ -61,22 +61,47 @@ pub fn is_ssh_url(url: &str) -> bool {
     gix::url::parse(gix::bstr::BStr::new(url)).is_ok_and(|u| u.scheme == gix::url::Scheme::Ssh)
 }
 
-/// Check the key text before ssh sees it: a private key, and not one that needs a
-/// passphrase (nothing could type it). Keys ssh-key cannot decode (ECDSA, PEM-format RSA)
-/// are left to ssh, which says what it thinks of them.
+/// Check the key text before ssh sees it: one armored private key, and not one that needs
+/// a passphrase (nothing could type it; a bad Secret must fail once, not be retried against
+/// the Git host). For the OpenSSH format the cipher is read from the key's header, whatever
+/// its type; the rest of the key is for ssh to judge.
 fn check_identity(text: &str) -> Result<(), SshError> {
-    if !(text.starts_with("-----BEGIN ") && text.contains(" PRIVATE KEY-----")) {
-        return Err(SshError::BadIdentity(
-            "no -----BEGIN … PRIVATE KEY----- armor".into(),
-        ));
+    const OPENSSH_BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+    const OPENSSH_END: &str = "-----END OPENSSH PRIVATE KEY-----";
+    let bad = |why: &str| Err(SshError::BadIdentity(why.to_owned()));
+    if let Some(rest) = text.strip_prefix(OPENSSH_BEGIN) {
+        let Some(body) = rest.trim_end().strip_suffix(OPENSSH_END) else {
+            return bad("no -----END OPENSSH PRIVATE KEY----- line at the end");
+        };
+        let body: String = body.split_whitespace().collect();
+        use ssh_key::encoding::base64::{Base64, Encoding as _};
+        let Ok(bytes) = Base64::decode_vec(&body) else {
+            return bad("the OpenSSH key is not valid base64");
+        };
+        // "openssh-key-v1\0", then the cipher name as an SSH string.
+        let Some(rest) = bytes.strip_prefix(b"openssh-key-v1\0") else {
+            return bad("not an openssh-key-v1 key");
+        };
+        let cipher = rest
+            .get(..4)
+            .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+            .and_then(|n| rest.get(4..4 + n));
+        return match cipher {
+            Some(b"none") => Ok(()),
+            Some(_) => Err(SshError::EncryptedIdentity),
+            None => bad("the OpenSSH key header is cut short"),
+        };
     }
-    let encrypted = if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
-        ssh_key::PrivateKey::from_openssh(text).is_ok_and(|key| key.is_encrypted())
-    } else {
-        // PEM: `Proc-Type: 4,ENCRYPTED`, or PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`.
-        text.contains("ENCRYPTED")
-    };
-    if encrypted {
+    let pem = text.starts_with("-----BEGIN ")
+        && text
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(" PRIVATE KEY-----"));
+    if !pem {
+        return bad("no -----BEGIN … PRIVATE KEY----- armor at the start");
+    }
+    // PEM: `Proc-Type: 4,ENCRYPTED`, or PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`.
+    if text.contains("ENCRYPTED") {
         return Err(SshError::EncryptedIdentity);
     }
     Ok(())
@@ -171,7 +196,10 @@ impl SshSession {
     pub fn command(&self, limit: Duration) -> String {
         let path = |name: &str| quote(&self.dir.path().join(name));
         [
-            format!("exec timeout --kill-after=5 {}", limit.as_secs().max(1)),
+            format!(
+                "exec timeout --kill-after=5 {}",
+                (limit.as_secs() + u64::from(limit.subsec_nanos() > 0)).max(1)
+            ),
             "ssh -F /dev/null".to_owned(),
             format!("-i {}", path("identity")),
             "-o IdentitiesOnly=yes -o IdentityAgent=none".to_owned(),
@@ -301,6 +329,22 @@ mod tests {
             SshSession::new(&not_a_key, parent.path()),
             Err(SshError::BadIdentity(_))
         ));
+        for junk in [
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n!!!\n-----END OPENSSH PRIVATE KEY-----\n",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
+            "text first\n-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        ] {
+            let mut c = credentials();
+            c.identity = junk.to_owned().into();
+            assert!(
+                matches!(
+                    SshSession::new(&c, parent.path()),
+                    Err(SshError::BadIdentity(_))
+                ),
+                "{junk}"
+            );
+        }
         for encrypted in [
             "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
