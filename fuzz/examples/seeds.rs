@@ -18,8 +18,8 @@ use lockstep::lockfile::Lockfile;
 use lockstep::manifest::scan_file;
 use lockstep::model::Digest;
 use lockstep::resolve::{OCI_INDEX, PlatformDigest, Resolved};
-use lockstep::source::{self, SourceFiles};
-use lockstep_fuzz::{fuzz_key, scan_config, signed};
+use lockstep::source;
+use lockstep_fuzz::{fuzz_key, pinned_fixtures, scan_config, signed};
 
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -134,30 +134,4 @@ fn main() {
     lockstep::signing::AllowedSigners::parse(&text, "seed").unwrap();
     write("allowed_signers", "options", text.as_bytes());
     println!("seeds written to {}", seeds.display());
-}
-
-/// The fixture manifests with every `REGISTRY/…` image pinned to `digest` on the real
-/// registry `registry.example` (tests/it/tamper.rs's `pinned_fixtures`).
-fn pinned_fixtures(root: &Path, digest: &Digest) -> SourceFiles {
-    let mut files = source::fs::read_dir(root).unwrap();
-    for bytes in files.files.values_mut() {
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        let mut out = String::new();
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find("REGISTRY/") {
-            out.push_str(&rest[..i]);
-            let tail = &rest[i..];
-            let end = tail
-                .find(|c: char| c == '"' || c == '\'' || c.is_whitespace() || c == ',' || c == '}')
-                .unwrap();
-            out.push_str(&format!(
-                "registry.example{}@{digest}",
-                &tail["REGISTRY".len()..end]
-            ));
-            rest = &tail[end..];
-        }
-        out.push_str(rest);
-        *bytes = out.into_bytes();
-    }
-    files
 }

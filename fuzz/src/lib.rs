@@ -1,18 +1,48 @@
-//! What the fuzz targets share: the invariants of `tests/it/fuzz.rs` (lockstep's proptest
-//! fuzzing), as panics so libFuzzer reports a violation as a crash, and the fixed inputs
-//! (scan config, signing key, message, trust) the targets check against.
+//! The fuzzing invariants, as panics — one copy for both fuzzers: the libFuzzer targets
+//! here (a panic is a crash) and the proptest targets of `tests/it/fuzz.rs`, which include
+//! this file as a module (proptest catches the panic and shrinks the case) — and the fixed
+//! inputs (scan config, signing key, message, trust, pinned fixtures) they check against.
 //!
 //! Property of every target: the parser never panics and answers `Ok` or an `Err` that
 //! renders; where there is a round trip (`ImageRef` Display → parse, lockfile `to_bytes` →
 //! parse) it holds; a signature verifies only if it is the genuine one.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
 use lockstep::lockfile::Lockfile;
 use lockstep::manifest::{ScanConfig, scan_file};
-use lockstep::model::ImageRef;
+use lockstep::model::{Digest, ImageRef};
 use lockstep::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
+use lockstep::source::{self, SourceFiles};
+
+/// The fixture manifests under `root` (fixtures/manifests) with every placeholder image
+/// (`REGISTRY/<repo>:<tag>`) pinned to `digest` under `registry.example`: realistic, fully
+/// pinned input without a registry.
+pub fn pinned_fixtures(root: &Path, digest: &Digest) -> SourceFiles {
+    let mut files = source::fs::read_dir(root).unwrap();
+    for bytes in files.files.values_mut() {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("REGISTRY/") {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| c == '"' || c == '\'' || c.is_whitespace() || c == ',' || c == '}')
+                .unwrap();
+            out.push_str(&format!(
+                "registry.example{}@{digest}",
+                &tail["REGISTRY".len()..end]
+            ));
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        *bytes = out.into_bytes();
+    }
+    files
+}
 
 /// An error must render, with its causes: what a user would see.
 pub fn render(e: &dyn std::error::Error) -> String {

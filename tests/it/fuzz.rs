@@ -1,7 +1,10 @@
-//! Fuzzing the five input parsers with proptest (cargo-fuzz needs a nightly toolchain with
-//! `cargo fuzz`, which this project's machines lack). Property of every target: the parser
-//! never panics and answers `Ok` or an `Err` that renders; where there is a round trip
-//! (`ImageRef` Display → parse, lockfile `to_bytes` → parse) it holds.
+//! Fuzzing the five input parsers with proptest, in every test run (scripts/fuzz runs the
+//! coverage-guided cargo-fuzz targets for longer). The invariants are the cargo-fuzz
+//! targets' own (`fuzz/src/lib.rs`, included as `crate::invariants`): the parser never
+//! panics and answers `Ok` or an `Err` that renders; where there is a round trip
+//! (`ImageRef` Display → parse, lockfile `to_bytes` → parse) it holds; a signature verifies
+//! only if it is the genuine one. They panic on a violation; proptest catches the panic and
+//! shrinks the case.
 //!
 //! In CI each target runs `CI_CASES` cases from a fixed seed. `LOCKSTEP_FUZZ_SECONDS=N` makes
 //! each target run rounds from fresh seeds until N seconds have passed, printing the seeds
@@ -12,12 +15,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use lockstep::lockfile::Lockfile;
-use lockstep::manifest::{ScanConfig, scan_file};
-use lockstep::model::ImageRef;
-use lockstep::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
+use lockstep::manifest::scan_file;
+use lockstep::signing::{AllowedSigners, SigningKey};
 use lockstep::source;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+
+use crate::invariants::{
+    armor, check_lockfile, check_ref, check_scan, check_signature, check_signers, scan_config,
+    signed,
+};
 
 /// Cases per target in an ordinary test run: a few seconds for all five together.
 const CI_CASES: u32 = 256;
@@ -26,7 +33,7 @@ const ROUND_CASES: u32 = 512;
 
 /// Runs `test` over `strategy`: `CI_CASES` cases from a seed fixed by `name`, or, with
 /// `LOCKSTEP_FUZZ_SECONDS`, rounds from fresh seeds until the time is spent.
-fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value))
 where
     S::Value: std::fmt::Debug,
 {
@@ -65,13 +72,8 @@ where
     );
 }
 
-fn run_round<S: Strategy>(
-    name: &str,
-    strategy: &S,
-    test: &impl Fn(S::Value) -> Result<(), TestCaseError>,
-    seed: u64,
-    cases: u32,
-) where
+fn run_round<S: Strategy>(name: &str, strategy: &S, test: &impl Fn(S::Value), seed: u64, cases: u32)
+where
     S::Value: std::fmt::Debug,
 {
     let mut bytes = [0u8; 32];
@@ -83,25 +85,16 @@ fn run_round<S: Strategy>(
     };
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    match runner.run(strategy, test) {
+    match runner.run(strategy, |value| {
+        test(value);
+        Ok(())
+    }) {
         Ok(()) => {}
         Err(TestError::Fail(reason, input)) => {
             panic!("fuzz {name}, seed {seed:#x}: {reason}\nminimal input: {input:#?}")
         }
         Err(TestError::Abort(reason)) => panic!("fuzz {name}, seed {seed:#x}: aborted: {reason}"),
     }
-}
-
-/// An error must render, with its causes: what a user would see.
-pub(crate) fn render(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// A mutation of a byte string: positions are taken modulo its length when applied.
@@ -256,14 +249,6 @@ const YAML_TOKENS: &[&str] = &[
     "%",
 ];
 
-fn scan_config() -> &'static ScanConfig {
-    static CONFIG: OnceLock<ScanConfig> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let text = std::fs::read_to_string(fixtures().join("lockstep.toml")).unwrap();
-        ScanConfig::parse(&text, "lockstep.toml").unwrap()
-    })
-}
-
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifests")
 }
@@ -292,20 +277,6 @@ fn manifest_fixtures() -> &'static [(String, Vec<u8>)] {
         assert!(uses >= 10, "the unmutated fixtures have image uses: {uses}");
         out
     })
-}
-
-fn check_scan(file: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
-    match scan_file(file, bytes, scan_config()) {
-        Ok(scan) => {
-            for u in &scan.uses {
-                // Every use points at bytes of the file.
-                prop_assert!(u.span.start <= u.span.end && u.span.end <= bytes.len());
-                prop_assert!(u.line >= 1 && u.column >= 1);
-            }
-        }
-        Err(e) => prop_assert!(!render(&e).is_empty()),
-    }
-    Ok(())
 }
 
 #[test]
@@ -376,25 +347,6 @@ const REF_TOKENS: &[&str] = &[
     "0123456789abcdef0123456789abcdef",
     "ABCDEF",
 ];
-
-fn check_ref(written: &str) -> Result<(), TestCaseError> {
-    match ImageRef::parse(written) {
-        Ok(r) => {
-            let shown = r.to_string();
-            let again = ImageRef::parse(&shown);
-            prop_assert_eq!(
-                again.as_ref().ok(),
-                Some(&r),
-                "{:?} shown as {:?}",
-                written,
-                shown
-            );
-            prop_assert_eq!(again.unwrap().to_string(), shown);
-        }
-        Err(e) => prop_assert!(!render(&e).is_empty()),
-    }
-    Ok(())
-}
 
 #[test]
 fn image_ref() {
@@ -469,18 +421,6 @@ fn real_lockfile() -> &'static [u8] {
     })
 }
 
-fn check_lockfile(bytes: &[u8]) -> Result<(), TestCaseError> {
-    match Lockfile::parse_unverified(bytes) {
-        Ok(lock) => {
-            // What parses, serializes to bytes that parse to the same lockfile.
-            let again = Lockfile::parse_unverified(&lock.to_bytes());
-            prop_assert_eq!(again.as_ref().ok(), Some(&lock));
-        }
-        Err(e) => prop_assert!(!render(&e).is_empty()),
-    }
-    Ok(())
-}
-
 #[test]
 fn lockfile_arbitrary() {
     let strategy = prop_oneof![
@@ -502,109 +442,6 @@ fn lockfile_mutated() {
 }
 
 // ---- the SSHSIG parser ----
-
-const MESSAGE: &[u8] = b"version = 1\ngeneration = 1\n";
-
-struct Signed {
-    trust: AllowedSigners,
-    armored: String,
-    /// The SSHSIG blob inside the armor.
-    blob: Vec<u8>,
-}
-
-fn signed() -> &'static Signed {
-    static SIGNED: OnceLock<Signed> = OnceLock::new();
-    SIGNED.get_or_init(|| {
-        let key = SigningKey::generate("ci@example.com").unwrap();
-        let line = key.allowed_signers_line("ci@example.com");
-        let trust = AllowedSigners::parse(&line, "trust").unwrap();
-        let armored = key.sign(MESSAGE).unwrap();
-        let body: String = armored
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
-        let blob = base64_decode(&body);
-        assert_eq!(&blob[..6], b"SSHSIG");
-        Signed {
-            trust,
-            armored,
-            blob,
-        }
-    })
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-        for _ in chunk.len()..3 {
-            out.push('=');
-        }
-    }
-    out
-}
-
-/// The armor OpenSSH writes around an SSHSIG blob: 70-column base64 lines.
-fn armor(blob: &[u8]) -> Vec<u8> {
-    let b64 = base64_encode(blob);
-    let mut out = String::from("-----BEGIN SSH SIGNATURE-----\n");
-    for line in b64.as_bytes().chunks(70) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END SSH SIGNATURE-----\n");
-    out.into_bytes()
-}
-
-fn check_signature(armored: Vec<u8>) -> Result<(), TestCaseError> {
-    let s = signed();
-    let unchanged = armored == s.armored.as_bytes();
-    let files = [SignatureFile {
-        name: "lockstep.lock.fuzz.sig".to_owned(),
-        armored,
-    }];
-    let at = Timestamp::from_second(1_800_000_000).unwrap();
-    match verify(MESSAGE, &files, &s.trust, at, 1) {
-        Ok(v) => {
-            prop_assert_eq!(v.approvals(), 1);
-            // One signature, one file: the genuine bytes, or them checked out with CRLF.
-            let crlf = s.armored.replace('\n', "\r\n");
-            prop_assert!(
-                unchanged || files[0].armored == crlf.as_bytes(),
-                "accepted another encoding of the genuine signature: {:?}",
-                String::from_utf8_lossy(&files[0].armored)
-            );
-        }
-        Err(e) => {
-            prop_assert!(!unchanged, "the real signature verifies: {}", render(&e));
-            prop_assert!(!render(&e).is_empty());
-        }
-    }
-    Ok(())
-}
 
 const ARMOR_TOKENS: &[&str] = &[
     "-----BEGIN SSH SIGNATURE-----\n",
@@ -689,22 +526,6 @@ const SIGNERS_TOKENS: &[&str] = &[
     "é",
     "\\",
 ];
-
-fn check_signers(text: &str) -> Result<(), TestCaseError> {
-    match AllowedSigners::parse(text, "fuzz_signers") {
-        Ok(signers) => {
-            let lines = text.lines().count();
-            prop_assert!(signers.keys().len() + signers.skipped().len() <= lines);
-            for key in signers.keys() {
-                prop_assert!(key.line() >= 1 && key.line() <= lines);
-                prop_assert!(!key.principals().is_empty());
-            }
-            let _ = signers.notices();
-        }
-        Err(e) => prop_assert!(!render(&e).is_empty()),
-    }
-    Ok(())
-}
 
 #[test]
 fn allowed_signers_arbitrary() {

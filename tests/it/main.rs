@@ -7,6 +7,10 @@ mod fuzz;
 mod git;
 mod harness;
 mod images;
+/// The fuzzing invariants and fixed inputs, shared with the cargo-fuzz targets.
+#[allow(dead_code)]
+#[path = "../../fuzz/src/lib.rs"]
+mod invariants;
 mod manifest;
 mod mirror;
 mod reconcile;

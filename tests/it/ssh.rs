@@ -9,8 +9,8 @@ use lockstep::source::git::{
     read_commit,
 };
 
-use crate::fuzz::render;
 use crate::harness::TestSshd;
+use crate::invariants::render;
 use crate::reconcile::git_fixture;
 
 fn credentials(sshd: &TestSshd) -> GitCredentials {

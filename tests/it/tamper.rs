@@ -7,6 +7,8 @@ use jiff::Timestamp;
 use lockstep::lockfile::Lockfile;
 use lockstep::signing::{AllowedSigners, SigningKey};
 use lockstep::source::{self, SourceFiles};
+
+use crate::invariants;
 use lockstep::verify::{TrustPolicy, scan_dir, verify_dir};
 
 const MUTATIONS: usize = 10_000;
@@ -27,31 +29,12 @@ impl Rng {
     }
 }
 
-/// The fixture manifests with every placeholder image (`REGISTRY/<repo>:<tag>`) pinned to
-/// `digest` under `registry.example`: realistic, fully pinned input without a registry.
+/// The fixture manifests, every image pinned to `digest` (see [`invariants::pinned_fixtures`]).
 pub fn pinned_fixtures(digest: &lockstep::model::Digest) -> SourceFiles {
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifests"));
-    let mut files = source::fs::read_dir(root).unwrap();
-    for bytes in files.files.values_mut() {
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        let mut out = String::new();
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find("REGISTRY/") {
-            out.push_str(&rest[..i]);
-            let tail = &rest[i..];
-            let end = tail
-                .find(|c: char| c == '"' || c == '\'' || c.is_whitespace() || c == ',' || c == '}')
-                .unwrap();
-            out.push_str(&format!(
-                "registry.example{}@{digest}",
-                &tail["REGISTRY".len()..end]
-            ));
-            rest = &tail[end..];
-        }
-        out.push_str(rest);
-        *bytes = out.into_bytes();
-    }
-    files
+    invariants::pinned_fixtures(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifests")),
+        digest,
+    )
 }
 
 /// The fixture manifests, pinned (every image gets a digest), locked and signed.
