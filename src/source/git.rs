@@ -876,24 +876,8 @@ pub fn fetch_within(
     use gix::remote::Direction;
 
     let mut repo = open_cache(cache)?;
-    let (http, ssh_session) = match (ssh::is_ssh_url(url), credentials) {
-        (true, Some(GitCredentials::Ssh(ssh))) => {
-            let parent = cache.parent().unwrap_or(cache);
-            let session = ssh::SshSession::new(ssh, parent).map_err(GitError::Ssh)?;
-            let setup_error = || gix_error(format!("cannot set up ssh for {url}"));
-            let mut config = repo.config_snapshot_mut();
-            config
-                .set_value(
-                    &gix::config::tree::Core::SSH_COMMAND,
-                    session.command(deadline).as_str(),
-                )
-                .map_err(setup_error())?;
-            config
-                .set_value(&gix::config::tree::Ssh::VARIANT, "ssh")
-                .map_err(setup_error())?;
-            config.commit().map_err(setup_error())?;
-            (None, Some(session))
-        }
+    let (http, ssh_key) = match (ssh::is_ssh_url(url), credentials) {
+        (true, Some(GitCredentials::Ssh(key))) => (None, Some(key)),
         (true, _) => {
             return Err(GitError::SshNeedsKey {
                 url: url.to_owned(),
@@ -913,6 +897,27 @@ pub fn fetch_within(
             return commit_of(&repo, object.id, id);
         }
     }
+    // The key files exist only while a transfer needs them.
+    let ssh_session = match ssh_key {
+        Some(key) => {
+            let parent = cache.parent().unwrap_or(cache);
+            let session = ssh::SshSession::new(key, parent).map_err(GitError::Ssh)?;
+            let setup_error = || gix_error(format!("cannot set up ssh for {url}"));
+            let mut config = repo.config_snapshot_mut();
+            config
+                .set_value(
+                    &gix::config::tree::Core::SSH_COMMAND,
+                    session.command(deadline).as_str(),
+                )
+                .map_err(setup_error())?;
+            config
+                .set_value(&gix::config::tree::Ssh::VARIANT, "ssh")
+                .map_err(setup_error())?;
+            config.commit().map_err(setup_error())?;
+            Some(session)
+        }
+        None => None,
+    };
     let (refspecs, what): (Vec<String>, String) = match wanted {
         FetchRef::Branch(name) => {
             check_ref_name("branch", name)?;
