@@ -111,18 +111,21 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The finding when the files are not the ones the lockfile binds (hashes only: checked
+/// before anything is parsed).
+pub fn binding_finding(lock: &Lockfile, binding: &ManifestBinding) -> Option<Finding> {
+    (*binding != lock.manifests).then(|| Finding::BindingMismatch {
+        locked_digest: lock.manifests.digest.to_string(),
+        locked_files: lock.manifests.files,
+        actual_digest: binding.digest.to_string(),
+        actual_files: binding.files,
+    })
+}
+
 /// Everything wrong with `uses` (every image found in the bound files) and `binding` (computed
 /// from those files) against `lock`. Empty means the directory is exactly what was locked.
 pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    if *binding != lock.manifests {
-        findings.push(Finding::BindingMismatch {
-            locked_digest: lock.manifests.digest.to_string(),
-            locked_files: lock.manifests.files,
-            actual_digest: binding.digest.to_string(),
-            actual_files: binding.files,
-        });
-    }
+    let mut findings: Vec<Finding> = binding_finding(lock, binding).into_iter().collect();
     let mut used = BTreeSet::new();
     for u in uses {
         let object = u.object.to_string();

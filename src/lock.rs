@@ -462,8 +462,10 @@ mod tests {
         let uses = uses(&crate::model::pin_written("r.example/app:1.0", &d));
         let scan = ScannedDir {
             uses,
+            objects: Vec::new(),
             notices: Vec::new(),
             binding: previous.manifests.clone(),
+            config: Default::default(),
         };
         let now = Timestamp::from_second(86_400).unwrap();
         let next = refreshed(&previous, &scan, now, SignedDuration::from_hours(1)).unwrap();

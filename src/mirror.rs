@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::lockfile::Lockfile;
 use crate::manifest::rewrite::{Edit, RewriteError, rewrite};
+use crate::manifest::{DecodedObject, ScanError, scan_file};
 use crate::model::{Digest, ImageRef};
 use crate::resolve::{Progress, ResolveError, ResolveFailures, run_all};
 use crate::verify::VerifiedDir;
@@ -35,6 +36,8 @@ pub enum MirrorError {
     },
     #[error("cannot point the manifests at the mirror")]
     Rewrite(#[source] RewriteError),
+    #[error("the manifests pointed at the mirror cannot be read back")]
+    Reread(#[source] ScanError),
 }
 
 /// Where copies go: a registry host and an optional path prefix inside it.
@@ -152,6 +155,21 @@ pub fn manifests_from_mirror<'a>(
             None => Ok((path, bytes.to_vec())),
         })
         .collect()
+}
+
+/// The verified objects with every image pointed at its copy under `target` (see
+/// [`manifests_from_mirror`]): the rewritten files read back with the same reader and the same
+/// `lockstep.toml`, so only the image strings differ from what was verified.
+pub fn objects_from_mirror(
+    verified: &VerifiedDir<'_>,
+    target: &MirrorTarget,
+) -> Result<Vec<DecodedObject>, MirrorError> {
+    let mut objects = Vec::new();
+    for (path, bytes) in manifests_from_mirror(verified, target)? {
+        let scan = scan_file(path, &bytes, &verified.scan().config).map_err(MirrorError::Reread)?;
+        objects.extend(scan.objects);
+    }
+    Ok(objects)
 }
 
 /// One image to copy: a pinned digest from its repository to its mirror repository.

@@ -1,6 +1,9 @@
 //! Verification, the one path shared by `verify`, `render` and the reconciler:
-//! bytes → signatures checked against trusted keys → lockfile parsed → manifests scanned →
-//! the verdict of [`crate::check`]. Pure: the caller reads the files (work tree or Git).
+//! bytes → signatures checked against trusted keys → lockfile parsed → the binding checked
+//! (hashes only) → manifests read once ([`crate::manifest::scan`]) → the verdict of
+//! [`crate::check`]. Nothing an attacker may have added is parsed before the signatures and
+//! the binding say the bytes are the signed ones. Pure: the caller reads the files (work tree
+//! or Git).
 //!
 //! A [`VerifiedDir`] can only be made by [`verify_dir`], so "render or apply something
 //! unverified" does not compile.
@@ -10,7 +13,7 @@ use jiff::Timestamp;
 use crate::check::{Finding, check};
 use crate::lockfile::{self, Lockfile, LockfileError, ManifestBinding};
 use crate::manifest::config::{ConfigError, ScanConfig};
-use crate::manifest::scan::{FileScan, Notice, ScanError, scan_file};
+use crate::manifest::scan::{DecodedObject, FileScan, Notice, NoticeReason, ScanError, scan_file};
 use crate::model::ImageUse;
 use crate::signing::{self, AllowedSigners, SignatureFile, SignerReport};
 use crate::source::SourceFiles;
@@ -26,14 +29,21 @@ pub struct TrustPolicy<'t> {
     /// When set, the lockfile must record exactly this environment. When unset, any
     /// lockfile (bound to an environment or not) passes: binding is opt-in per verifier.
     pub environment: Option<&'t str>,
+    /// Refuse objects of kinds lockstep has no image paths for that hold `image` fields
+    /// (otherwise they pass with a notice).
+    pub strict: bool,
 }
 
-/// Every image in a directory, and the binding of its files.
+/// Every object and image in a directory, and the binding of its files.
 #[derive(Debug, Clone)]
 pub struct ScannedDir {
     pub uses: Vec<ImageUse>,
+    /// Every object, decoded once: what `render` prints and the reconciler applies.
+    pub objects: Vec<DecodedObject>,
     pub notices: Vec<Notice>,
     pub binding: ManifestBinding,
+    /// The directory's `lockstep.toml` (or the default), as the manifests were read with it.
+    pub config: ScanConfig,
 }
 
 /// Scanning failed; every file's problem is listed.
@@ -93,12 +103,14 @@ pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
         None => ScanConfig::default(),
     };
     let mut uses = Vec::new();
+    let mut objects = Vec::new();
     let mut notices = Vec::new();
     let mut errors = Vec::new();
     for result in scan_in_parallel(files.manifests().collect(), &config) {
         match result {
             Ok(scan) => {
                 uses.extend(scan.uses);
+                objects.extend(scan.objects);
                 notices.extend(scan.notices);
             }
             Err(e) => errors.push(e),
@@ -118,8 +130,10 @@ pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
     let binding = ManifestBinding::compute(bound_files(files));
     Ok(ScannedDir {
         uses,
+        objects,
         notices,
         binding,
+        config,
     })
 }
 
@@ -187,6 +201,8 @@ pub enum VerifyError {
     },
     #[error("{} problem(s) between the manifests and the signed lockfile:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
     Findings(Vec<Finding>),
+    #[error("{} object(s) hold images lockstep does not pin or check (--strict):\n{}", .0.len(), .0.iter().map(|n| format!("  {n}")).collect::<Vec<_>>().join("\n"))]
+    UnscannedImages(Vec<Notice>),
 }
 
 /// A directory whose lockfile is signed by enough trusted keys and whose every manifest
@@ -223,27 +239,26 @@ impl<'a> VerifiedDir<'a> {
         self.files.manifests()
     }
 
-    /// The verified manifests as one YAML stream, files in path order, each document
-    /// separated by `---`. Byte order marks are dropped (they are only valid at the start
-    /// of a stream).
+    /// The verified objects, decoded once, files in path order, objects in file order.
+    pub fn objects(&self) -> &[DecodedObject] {
+        &self.scan.objects
+    }
+
+    /// The verified objects as a stream any Kubernetes reader reads back as exactly these
+    /// objects: see [`render_objects`].
     pub fn render(&self) -> Vec<u8> {
-        render_stream(self.files.manifests())
+        render_objects(self.objects())
     }
 }
 
-/// Manifest files as one YAML stream (see [`VerifiedDir::render`]).
-pub fn render_stream<'b>(files: impl IntoIterator<Item = (&'b str, &'b [u8])>) -> Vec<u8> {
+/// Objects as a JSON stream, one object per line. JSON leaves a reader nothing to interpret
+/// (no comments, tags, anchors or document markers, and no file names in the stream), and
+/// kubectl, Argo CD and Flux read a stream starting with `{` as JSON.
+pub fn render_objects(objects: &[DecodedObject]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (path, bytes) in files {
-        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.extend_from_slice(format!("---\n# Source: {path}\n").as_bytes());
-        out.extend_from_slice(body);
-        if !body.ends_with(b"\n") {
-            out.push(b'\n');
-        }
+    for object in objects {
+        serde_json::to_writer(&mut out, &object.body).expect("JSON values serialize");
+        out.push(b'\n');
     }
     out
 }
@@ -273,10 +288,27 @@ pub fn verify_dir<'a>(
     let lock = Lockfile::from_verified(&verified).map_err(VerifyError::Lockfile)?;
     check_policy(&lock, policy)?;
     let signers = verified.signers().to_vec();
+    // Cost before trust: hashes only, before any file is parsed — an unsigned file cannot
+    // make verification do more than read and hash it.
+    let binding = ManifestBinding::compute(bound_files(files));
+    if let Some(mismatch) = crate::check::binding_finding(&lock, &binding) {
+        return Err(VerifyError::Findings(vec![mismatch]));
+    }
     let scan = scan_dir(files).map_err(VerifyError::Scan)?;
     let findings = check(&lock, &scan.uses, &scan.binding);
     if !findings.is_empty() {
         return Err(VerifyError::Findings(findings));
+    }
+    if policy.strict {
+        let unscanned: Vec<Notice> = scan
+            .notices
+            .iter()
+            .filter(|n| matches!(n.reason, NoticeReason::UnscannedImages { .. }))
+            .cloned()
+            .collect();
+        if !unscanned.is_empty() {
+            return Err(VerifyError::UnscannedImages(unscanned));
+        }
     }
     Ok(VerifiedDir {
         files,
@@ -367,6 +399,7 @@ mod tests {
             at: Timestamp::from_second(at).unwrap(),
             threshold: 1,
             environment: env,
+            strict: false,
         }
     }
 

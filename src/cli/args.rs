@@ -160,6 +160,10 @@ pub struct VerifyArgs {
     /// lockfile for any environment passes, and its environment is printed.
     #[arg(long, value_name = "NAME")]
     pub environment: Option<String>,
+    /// Refuse objects of kinds lockstep has no image paths for that hold `image` fields
+    /// (without it they pass with a warning): declare them in lockstep.toml.
+    #[arg(long)]
+    pub strict: bool,
     /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,

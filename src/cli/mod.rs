@@ -318,6 +318,7 @@ fn verify_settings(a: VerifyArgs, env: &Env) -> Result<commands::verify::VerifyS
         allowed_signers: a.allowed_signers,
         threshold: a.threshold,
         environment: a.environment,
+        strict: a.strict,
         at,
     })
 }

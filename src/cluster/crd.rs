@@ -86,6 +86,10 @@ pub struct LockstepSyncSpec {
     /// When set, the lockfile's `environment` must equal it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// Refuse commits with objects of kinds lockstep has no image paths for that hold
+    /// `image` fields (their images would be applied unpinned and unchecked by the scanner).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
     /// A Secret of this namespace with the Git credentials: for HTTPS `token`, or `username`
     /// and `password`; for SSH `identity` (an unencrypted OpenSSH private key) and
     /// `known_hosts` (the only host keys accepted).

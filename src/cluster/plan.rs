@@ -1,7 +1,8 @@
 //! What to apply, from a verified commit and nothing else (pure).
 //!
 //! [`VerifiedObjects::parse`] takes a [`VerifiedDir`] — the only way to have one is
-//! `verify::verify_dir` — and parses each manifest document into JSON. The cluster then says
+//! `verify::verify_dir` — and takes its objects exactly as verification decoded them: there is
+//! no second reading of the manifests between `verify` and the API server. The cluster then says
 //! which kinds are namespaced ([`KindScopes`]; kinds the commit's own CRDs define need no
 //! asking), and [`VerifiedObjects::plan`] makes the [`ApplyPlan`]: every object with its
 //! namespace defaulted and lockstep's ownership annotation, Namespaces and CRDs first. Both
@@ -21,8 +22,9 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::crd::RecordedSigner;
+use crate::manifest::DecodedObject;
 use crate::manifest::scan::CONTAINER_FIELDS;
-use crate::mirror::{MirrorError, MirrorTarget, manifests_from_mirror};
+use crate::mirror::{MirrorError, MirrorTarget, objects_from_mirror};
 use crate::model::{Digest, ImageRef, ObjectRef};
 use crate::verify::VerifiedDir;
 
@@ -31,8 +33,6 @@ use crate::verify::VerifiedDir;
 pub const SYNC_ANNOTATION: &str = "lockstep.dev/sync";
 
 const CRD_KIND: &str = "CustomResourceDefinition";
-/// Deepest `List` nesting followed (the scanner's limit too).
-const MAX_LIST_DEPTH: usize = 64;
 
 /// Whether a kind's objects live in a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,10 +179,6 @@ pub struct LockIdentity {
 /// Why a verified commit cannot be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// A manifest that the YAML-to-JSON reading refuses (the scanner read it, so this is
-    /// rare: a non-string key, say).
-    #[error("{file}: cannot read the manifest as Kubernetes objects: {message}")]
-    Yaml { file: String, message: String },
     /// An object without `metadata.name` (`generateName` cannot be applied idempotently).
     #[error("{file}: a {kind} has no metadata.name; lockstep applies named objects only")]
     NoName { file: String, kind: String },
@@ -272,11 +268,11 @@ pub struct VerifiedObjects {
 }
 
 impl VerifiedObjects {
-    /// Parse every document of every verified manifest (files in path order, documents in
-    /// file order, `List` items expanded). Documents without `apiVersion`/`kind` are skipped,
-    /// as the scanner skips them. Refuses unpinned images and digests the lockfile lacks.
+    /// The verified objects (files in path order, documents in file order, `List` items
+    /// expanded), as verification decoded them. Refuses unpinned images and digests the
+    /// lockfile lacks.
     pub fn parse(verified: &VerifiedDir<'_>) -> Result<Self, PlanError> {
-        Self::parse_files(verified, verified.manifests())
+        Self::from_objects(verified, verified.objects().to_vec())
     }
 
     /// [`Self::parse`] with every image pulled from its recorded copy in `mirror`, same
@@ -286,13 +282,13 @@ impl VerifiedObjects {
         verified: &VerifiedDir<'_>,
         mirror: &MirrorTarget,
     ) -> Result<Self, PlanError> {
-        let files = manifests_from_mirror(verified, mirror).map_err(PlanError::Mirror)?;
-        Self::parse_files(verified, files.iter().map(|(p, b)| (*p, b.as_slice())))
+        let objects = objects_from_mirror(verified, mirror).map_err(PlanError::Mirror)?;
+        Self::from_objects(verified, objects)
     }
 
-    fn parse_files<'b>(
+    fn from_objects(
         verified: &VerifiedDir<'_>,
-        files: impl Iterator<Item = (&'b str, &'b [u8])>,
+        decoded: Vec<DecodedObject>,
     ) -> Result<Self, PlanError> {
         let lock_digests: BTreeSet<&Digest> = verified
             .lockfile()
@@ -300,10 +296,10 @@ impl VerifiedObjects {
             .iter()
             .map(|e| &e.digest)
             .collect();
-        let mut objects = Vec::new();
-        for (file, bytes) in files {
-            parse_file(file, bytes, &mut objects)?;
-        }
+        let objects = decoded
+            .into_iter()
+            .map(source_object)
+            .collect::<Result<Vec<_>, _>>()?;
         for object in &objects {
             check_images(object, &lock_digests)?;
         }
@@ -533,79 +529,40 @@ impl ApplyPlan {
     }
 }
 
-fn parse_file(file: &str, bytes: &[u8], out: &mut Vec<SourceObject>) -> Result<(), PlanError> {
-    let yaml_error = |message: String| PlanError::Yaml {
-        file: file.to_owned(),
-        message,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| yaml_error(e.to_string()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| yaml_error(e.to_string()))?;
-    for document in documents {
-        collect_object(file, document, 0, out)?;
-    }
-    Ok(())
-}
-
-/// Add one document (or `List` item) to `out`; `List`s are expanded, non-objects skipped.
-fn collect_object(
-    file: &str,
-    value: Value,
-    depth: usize,
-    out: &mut Vec<SourceObject>,
-) -> Result<(), PlanError> {
-    let Value::Object(mut body) = value else {
-        return Ok(());
-    };
-    let (Some(api_version), Some(kind)) = (body.get("apiVersion"), body.get("kind")) else {
-        return Ok(());
-    };
+/// One decoded object, with the identity Kubernetes needs to apply it.
+fn source_object(decoded: DecodedObject) -> Result<SourceObject, PlanError> {
+    let DecodedObject {
+        file, object, body, ..
+    } = decoded;
+    let kind = object.kind;
     let bad = |object: &str, problem: &str| PlanError::BadObject {
-        file: file.to_owned(),
+        file: file.clone(),
         object: object.to_owned(),
         problem: problem.to_owned(),
     };
-    let (Some(api_version), Some(kind)) = (api_version.as_str(), kind.as_str()) else {
-        return Err(bad("an object", "apiVersion and kind must be strings"));
-    };
     let type_key = TypeKey {
-        api_version: api_version.to_owned(),
-        kind: kind.to_owned(),
+        api_version: object.api_version,
+        kind: kind.clone(),
     };
-    if kind.ends_with("List")
-        && let Some(Value::Array(_)) = body.get("items")
-    {
-        if depth >= MAX_LIST_DEPTH {
-            return Err(bad(kind, "Lists are nested too deeply"));
-        }
-        let Some(Value::Array(items)) = body.remove("items") else {
-            unreachable!("checked above")
-        };
-        for item in items {
-            collect_object(file, item, depth + 1, out)?;
-        }
-        return Ok(());
-    }
     let metadata = match body.get("metadata") {
         Some(Value::Object(m)) => m,
         None | Some(Value::Null) => {
             return Err(PlanError::NoName {
-                file: file.to_owned(),
-                kind: kind.to_owned(),
+                file: file.clone(),
+                kind: kind.clone(),
             });
         }
-        Some(_) => return Err(bad(kind, "metadata must be a mapping")),
+        Some(_) => return Err(bad(&kind, "metadata must be a mapping")),
     };
     let name = match metadata.get("name") {
         Some(Value::String(n)) if !n.is_empty() => n.clone(),
         None | Some(Value::Null) => {
             return Err(PlanError::NoName {
-                file: file.to_owned(),
-                kind: kind.to_owned(),
+                file: file.clone(),
+                kind: kind.clone(),
             });
         }
-        Some(_) => return Err(bad(kind, "metadata.name must be a non-empty string")),
+        Some(_) => return Err(bad(&kind, "metadata.name must be a non-empty string")),
     };
     let namespace = match metadata.get("namespace") {
         Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
@@ -618,14 +575,13 @@ fn collect_object(
             ));
         }
     };
-    out.push(SourceObject {
-        file: file.to_owned(),
+    Ok(SourceObject {
+        file,
         type_key,
         name,
         namespace,
         body,
-    });
-    Ok(())
+    })
 }
 
 /// Every image of every container list in the object must be pinned to a digest the lockfile
@@ -660,12 +616,26 @@ fn check_images(object: &SourceObject, lock_digests: &BTreeSet<&Digest>) -> Resu
     Ok(())
 }
 
-/// (container name, image) of every entry with an `image` in any container list, anywhere
-/// in `value`.
+/// (container name, image) of every entry with an `image` in any container list, and of every
+/// image volume (`volumes[].image.reference`), anywhere in `value`.
 fn container_images(value: &Value, found: &mut Vec<(String, String)>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
+                if key == "volumes"
+                    && let Value::Array(volumes) = child
+                {
+                    for volume in volumes {
+                        if let Some(reference) = volume.pointer("/image/reference") {
+                            let name = volume.get("name").and_then(Value::as_str).unwrap_or("");
+                            let image = match reference {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            found.push((format!("volume {name}"), image));
+                        }
+                    }
+                }
                 if CONTAINER_FIELDS.contains(&key.as_str())
                     && let Value::Array(entries) = child
                 {
@@ -790,6 +760,7 @@ mod tests {
             at: jiff::Timestamp::from_second(1_700_000_100).unwrap(),
             threshold: 1,
             environment: None,
+            strict: false,
         };
         let verified = verify_dir(&s.files, &policy).unwrap();
         VerifiedObjects::parse(&verified)

@@ -407,6 +407,7 @@ pub fn verify_reason(error: &VerifyError) -> &'static str {
         VerifyError::Expired { .. } => "LockfileExpired",
         VerifyError::WrongEnvironment { .. } => "EnvironmentMismatch",
         VerifyError::Scan(_) => "ManifestsInvalid",
+        VerifyError::UnscannedImages(_) => "UnscannedImages",
         VerifyError::Findings(findings) => {
             if findings
                 .iter()
@@ -433,10 +434,9 @@ pub fn plan_reason(error: &PlanError) -> (FailedStep, &'static str) {
         PlanError::Environment { .. } => (FailedStep::Verify, "EnvironmentMismatch"),
         PlanError::Mirror(_) => (FailedStep::Verify, "NotMirrored"),
         PlanError::UnknownKind { .. } => (FailedStep::Plan, "UnknownKind"),
-        PlanError::Yaml { .. }
-        | PlanError::NoName { .. }
-        | PlanError::BadObject { .. }
-        | PlanError::Duplicate { .. } => (FailedStep::Plan, "InvalidManifests"),
+        PlanError::NoName { .. } | PlanError::BadObject { .. } | PlanError::Duplicate { .. } => {
+            (FailedStep::Plan, "InvalidManifests")
+        }
     }
 }
 
@@ -791,6 +791,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             at: (ctx.clock)(),
             threshold: spec.threshold as usize,
             environment: spec.environment.as_deref(),
+            strict: spec.strict,
         };
         let verified = verify_dir(&files, &policy).map_err(|e| {
             at_commit(refuse(

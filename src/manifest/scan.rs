@@ -153,6 +153,14 @@ pub enum ScanError {
         column: usize,
         kind: String,
     },
+    #[error(
+        "{file}:{line}:{column}: a List inside a List: kubectl refuses it; put the inner List's items in the outer one"
+    )]
+    NestedList {
+        file: String,
+        line: usize,
+        column: usize,
+    },
     #[error("{file}:{line}:{column}: duplicate key {key:?} in a mapping")]
     DuplicateKey {
         file: String,
@@ -160,12 +168,13 @@ pub enum ScanError {
         column: usize,
         key: String,
     },
-    #[error("{file}:{line}:{column}: `{field}` must be a string")]
+    #[error("{file}:{line}:{column}: `{field}` must be {expected}")]
     BadField {
         file: String,
         line: usize,
         column: usize,
         field: &'static str,
+        expected: &'static str,
     },
     #[error("{file}:{line}:{column}: {object} {container}")]
     InvalidReference {
@@ -384,6 +393,7 @@ impl<'a> Scanner<'a> {
                     line,
                     column,
                     field,
+                    expected: "a string",
                 })
             }
         }
@@ -439,6 +449,14 @@ impl<'a> Scanner<'a> {
                     line,
                     column,
                     field: "items",
+                    expected: "a sequence",
+                });
+            }
+            if depth > 0 {
+                return Err(ScanError::NestedList {
+                    file: self.file.to_owned(),
+                    line,
+                    column,
                 });
             }
             for item in items.items() {
@@ -448,6 +466,30 @@ impl<'a> Scanner<'a> {
         }
         let metadata = root.get("metadata");
         let field = |key| metadata.and_then(|m| m.get(key));
+        // Kubernetes decodes labels and annotations as string maps and refuses anything else.
+        for (key, name) in [
+            ("labels", "metadata.labels"),
+            ("annotations", "metadata.annotations"),
+        ] {
+            let Some(map) = field(key) else { continue };
+            let bad = match &map.data {
+                Data::Null => None,
+                Data::Map(entries) => entries
+                    .values()
+                    .find(|v| !matches!(v.data, Data::Str(_) | Data::Null)),
+                _ => Some(map),
+            };
+            if let Some(bad) = bad {
+                let (line, column) = self.position(bad.node);
+                return Err(ScanError::BadField {
+                    file: self.file.to_owned(),
+                    line,
+                    column,
+                    field: name,
+                    expected: "a mapping of strings",
+                });
+            }
+        }
         let object = ObjectRef {
             name: self
                 .string_field(field("name"), "metadata.name")?
@@ -803,7 +845,13 @@ spec:
             }
         );
         assert_eq!(u.reference, ImageRef::parse("r.io/side:2").unwrap());
-        assert_eq!(s.objects.iter().map(|o| (o.document, o.object.clone())).collect::<Vec<_>>(), vec![(0, u.object.clone())]);
+        assert_eq!(
+            s.objects
+                .iter()
+                .map(|o| (o.document, o.object.clone()))
+                .collect::<Vec<_>>(),
+            vec![(0, u.object.clone())]
+        );
         assert!(s.notices.is_empty());
     }
 
@@ -875,12 +923,9 @@ items:
   metadata: {name: one}
   spec: {containers: [{name: c, image: a:1}]}
 - apiVersion: apps/v1
-  kind: DeploymentList
-  items:
-  - apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: two, namespace: ns}
-    spec: {template: {spec: {containers: [{name: c, image: b:2}]}}}
+  kind: Deployment
+  metadata: {name: two, namespace: ns}
+  spec: {template: {spec: {containers: [{name: c, image: b:2}]}}}
 - kind: Orphan
 ";
         let s = scan(text).unwrap();
@@ -902,7 +947,7 @@ items:
             vec![Notice {
                 file: "m.yaml".into(),
                 document: 0,
-                line: 15,
+                line: 12,
                 reason: NoticeReason::MissingTypeMeta {
                     missing: "apiVersion"
                 }
@@ -911,12 +956,93 @@ items:
     }
 
     #[test]
+    fn a_list_inside_a_list_is_refused_as_kubectl_refuses_it() {
+        let text =
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: PodList\n  items: []\n";
+        assert!(
+            matches!(error(text), ScanError::NestedList { line: 6, .. }),
+            "{:?}",
+            error(text)
+        );
+    }
+
+    #[test]
+    fn an_object_of_another_kind_with_items_is_refused_as_kubectl_would_apply_its_items() {
+        let text = "apiVersion: example.com/v1\nkind: Bundle\nmetadata: {name: b}\nitems:\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: s}\n";
+        assert!(
+            matches!(&error(text), ScanError::ItemsOutsideList { kind, line: 5, .. } if kind == "Bundle"),
+            "{:?}",
+            error(text)
+        );
+    }
+
+    #[test]
+    fn labels_and_annotations_must_be_string_maps_as_kubernetes_decodes_them() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {a: 1}\n";
+        assert!(
+            matches!(
+                error(text),
+                ScanError::BadField {
+                    field: "metadata.labels",
+                    line: 5,
+                    ..
+                }
+            ),
+            "{:?}",
+            error(text)
+        );
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: [x]\n";
+        assert!(matches!(
+            error(text),
+            ScanError::BadField {
+                field: "metadata.annotations",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn image_volumes_are_images() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: a:1}]\n  volumes:\n  - name: models\n    image: {reference: 'r.io/models:v2', pullPolicy: IfNotPresent}\n  - name: data\n    emptyDir: {}\n";
+        assert_eq!(
+            images(text),
+            vec![
+                triple("Pod/p", "containers/c", "a:1"),
+                triple("Pod/p", "volumes/models", "r.io/models:v2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn objects_of_unknown_kinds_with_images_get_a_notice() {
+        let text = "apiVersion: example.com/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  templates:\n  - container: {image: 'r.io/step:1'}\n  schema: {image: {type: string}}\n";
+        let s = scan(text).unwrap();
+        assert!(s.uses.is_empty());
+        assert_eq!(
+            s.notices
+                .iter()
+                .map(|n| n.reason.clone())
+                .collect::<Vec<_>>(),
+            vec![NoticeReason::UnscannedImages {
+                object: "Workflow/w".into(),
+                paths: vec!["spec.templates[0].container.image".into()]
+            }]
+        );
+    }
+
+    #[test]
     fn multiple_documents_empty_ones_and_notices() {
-        let text = "---\n---\n# only a comment\n---\nfoo: bar\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: a:1}]}\n---\n- a list\n...\n";
+        let text = "---\n---\n# only a comment\n---\nfoo: bar\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: a:1}]}\n---\n- a list\n";
         let s = scan(text).unwrap();
         assert_eq!(s.uses.len(), 1);
         assert_eq!(s.uses[0].document, 3);
-        assert_eq!(s.objects.iter().map(|o| (o.document, o.object.clone())).collect::<Vec<_>>(), vec![(3, s.uses[0].object.clone())]);
+        assert_eq!(
+            s.objects
+                .iter()
+                .map(|o| (o.document, o.object.clone()))
+                .collect::<Vec<_>>(),
+            vec![(3, s.uses[0].object.clone())]
+        );
         assert_eq!(
             s.notices,
             vec![
@@ -1070,21 +1196,32 @@ spec: {containers: [{name: c, image: c:3}]}
         // Each level lists the previous one ten times: 10^30 values unfolded. go-yaml refuses
         // such "excessive aliasing" too; lockstep refuses it within its alias budget.
         let level = |i: usize| vec![format!("*a{}", i - 1); 10].join(", ");
-        let mut text = String::from("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\na0: &a0 {x: 1}\n");
+        let mut text =
+            String::from("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\na0: &a0 {x: 1}\n");
         for i in 1..30 {
             text += &format!("a{i}: &a{i} [{}]\n", level(i));
         }
         let started = std::time::Instant::now();
         assert!(
-            matches!(error(&text), ScanError::Refused { construct: Construct::TooManyAliasValues, .. }),
+            matches!(
+                error(&text),
+                ScanError::Refused {
+                    construct: Construct::TooManyAliasValues,
+                    ..
+                }
+            ),
             "{:?}",
             error(&text)
         );
         // Merging the same anchor twice gives its keys twice: refused as an overlap.
-        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\na: &a {x: 1}\nb: {<<: [*a, *a]}\n";
+        let text =
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\na: &a {x: 1}\nb: {<<: [*a, *a]}\n";
         assert!(matches!(
             error(text),
-            ScanError::Refused { construct: Construct::MergeOverlap(_), .. }
+            ScanError::Refused {
+                construct: Construct::MergeOverlap(_),
+                ..
+            }
         ));
         let mut text = String::from("apiVersion: v1\nkind: List\n");
         text += "a0: &a0 {apiVersion: v1, kind: ConfigMap, metadata: {name: m}}\n";
@@ -1097,7 +1234,10 @@ spec: {containers: [{name: c, image: c:3}]}
         text += &format!("items: [{}]\n", level(30));
         assert!(matches!(
             error(&text),
-            ScanError::Refused { construct: Construct::TooManyAliasValues, .. }
+            ScanError::Refused {
+                construct: Construct::TooManyAliasValues,
+                ..
+            }
         ));
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }

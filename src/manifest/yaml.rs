@@ -69,6 +69,7 @@ pub enum Construct {
     ByteOrderMark,
     Directive,
     BadSeparator,
+    DocumentEnd,
     SecondDocument,
     Tag(String),
     AliasKey,
@@ -77,8 +78,14 @@ pub enum Construct {
     MergeValue,
     MergeOverlap(String),
     MergeAsValue,
-    NonStringKey { text: String, reads_as: &'static str },
-    AmbiguousScalar { text: String, reads_as: &'static str },
+    NonStringKey {
+        text: String,
+        reads_as: &'static str,
+    },
+    AmbiguousScalar {
+        text: String,
+        reads_as: &'static str,
+    },
     RecursiveAlias,
     TooDeep,
     TooManyAliasValues,
@@ -108,6 +115,9 @@ impl fmt::Display for Construct {
             ),
             Construct::BadSeparator => f.write_str(
                 "a line starting with `---` followed by content: Kubernetes' reader refuses it as a document separator; put the content on the next line",
+            ),
+            Construct::DocumentEnd => f.write_str(
+                "a `...` document end: Kubernetes' reader drops what follows it in the same document, or fails on it; remove it (separate documents with `---` lines)",
             ),
             Construct::SecondDocument => f.write_str(
                 "a second YAML document without a `---` line (after `...`): Kubernetes' reader would read only the first; start each document with a `---` line",
@@ -378,7 +388,7 @@ fn is_json_stream(text: &str) -> bool {
 /// the piece is still empty, when it becomes the piece's first line.
 fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError> {
     if is_json_stream(text) {
-        return Ok(vec![0..text.len()]);
+        return Ok(std::iter::once(0..text.len()).collect());
     }
     let mut pieces = Vec::new();
     let mut start = 0;
@@ -397,6 +407,10 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
             }
         } else if line.starts_with('%') {
             return Err(refused(text, at, Construct::Directive));
+        } else if let Some(rest) = line.strip_prefix("...")
+            && (rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+        {
+            return Err(refused(text, at, Construct::DocumentEnd));
         }
         at = line_end;
     }
@@ -577,7 +591,12 @@ impl Decoder<'_, '_> {
         }
     }
 
-    fn value(&mut self, index: u32, alias: Option<u32>, depth: usize) -> Result<Decoded, YamlError> {
+    fn value(
+        &mut self,
+        index: u32,
+        alias: Option<u32>,
+        depth: usize,
+    ) -> Result<Decoded, YamlError> {
         if depth > MAX_NESTING {
             return Err(self.error(index, Construct::TooDeep));
         }
@@ -777,7 +796,11 @@ pub(crate) fn resolve_plain(s: &str) -> Result<Plain, &'static str> {
     }
     if is_yaml_float(&plain) {
         let digits = unsigned.trim_start_matches('.');
-        if s.contains('_') || (digits.len() > 1 && digits.starts_with('0') && digits.as_bytes()[1].is_ascii_digit()) {
+        if s.contains('_')
+            || (digits.len() > 1
+                && digits.starts_with('0')
+                && digits.as_bytes()[1].is_ascii_digit())
+        {
             return Err(
                 "a number to Kubernetes' reader written in a form YAML readers disagree on (leading zeros or `_`): write it plainly",
             );
@@ -805,7 +828,8 @@ fn looks_like_timestamp(s: &str) -> bool {
 /// `0b` or leading-zero octal numeral.
 fn go_parses_as_int(s: &str) -> bool {
     let s = s.strip_prefix(['-', '+']).unwrap_or(s);
-    let all = |digits: &str, ok: fn(&u8) -> bool| !digits.is_empty() && digits.bytes().all(|b| ok(&b));
+    let all =
+        |digits: &str, ok: fn(&u8) -> bool| !digits.is_empty() && digits.bytes().all(|b| ok(&b));
     if let Some(rest) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return all(rest, u8::is_ascii_hexdigit);
     }
@@ -893,9 +917,26 @@ mod tests {
             assert_eq!(resolve_plain(text), Ok(*want), "{text:?}");
         }
         for text in [
-            "yes", "No", "on", "OFF", "y", "N", "0755", "0x1F", "0o17", "0b101", "1_000", "09",
-            "012.5", ".inf", "-.Inf", ".nan", "2024-01-01", "2001-12-14T21:59:43.10Z",
-            "99999999999999999999", "1e999",
+            "yes",
+            "No",
+            "on",
+            "OFF",
+            "y",
+            "N",
+            "0755",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "1_000",
+            "09",
+            "012.5",
+            ".inf",
+            "-.Inf",
+            ".nan",
+            "2024-01-01",
+            "2001-12-14T21:59:43.10Z",
+            "99999999999999999999",
+            "1e999",
         ] {
             assert!(resolve_plain(text).is_err(), "{text:?} must be refused");
         }
@@ -924,7 +965,12 @@ mod tests {
                 Some(serde_json::json!({"b": 2}))
             ]
         );
-        assert_eq!(refusal("a: 1\n...\nb: 2\n"), Construct::SecondDocument);
+        assert_eq!(refusal("a: 1\n...\nb: 2\n"), Construct::DocumentEnd);
+        assert_eq!(refusal("a: 1\n... # end\n"), Construct::DocumentEnd);
+        assert_eq!(
+            refusal("---\n...\n---\njust: data\n"),
+            Construct::DocumentEnd
+        );
         assert_eq!(refusal("a: 1\n--- b: 2\n"), Construct::BadSeparator);
         assert_eq!(refusal("%YAML 1.2\n---\na: 1\n"), Construct::Directive);
     }
@@ -951,10 +997,16 @@ mod tests {
         assert!(matches!(refusal("a: !!str x\n"), Construct::Tag(_)));
         assert_eq!(refusal("a: &k image\n*k : x\n"), Construct::AliasKey);
         assert_eq!(refusal("? [a]\n: x\n"), Construct::ComplexKey);
-        assert_eq!(refusal("x: &m {a: 1}\n'<<': *m\n"), Construct::QuotedMergeKey);
+        assert_eq!(
+            refusal("x: &m {a: 1}\n'<<': *m\n"),
+            Construct::QuotedMergeKey
+        );
         assert!(matches!(refusal("1: x\n"), Construct::NonStringKey { .. }));
         assert!(matches!(refusal("on: x\n"), Construct::NonStringKey { .. }));
-        assert!(matches!(refusal("null: x\n"), Construct::NonStringKey { .. }));
+        assert!(matches!(
+            refusal("null: x\n"),
+            Construct::NonStringKey { .. }
+        ));
         assert_eq!(
             decode("'1': x\n\"on\": z\n").unwrap(),
             vec![Some(serde_json::json!({"1": "x", "on": "z"}))]
@@ -965,7 +1017,9 @@ mod tests {
     fn merges_are_followed_only_without_overlaps() {
         assert_eq!(
             decode("b: &b {x: 1}\nc: {<<: [*b, {w: 2}], z: 3}\n").unwrap(),
-            vec![Some(serde_json::json!({"b": {"x": 1}, "c": {"x": 1, "w": 2, "z": 3}}))]
+            vec![Some(
+                serde_json::json!({"b": {"x": 1}, "c": {"x": 1, "w": 2, "z": 3}})
+            )]
         );
         assert_eq!(
             refusal("b: &b {image: a}\nc: {image: evil, <<: *b}\n"),

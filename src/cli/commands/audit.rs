@@ -67,6 +67,7 @@ pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
                 at: time,
                 threshold: args.threshold,
                 environment: args.environment.as_deref(),
+                strict: false,
             };
             let mut facts = CommitFacts {
                 id: commit.info.id,

@@ -7,10 +7,10 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::mirror::{MirrorTarget, manifests_from_mirror};
+use crate::mirror::{MirrorTarget, objects_from_mirror};
 use crate::signing::AllowedSigners;
 use crate::source::{SourceFiles, fs, git};
-use crate::verify::{TrustPolicy, VerifiedDir, render_stream, verify_dir};
+use crate::verify::{TrustPolicy, VerifiedDir, render_objects, verify_dir};
 
 /// Validated settings shared by verify and render.
 pub struct VerifySettings {
@@ -21,6 +21,8 @@ pub struct VerifySettings {
     pub at: jiff::Timestamp,
     /// `--environment`: the environment the lockfile must be for.
     pub environment: Option<String>,
+    /// `--strict`: refuse objects holding images lockstep does not pin.
+    pub strict: bool,
 }
 
 /// What was read: the files, and the commit they came from with `--rev`.
@@ -98,6 +100,7 @@ fn verified<'a>(
         at: settings.at,
         threshold: settings.threshold,
         environment: settings.environment.as_deref(),
+        strict: settings.strict,
     };
     verify_dir(&read.files, &policy).map_err(CliError::check)
 }
@@ -114,6 +117,9 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
             return Err(e);
         }
     };
+    for notice in &v.scan().notices {
+        printer.note(format!("note: {notice}"));
+    }
     let lock = v.lockfile();
     let signers: Vec<String> = v
         .signers()
@@ -177,8 +183,8 @@ pub fn render(
     let stream = match &mirror {
         None => v.render(),
         Some(target) => {
-            let files = manifests_from_mirror(&v, target).map_err(CliError::check)?;
-            render_stream(files.iter().map(|(p, b)| (*p, b.as_slice())))
+            let objects = objects_from_mirror(&v, target).map_err(CliError::check)?;
+            render_objects(&objects)
         }
     };
     printer
