@@ -107,28 +107,12 @@ fn scan_config() -> &'static ScanConfig {
     })
 }
 
-/// lockstep's objects. Until the reader returns bodies (`DecodedObject::body`), only their
-/// identity can be compared: `identity` projects kubectl's objects the same way.
+/// lockstep's objects: exactly what it verifies, renders and applies.
 fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
     scan.objects
         .iter()
-        .map(|(_, o)| identity_of(&o.api_version, &o.kind, &o.namespace, &o.name))
+        .map(|o| Value::Object(o.body.clone()))
         .collect()
-}
-
-fn identity_of(api_version: &str, kind: &str, namespace: &str, name: &str) -> Value {
-    serde_json::json!([api_version, kind, namespace, name])
-}
-
-fn identity(obj: &Map<String, Value>) -> Value {
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-    let meta = obj.get("metadata");
-    identity_of(
-        &text(obj.get("apiVersion")),
-        &text(obj.get("kind")),
-        &text(meta.and_then(|m| m.get("namespace"))),
-        &text(meta.and_then(|m| m.get("name"))),
-    )
 }
 
 /// The images a Pod made from `obj` would run, as kubectl read it (the same kinds and
@@ -222,7 +206,7 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
         let i = scan
             .objects
             .iter()
-            .position(|(d, o)| *d == u.document && *o == u.object);
+            .position(|o| o.document == u.document && o.object == u.object);
         our_images
             .entry(i.unwrap_or(usize::MAX))
             .or_default()
@@ -239,8 +223,17 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
                 ))
             }
         }
-        Ok(theirs) => {
-            let projected: Vec<Value> = theirs.iter().map(identity).collect();
+        Ok(mut theirs) => {
+            // kubectl's local read keeps an object with a kind and no apiVersion (only the
+            // cluster's REST mapping refuses it); lockstep skips it with a notice.
+            let before = theirs.len();
+            theirs.retain(|o| o.contains_key("apiVersion"));
+            if theirs.len() < before && scan.notices.is_empty() {
+                return Err(
+                    "kubectl reads an object without apiVersion, lockstep has no notice".into(),
+                );
+            }
+            let projected: Vec<Value> = theirs.iter().cloned().map(Value::Object).collect();
             let mut their_images: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             for (i, obj) in theirs.iter().enumerate() {
                 let imgs = images_of(obj);
@@ -257,7 +250,9 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
                     .map(|o| Value::Object(o.clone()).to_string())
                     .collect();
                 Err(format!(
-                    "lockstep reads it differently\n  kubectl objects: {projected:?}\n  lockstep objects: {ours:?}\n  kubectl images: {their_images:?}\n  lockstep images: {our_images:?}\n  kubectl bodies: {bodies:#?}"
+                    "lockstep reads it differently\n  kubectl objects: {}\n  lockstep objects: {}\n  kubectl images: {their_images:?}\n  lockstep images: {our_images:?}",
+                    Value::Array(projected.clone()),
+                    Value::Array(ours.clone())
                 ))
             } else {
                 Ok(Outcome::Agreed)
