@@ -11,6 +11,7 @@ mod images;
 #[allow(dead_code)]
 #[path = "../../fuzz/src/lib.rs"]
 mod invariants;
+mod k8s_reader;
 mod manifest;
 mod mirror;
 mod reconcile;

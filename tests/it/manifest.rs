@@ -231,7 +231,7 @@ fn scanning_the_fixture_tree_finds_exactly_the_expected_images() {
 fn objects_of(scan: &FileScan) -> Vec<(usize, String)> {
     scan.objects
         .iter()
-        .map(|(d, o)| (*d, o.to_string()))
+        .map(|o| (o.document, o.object.to_string()))
         .collect()
 }
 
@@ -269,7 +269,7 @@ fn documents_objects_and_notices_of_the_fixture_tree() {
             (0, "ConfigMap/shop/api-canary-config".to_owned())
         ]
     );
-    assert_eq!(list.objects[0].1.api_version, "apps/v1");
+    assert_eq!(list.objects[0].object.api_version, "apps/v1");
 
     let legacy = scan_of("legacy/controllers.yaml");
     assert_eq!(
