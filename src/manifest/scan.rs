@@ -431,6 +431,32 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         };
+        let metadata = root.get("metadata");
+        let field = |key| metadata.and_then(|m| m.get(key));
+        // Kubernetes decodes labels and annotations as string maps and refuses anything else.
+        for (key, name) in [
+            ("labels", "metadata.labels"),
+            ("annotations", "metadata.annotations"),
+        ] {
+            let Some(map) = field(key) else { continue };
+            let bad = match &map.data {
+                Data::Null => None,
+                Data::Map(entries) => entries
+                    .values()
+                    .find(|v| !matches!(v.data, Data::Str(_) | Data::Null)),
+                _ => Some(map),
+            };
+            if let Some(bad) = bad {
+                let (line, column) = self.position(bad.node);
+                return Err(ScanError::BadField {
+                    file: self.file.to_owned(),
+                    line,
+                    column,
+                    field: name,
+                    expected: "a mapping of strings",
+                });
+            }
+        }
         // kubectl takes any object with `items` for a List and applies its items, not the
         // object: lockstep expands `…List` kinds and refuses the rest.
         if let Some(items) = root.get("items") {
@@ -463,32 +489,6 @@ impl<'a> Scanner<'a> {
                 self.document(document, item, depth + 1)?;
             }
             return Ok(());
-        }
-        let metadata = root.get("metadata");
-        let field = |key| metadata.and_then(|m| m.get(key));
-        // Kubernetes decodes labels and annotations as string maps and refuses anything else.
-        for (key, name) in [
-            ("labels", "metadata.labels"),
-            ("annotations", "metadata.annotations"),
-        ] {
-            let Some(map) = field(key) else { continue };
-            let bad = match &map.data {
-                Data::Null => None,
-                Data::Map(entries) => entries
-                    .values()
-                    .find(|v| !matches!(v.data, Data::Str(_) | Data::Null)),
-                _ => Some(map),
-            };
-            if let Some(bad) = bad {
-                let (line, column) = self.position(bad.node);
-                return Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field: name,
-                    expected: "a mapping of strings",
-                });
-            }
         }
         let object = ObjectRef {
             name: self

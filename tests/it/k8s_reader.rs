@@ -245,10 +245,6 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
                 v.sort();
             }
             if projected != ours || their_images != our_images {
-                let bodies: Vec<String> = theirs
-                    .iter()
-                    .map(|o| Value::Object(o.clone()).to_string())
-                    .collect();
                 Err(format!(
                     "lockstep reads it differently\n  kubectl objects: {}\n  lockstep objects: {}\n  kubectl images: {their_images:?}\n  lockstep images: {our_images:?}",
                     Value::Array(projected.clone()),
