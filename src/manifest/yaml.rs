@@ -117,7 +117,7 @@ impl fmt::Display for Construct {
                 "a line starting with `---` followed by content: Kubernetes' reader refuses it as a document separator; put the content on the next line",
             ),
             Construct::DocumentEnd => f.write_str(
-                "a `...` document end: Kubernetes' reader drops what follows it in the same document, or fails on it; remove it (separate documents with `---` lines)",
+                "a `...` document end followed by more content, or with no document before it: Kubernetes' reader drops what follows it, or fails; separate documents with `---` lines",
             ),
             Construct::SecondDocument => f.write_str(
                 "a second YAML document without a `---` line (after `...`): Kubernetes' reader would read only the first; start each document with a `---` line",
@@ -393,24 +393,42 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut at = 0;
+    // Within the current piece: whether a node was written, and where a `...` ended it. go-yaml
+    // reads nothing after `...` (so content there would be invisible to Kubernetes) and fails
+    // on a piece that is only `...`.
+    let mut has_content = false;
+    let mut ended: Option<usize> = None;
+    let is_comment_or_blank = |rest: &str| {
+        let rest = rest.trim();
+        rest.is_empty() || rest.starts_with('#')
+    };
     while at < text.len() {
         let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
         let line = &text[at..line_end];
         if let Some(rest) = line.strip_prefix("---") {
-            let rest = rest.trim();
-            if !rest.is_empty() && !rest.starts_with('#') {
+            if !is_comment_or_blank(rest) {
                 return Err(refused(text, at, Construct::BadSeparator));
             }
             if at > start {
                 pieces.push(start..at);
                 start = line_end;
+                has_content = false;
+                ended = None;
             }
         } else if line.starts_with('%') {
             return Err(refused(text, at, Construct::Directive));
         } else if let Some(rest) = line.strip_prefix("...")
-            && (rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+            && is_comment_or_blank(rest)
         {
-            return Err(refused(text, at, Construct::DocumentEnd));
+            if !has_content {
+                return Err(refused(text, at, Construct::DocumentEnd));
+            }
+            ended.get_or_insert(at);
+        } else if !is_comment_or_blank(line) {
+            if let Some(end) = ended {
+                return Err(refused(text, end, Construct::DocumentEnd));
+            }
+            has_content = true;
         }
         at = line_end;
     }
@@ -966,7 +984,7 @@ mod tests {
             ]
         );
         assert_eq!(refusal("a: 1\n...\nb: 2\n"), Construct::DocumentEnd);
-        assert_eq!(refusal("a: 1\n... # end\n"), Construct::DocumentEnd);
+        assert!(decode("a: 1\n... # end\n---\nb: 2\n").is_ok());
         assert_eq!(
             refusal("---\n...\n---\njust: data\n"),
             Construct::DocumentEnd
