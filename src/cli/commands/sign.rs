@@ -8,10 +8,10 @@
 //!   key or `--trust`, like `lock` (expiry aside: refreshing an expired lockfile is the
 //!   point). Otherwise they refuse, exit 1.
 //! - `sign` computes no generation: it adds a signature over bytes someone else signed. An
-//!   approver who passes `--trust` gets the existing signatures checked, and a refusal (exit
-//!   1) when none verifies; without `--trust` (and without an own signature already there)
-//!   the approval is the approver's own judgement of the bytes, and lockstep says so in a
-//!   warning naming the generation they vouch for.
+//!   approver who passes `--trust` gets the existing signatures checked, and a refusal
+//!   (exit code 1) when none verifies; without `--trust` (and without an own signature
+//!   already there) the approval is the approver's own judgement of the bytes, and
+//!   lockstep says so in a warning naming the generation they vouch for.
 
 use std::path::PathBuf;
 
