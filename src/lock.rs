@@ -2,18 +2,24 @@
 //! manifests, and which lockfile that makes. The command (cli/commands/lock.rs) does the I/O
 //! around these: read → [`resolution_targets`] → resolve → [`pin_files`] → [`next_lockfile`]
 //! → sign → write.
+//!
+//! A new generation continues only from a lockfile the signer can verify
+//! ([`verify_previous`]): the number a lockfile carries is believed only when a key the
+//! signer trusts signed it, and the next number is computed without wrapping
+//! ([`next_generation_number`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
 use crate::check::check;
-use crate::lockfile::{Lockfile, lookup_key};
+use crate::lockfile::{self, Lockfile, LockfileError, lookup_key};
 use crate::manifest::rewrite::{RewriteError, pin_uses};
 use crate::model::{Digest, ImageRef, ImageUse};
 use crate::resolve::Resolved;
+use crate::signing::{self, AllowedSigners, SignatureFile};
 use crate::source::SourceFiles;
-use crate::verify::{ScanDirError, ScannedDir, scan_dir};
+use crate::verify::{ScanDirError, ScannedDir, TrustPolicy, VerifyError, check_policy, scan_dir};
 
 /// Why pinning failed. Nothing has been written when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,129 @@ pub enum LockError {
     },
     #[error("{} problem(s) between the manifests and the lockfile; run `lockstep lock` instead:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
     NotRefreshable(Vec<crate::check::Finding>),
+    /// The previous generation is the last number a lockfile can carry. Only a trusted key
+    /// can have signed it (see [`verify_previous`]), so this is a stolen key or a bug, and
+    /// the count must start again.
+    #[error(
+        "{} is at generation {generation}, the highest there is: no later generation can be written",
+        lockfile::FILE_NAME
+    )]
+    GenerationExhausted { generation: u64 },
+    #[error("the registry gave no media type for {0} (a lockstep bug: please report it)")]
+    NoMediaType(String),
+}
+
+/// The generation that follows `previous`, or the first (1) without one. Never wraps: at
+/// `u64::MAX` it is refused, since a wrapped 0 would look like a rollback to every
+/// reconciler that applied anything.
+pub fn next_generation_number(previous: Option<&Lockfile>) -> Result<u64, LockError> {
+    match previous {
+        None => Ok(1),
+        Some(p) => p
+            .generation
+            .checked_add(1)
+            .ok_or(LockError::GenerationExhausted {
+                generation: p.generation,
+            }),
+    }
+}
+
+/// Whom the commands that write a new generation (`lock`, `refresh`, `mirror`) believe
+/// about the lockfile already in the directory, and what `sign` checks before adding a
+/// signature to it. Its bytes are unsigned input until [`verify_previous`] says otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuationTrust<'t> {
+    /// The public half of the key signing now: a lockfile it signed is one this signer
+    /// wrote (or approved) before. `None` only for `lock --check`, which signs nothing.
+    pub own_key: Option<&'t AllowedSigners>,
+    /// `--trust FILE`: the allowed_signers a verifier uses, when the user passes it.
+    pub trusted: Option<&'t AllowedSigners>,
+    /// When key validity windows (`valid-after`/`valid-before`) are judged: now.
+    ///
+    /// The previous lockfile's own `expires` is deliberately not judged: it says when
+    /// verifiers stop *deploying* that generation, not whether its signer can be believed
+    /// about its number, and `refresh` exists precisely to follow an expired lockfile.
+    pub at: Timestamp,
+    /// `lock --environment`: when set, the previous lockfile must be for exactly this
+    /// environment, as `verify --environment` requires. A signer trusted for staging
+    /// therefore cannot move production's generation count; changing a history's
+    /// environment takes `lock --new-history`.
+    pub environment: Option<&'t str>,
+}
+
+/// Why the lockfile in the directory cannot be continued from (or approved). Nothing has
+/// been written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviousError {
+    #[error(
+        "{} is not signed by this key{}",
+        lockfile::FILE_NAME,
+        if *.with_trust { " (or by a key in --trust)" } else { " (and no --trust file was given)" }
+    )]
+    NotTrusted {
+        /// Whether a `--trust` file was checked too.
+        with_trust: bool,
+        /// Why the widest trust checked refused it.
+        #[source]
+        source: signing::VerifyError,
+    },
+    #[error(
+        "{} is signed by a trusted key but cannot be read",
+        lockfile::FILE_NAME
+    )]
+    Unreadable(#[source] LockfileError),
+    #[error("{} cannot be continued", lockfile::FILE_NAME)]
+    Policy(#[source] VerifyError),
+}
+
+/// The lockfile's signature files, named as on disk.
+fn signature_files(files: &SourceFiles) -> Vec<SignatureFile> {
+    files
+        .signatures()
+        .map(|(signer, bytes)| SignatureFile {
+            name: crate::source::signature_path(signer),
+            armored: bytes.to_vec(),
+        })
+        .collect()
+}
+
+/// The directory's lockfile, believed: its signatures verify (one is enough) under the
+/// signer's own key or under `--trust`, checked over the exact bytes before they are
+/// parsed, and it is for `trust.environment` when that is set. `Ok(None)` when there is no
+/// lockfile. Expiry is not judged (see [`ContinuationTrust::at`]).
+pub fn verify_previous(
+    files: &SourceFiles,
+    trust: &ContinuationTrust<'_>,
+) -> Result<Option<Lockfile>, PreviousError> {
+    let Some(bytes) = files.lockfile() else {
+        return Ok(None);
+    };
+    let signatures = signature_files(files);
+    let mut refusal = signing::VerifyError::NotSigned;
+    for signers in [trust.own_key, trust.trusted].into_iter().flatten() {
+        let policy = TrustPolicy {
+            signers,
+            at: trust.at,
+            threshold: 1,
+            environment: trust.environment,
+        };
+        match signing::verify(bytes, &signatures, policy.signers, policy.at, 1) {
+            Ok(verified) => {
+                let lock = Lockfile::from_verified(&verified).map_err(PreviousError::Unreadable)?;
+                let unexpiring = Lockfile {
+                    expires: None,
+                    ..lock.clone()
+                };
+                check_policy(&unexpiring, &policy).map_err(PreviousError::Policy)?;
+                return Ok(Some(lock));
+            }
+            Err(e) => refusal = e,
+        }
+    }
+    Err(PreviousError::NotTrusted {
+        with_trust: trust.trusted.is_some(),
+        source: refusal,
+    })
 }
 
 /// `--expires-in` was not a positive duration.
@@ -224,9 +353,10 @@ pub fn next_lockfile(
     resolved: &BTreeMap<ImageRef, Resolved>,
     options: &LockOptions,
 ) -> Result<LockDecision, LockError> {
-    let generation = previous.map_or(1, |p| p.generation + 1);
+    // Numbered below, once it is known to be a new generation: an up-to-date lockfile
+    // needs no next number (and at u64::MAX has none).
     let mut lock = Lockfile::build(
-        generation,
+        0,
         created,
         pinned.scan.binding.clone(),
         &pinned.scan.uses,
@@ -244,9 +374,16 @@ pub fn next_lockfile(
     if let Some(f) = findings.first() {
         return Err(LockError::Inconsistent(f.to_string()));
     }
+    // Verify refuses a lockfile whose entry has no media type: never write one.
+    if let Some(e) = lock.images.iter().find(|e| e.media_type.is_empty()) {
+        return Err(LockError::NoMediaType(e.reference.clone()));
+    }
     match previous {
         Some(prev) if up_to_date(prev, &lock, options) => Ok(LockDecision::UpToDate(prev.clone())),
-        _ => Ok(LockDecision::New(lock)),
+        _ => {
+            lock.generation = next_generation_number(previous)?;
+            Ok(LockDecision::New(lock))
+        }
     }
 }
 
@@ -284,7 +421,7 @@ fn next_generation(
         return Err(LockError::NotRefreshable(findings));
     }
     let mut next = previous.clone();
-    next.generation = previous.generation + 1;
+    next.generation = next_generation_number(Some(previous))?;
     next.created = created;
     Ok(next)
 }
@@ -484,6 +621,171 @@ mod tests {
             refreshed(&previous, &moved, now, SignedDuration::from_hours(1)),
             Err(LockError::NotRefreshable(_))
         ));
+    }
+
+    /// A directory holding `lock` signed by `key` (as signer `ci`).
+    fn signed_dir(lock: &Lockfile, key: &crate::signing::SigningKey) -> SourceFiles {
+        let bytes = lock.to_bytes();
+        let mut files = SourceFiles::default();
+        files
+            .insert(
+                crate::source::signature_path("ci"),
+                key.sign(&bytes).unwrap().into_bytes(),
+            )
+            .unwrap();
+        files.insert(lockfile::FILE_NAME.into(), bytes).unwrap();
+        files
+    }
+
+    fn trust_of(key: &crate::signing::SigningKey) -> AllowedSigners {
+        AllowedSigners::parse(&key.allowed_signers_line("ci"), "test").unwrap()
+    }
+
+    fn continuing<'t>(
+        own: &'t AllowedSigners,
+        trusted: Option<&'t AllowedSigners>,
+    ) -> ContinuationTrust<'t> {
+        ContinuationTrust {
+            own_key: Some(own),
+            trusted,
+            at: Timestamp::from_second(1_000_000).unwrap(),
+            environment: None,
+        }
+    }
+
+    #[test]
+    fn the_generation_after_the_last_one_is_refused_not_wrapped() {
+        let mut previous = lock_pinning("r.example/app:1.0", &Digest::of(b"x"));
+        assert_eq!(next_generation_number(None).unwrap(), 1);
+        previous.generation = u64::MAX - 1;
+        assert_eq!(next_generation_number(Some(&previous)).unwrap(), u64::MAX);
+        previous.generation = u64::MAX;
+        let err = next_generation_number(Some(&previous)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LockError::GenerationExhausted {
+                    generation: u64::MAX
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("lockstep.lock is at generation 18446744073709551615")
+        );
+        // refresh and mirror go through the same number.
+        let scan = ScannedDir {
+            uses: uses(&crate::model::pin_written(
+                "r.example/app:1.0",
+                &Digest::of(b"x"),
+            )),
+            notices: Vec::new(),
+            binding: previous.manifests.clone(),
+        };
+        let refused = refreshed(
+            &previous,
+            &scan,
+            Timestamp::UNIX_EPOCH,
+            SignedDuration::from_hours(1),
+        );
+        assert!(matches!(
+            refused,
+            Err(LockError::GenerationExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_previous_lockfile_is_believed_only_under_a_key_the_signer_trusts() {
+        let mine = crate::signing::SigningKey::generate("ci").unwrap();
+        let theirs = crate::signing::SigningKey::generate("release").unwrap();
+        let (own, other) = (trust_of(&mine), trust_of(&theirs));
+        let mut lock = lock_pinning("r.example/app:1.0", &Digest::of(b"x"));
+        lock.generation = 7;
+        // Long expired: expiry does not matter for continuing.
+        lock.expires = Some(Timestamp::from_second(10).unwrap());
+
+        let files = signed_dir(&lock, &mine);
+        let believed = verify_previous(&files, &continuing(&own, None)).unwrap();
+        assert_eq!(believed.unwrap().generation, 7);
+
+        // Signed by someone else: only with --trust naming them.
+        let files = signed_dir(&lock, &theirs);
+        let err = verify_previous(&files, &continuing(&own, None)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreviousError::NotTrusted {
+                    with_trust: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let believed = verify_previous(&files, &continuing(&own, Some(&other))).unwrap();
+        assert_eq!(believed.unwrap().generation, 7);
+
+        // One unsigned edit, and nobody vouches for the bytes any more.
+        let mut tampered = signed_dir(&lock, &mine);
+        let text = String::from_utf8(lock.to_bytes()).unwrap();
+        tampered.replace(
+            lockfile::FILE_NAME.into(),
+            text.replace("generation = 7", &format!("generation = {}", u64::MAX))
+                .into_bytes(),
+        );
+        let err = verify_previous(&tampered, &continuing(&own, Some(&other))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreviousError::NotTrusted {
+                    with_trust: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("lockstep.lock is not signed by this key (or by a key in --trust)")
+        );
+
+        // No lockfile: nothing to continue.
+        assert!(
+            verify_previous(&SourceFiles::default(), &continuing(&own, None))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_required_environment_must_match_the_previous_lockfile() {
+        let key = crate::signing::SigningKey::generate("ci").unwrap();
+        let own = trust_of(&key);
+        let mut lock = lock_pinning("r.example/app:1.0", &Digest::of(b"x"));
+        lock.environment = Some("staging".into());
+        let files = signed_dir(&lock, &key);
+        let prod = ContinuationTrust {
+            environment: Some("prod"),
+            ..continuing(&own, None)
+        };
+        let err = verify_previous(&files, &prod).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreviousError::Policy(VerifyError::WrongEnvironment { .. })
+            ),
+            "{err}"
+        );
+        let staging = ContinuationTrust {
+            environment: Some("staging"),
+            ..prod
+        };
+        assert!(verify_previous(&files, &staging).unwrap().is_some());
+        assert!(
+            verify_previous(&files, &continuing(&own, None))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

@@ -264,9 +264,27 @@ impl fmt::Display for PinnedRef {
 /// Write `written` (a reference exactly as it stands in a manifest) pinned to `digest`:
 /// the registry and name stay as the author wrote them, any old digest is replaced.
 /// `nginx:1.25` becomes `nginx:1.25@sha256:…`.
+///
+/// A reference with neither tag nor digest (`busybox`, which Kubernetes pulls as
+/// `busybox:latest`) becomes `busybox:latest@sha256:…`: the tag the digest was resolved
+/// from is written down. `busybox@sha256:…` would read as a digest the author chose, so the
+/// next `lock` could no longer tell that the pin follows `latest`, and the lockfile entry
+/// would disagree with its own reference.
 pub fn pin_written(written: &str, digest: &Digest) -> String {
-    let base = written.split_once('@').map_or(written, |(b, _)| b);
-    format!("{base}@{digest}")
+    match written.split_once('@') {
+        Some((base, _)) => format!("{base}@{digest}"),
+        None if !has_written_tag(written) => format!("{written}:latest@{digest}"),
+        None => format!("{written}@{digest}"),
+    }
+}
+
+/// Whether a reference without a digest spells a tag: a `:` after the last `/` (a `:`
+/// before it is a registry port).
+fn has_written_tag(without_digest: &str) -> bool {
+    let last = without_digest
+        .rfind('/')
+        .map_or(without_digest, |i| &without_digest[i + 1..]);
+    last.contains(':')
 }
 
 /// The written reference without its digest: the key of a lockfile image entry.
@@ -525,6 +543,16 @@ mod tests {
         assert_eq!(
             pin_written(&format!("nginx:1.25@{old}"), &d),
             format!("nginx:1.25@{d}")
+        );
+        // The implied tag is written down; a digest-only reference stays digest-only.
+        assert_eq!(pin_written("busybox", &d), format!("busybox:latest@{d}"));
+        assert_eq!(
+            pin_written("localhost:5000/app", &d),
+            format!("localhost:5000/app:latest@{d}")
+        );
+        assert_eq!(
+            pin_written(&format!("busybox@{old}"), &d),
+            format!("busybox@{d}")
         );
     }
 

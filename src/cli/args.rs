@@ -73,10 +73,33 @@ pub struct LockArgs {
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
     /// Record the environment the lockfile is for (signed; verify --environment must match).
+    /// The lockfile being continued must be for it too.
     #[arg(long, value_name = "NAME")]
     pub environment: Option<String>,
     #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Ignore the lockfile on disk and start again at generation 1 (when it is not signed
+    /// by a key you trust, or is for another environment). Reconcilers refuse the new
+    /// history as a rollback until its generation exceeds the one they applied.
+    #[arg(long, conflicts_with = "check")]
+    pub new_history: bool,
+    #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// Whom to believe about the lockfile already on disk, besides the signing key itself.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trusted signers, in Git's allowed_signers format (as verify --allowed-signers): a
+    /// lockfile on disk signed by one of them may be continued from or co-signed. Without
+    /// it, only a lockfile signed by this command's own key is.
+    #[arg(
+        long = "trust",
+        visible_alias = "allowed-signers",
+        env = "LOCKSTEP_ALLOWED_SIGNERS",
+        value_name = "FILE"
+    )]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +109,8 @@ pub struct SignArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Commit the files this writes (signature, and a new lockfile) on the current branch.
     #[arg(long)]
     pub commit: bool,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
-use args::{Cli, Command, KeyArgs, RegistryArgs, SignArgs, VerifyArgs};
+use args::{Cli, Command, KeyArgs, RegistryArgs, SignArgs, TrustArgs, VerifyArgs};
 use error::{CliError, Message};
 use printer::Printer;
 
@@ -83,8 +83,12 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 lifetime: a.expires_in.as_deref().map(lifetime).transpose()?,
                 environment: a.environment.clone(),
             };
+            let trust = load_trust(&a.trust, &a.dir, printer)?;
             let settings = commands::lock::LockSettings {
                 options,
+                trust,
+                trust_at: env.now,
+                new_history: a.new_history,
                 key,
                 signer: a.key.signer.clone(),
                 check: a.check,
@@ -102,13 +106,13 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             Ok(commands::lock::run(settings, printer).await?)
         }
         Command::Sign(a) => Ok(commands::sign::sign(
-            sign_settings(a, &env, "lockstep: sign the lockfile")?,
+            sign_settings(a, &env, "lockstep: sign the lockfile", printer)?,
             printer,
         )?),
         Command::Refresh(a) => {
             let lifetime = lifetime(&a.expires_in)?;
             let created = created_at(&env)?;
-            let settings = sign_settings(a.sign, &env, "lockstep: refresh the lockfile")?;
+            let settings = sign_settings(a.sign, &env, "lockstep: refresh the lockfile", printer)?;
             Ok(commands::sign::refresh(
                 settings, created, lifetime, printer,
             )?)
@@ -124,6 +128,7 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                     a.sign,
                     &env,
                     &format!("lockstep: mirror images to {}", a.to),
+                    printer,
                 )?,
             };
             commands::mirror::run(settings, printer)
@@ -278,9 +283,12 @@ fn sign_settings(
     a: SignArgs,
     env: &Env,
     default_message: &str,
+    printer: Printer,
 ) -> Result<commands::sign::SignSettings, CliError> {
     check_signer(a.key.signer.as_deref())?;
     Ok(commands::sign::SignSettings {
+        trust: load_trust(&a.trust, &a.dir, printer)?,
+        trust_at: env.now,
         key: load_key(&a.key, env)?,
         signer: a.key.signer.clone(),
         commit: a.commit.then(|| {
@@ -290,6 +298,18 @@ fn sign_settings(
         }),
         dir: a.dir,
     })
+}
+
+/// `--trust FILE`, read and checked exactly as `verify --allowed-signers` reads its file.
+fn load_trust(
+    a: &TrustArgs,
+    dir: &Path,
+    printer: Printer,
+) -> Result<Option<crate::signing::AllowedSigners>, CliError> {
+    a.file
+        .as_deref()
+        .map(|path| commands::verify::load_trust(path, dir, printer))
+        .transpose()
 }
 
 fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {

@@ -205,7 +205,7 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn lockfile_text(dir: &Path) -> String {
+pub fn lockfile_text(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("lockstep.lock")).unwrap()
 }
 
@@ -762,7 +762,7 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
 
 /// A second key made with `lockstep keygen`, and a trust file naming both it and the
 /// project's key.
-fn second_approver(p: &Project) -> (PathBuf, PathBuf) {
+pub fn second_approver(p: &Project) -> (PathBuf, PathBuf) {
     let (key, line) = keygen(p._tmp.path(), "release_key", "release@example.com");
     let both = p._tmp.path().join("both_signers");
     std::fs::write(
@@ -773,7 +773,7 @@ fn second_approver(p: &Project) -> (PathBuf, PathBuf) {
     (key, both)
 }
 
-fn signature_files(dir: &Path) -> Vec<String> {
+pub fn signature_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -946,10 +946,29 @@ fn lockfile_for_another_environment_is_refused() {
         "{}",
         stdout(&out)
     );
-    // Changing the environment is a new generation, signed again.
+    // A lockfile for staging does not continue into prod: a signer trusted for staging
+    // must not move prod's generation. Changing the environment starts a new history.
+    let before = p.snapshot();
+    let out = p.lock(&["--environment", "prod"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lockstep.lock cannot be continued")
+            && stderr(&out).contains("environment \"staging\", but \"prod\" is required")
+            && stderr(&out).contains("--new-history"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(p.snapshot(), before, "nothing written");
+    assert_eq!(
+        code(&p.lock(&["--environment", "prod", "--new-history"])),
+        0
+    );
+    assert!(lockfile_text(&p.dir).contains("generation = 1"));
+    assert_eq!(code(&p.verify(&["--environment", "prod"])), 0);
+    // Within one environment the history continues.
+    p.registry.push_image("shop/worker", "1.0", b"worker v2");
     assert_eq!(code(&p.lock(&["--environment", "prod"])), 0);
     assert!(lockfile_text(&p.dir).contains("generation = 2"));
-    assert_eq!(code(&p.verify(&["--environment", "prod"])), 0);
     // An unbound lockfile does not satisfy a verifier that requires an environment.
     assert_eq!(code(&p.lock(&[])), 0);
     let out = p.verify(&["--environment", "prod"]);

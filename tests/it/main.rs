@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod deploy;
 mod fuzz;
+mod generations;
 mod git;
 mod harness;
 mod images;

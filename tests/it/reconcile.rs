@@ -838,6 +838,8 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
             stranger.to_str().unwrap(),
             "--signer",
             "ci-example.com",
+            // The stranger cannot continue the CI key's generation count.
+            "--new-history",
         ],
         &[],
     );

@@ -8,12 +8,15 @@ use serde_json::json;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
-use crate::lock::{LockDecision, LockOptions, next_lockfile, pin_files, resolution_targets};
+use crate::lock::{
+    ContinuationTrust, LockDecision, LockOptions, PreviousError, next_lockfile, pin_files,
+    resolution_targets, verify_previous,
+};
 use crate::lockfile::{self, Lockfile};
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::resolve_all;
 use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
-use crate::source::{self, fs, git};
+use crate::source::{self, SourceFiles, fs, git};
 use crate::verify::scan_dir;
 
 /// Validated settings for one `lock` run.
@@ -29,6 +32,77 @@ pub struct LockSettings {
     pub created: Timestamp,
     /// `--expires-in` and `--environment`.
     pub options: LockOptions,
+    /// `--trust FILE`: besides the key itself, whose signature on the lockfile on disk lets
+    /// this lock continue its generation.
+    pub trust: Option<AllowedSigners>,
+    /// Now, for the trusted keys' validity windows (not `created`, which may be
+    /// `SOURCE_DATE_EPOCH`).
+    pub trust_at: Timestamp,
+    /// `--new-history`: ignore the lockfile on disk and start at generation 1.
+    pub new_history: bool,
+}
+
+/// What to tell someone whose lockfile on disk cannot be continued from.
+pub(crate) const RECOVER_BY_LOCK: &str = "restore it from Git (`git checkout -- lockstep.lock`), pass --trust with the key that signed it, or start a new history with `--new-history` (the reconciler will refuse it as a rollback until its generation exceeds the applied one); nothing was written";
+
+/// The lockfile on disk this lock continues from: only one whose signatures verify under
+/// the signing key or `--trust` (see [`verify_previous`]). `lock --check` signs nothing and
+/// only judges staleness: without --trust it reads the lockfile unverified, as before, and
+/// `verify` remains the check of who signed it.
+fn previous_lockfile(
+    settings: &LockSettings,
+    files: &SourceFiles,
+    printer: Printer,
+) -> Result<Option<Lockfile>, CliError> {
+    if settings.new_history {
+        if files.lockfile().is_some() {
+            printer.warn(format!(
+                "--new-history: ignoring the {} on disk; the new lockfile starts again at generation 1",
+                lockfile::FILE_NAME
+            ));
+        }
+        return Ok(None);
+    }
+    let own_key = match &settings.key {
+        Some(key) => Some(own_key_trust(
+            key,
+            &signer_of(settings.signer.as_deref(), key),
+        )?),
+        None => None,
+    };
+    if own_key.is_none() && settings.trust.is_none() {
+        return match files.lockfile() {
+            Some(bytes) => Ok(Some(Lockfile::parse_unverified(bytes).map_err(|e| {
+                CliError::check(e).hint("the existing lockfile is unreadable; `lockstep lock --new-history` starts again at generation 1")
+            })?)),
+            None => Ok(None),
+        };
+    }
+    let trust = ContinuationTrust {
+        own_key: own_key.as_ref(),
+        trusted: settings.trust.as_ref(),
+        at: settings.trust_at,
+        environment: settings.options.environment.as_deref(),
+    };
+    verify_previous(files, &trust).map_err(|e| refusal(e, RECOVER_BY_LOCK))
+}
+
+/// A lockfile that cannot be continued from (or approved) is a failed check: exit 1.
+pub(crate) fn refusal(e: PreviousError, recover: &str) -> CliError {
+    CliError::check(e).hint(recover)
+}
+
+/// The signing key's public half as a trust set of its own.
+pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSigners, CliError> {
+    AllowedSigners::parse(&key.allowed_signers_line(signer), "the signing key")
+        .map_err(CliError::usage)
+}
+
+fn signer_of(signer: Option<&str>, key: &SigningKey) -> String {
+    signer.map_or_else(
+        || signing::signer_name(key.comment(), &key.fingerprint()),
+        str::to_owned,
+    )
 }
 
 pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
@@ -38,14 +112,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     for notice in &scan.notices {
         printer.note(format!("note: {notice}"));
     }
-    let previous = match files.lockfile() {
-        Some(bytes) => Some(Lockfile::parse_unverified(bytes).map_err(|e| {
-            CliError::check(e).hint(
-                "the existing lockfile is unreadable; move it away to start again at generation 1",
-            )
-        })?),
-        None => None,
-    };
+    let previous = previous_lockfile(&settings, &files, printer)?;
     let targets = resolution_targets(&scan.uses, previous.as_ref());
     let known = previous
         .as_ref()
@@ -112,10 +179,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         .key
         .as_ref()
         .expect("the key is required unless --check");
-    let signer = settings
-        .signer
-        .clone()
-        .unwrap_or_else(|| signing::signer_name(key.comment(), &key.fingerprint()));
+    let signer = signer_of(settings.signer.as_deref(), key);
     let sig_name = source::signature_path(&signer);
     let (lock, lock_bytes, new_generation) = match decision {
         LockDecision::UpToDate(lock) => {
@@ -222,9 +286,7 @@ fn signed_by(
     let Some(sig) = files.files.get(sig_name) else {
         return false;
     };
-    let Ok(only_this_key) =
-        AllowedSigners::parse(&key.allowed_signers_line("signer"), "the signing key")
-    else {
+    let Ok(only_this_key) = own_key_trust(key, "signer") else {
         return false;
     };
     let file = SignatureFile {

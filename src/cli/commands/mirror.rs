@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::sign::{SignSettings, read_current, write_generation};
+use super::sign::{Purpose, SignSettings, read_current, write_generation};
 use crate::check::check;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
@@ -33,7 +33,8 @@ pub async fn run(settings: MirrorSettings, printer: Printer) -> Result<(), CliEr
 }
 
 async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliError> {
-    let current = read_current(&settings.sign)?;
+    // Verified before any byte moves: the new generation continues this one.
+    let current = read_current(&settings.sign, Purpose::Continue, printer)?;
     // Refused before any byte moves: a stale lockfile would record a mirror of images the
     // manifests no longer use.
     let findings = check(&current.lock, &current.scan.uses, &current.scan.binding);

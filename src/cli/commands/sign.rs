@@ -2,6 +2,16 @@
 //! (the same lockfile as a new generation with a new expiry). Both work offline: neither
 //! asks the registry anything, and both refuse a lockfile that no longer matches the
 //! manifests, so a signature never vouches for manifests nobody locked.
+//!
+//! Whom they believe about the lockfile on disk ([`read_current`]):
+//! - `refresh` (and `mirror`) write a new generation of it, so it must verify under this
+//!   key or `--trust`, like `lock` (expiry aside: refreshing an expired lockfile is the
+//!   point). Otherwise they refuse, exit 1.
+//! - `sign` computes no generation: it adds a signature over bytes someone else signed. An
+//!   approver who passes `--trust` gets the existing signatures checked, and a refusal
+//!   (exit code 1) when none verifies; without `--trust` (and without an own signature
+//!   already there) the approval is the approver's own judgement of the bytes, and
+//!   lockstep says so in a warning naming the generation they vouch for.
 
 use std::path::PathBuf;
 
@@ -11,9 +21,9 @@ use serde_json::json;
 use crate::check::check;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::lock::refreshed;
+use crate::lock::{ContinuationTrust, PreviousError, refreshed, verify_previous};
 use crate::lockfile::{self, Lockfile};
-use crate::signing::{self, SigningKey};
+use crate::signing::{self, AllowedSigners, SigningKey};
 use crate::source::{self, SourceFiles, fs, git};
 use crate::verify::{ScannedDir, VerifyError, scan_dir};
 
@@ -24,28 +34,85 @@ pub struct SignSettings {
     pub signer: Option<String>,
     /// The commit message, with `--commit`.
     pub commit: Option<String>,
+    /// `--trust FILE`: whose signatures on the lockfile on disk count, besides this key's.
+    pub trust: Option<AllowedSigners>,
+    /// Now, for the trusted keys' validity windows.
+    pub trust_at: Timestamp,
 }
 
-/// The directory, its lockfile (parsed, not yet trusted) and its manifests' scan.
+/// The directory, its lockfile and its manifests' scan.
 pub(super) struct Current {
     pub files: SourceFiles,
     pub lock: Lockfile,
     pub scan: ScannedDir,
+    /// Whether the lockfile's signatures were verified (always, unless `sign` runs on the
+    /// approver's own judgement).
+    pub signatures_checked: bool,
 }
 
-pub(super) fn read_current(settings: &SignSettings) -> Result<Current, CliError> {
+/// What the lockfile on disk is read for, which decides whom it must be signed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// `refresh`, `mirror`: a new generation follows it.
+    Continue,
+    /// `sign`: a signature is added to it as it is.
+    Approve,
+}
+
+/// Recovery for `refresh` and `mirror`, which have no `--new-history` of their own: a new
+/// history needs new content, and only `lock` resolves it.
+const RECOVER_BY_REFRESH: &str = "restore it from Git (`git checkout -- lockstep.lock`), pass --trust with the key that signed it, or start a new history with `lockstep lock --new-history` (the reconciler will refuse it as a rollback until its generation exceeds the applied one); nothing was written";
+
+const RECOVER_BY_SIGN: &str = "nothing was signed: find out where these bytes came from; restore them from Git (`git checkout -- lockstep.lock`) or pass --trust with the key of whoever locked them";
+
+pub(super) fn read_current(
+    settings: &SignSettings,
+    purpose: Purpose,
+    printer: Printer,
+) -> Result<Current, CliError> {
     let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
-    let bytes = files.lockfile().ok_or_else(|| {
-        CliError::check(VerifyError::NoLockfile).hint("only an existing lockfile can be signed")
-    })?;
-    let lock = Lockfile::parse_unverified(bytes).map_err(|e| {
-        CliError::check(e).hint(format!(
-            "{} is unreadable; nothing was signed",
-            lockfile::FILE_NAME
-        ))
-    })?;
+    let Some(bytes) = files.lockfile() else {
+        return Err(CliError::check(VerifyError::NoLockfile)
+            .hint("only an existing lockfile can be signed"));
+    };
+    let own_key = super::lock::own_key_trust(&settings.key, &signer_name(settings))?;
+    let trust = ContinuationTrust {
+        own_key: Some(&own_key),
+        trusted: settings.trust.as_ref(),
+        at: settings.trust_at,
+        environment: None,
+    };
+    let (lock, signatures_checked) = match (verify_previous(&files, &trust), purpose) {
+        (Ok(lock), _) => (lock.expect("the lockfile exists"), true),
+        (
+            Err(PreviousError::NotTrusted {
+                with_trust: false, ..
+            }),
+            Purpose::Approve,
+        ) => {
+            let lock = Lockfile::parse_unverified(bytes).map_err(|e| {
+                CliError::check(e).hint(format!(
+                    "{} is unreadable; nothing was signed",
+                    lockfile::FILE_NAME
+                ))
+            })?;
+            printer.warn(format!(
+                "the signatures already on {} were not checked (no --trust, and none is by this key): your signature vouches for generation {} on your own judgement",
+                lockfile::FILE_NAME,
+                lock.generation
+            ));
+            (lock, false)
+        }
+        (Err(e), Purpose::Approve) => return Err(super::lock::refusal(e, RECOVER_BY_SIGN)),
+        (Err(e), Purpose::Continue) => return Err(super::lock::refusal(e, RECOVER_BY_REFRESH)),
+    };
     let scan = scan_dir(&files).map_err(CliError::check)?;
-    Ok(Current { files, lock, scan })
+    Ok(Current {
+        files,
+        lock,
+        scan,
+        signatures_checked,
+    })
 }
 
 fn signer_name(settings: &SignSettings) -> String {
@@ -115,7 +182,7 @@ fn write(
 /// `sign`: add this key's signature over the lockfile's exact bytes; lockstep.lock and the
 /// other signatures stay as they are.
 pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
-    let current = read_current(&settings)?;
+    let current = read_current(&settings, Purpose::Approve, printer)?;
     let findings = check(&current.lock, &current.scan.uses, &current.scan.binding);
     if !findings.is_empty() {
         return Err(CliError::check(VerifyError::Findings(findings))
@@ -153,6 +220,7 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
         "signer": signer,
         "written": [sig_name],
         "other_signers": others,
+        "signatures_checked": current.signatures_checked,
         "commit": commit,
     }));
     Ok(())
@@ -166,7 +234,7 @@ pub fn refresh(
     lifetime: SignedDuration,
     printer: Printer,
 ) -> Result<(), CliError> {
-    let current = read_current(&settings)?;
+    let current = read_current(&settings, Purpose::Continue, printer)?;
     let next =
         refreshed(&current.lock, &current.scan, created, lifetime).map_err(CliError::check)?;
     let written = write_generation(&settings, &current, &next, printer)?;
