@@ -150,6 +150,7 @@ pub fn verify_previous(
             at: trust.at,
             threshold: 1,
             environment: trust.environment,
+            strict: false,
         };
         match signing::verify(bytes, &signatures, policy.signers, policy.at, 1) {
             Ok(verified) => {
@@ -680,8 +681,10 @@ mod tests {
                 "r.example/app:1.0",
                 &Digest::of(b"x"),
             )),
+            objects: Vec::new(),
             notices: Vec::new(),
             binding: previous.manifests.clone(),
+            config: Default::default(),
         };
         let refused = refreshed(
             &previous,
