@@ -184,16 +184,16 @@ pub fn classify(rel_path: &str) -> Result<FileRole, Refusal> {
             return Ok(FileRole::Signature);
         }
     }
-    // Case-insensitively: on a case-insensitive filesystem (macOS, Windows) kustomize and
-    // Helm find `KUSTOMIZATION.YAML` and `chart.yaml` too, and no manifest needs such names.
-    let lower = name.to_ascii_lowercase();
+    // The names exactly as kustomize and Helm look them up (Argo CD, Flux and the reconciler
+    // run on Linux, case-sensitive): `chart.yaml` is an ordinary manifest there, and a common
+    // name for one (a k3s HelmChart object, say).
     if matches!(
-        lower.as_str(),
-        "kustomization.yaml" | "kustomization.yml" | "kustomization"
+        name,
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization"
     ) {
         return Err(Refusal::Kustomization);
     }
-    if lower == "chart.yaml" {
+    if name == "Chart.yaml" {
         return Err(Refusal::HelmChart);
     }
     if has_extension(name, "json") {
@@ -478,7 +478,6 @@ mod tests {
             "kustomization.yaml",
             "overlays/prod/kustomization.yml",
             "Kustomization",
-            "KUSTOMIZATION.YAML",
         ] {
             assert_eq!(classify(path), Err(Refusal::Kustomization), "{path}");
         }
@@ -490,8 +489,10 @@ mod tests {
                 "{hint}"
             );
         }
-        // Only those names: a manifest that merely mentions kustomize is a manifest.
-        assert_eq!(classify("kustomization-job.yaml"), Ok(FileRole::Manifest));
+        // Only those names, spelled as the tools look them up on Linux.
+        for path in ["kustomization-job.yaml", "Kustomization.yaml", "chart.yaml"] {
+            assert_eq!(classify(path), Ok(FileRole::Manifest), "{path}");
+        }
     }
 
     #[test]
