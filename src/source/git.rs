@@ -280,9 +280,9 @@ pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), G
 }
 
 /// The inputs of `dir` that lockstep binds (manifests, `lockstep.toml`, every other file of
-/// the directory) or writes (the lockfile) whose bytes in `work` differ from HEAD's, apart from `ours` (what lockstep is about to write or
-/// remove). A commit of lockstep's files alone would not hold what was signed unless this is
-/// empty. No commit yet, or no `dir` in HEAD, counts as an empty HEAD.
+/// the directory) or writes (the lockfile) whose bytes in `work` differ from HEAD's, apart
+/// from `ours` (what lockstep is about to write or remove). A commit of lockstep's files
+/// alone would not hold what was signed unless this is empty. No commit yet, or no `dir` in HEAD, counts as an empty HEAD.
 pub fn uncommitted_inputs(
     dir: &Path,
     work: &SourceFiles,
