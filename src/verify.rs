@@ -85,12 +85,10 @@ pub fn error_with_causes(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The files the lockfile's binding covers: every manifest and `lockstep.toml`.
+/// The files the lockfile's binding covers: every file of the directory but the lockfile
+/// and its signatures (manifests, `lockstep.toml`, and any other file, such as a README).
 pub fn bound_files(files: &SourceFiles) -> impl Iterator<Item = (&str, &[u8])> {
-    let config = files
-        .config()
-        .map(|bytes| (crate::source::CONFIG_FILE, bytes));
-    files.manifests().chain(config)
+    files.bound()
 }
 
 /// Scan every manifest with the directory's `lockstep.toml`, collecting all errors.

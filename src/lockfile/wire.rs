@@ -36,7 +36,7 @@ pub struct WireLockfile {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WireBinding {
     /// sha256 over the lines `<relative path>\0<hex sha256 of the file>\n` of every bound
-    /// file (`*.yaml`, `*.yml`, `lockstep.toml`), sorted by path bytes.
+    /// file (every input file but the lockfile and its signatures), sorted by path bytes.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
     /// How many files the digest covers.

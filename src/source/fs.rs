@@ -9,7 +9,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{LimitError, SourceFiles, role_of};
+use super::{
+    EntryName, FileRole, LimitError, Refusal, RefusedInput, SourceFiles, WalkBudget, check_name,
+    classify, join_rel, role_of,
+};
 
 /// Reading or writing the manifests directory failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,11 +37,15 @@ pub enum SourceError {
     #[error("{path} is not a regular file")]
     NotAFile { path: PathBuf },
     /// A file name that is not UTF-8, which lockstep cannot record in the lockfile.
-    #[error("{path} has a name that is not valid UTF-8")]
+    #[error("{path:?} has a name that is not valid UTF-8")]
     NonUtf8Name { path: PathBuf },
+    /// A file or directory lockstep refuses to read (a kustomization, JSON, a control
+    /// character in the name).
+    #[error(transparent)]
+    Refused(#[from] RefusedInput),
     /// A path given to [`write_files`] that is not an input file of the directory.
     #[error(
-        "refusing to write {path:?}: not a lockstep input path (a relative path to a *.yaml/*.yml manifest, lockstep.toml, lockstep.lock or a signature, with no hidden or '..' components)"
+        "refusing to write {path:?}: not a path lockstep writes (a relative path to a *.yaml/*.yml manifest, lockstep.toml, lockstep.lock or a signature, with no '.git' or '..' components)"
     )]
     NotAnInputPath { path: String },
     /// A size limit was exceeded.
@@ -55,8 +62,11 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Sour
     }
 }
 
-/// Read every input file under `dir`, recursively and in a deterministic order. Hidden files
-/// and directories are skipped without being opened; a symlink anywhere else is an error.
+/// Read every input file under `dir` (every regular file but those under a `.git` entry,
+/// hidden ones included), in a deterministic order. The walk keeps its own stack and stops
+/// at [`MAX_DEPTH`](super::MAX_DEPTH) levels and [`MAX_ENTRIES`](super::MAX_ENTRIES)
+/// entries; a symlink, a refused name ([`classify`]) or a file that is not a regular file is
+/// an error naming its path.
 pub fn read_dir(dir: &Path) -> Result<SourceFiles, SourceError> {
     let meta = fs::metadata(dir).map_err(io_error("cannot read", dir))?;
     if !meta.is_dir() {
@@ -65,50 +75,66 @@ pub fn read_dir(dir: &Path) -> Result<SourceFiles, SourceError> {
         });
     }
     let mut files = SourceFiles::default();
-    walk(dir, "", &mut files)?;
-    Ok(files)
-}
-
-fn walk(dir: &Path, rel_dir: &str, files: &mut SourceFiles) -> Result<(), SourceError> {
-    let mut entries = fs::read_dir(dir)
-        .map_err(io_error("cannot list", dir))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io_error("cannot list", dir))?;
-    // Sorted so that errors and limits hit the same file on every run.
-    entries.sort_by_key(|entry| entry.file_name());
-    for entry in entries {
+    let mut budget = WalkBudget::default();
+    // One sorted listing per open directory: the stack of a depth-first walk, visiting
+    // entries in the order a recursive walk would, without recursion an input could deepen.
+    let mut stack = vec![(String::new(), list(dir, &mut budget)?.into_iter())];
+    while let Some((rel_dir, entries)) = stack.last_mut() {
+        let Some(entry) = entries.next() else {
+            stack.pop();
+            continue;
+        };
         let path = entry.path();
         let name = entry.file_name();
-        // Hidden entries first: a `.git` or `.cache` is skipped whatever its name encoding.
-        if name.as_encoded_bytes().starts_with(b".") {
-            continue;
-        }
         let Some(name) = name.to_str() else {
             return Err(SourceError::NonUtf8Name { path });
         };
-        let rel = if rel_dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel_dir}/{name}")
+        let name = match check_name(name) {
+            Ok(EntryName::Skip) => continue,
+            Ok(EntryName::Read(name)) => name,
+            Err(refusal) => return Err(refused(&path, refusal)),
         };
+        let rel = join_rel(rel_dir, name);
         let file_type = entry.file_type().map_err(io_error("cannot stat", &path))?;
         if file_type.is_symlink() {
             return Err(SourceError::Symlink { path });
         }
         if file_type.is_dir() {
-            walk(&path, &rel, files)?;
+            budget
+                .enter(&path.display().to_string(), stack.len())
+                .map_err(SourceError::Limit)?;
+            let listing = list(&path, &mut budget)?;
+            stack.push((rel, listing.into_iter()));
             continue;
         }
-        if role_of(&rel).is_none() {
-            continue;
-        }
+        classify(&rel).map_err(|refusal| refused(&path, refusal))?;
         if !file_type.is_file() {
             return Err(SourceError::NotAFile { path });
         }
-        let bytes = read_limited(&path, &rel, files)?;
+        let bytes = read_limited(&path, &rel, &files)?;
         files.insert(rel, bytes)?;
     }
-    Ok(())
+    Ok(files)
+}
+
+/// The entries of `dir`, sorted by name so that errors and limits hit the same file on every
+/// run; each counts against the walk's budget as it is listed, so a directory of millions of
+/// entries is refused before they are all held.
+fn list(dir: &Path, budget: &mut WalkBudget) -> Result<Vec<fs::DirEntry>, SourceError> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error("cannot list", dir))? {
+        budget.count(&dir.display().to_string())?;
+        entries.push(entry.map_err(io_error("cannot list", dir))?);
+    }
+    entries.sort_by_key(fs::DirEntry::file_name);
+    Ok(entries)
+}
+
+fn refused(path: &Path, refusal: Refusal) -> SourceError {
+    SourceError::Refused(RefusedInput {
+        path: path.display().to_string(),
+        refusal,
+    })
 }
 
 /// Read a file, refusing it before loading when it is already too large, and reading at
@@ -131,8 +157,9 @@ fn read_limited(path: &Path, rel: &str, files: &SourceFiles) -> Result<Vec<u8>, 
 /// `dir`. Each file is replaced atomically (a temporary file in the same directory, fsync,
 /// rename, fsync of the directory), so a crash leaves each file old or new, never torn;
 /// callers order `writes` so that any prefix of them fails verification closed. Removing a
-/// file that does not exist is not an error. Every path must be an input path
-/// ([`role_of`]) whose directories exist and are not symlinks.
+/// file that does not exist is not an error. Every path must be an input path that lockstep
+/// writes ([`role_of`], [`FileRole::is_written_by_lockstep`]) whose directories exist and
+/// are not symlinks.
 pub fn write_files(
     dir: &Path,
     writes: &[(String, Vec<u8>)],
@@ -140,7 +167,7 @@ pub fn write_files(
 ) -> Result<(), SourceError> {
     let paths = writes.iter().map(|(rel, _)| rel).chain(removals);
     for rel in paths {
-        if role_of(rel).is_none() {
+        if !role_of(rel).is_some_and(FileRole::is_written_by_lockstep) {
             return Err(SourceError::NotAnInputPath { path: rel.clone() });
         }
         refuse_symlinked_parents(dir, rel)?;
@@ -184,7 +211,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let parent = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Hidden, so that a leftover after a crash is never read as an input.
+    // Hidden and named for lockstep, though every file is an input now: a leftover after a
+    // crash is read as a bound file, so `verify` fails (closed) naming it until it is removed.
     let tmp = parent.join(format!(
         ".{name}.lockstep-tmp-{}-{}",
         std::process::id(),
@@ -229,6 +257,7 @@ fn sync_parent(path: &Path) -> Result<(), SourceError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MAX_DEPTH;
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
@@ -241,10 +270,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_inputs_recursively_and_skips_the_rest() {
+    fn reads_every_file_but_git_entries() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        fs::create_dir_all(dir.join("apps/web")).unwrap();
+        fs::create_dir_all(dir.join("apps/web/.git")).unwrap();
         fs::create_dir_all(dir.join(".git")).unwrap();
         fs::write(dir.join("apps/web/deploy.yaml"), "kind: Deployment\n").unwrap();
         fs::write(dir.join("svc.yml"), "kind: Service\n").unwrap();
@@ -252,7 +281,9 @@ mod tests {
         fs::write(dir.join("lockstep.lock.ci.sig"), "sig").unwrap();
         fs::write(dir.join("lockstep.toml"), "").unwrap();
         fs::write(dir.join("README.md"), "hi").unwrap();
-        fs::write(dir.join(".git/x.yaml"), "hidden").unwrap();
+        fs::write(dir.join(".gitignore"), "*.bak").unwrap();
+        fs::write(dir.join(".git/x.yaml"), "git's own").unwrap();
+        fs::write(dir.join("apps/web/.git/HEAD"), "git's own").unwrap();
         fs::write(dir.join("apps/lockstep.lock"), "not at the top").unwrap();
 
         let files = read_dir(dir).unwrap();
@@ -260,6 +291,9 @@ mod tests {
         assert_eq!(
             paths,
             [
+                ".gitignore",
+                "README.md",
+                "apps/lockstep.lock",
                 "apps/web/deploy.yaml",
                 "lockstep.lock",
                 "lockstep.lock.ci.sig",
@@ -268,6 +302,156 @@ mod tests {
             ]
         );
         assert_eq!(files.files["svc.yml"], b"kind: Service\n");
+        let bound: Vec<_> = files.bound().map(|(path, _)| path).collect();
+        assert_eq!(
+            bound,
+            [
+                ".gitignore",
+                "README.md",
+                "apps/lockstep.lock",
+                "apps/web/deploy.yaml",
+                "lockstep.toml",
+                "svc.yml"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hidden_yaml_file_is_read_as_a_manifest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::create_dir_all(dir.join(".hidden/sub")).unwrap();
+        fs::write(dir.join(".evil.yaml"), "kind: Pod\n").unwrap();
+        fs::write(dir.join(".hidden/sub/deep.yml"), "kind: Pod\n").unwrap();
+        let files = read_dir(dir).unwrap();
+        let manifests: Vec<_> = files.manifests().map(|(path, _)| path).collect();
+        assert_eq!(manifests, [".evil.yaml", ".hidden/sub/deep.yml"]);
+    }
+
+    #[test]
+    fn an_upper_case_yaml_extension_is_a_manifest() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("APP.YAML"), "kind: Pod\n").unwrap();
+        let files = read_dir(tmp.path()).unwrap();
+        let manifests: Vec<_> = files.manifests().map(|(path, _)| path).collect();
+        assert_eq!(manifests, ["APP.YAML"]);
+    }
+
+    /// The refusal and the path of a [`read_dir`] error that must be a refused input.
+    fn refusal_of(err: SourceError) -> (Refusal, String) {
+        match err {
+            SourceError::Refused(RefusedInput { refusal, path }) => (refusal, path),
+            other => panic!("expected a refused input, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_json_manifest_is_refused_with_a_hint() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("sub")).unwrap();
+        fs::write(tmp.path().join("ok.yaml"), "kind: Pod\n").unwrap();
+        fs::write(tmp.path().join("sub/pod.json"), "{}").unwrap();
+        let err = read_dir(tmp.path()).unwrap_err();
+        let message = err.to_string();
+        let (refusal, path) = refusal_of(err);
+        assert_eq!(refusal, Refusal::Json);
+        assert_eq!(path, tmp.path().join("sub/pod.json").display().to_string());
+        assert!(message.contains("convert it to YAML"), "{message}");
+    }
+
+    #[test]
+    fn a_kustomization_is_refused_with_a_hint() {
+        for name in ["kustomization.yaml", "Kustomization", "Chart.yaml"] {
+            let tmp = tempfile::tempdir().unwrap();
+            fs::write(tmp.path().join("deploy.yaml"), "kind: Pod\n").unwrap();
+            fs::write(tmp.path().join(name), "resources: [deploy.yaml]\n").unwrap();
+            let err = read_dir(tmp.path()).unwrap_err();
+            let message = err.to_string();
+            let (refusal, path) = refusal_of(err);
+            let expected = if name == "Chart.yaml" {
+                Refusal::HelmChart
+            } else {
+                Refusal::Kustomization
+            };
+            assert_eq!(refusal, expected, "{name}");
+            assert_eq!(path, tmp.path().join(name).display().to_string());
+            assert!(
+                message.contains("render it and lock the output"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_name_with_a_newline_is_refused() {
+        for rel in [
+            "evil\n# Source: ok.yaml",
+            "dir\nname/app.yaml",
+            "readme\u{2028}",
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "kind: Pod\n").unwrap();
+            let err = read_dir(tmp.path()).unwrap_err();
+            let message = err.to_string();
+            let (refusal, refused_path) = refusal_of(err);
+            assert_eq!(refusal, Refusal::ControlCharacter, "{rel:?}");
+            // The first component with the character is the one named, escaped.
+            let first = rel.split('/').next().unwrap();
+            assert_eq!(refused_path, tmp.path().join(first).display().to_string());
+            assert!(
+                !message.contains('\n') && !message.contains('\u{2028}'),
+                "{message:?}"
+            );
+        }
+    }
+
+    /// A chain of `depth` directories named `d` under `dir`, built from the inside out by
+    /// renames, so no path ever grows longer than `x/d` (the kernel refuses long ones).
+    fn deep_chain(dir: &Path, depth: usize) {
+        fs::create_dir(dir.join("x")).unwrap();
+        fs::write(dir.join("x/app.yaml"), "kind: Pod\n").unwrap();
+        for _ in 1..depth {
+            fs::create_dir(dir.join("y")).unwrap();
+            fs::rename(dir.join("x"), dir.join("y/d")).unwrap();
+            fs::rename(dir.join("y"), dir.join("x")).unwrap();
+        }
+        fs::rename(dir.join("x"), dir.join("d")).unwrap();
+    }
+
+    /// Undo [`deep_chain`] the same way: `remove_dir_all` would need a file descriptor per level.
+    fn remove_deep_chain(dir: &Path) {
+        fs::rename(dir.join("d"), dir.join("x")).unwrap();
+        while dir.join("x/d").exists() {
+            fs::rename(dir.join("x/d"), dir.join("y")).unwrap();
+            fs::remove_dir(dir.join("x")).unwrap();
+            fs::rename(dir.join("y"), dir.join("x")).unwrap();
+        }
+        fs::remove_dir_all(dir.join("x")).unwrap();
+    }
+
+    #[test]
+    fn a_20000_deep_directory_chain_is_refused_not_a_stack_overflow() {
+        let tmp = tempfile::tempdir().unwrap();
+        deep_chain(tmp.path(), 20_000);
+        let err = read_dir(tmp.path()).unwrap_err();
+        let SourceError::Limit(LimitError::TooDeep { path, limit }) = &err else {
+            panic!("expected TooDeep, got {err}");
+        };
+        assert_eq!(*limit, MAX_DEPTH);
+        let expected = tmp.path().join(vec!["d"; MAX_DEPTH + 1].join("/"));
+        assert_eq!(*path, expected.display().to_string());
+        remove_deep_chain(tmp.path());
+
+        // At the limit itself the chain is read.
+        deep_chain(tmp.path(), MAX_DEPTH);
+        let files = read_dir(tmp.path()).unwrap();
+        let manifests: Vec<_> = files.manifests().map(|(path, _)| path.to_owned()).collect();
+        assert_eq!(
+            manifests,
+            [format!("{}/app.yaml", vec!["d"; MAX_DEPTH].join("/"))]
+        );
     }
 
     #[test]
@@ -340,8 +524,9 @@ mod tests {
         for bad in [
             "../escape.yaml",
             "/etc/x.yaml",
-            ".hidden.yaml",
+            ".git/x.yaml",
             "notes.txt",
+            "app.json",
             "sub/lockstep.lock",
         ] {
             let err = write_files(

@@ -14,7 +14,10 @@ use gix::bstr::{BStr, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::{ObjectId, Repository};
 
-use super::{FileRole, LimitError, MAX_FILE_BYTES, SourceFiles, check_size, role_of};
+use super::{
+    EntryName, FileRole, LimitError, MAX_FILE_BYTES, MAX_TREE_BYTES, Refusal, RefusedInput,
+    SourceFiles, WalkBudget, check_name, check_size, classify, join_rel, role_of,
+};
 
 pub mod ssh;
 
@@ -65,7 +68,7 @@ pub enum GitError {
     )]
     Bare { git_dir: PathBuf },
     /// A path that is not valid UTF-8.
-    #[error("{path} has a name that is not valid UTF-8")]
+    #[error("{path:?} has a name that is not valid UTF-8")]
     NonUtf8Path { path: String },
     /// The revision does not resolve.
     #[error("unknown revision {rev:?}")]
@@ -93,6 +96,10 @@ pub enum GitError {
     /// A size limit was exceeded.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// A file or directory lockstep refuses to read (a kustomization, JSON, a control
+    /// character in the name).
+    #[error(transparent)]
+    Refused(#[from] RefusedInput),
     /// Reading or writing an object, a tree or a reference failed.
     #[error("{action}")]
     Git {
@@ -209,6 +216,16 @@ struct Located {
 }
 
 impl Located {
+    /// The directory `rel_dir` (empty for the manifests directory) as the repository names
+    /// it, `.` for the repository's root.
+    fn dir_path(&self, rel_dir: &str) -> String {
+        match (self.prefix.is_empty(), rel_dir.is_empty()) {
+            (true, true) => ".".to_owned(),
+            (false, true) => self.prefix.clone(),
+            _ => self.repo_path(rel_dir),
+        }
+    }
+
     fn repo_path(&self, rel: &str) -> String {
         if self.prefix.is_empty() {
             rel.to_owned()
@@ -262,10 +279,10 @@ pub fn read_at_rev(dir: &Path, rev: &str) -> Result<(SourceFiles, CommitInfo), G
     read_located(&locate(dir)?, rev)
 }
 
-/// The inputs of `dir` that lockstep binds (manifests, `lockstep.toml`, the lockfile) whose
-/// bytes in `work` differ from HEAD's, apart from `ours` (what lockstep is about to write or
-/// remove). A commit of lockstep's files alone would not hold what was signed unless this is
-/// empty. No commit yet, or no `dir` in HEAD, counts as an empty HEAD.
+/// The inputs of `dir` that lockstep binds (manifests, `lockstep.toml`, every other file of
+/// the directory) or writes (the lockfile) whose bytes in `work` differ from HEAD's, apart
+/// from `ours` (what lockstep is about to write or remove). A commit of lockstep's files
+/// alone would not hold what was signed unless this is empty. No commit yet, or no `dir` in HEAD, counts as an empty HEAD.
 pub fn uncommitted_inputs(
     dir: &Path,
     work: &SourceFiles,
@@ -286,12 +303,9 @@ pub fn uncommitted_inputs(
             Err(e) => return Err(e),
         }
     };
-    let bound = |path: &&String| {
-        matches!(
-            role_of(path),
-            Some(FileRole::Manifest | FileRole::Config | FileRole::Lockfile)
-        )
-    };
+    // Signatures are the only inputs left out: lockstep writes them, and they sign the
+    // lockfile rather than being bound by it.
+    let bound = |path: &&String| role_of(path).is_some_and(|role| role != FileRole::Signature);
     let paths: std::collections::BTreeSet<&String> = work
         .files
         .keys()
@@ -350,7 +364,7 @@ fn read_located(located: &Located, rev: &str) -> Result<(SourceFiles, CommitInfo
         }
     };
     let mut files = SourceFiles::default();
-    read_tree(located, dir_tree, "", &mut files)?;
+    read_tree(located, dir_tree, &mut files)?;
     Ok((files, info))
 }
 
@@ -365,41 +379,46 @@ fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
     })
 }
 
-/// Walk the tree `tree_id` (the directory `rel_dir` relative to the manifests directory),
-/// with the same rules as the work-tree walk: hidden entries skipped unseen, inputs read,
-/// symlinks and submodules refused.
+/// Walk the tree `dir_tree` (the manifests directory) with the same rules as the work-tree
+/// walk: `.git` entries skipped unseen, every other file an input (read, or refused by name),
+/// symlinks and submodules refused. The walk keeps its own stack, so a crafted chain of
+/// 20 000 nested trees is refused at [`MAX_DEPTH`](super::MAX_DEPTH), not a stack overflow.
 fn read_tree(
     located: &Located,
-    tree_id: ObjectId,
-    rel_dir: &str,
+    dir_tree: ObjectId,
     files: &mut SourceFiles,
 ) -> Result<(), GitError> {
     let repo = &located.repo;
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(gix_error(format!("cannot read tree {tree_id}")))?;
-    let mut entries = Vec::new();
-    for entry in tree.iter() {
-        let entry = entry.map_err(gix_error(format!("cannot decode tree {tree_id}")))?;
-        entries.push((entry.filename().to_owned(), entry.mode(), entry.object_id()));
-    }
-    for (name, mode, oid) in entries {
-        if name.starts_with(b".") {
+    let mut budget = WalkBudget::default();
+    // One listing per open tree, in Git's (sorted) order: a depth-first walk without
+    // recursion, visiting entries in the order the recursive walk did.
+    let mut stack = vec![(
+        String::new(),
+        list_tree(located, dir_tree, "", &mut budget)?.into_iter(),
+    )];
+    while let Some((rel_dir, entries)) = stack.last_mut() {
+        let Some((name, mode, oid)) = entries.next() else {
+            stack.pop();
             continue;
-        }
+        };
         let Ok(name) = std::str::from_utf8(&name) else {
-            let lossy = format!("{rel_dir}/{}", name.to_str_lossy());
+            let lossy = join_rel(rel_dir, &name.to_str_lossy());
             return Err(GitError::NonUtf8Path {
-                path: located.repo_path(lossy.trim_start_matches('/')),
+                path: located.repo_path(&lossy),
             });
         };
-        let rel = if rel_dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel_dir}/{name}")
+        let name = match check_name(name) {
+            Ok(EntryName::Skip) => continue,
+            Ok(EntryName::Read(name)) => name,
+            Err(refusal) => {
+                return Err(refused(located, &join_rel(rel_dir, name), refusal));
+            }
         };
+        let rel = join_rel(rel_dir, name);
         if mode.is_tree() {
-            read_tree(located, oid, &rel, files)?;
+            budget.enter(&located.repo_path(&rel), stack.len())?;
+            let listing = list_tree(located, oid, &rel, &mut budget)?;
+            stack.push((rel, listing.into_iter()));
         } else if mode.is_link() {
             return Err(GitError::Symlink {
                 path: located.repo_path(&rel),
@@ -408,7 +427,8 @@ fn read_tree(
             return Err(GitError::Submodule {
                 path: located.repo_path(&rel),
             });
-        } else if role_of(&rel).is_some() {
+        } else {
+            classify(&rel).map_err(|refusal| refused(located, &rel, refusal))?;
             let header = repo
                 .find_header(oid)
                 .map_err(gix_error(format!("cannot read blob {oid} ({rel})")))?;
@@ -420,6 +440,46 @@ fn read_tree(
         }
     }
     Ok(())
+}
+
+/// The entries (name, mode, id) of the tree `tree_id`, the directory `rel_dir`; its size is
+/// checked before it is loaded, and each entry counts against the walk's budget.
+fn list_tree(
+    located: &Located,
+    tree_id: ObjectId,
+    rel_dir: &str,
+    budget: &mut WalkBudget,
+) -> Result<Vec<(gix::bstr::BString, gix::objs::tree::EntryMode, ObjectId)>, GitError> {
+    let repo = &located.repo;
+    let shown = located.dir_path(rel_dir);
+    let header = repo
+        .find_header(tree_id)
+        .map_err(gix_error(format!("cannot read tree {tree_id} ({shown})")))?;
+    if header.size() > MAX_TREE_BYTES {
+        return Err(LimitError::TreeTooLarge {
+            path: shown,
+            size: header.size(),
+            limit: MAX_TREE_BYTES,
+        }
+        .into());
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(gix_error(format!("cannot read tree {tree_id} ({shown})")))?;
+    let mut entries = Vec::new();
+    for entry in tree.iter() {
+        budget.count(&shown)?;
+        let entry = entry.map_err(gix_error(format!("cannot decode tree {tree_id} ({shown})")))?;
+        entries.push((entry.filename().to_owned(), entry.mode(), entry.object_id()));
+    }
+    Ok(entries)
+}
+
+fn refused(located: &Located, rel: &str, refusal: Refusal) -> GitError {
+    GitError::Refused(RefusedInput {
+        path: located.repo_path(rel),
+        refusal,
+    })
 }
 
 /// A file about to be committed, with what the index needs afterwards.
@@ -445,10 +505,10 @@ pub fn commit(
     message: &str,
 ) -> Result<CommitOutcome, GitError> {
     for path in paths.iter().chain(removed) {
-        if role_of(path).is_none() {
+        if !role_of(path).is_some_and(FileRole::is_written_by_lockstep) {
             return Err(GitError::InvalidPath {
                 path: path.clone(),
-                reason: "not a lockstep input path relative to the manifests directory",
+                reason: "not a path lockstep writes (a manifest, lockstep.toml, the lockfile or a signature) relative to the manifests directory",
             });
         }
     }
@@ -1234,14 +1294,17 @@ pub fn read_history(
     Ok(out)
 }
 
-/// The input entries (path, mode, blob) of the manifests directory at `commit`, without
-/// reading blobs; `None` when there is no commit or no such directory in it. Hidden entries
-/// are skipped as [`read_tree`] skips them, so a change to them is no change to the inputs.
-#[allow(clippy::type_complexity)]
+/// What the manifests directory holds at `commit`, without walking it: the id of its tree,
+/// or `None` when there is no commit or no such directory in it. Every entry of the directory
+/// but `.git` is an input now, so two commits hold the same inputs exactly when they hold the
+/// same tree (a tree differing only in a `.git` entry, which Git refuses to write, counts as a
+/// change: a commit listed once too often, never one missed). No walk means no limit that a
+/// crafted commit could hit here and break the whole history; [`read_located`] meets it
+/// instead and reports it for that commit alone.
 fn inputs_fingerprint(
     located: &Located,
     commit: Option<ObjectId>,
-) -> Result<Option<Vec<(String, u16, ObjectId)>>, GitError> {
+) -> Result<Option<ObjectId>, GitError> {
     let Some(commit) = commit else {
         return Ok(None);
     };
@@ -1253,44 +1316,18 @@ fn inputs_fingerprint(
         "cannot read the tree of commit {}",
         commit.id
     )))?;
-    let dir_tree = if located.prefix.is_empty() {
-        tree.id
-    } else {
-        match tree
-            .lookup_entry_by_path(&located.prefix)
-            .map_err(gix_error(format!(
-                "cannot look up {} in commit {}",
-                located.prefix, commit.id
-            )))? {
-            Some(entry) if entry.mode().is_tree() => entry.object_id(),
-            _ => return Ok(None),
-        }
-    };
-    let mut entries = Vec::new();
-    let mut stack = vec![(dir_tree, String::new())];
-    while let Some((tree_id, rel_dir)) = stack.pop() {
-        let tree = repo
-            .find_tree(tree_id)
-            .map_err(gix_error(format!("cannot read tree {tree_id}")))?;
-        for entry in tree.iter() {
-            let entry = entry.map_err(gix_error(format!("cannot decode tree {tree_id}")))?;
-            let name = entry.filename();
-            if name.starts_with(b".") {
-                continue;
-            }
-            let rel = format!("{rel_dir}{}", name.to_str_lossy());
-            let mode = entry.mode();
-            if mode.is_tree() {
-                stack.push((entry.object_id(), format!("{rel}/")));
-            } else if mode.is_blob() && role_of(&rel).is_none() {
-                // Not an input (a README): its changes do not concern the lock.
-            } else {
-                entries.push((rel, mode.value(), entry.object_id()));
-            }
-        }
+    if located.prefix.is_empty() {
+        return Ok(Some(tree.id));
     }
-    entries.sort();
-    Ok(Some(entries))
+    match tree
+        .lookup_entry_by_path(&located.prefix)
+        .map_err(gix_error(format!(
+            "cannot look up {} in commit {}",
+            located.prefix, commit.id
+        )))? {
+        Some(entry) if entry.mode().is_tree() => Ok(Some(entry.object_id())),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -27,11 +27,28 @@ pub const MAX_FILES: usize = 10_000;
 /// Largest total of all input files: far above real manifest sets (a 10 000-image directory
 /// is ~7 MB), far below what would exhaust a controller's memory.
 pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+/// The deepest a directory may lie below the manifests directory (`a/b` is at depth 2). The
+/// walks keep their own stack, so depth costs no call stack; the limit bounds the work and
+/// the path lengths that a crafted commit (a chain of 20 000 directories) could ask for.
+pub const MAX_DEPTH: usize = 32;
+/// The most directory entries (files, directories, anything) read in one walk, counted over
+/// every directory visited: bounds the work of a directory full of entries that are not
+/// files, which [`MAX_FILES`] does not count.
+pub const MAX_ENTRIES: usize = 100_000;
+/// The largest Git tree object read, in bytes: a tree is loaded whole before its entries can
+/// be counted, so its size is checked first. 100 000 entries with long names fit.
+pub const MAX_TREE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// What an input file is to lockstep.
+/// The name of Git's own entry (a directory, or a file in a linked work tree or submodule):
+/// the only entry of the manifests directory that is not an input, at any level.
+pub const GIT_DIR_NAME: &str = ".git";
+
+/// What an input file is to lockstep. Every regular file of the manifests directory is an
+/// input (except under [`GIT_DIR_NAME`]), and each has exactly one role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileRole {
-    /// A Kubernetes manifest: `*.yaml` or `*.yml`, anywhere below the directory.
+    /// A Kubernetes manifest: extension `.yaml` or `.yml` in any letter case, anywhere below
+    /// the directory, hidden or not (kubectl reads `.evil.yaml` too).
     Manifest,
     /// `lockstep.toml` at the top.
     Config,
@@ -39,41 +56,163 @@ pub enum FileRole {
     Lockfile,
     /// `lockstep.lock.<signer>.sig` at the top.
     Signature,
+    /// Any other file (a README, `.gitignore`, a script): not parsed, but bound by the
+    /// lockfile like a manifest, so that no file can change beside the signed ones unseen.
+    Bound,
 }
 
-/// The role of the file at `rel_path` ('/'-separated, relative to the manifests directory),
-/// or `None` when it is not an input. Hidden files and anything under a hidden directory are
-/// never inputs (`.git`, editor swap files); neither are malformed paths (empty, `.`, `..`
-/// or empty components), so a `Some` also means "a safe relative path".
-pub fn role_of(rel_path: &str) -> Option<FileRole> {
+impl FileRole {
+    /// Whether the lockfile's manifests binding covers files of this role: everything but
+    /// the lockfile and its signatures, which cannot bind themselves.
+    pub fn is_bound(self) -> bool {
+        !matches!(self, FileRole::Lockfile | FileRole::Signature)
+    }
+
+    /// Whether lockstep itself writes or commits files of this role (pinned manifests, the
+    /// lockfile and signatures; the configuration when asked): never a [`FileRole::Bound`]
+    /// file, which is the user's alone.
+    pub fn is_written_by_lockstep(self) -> bool {
+        self != FileRole::Bound
+    }
+}
+
+/// Why an entry of the manifests directory cannot be read as an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A control character (a newline, a tab, U+0085) or U+2028/U+2029 in the name: it would
+    /// break every line-oriented listing of the path (`# Source:` in `render`, logs).
+    ControlCharacter,
+    /// An empty, `.` or `..` name, or one holding `/` or NUL: only a crafted Git tree has one.
+    InvalidName,
+    /// `kustomization.yaml`, `kustomization.yml` or `Kustomization`.
+    Kustomization,
+    /// `Chart.yaml`: a Helm chart.
+    HelmChart,
+    /// A `.json` file.
+    Json,
+    /// A `.jsonnet` or `.libsonnet` file.
+    Jsonnet,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const RENDERED: &str = "Argo CD and Flux would render this directory with";
+        const INSTEAD: &str = "instead of applying its files; lockstep locks rendered manifests: render it and lock the output (render steps are planned), or move it out of the locked directory";
+        match self {
+            Refusal::ControlCharacter => f.write_str(
+                "has a control character or a line separator in its name; rename it",
+            ),
+            Refusal::InvalidName => {
+                f.write_str("is not a valid file name (empty, '.', '..', or holding '/' or NUL)")
+            }
+            Refusal::Kustomization => write!(f, "is a kustomization: {RENDERED} kustomize {INSTEAD}"),
+            Refusal::HelmChart => write!(f, "is a Helm chart: {RENDERED} Helm {INSTEAD}"),
+            Refusal::Json => f.write_str(
+                "is a JSON file: kubectl, Argo CD and Flux apply JSON manifests, which lockstep does not read: convert it to YAML or move it out of the locked directory",
+            ),
+            Refusal::Jsonnet => f.write_str(
+                "is a Jsonnet file: Argo CD evaluates Jsonnet and applies the result, which lockstep does not read: render it to YAML and lock the output, or move it out of the locked directory",
+            ),
+        }
+    }
+}
+
+/// An entry of the manifests directory that lockstep refuses to read, with its path
+/// (relative to the repository in Git, absolute in the work tree).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path:?} {refusal}")]
+pub struct RefusedInput {
+    pub path: String,
+    pub refusal: Refusal,
+}
+
+/// What a walk does with one directory entry, judged by its name alone.
+pub(crate) enum EntryName<'a> {
+    /// `.git`: not lockstep's, never opened.
+    Skip,
+    /// Anything else, as UTF-8 text safe to join into a path.
+    Read(&'a str),
+}
+
+/// Judge one entry name (of a file or a directory) before anything is opened.
+pub(crate) fn check_name(name: &str) -> Result<EntryName<'_>, Refusal> {
+    if name == GIT_DIR_NAME {
+        return Ok(EntryName::Skip);
+    }
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Refusal::InvalidName);
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
+        return Err(Refusal::ControlCharacter);
+    }
+    Ok(EntryName::Read(name))
+}
+
+/// Whether `name`'s extension (after the last `.`) is `ext`, in any letter case.
+fn has_extension(name: &str, ext: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, found)| found.eq_ignore_ascii_case(ext))
+}
+
+/// The role of the regular file at `rel_path` ('/'-separated, relative to the manifests
+/// directory), or why it is refused. Every component must pass [`check_name`]; a path
+/// under `.git` is refused as not an input.
+pub fn classify(rel_path: &str) -> Result<FileRole, Refusal> {
     let mut components = rel_path.split('/').peekable();
     let mut top_level = true;
     let mut name = "";
     while let Some(component) = components.next() {
-        if component.is_empty() || component.starts_with('.') {
-            return None;
+        match check_name(component)? {
+            EntryName::Skip => return Err(Refusal::InvalidName),
+            EntryName::Read(component) => name = component,
         }
         if components.peek().is_some() {
             top_level = false;
-        } else {
-            name = component;
         }
     }
     if top_level {
         if name == CONFIG_FILE {
-            return Some(FileRole::Config);
+            return Ok(FileRole::Config);
         }
         if name == LOCKFILE {
-            return Some(FileRole::Lockfile);
+            return Ok(FileRole::Lockfile);
         }
         if signer_of(name).is_some() {
-            return Some(FileRole::Signature);
+            return Ok(FileRole::Signature);
         }
     }
-    if name.ends_with(".yaml") || name.ends_with(".yml") {
-        return Some(FileRole::Manifest);
+    // The names exactly as kustomize and Helm look them up (Argo CD, Flux and the reconciler
+    // run on Linux, case-sensitive): `chart.yaml` is an ordinary manifest there, and a common
+    // name for one (a k3s HelmChart object, say).
+    if matches!(
+        name,
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization"
+    ) {
+        return Err(Refusal::Kustomization);
     }
-    None
+    if name == "Chart.yaml" {
+        return Err(Refusal::HelmChart);
+    }
+    if has_extension(name, "json") {
+        return Err(Refusal::Json);
+    }
+    if has_extension(name, "jsonnet") || has_extension(name, "libsonnet") {
+        return Err(Refusal::Jsonnet);
+    }
+    if has_extension(name, "yaml") || has_extension(name, "yml") {
+        return Ok(FileRole::Manifest);
+    }
+    Ok(FileRole::Bound)
+}
+
+/// The role of the file at `rel_path`, or `None` when it cannot be an input: a refused name
+/// ([`classify`]), a path under `.git`, or a malformed path (empty, `.`, `..` or empty
+/// components), so a `Some` also means "a safe relative path".
+pub fn role_of(rel_path: &str) -> Option<FileRole> {
+    classify(rel_path).ok()
 }
 
 /// The signer named by a signature file's path (`lockstep.lock.<signer>.sig` at the top), or
@@ -107,6 +246,60 @@ pub enum LimitError {
         "the input files reach more than {limit} bytes in all (at {path}); split the manifests into several directories"
     )]
     TooManyBytes { path: String, limit: u64 },
+    /// A directory lies more than [`MAX_DEPTH`] levels below the manifests directory.
+    #[error(
+        "{path:?} is more than {limit} directories deep below the manifests directory; lockstep refuses deeper nesting"
+    )]
+    TooDeep { path: String, limit: usize },
+    /// The walk met more than [`MAX_ENTRIES`] directory entries.
+    #[error(
+        "more than {limit} directory entries (at {path:?}); split the manifests into several directories"
+    )]
+    TooManyEntries { path: String, limit: usize },
+    /// A Git tree object larger than [`MAX_TREE_BYTES`].
+    #[error("the Git tree of {path:?} is {size} bytes; the limit for one tree is {limit} bytes")]
+    TreeTooLarge { path: String, size: u64, limit: u64 },
+}
+
+/// The budget of one walk over a directory tree: depth and entries, checked before a
+/// directory is opened or an entry looked at, so no input can make a walk unbounded.
+#[derive(Debug, Default)]
+pub(crate) struct WalkBudget {
+    entries: usize,
+}
+
+impl WalkBudget {
+    /// Refuse entering the directory `path` at `depth` (1 for a directory at the top).
+    pub(crate) fn enter(&self, path: &str, depth: usize) -> Result<(), LimitError> {
+        if depth > MAX_DEPTH {
+            return Err(LimitError::TooDeep {
+                path: path.to_owned(),
+                limit: MAX_DEPTH,
+            });
+        }
+        Ok(())
+    }
+
+    /// Count one more entry, met in the directory `dir`.
+    pub(crate) fn count(&mut self, dir: &str) -> Result<(), LimitError> {
+        self.entries += 1;
+        if self.entries > MAX_ENTRIES {
+            return Err(LimitError::TooManyEntries {
+                path: dir.to_owned(),
+                limit: MAX_ENTRIES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Join a directory's relative path and an entry name ('/'-separated; empty at the top).
+pub(crate) fn join_rel(rel_dir: &str, name: &str) -> String {
+    if rel_dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{rel_dir}/{name}")
+    }
 }
 
 /// Refuse a file larger than [`MAX_FILE_BYTES`].
@@ -168,7 +361,16 @@ impl SourceFiles {
         }
     }
 
-    /// The manifests (`*.yaml`, `*.yml`) in path order.
+    /// Every file the lockfile's manifests binding covers (manifests, `lockstep.toml` and
+    /// [`FileRole::Bound`] files: all but the lockfile and its signatures), in path order.
+    pub fn bound(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.files
+            .iter()
+            .filter(|(path, _)| role_of(path).is_some_and(FileRole::is_bound))
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
+    }
+
+    /// The manifests (`*.yaml`, `*.yml`, any case) in path order.
     pub fn manifests(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.with_role(FileRole::Manifest)
     }
@@ -217,33 +419,109 @@ mod tests {
 
     #[test]
     fn lockstep_files_count_only_at_the_top() {
-        assert_eq!(role_of("sub/lockstep.toml"), None);
-        assert_eq!(role_of("sub/lockstep.lock"), None);
-        assert_eq!(role_of("sub/lockstep.lock.ci.sig"), None);
+        assert_eq!(role_of("sub/lockstep.toml"), Some(FileRole::Bound));
+        assert_eq!(role_of("sub/lockstep.lock"), Some(FileRole::Bound));
+        assert_eq!(role_of("sub/lockstep.lock.ci.sig"), Some(FileRole::Bound));
         assert_eq!(role_of("sub/deep/app.yaml"), Some(FileRole::Manifest));
     }
 
     #[test]
-    fn other_files_are_not_inputs() {
+    fn every_other_file_is_bound() {
         for path in [
             "README.md",
-            "app.json",
-            "app.YAML",
+            ".gitignore",
+            "docs/.notes",
             "app.yaml.bak",
             "lockstep.lock..sig",
             "lockstep.lock.sig",
             "lockstep.toml.orig",
+            ".lockstep.lock",
+            "yaml",
+            "Chart.yml.txt",
         ] {
-            assert_eq!(role_of(path), None, "{path}");
+            assert_eq!(role_of(path), Some(FileRole::Bound), "{path}");
+        }
+        assert!(FileRole::Bound.is_bound());
+        assert!(!FileRole::Bound.is_written_by_lockstep());
+        assert!(!FileRole::Lockfile.is_bound() && !FileRole::Signature.is_bound());
+    }
+
+    #[test]
+    fn a_hidden_yaml_file_is_read_as_a_manifest() {
+        for path in [".evil.yaml", "a/.b/c.yaml", ".argocd-source.yaml", ".yml"] {
+            assert_eq!(role_of(path), Some(FileRole::Manifest), "{path}");
         }
     }
 
     #[test]
-    fn hidden_and_malformed_paths_are_not_inputs() {
+    fn an_upper_case_yaml_extension_is_a_manifest() {
+        for path in ["app.YAML", "app.Yml", "sub/.x.yAmL"] {
+            assert_eq!(classify(path), Ok(FileRole::Manifest), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_json_manifest_is_refused_with_a_hint() {
+        for path in ["app.json", "sub/.hidden.JSON"] {
+            assert_eq!(classify(path), Err(Refusal::Json), "{path}");
+        }
+        for path in ["lib/app.jsonnet", "x.LibSonnet"] {
+            assert_eq!(classify(path), Err(Refusal::Jsonnet), "{path}");
+        }
+        let hint = Refusal::Json.to_string();
+        assert!(hint.contains("convert it to YAML or move it out"), "{hint}");
+    }
+
+    #[test]
+    fn a_kustomization_is_refused_with_a_hint() {
         for path in [
-            ".hidden.yaml",
+            "kustomization.yaml",
+            "overlays/prod/kustomization.yml",
+            "Kustomization",
+        ] {
+            assert_eq!(classify(path), Err(Refusal::Kustomization), "{path}");
+        }
+        assert_eq!(classify("chart/Chart.yaml"), Err(Refusal::HelmChart));
+        for refusal in [Refusal::Kustomization, Refusal::HelmChart] {
+            let hint = refusal.to_string();
+            assert!(
+                hint.contains("render it and lock the output") && hint.contains("Argo CD"),
+                "{hint}"
+            );
+        }
+        // Only those names, spelled as the tools look them up on Linux.
+        for path in ["kustomization-job.yaml", "Kustomization.yaml", "chart.yaml"] {
+            assert_eq!(classify(path), Ok(FileRole::Manifest), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_file_name_with_a_newline_is_refused() {
+        for path in [
+            "evil\n# Source: ok.yaml",
+            "dir\r/app.yaml",
+            "tab\there.yaml",
+            "nel\u{85}.yaml",
+            "ls\u{2028}.yaml",
+            "ps\u{2029}/x.md",
+            "del\u{7f}.yaml",
+        ] {
+            assert_eq!(classify(path), Err(Refusal::ControlCharacter), "{path:?}");
+            assert_eq!(role_of(path), None, "{path:?}");
+        }
+        let err = RefusedInput {
+            path: "a\nb.yaml".into(),
+            refusal: Refusal::ControlCharacter,
+        };
+        assert!(err.to_string().starts_with(r#""a\nb.yaml" "#), "{err}");
+    }
+
+    #[test]
+    fn git_entries_and_malformed_paths_are_not_inputs() {
+        for path in [
+            ".git",
             ".git/config.yaml",
-            "a/.b/c.yaml",
+            "sub/.git/HEAD",
             "../x.yaml",
             "./x.yaml",
             "a/../x.yaml",
@@ -251,10 +529,39 @@ mod tests {
             "a//x.yaml",
             "",
             "a/",
-            ".lockstep.lock",
+            "nul\0.yaml",
         ] {
             assert_eq!(role_of(path), None, "{path:?}");
         }
+        assert!(matches!(check_name(".git"), Ok(EntryName::Skip)));
+        // Only Git's own name: other spellings are read (and bound) like any file.
+        assert!(matches!(check_name(".GIT"), Ok(EntryName::Read(_))));
+        assert!(matches!(check_name(".gitignore"), Ok(EntryName::Read(_))));
+        for name in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(
+                matches!(check_name(name), Err(Refusal::InvalidName)),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_walk_budget_refuses_depth_and_entries() {
+        let mut budget = WalkBudget::default();
+        budget.enter("deep", MAX_DEPTH).unwrap();
+        let err = budget.enter("deeper", MAX_DEPTH + 1).unwrap_err();
+        assert!(
+            matches!(&err, LimitError::TooDeep { path, .. } if path == "deeper"),
+            "{err}"
+        );
+        for _ in 0..MAX_ENTRIES {
+            budget.count("dir").unwrap();
+        }
+        let err = budget.count("full").unwrap_err();
+        assert!(
+            matches!(&err, LimitError::TooManyEntries { path, .. } if path == "full"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -274,9 +581,12 @@ mod tests {
             ("lockstep.lock", "lock"),
             ("lockstep.lock.zed.sig", "z"),
             ("lockstep.lock.amy.sig", "a"),
+            ("README.md", "r"),
         ] {
             files.insert(path.into(), bytes.into()).unwrap();
         }
+        let bound: Vec<_> = files.bound().map(|(path, _)| path).collect();
+        assert_eq!(bound, ["README.md", "a/c.yml", "b.yaml", "lockstep.toml"]);
         let manifests: Vec<_> = files.manifests().collect();
         assert_eq!(
             manifests,

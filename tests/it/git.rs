@@ -154,7 +154,7 @@ fn read_at_rev_reads_only_the_subdirectory() {
     repo.write("deploy/prod/lockstep.lock", "lock\n");
     repo.write("deploy/prod/lockstep.lock.ci.sig", "sig\n");
     repo.write("deploy/prod/.hidden/x.yaml", "hidden\n");
-    repo.write("deploy/prod/notes.md", "not an input\n");
+    repo.write("deploy/prod/notes.md", "bound, not parsed\n");
     repo.write("deploy/staging/app.yaml", "staging\n");
     repo.write("top.yaml", "top\n");
     repo.commit_all("layout");
@@ -165,9 +165,11 @@ fn read_at_rev_reads_only_the_subdirectory() {
     assert_eq!(
         paths,
         [
+            ".hidden/x.yaml",
             "app.yaml",
             "lockstep.lock",
             "lockstep.lock.ci.sig",
+            "notes.md",
             "sub/db.yml"
         ]
     );
@@ -607,4 +609,205 @@ fn identity_from_the_environment() {
     let result = commit_in_child(&repo.root, &[]);
     assert!(result.contains("no Git author identity"), "{result}");
     assert_eq!(repo.head(), head);
+}
+
+/// The refusal and the path of a read error that must be a refused input.
+fn refusal_of(err: GitError) -> (lockstep::source::Refusal, String) {
+    match err {
+        GitError::Refused(lockstep::source::RefusedInput { refusal, path }) => (refusal, path),
+        other => panic!("expected a refused input, got {other}"),
+    }
+}
+
+#[test]
+fn a_hidden_yaml_file_is_read_as_a_manifest() {
+    let repo = TestRepo::new();
+    repo.write("deploy/app.yaml", "kind: Pod\n");
+    repo.write("deploy/.evil.yaml", "kind: Pod\n");
+    repo.write("deploy/.hidden/x.YML", "kind: Pod\n");
+    repo.write("deploy/.gitignore", "*.bak\n");
+    repo.commit_all("hidden files");
+    let dir = repo.root.join("deploy");
+    let (files, _) = read_at_rev(&dir, "HEAD").unwrap();
+    let manifests: Vec<_> = files.manifests().map(|(path, _)| path).collect();
+    assert_eq!(manifests, [".evil.yaml", ".hidden/x.YML", "app.yaml"]);
+    let bound: Vec<_> = files.bound().map(|(path, _)| path).collect();
+    assert_eq!(
+        bound,
+        [".evil.yaml", ".gitignore", ".hidden/x.YML", "app.yaml"]
+    );
+    // The work tree reads the same set (the repository's own `.git` is never read).
+    assert_eq!(read_dir(&dir).unwrap(), files);
+}
+
+#[test]
+fn a_json_manifest_is_refused_with_a_hint() {
+    let repo = TestRepo::new();
+    repo.write("deploy/app.yaml", "kind: Pod\n");
+    repo.write("deploy/extra/pod.json", "{\"kind\": \"Pod\"}\n");
+    repo.commit_all("json");
+    let err = read_at_rev(&repo.root.join("deploy"), "HEAD").unwrap_err();
+    let message = err.to_string();
+    assert_eq!(
+        refusal_of(err),
+        (
+            lockstep::source::Refusal::Json,
+            "deploy/extra/pod.json".to_owned()
+        )
+    );
+    assert!(message.contains("convert it to YAML"), "{message}");
+}
+
+#[test]
+fn a_kustomization_is_refused_with_a_hint() {
+    let repo = TestRepo::new();
+    repo.write("app.yaml", "kind: Pod\n");
+    repo.write("kustomization.yml", "resources: [app.yaml]\n");
+    repo.commit_all("kustomize");
+    let err = read_at_rev(&repo.root, "HEAD").unwrap_err();
+    let message = err.to_string();
+    assert_eq!(
+        refusal_of(err),
+        (
+            lockstep::source::Refusal::Kustomization,
+            "kustomization.yml".to_owned()
+        )
+    );
+    assert!(message.contains("kustomize"), "{message}");
+    assert!(
+        message.contains("render it and lock the output"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_file_name_with_a_newline_is_refused() {
+    let repo = TestRepo::new();
+    repo.write("app.yaml", "kind: Pod\n");
+    repo.write("evil\n# Source: app.yaml", "kind: Pod\n");
+    repo.commit_all("newline");
+    let err = read_at_rev(&repo.root, "HEAD").unwrap_err();
+    let message = err.to_string();
+    assert_eq!(
+        refusal_of(err),
+        (
+            lockstep::source::Refusal::ControlCharacter,
+            "evil\n# Source: app.yaml".to_owned()
+        )
+    );
+    assert!(
+        message.starts_with(r#""evil\n# Source: app.yaml""#),
+        "{message}"
+    );
+}
+
+/// Write `tree` into `repo`'s object database.
+fn write_tree(repo: &gix::Repository, entries: Vec<(String, gix::ObjectId)>) -> gix::ObjectId {
+    let tree = gix::objs::Tree {
+        entries: entries
+            .into_iter()
+            .map(|(name, oid)| gix::objs::tree::Entry {
+                mode: gix::objs::tree::EntryKind::Tree.into(),
+                filename: name.into(),
+                oid,
+            })
+            .collect(),
+    };
+    repo.write_object(&tree).unwrap().detach()
+}
+
+/// Commit the tree `tree` (with `app.yaml` beside it) on HEAD's branch, with plumbing.
+fn commit_tree_with_app(repo: &TestRepo, entries: Vec<(String, gix::ObjectId)>) -> String {
+    let gix_repo = gix::open(&repo.root).unwrap();
+    let blob = gix_repo.write_blob(b"kind: Pod\n").unwrap().detach();
+    let mut tree = gix::objs::Tree {
+        entries: vec![gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Blob.into(),
+            filename: "app.yaml".into(),
+            oid: blob,
+        }],
+    };
+    for (name, oid) in entries {
+        tree.entries.push(gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Tree.into(),
+            filename: name.into(),
+            oid,
+        });
+    }
+    tree.entries.sort();
+    let tree = gix_repo.write_object(&tree).unwrap().detach().to_string();
+    let mut args = vec!["commit-tree", tree.as_str(), "-m", "crafted"];
+    let parent = run_git(&repo.root, &["rev-parse", "-q", "--verify", "HEAD"]);
+    let parent = String::from_utf8(parent.stdout).unwrap();
+    let parent = parent.trim();
+    if !parent.is_empty() {
+        args.extend(["-p", parent]);
+    }
+    let commit = repo.git(&args).trim().to_owned();
+    repo.git(&["update-ref", "refs/heads/main", &commit]);
+    commit
+}
+
+#[test]
+fn a_20000_deep_directory_chain_is_refused_not_a_stack_overflow() {
+    use lockstep::source::{LimitError, MAX_DEPTH, git::read_history};
+    let repo = TestRepo::new();
+    repo.write("app.yaml", "kind: Pod\n");
+    repo.commit_all("before");
+    // d/d/d/... 20 000 levels, written bottom-up as tree objects (git itself would need
+    // 20 000 nested directories in the work tree).
+    let gix_repo = gix::open(&repo.root).unwrap();
+    let mut chain = write_tree(&gix_repo, Vec::new());
+    for _ in 0..20_000 {
+        chain = write_tree(&gix_repo, vec![("d".to_owned(), chain)]);
+    }
+    let deep = commit_tree_with_app(&repo, vec![("d".to_owned(), chain)]);
+
+    let err = read_at_rev(&repo.root, "HEAD").unwrap_err();
+    let GitError::Limit(LimitError::TooDeep { path, limit }) = &err else {
+        panic!("expected TooDeep, got {err}");
+    };
+    assert_eq!(*limit, MAX_DEPTH);
+    assert_eq!(*path, vec!["d"; MAX_DEPTH + 1].join("/"));
+
+    // The history (audit) stays readable: the crafted commit is reported on its own, the
+    // commits before and after it are read.
+    // The index still holds "before": committing it drops the chain.
+    repo.write("after.yaml", "kind: Pod\n");
+    repo.git(&["add", "after.yaml"]);
+    repo.git(&["commit", "-q", "-m", "after"]);
+    let history = read_history(&repo.root, None, false).unwrap();
+    let summaries: Vec<_> = history.iter().map(|c| c.info.summary.as_str()).collect();
+    assert_eq!(summaries, ["before", "crafted", "after"]);
+    assert_eq!(history[1].info.id, deep);
+    assert!(
+        matches!(
+            &history[1].files,
+            Err(GitError::Limit(LimitError::TooDeep { .. }))
+        ),
+        "{:?}",
+        history[1].files
+    );
+    assert!(history[0].files.is_ok() && history[2].files.is_ok());
+}
+
+#[test]
+fn directory_entries_count_against_the_entry_limit() {
+    use lockstep::source::{LimitError, MAX_ENTRIES};
+    let repo = TestRepo::new();
+    let gix_repo = gix::open(&repo.root).unwrap();
+    let empty = write_tree(&gix_repo, Vec::new());
+    // Empty directories hold no input file, so only the entry limit stops them.
+    let mut names: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("{i}")).collect();
+    names.sort();
+    let many = write_tree(
+        &gix_repo,
+        names.into_iter().map(|name| (name, empty)).collect(),
+    );
+    commit_tree_with_app(&repo, vec![("many".to_owned(), many)]);
+    let err = read_at_rev(&repo.root, "HEAD").unwrap_err();
+    let GitError::Limit(LimitError::TooManyEntries { path, limit }) = &err else {
+        panic!("expected TooManyEntries, got {err}");
+    };
+    assert_eq!((path.as_str(), *limit), ("many", MAX_ENTRIES));
 }

@@ -114,3 +114,66 @@ fn every_single_byte_mutation_is_refused() {
         counts[0], counts[1], counts[2]
     );
 }
+
+#[test]
+fn a_readme_is_bound_so_changing_it_fails_verify() {
+    use lockstep::check::Finding;
+    use lockstep::verify::VerifyError;
+    let key = SigningKey::generate("ci@example.com").unwrap();
+    let trust =
+        AllowedSigners::parse(&key.allowed_signers_line("ci@example.com"), "trust").unwrap();
+    let policy = TrustPolicy {
+        signers: &trust,
+        at: Timestamp::from_second(1_700_000_100).unwrap(),
+        threshold: 1,
+        environment: None,
+    };
+    // Locked with a README beside the manifests: the binding covers it.
+    let mut unsigned = pinned_fixtures(&lockstep::model::Digest::of(b"readme test image"));
+    unsigned
+        .insert("README.md".into(), b"# apps\n".to_vec())
+        .unwrap();
+    let scan = scan_dir(&unsigned).unwrap();
+    let manifests = unsigned.manifests().count();
+    assert_eq!(
+        scan.binding.files,
+        manifests + 2,
+        "manifests, lockstep.toml, README"
+    );
+    let lock = Lockfile::build(
+        1,
+        Timestamp::from_second(1_700_000_000).unwrap(),
+        scan.binding.clone(),
+        &scan.uses,
+        &Default::default(),
+    );
+    let bytes = lock.to_bytes();
+    let sig = key.sign(&bytes).unwrap();
+    let mut signed = unsigned;
+    signed.insert(source::LOCKFILE.to_owned(), bytes).unwrap();
+    signed
+        .insert(source::signature_path("ci"), sig.into_bytes())
+        .unwrap();
+    verify_dir(&signed, &policy).expect("the directory as locked verifies");
+
+    let binding_mismatch = |files: &SourceFiles, what: &str| match verify_dir(files, &policy) {
+        Err(VerifyError::Findings(findings)) => assert!(
+            matches!(findings.as_slice(), [Finding::BindingMismatch { .. }]),
+            "{what}: {findings:?}"
+        ),
+        other => panic!("{what}: expected a binding mismatch, got {other:?}"),
+    };
+    let mut changed = signed.clone();
+    changed
+        .insert("README.md".into(), b"# apps (edited)\n".to_vec())
+        .unwrap();
+    binding_mismatch(&changed, "README changed");
+    let mut removed = signed.clone();
+    removed.files.remove("README.md");
+    binding_mismatch(&removed, "README removed");
+    let mut added = signed.clone();
+    added
+        .insert(".scripts/apply.sh".into(), b"kubectl apply -f .\n".to_vec())
+        .unwrap();
+    binding_mismatch(&added, "a hidden script added");
+}
