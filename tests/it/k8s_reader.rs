@@ -78,7 +78,7 @@ fn oracle() -> Option<&'static Mutex<Oracle>> {
 
 fn kubectl_read(o: &Mutex<Oracle>, bytes: &[u8]) -> OracleRead {
     let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
-    write!(o.stdin, "{}\n", bytes.len()).unwrap();
+    writeln!(o.stdin, "{}", bytes.len()).unwrap();
     o.stdin.write_all(bytes).unwrap();
     o.stdin.flush().unwrap();
     let mut line = String::new();
@@ -497,6 +497,7 @@ fn k8s_reader_generated_inputs_agree_or_are_refused() {
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
+    #[allow(clippy::type_complexity)]
     let (mut outcomes, mut diffs): (BTreeMap<String, usize>, Vec<(Vec<u8>, String)>) =
         (BTreeMap::new(), Vec::new());
     for _ in 0..cases {

@@ -127,6 +127,7 @@ fn a_readme_is_bound_so_changing_it_fails_verify() {
         at: Timestamp::from_second(1_700_000_100).unwrap(),
         threshold: 1,
         environment: None,
+        strict: false,
     };
     // Locked with a README beside the manifests: the binding covers it.
     let mut unsigned = pinned_fixtures(&lockstep::model::Digest::of(b"readme test image"));

@@ -458,10 +458,10 @@ fn key_text(g: &mut Gen, key: &Key, col: usize, flow: bool) -> String {
             .pick(&["<<", "!!merge '<<'", "!!merge <<", "\"<<\""])
             .to_owned(),
         Key::Plain(k) => {
-            if g.chance(3) {
-                if let Some(name) = g.anchors.iter().rev().find(|a| !a.1).map(|a| a.0.clone()) {
-                    return format!("*{name} ");
-                }
+            if g.chance(3)
+                && let Some(name) = g.anchors.iter().rev().find(|a| !a.1).map(|a| a.0.clone())
+            {
+                return format!("*{name} ");
             }
             if g.chance(3) {
                 return format!("!!binary {}", base64(k.as_bytes()));
