@@ -803,7 +803,8 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
     );
     unchanged().await;
 
-    // Unpinned: an image by tag alone (and extra.yaml dropped, which must not be pruned).
+    // Unpinned and not locked: an image by tag alone (and extra.yaml dropped, which must not
+    // be pruned). The binding no longer matches, so no manifest is even parsed.
     git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
     repo.write(
         "app.yaml",
@@ -811,8 +812,34 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
     );
     repo.remove("extra.yaml");
     let unpinned = repo.commit_all("unpin");
-    expect_refused(&sync.pass().await, &unpinned, "UnpinnedImage", "app.yaml");
+    expect_refused(
+        &sync.pass().await,
+        &unpinned,
+        "BindingMismatch",
+        "not the ones locked",
+    );
     unchanged().await;
+
+    // Unpinned but signed: an image in a kind lockstep has no image paths for, so `lock`
+    // leaves it (with a note) and signs; the reconciler refuses an unpinned image in any
+    // container list of any object.
+    git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
+    repo.write(
+        "runner.yaml",
+        &format!(
+            "apiVersion: example.com/v1\nkind: Runner\nmetadata: {{name: r}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: c, image: '{}/shop/api:1'}}\n",
+            repo.registry.host()
+        ),
+    );
+    let signed_unpinned = repo.lock_commit();
+    expect_refused(
+        &sync.pass().await,
+        &signed_unpinned,
+        "UnpinnedImage",
+        "runner.yaml",
+    );
+    unchanged().await;
+    repo.remove("runner.yaml");
 
     // Unsigned: the signature removed.
     git(&repo.repo, &["checkout", "-q", &good, "--", "deploy"]);
