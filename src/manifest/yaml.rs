@@ -211,6 +211,8 @@ pub(crate) struct Tree<'t> {
     pub documents: Vec<Document>,
     /// Byte ranges of every scalar (quotes included), in file order.
     pub scalar_ranges: Vec<std::ops::Range<usize>>,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
 }
 
 /// A decoded value with where it was written: what Kubernetes' reader makes of a node.
@@ -438,6 +440,40 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
     Ok(pieces)
 }
 
+/// The line break (LF or CRLF, as a byte range of `source`) before the line where the parser
+/// stopped, when that line holds nothing but flow closers (`]`, `}`, `,`) and the line before
+/// it holds no `#`.
+fn closer_line_break(
+    source: &str,
+    error: &YamlError,
+    base: usize,
+) -> Option<std::ops::Range<usize>> {
+    if error.kind != YamlErrorKind::Syntax("invalid indentation".into()) {
+        return None;
+    }
+    let at = error.at.offset.checked_sub(base)?.min(source.len());
+    let line_start = source[..at].rfind('\n')? + 1;
+    let line_end = source[at..].find('\n').map_or(source.len(), |i| at + i);
+    let line = source[line_start..line_end].trim_end_matches('\r');
+    let closers = line.trim();
+    if closers.is_empty()
+        || !closers.starts_with([']', '}'])
+        || !closers.chars().all(|c| matches!(c, ']' | '}' | ',' | ' '))
+    {
+        return None;
+    }
+    let break_start = if source[..line_start - 1].ends_with('\r') {
+        line_start - 2
+    } else {
+        line_start - 1
+    };
+    let previous_start = source[..break_start].rfind('\n').map_or(0, |i| i + 1);
+    if source[previous_start..break_start].contains('#') {
+        return None;
+    }
+    Some(break_start..line_start)
+}
+
 /// An open collection while building the tree.
 struct Frame {
     node: u32,
@@ -454,6 +490,9 @@ impl<'t> Tree<'t> {
             nodes: Vec::with_capacity(text.len() / 6),
             documents: Vec::new(),
             scalar_ranges: Vec::new(),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
         };
         for piece in split_documents(text)? {
             tree.parse_piece(piece)?;
@@ -461,15 +500,68 @@ impl<'t> Tree<'t> {
         Ok(tree)
     }
 
+    /// Parse one piece. go-yaml accepts a flow collection whose closing `]` or `}` sits on a
+    /// line of its own at (or left of) its parent's indentation — istio ships such files for
+    /// `kubectl apply` — and saphyr-parser does not. In flow context a line break is only
+    /// whitespace, so when the parser stops at such a closer line, that line's break is read as
+    /// spaces (same byte length: offsets stay true) and the piece is parsed again — only if the
+    /// line before holds no `#` (no comment swallows the closer) and, afterwards, only if no
+    /// scalar spans the break (the break was separation, not part of a value).
     fn parse_piece(&mut self, piece: std::ops::Range<usize>) -> Result<(), YamlError> {
+        const MAX_JOINS: usize = 64;
         let text = self.text;
-        let source = &text[piece.clone()];
-        let offsets = ByteOffsets::new(source, piece.start);
-        let first_line = position_of(text, piece.start).line;
-        let position = |m: &saphyr_parser::Marker| Position {
-            line: first_line + m.line() - 1,
-            column: m.col() + 1,
-            offset: offsets.byte(m.index()),
+        let (nodes, scalars) = (self.nodes.len(), self.scalar_ranges.len());
+        let first = match self.parse_source(&text[piece.clone()], piece.start, |c| c) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let mut source = text[piece.clone()].to_owned();
+        let mut joined = Vec::new();
+        let mut error = first.clone();
+        loop {
+            let Some(join) = closer_line_break(&source, &error, piece.start) else {
+                return Err(first);
+            };
+            if joined.len() == MAX_JOINS {
+                return Err(first);
+            }
+            source.replace_range(join.clone(), &" ".repeat(join.len()));
+            joined.push(join.start + piece.start);
+            self.nodes.truncate(nodes);
+            self.scalar_ranges.truncate(scalars);
+            match self.parse_source(&source, piece.start, |c| Cow::Owned(c.into_owned())) {
+                Ok(()) => break,
+                Err(e) => error = e,
+            }
+        }
+        let inside_scalar = joined
+            .iter()
+            .any(|j| self.scalar_ranges[scalars..].iter().any(|r| r.contains(j)));
+        if inside_scalar {
+            self.nodes.truncate(nodes);
+            self.scalar_ranges.truncate(scalars);
+            self.documents.pop();
+            return Err(first);
+        }
+        Ok(())
+    }
+
+    fn parse_source<'s>(
+        &mut self,
+        source: &'s str,
+        base: usize,
+        keep: fn(Cow<'s, str>) -> Cow<'t, str>,
+    ) -> Result<(), YamlError> {
+        let offsets = ByteOffsets::new(source, base);
+        let line_starts = &self.line_starts;
+        // Lines from the file's own line table: a joined closer line must not shift them.
+        let position = |m: &saphyr_parser::Marker| {
+            let offset = offsets.byte(m.index());
+            Position {
+                line: line_starts.partition_point(|&start| start <= offset),
+                column: m.col() + 1,
+                offset,
+            }
         };
         let mut anchors: HashMap<usize, u32> = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
@@ -504,7 +596,10 @@ impl<'t> Tree<'t> {
                     self.scalar_ranges
                         .push(at.offset..offsets.byte(span.end.index()));
                     (
-                        NodeKind::Scalar(Scalar { value, style }),
+                        NodeKind::Scalar(Scalar {
+                            value: keep(value),
+                            style,
+                        }),
                         anchor,
                         tag,
                         false,
@@ -1052,6 +1147,43 @@ mod tests {
             Construct::MergeOverlap("i".into())
         );
         assert_eq!(refusal("c: {<<: 1}\n"), Construct::MergeValue);
+    }
+
+    #[test]
+    fn a_flow_collection_closed_at_its_parents_column_is_read_as_go_yaml_reads_it() {
+        // istio's style for `kubectl apply`.
+        let text = "spec:\n  args: [\n    \"x\",\n  ]\n  env: {\n    a: b\n}\n";
+        assert_eq!(
+            decode(text).unwrap(),
+            vec![Some(
+                serde_json::json!({"spec": {"args": ["x"], "env": {"a": "b"}}})
+            )]
+        );
+        let tree = Tree::parse(text).unwrap();
+        let x = tree
+            .nodes
+            .iter()
+            .find(|n| matches!(&n.kind, NodeKind::Scalar(s) if s.value == "x"))
+            .unwrap();
+        assert_eq!(
+            (x.at.line, x.at.column, &text[x.at.offset..x.at.offset + 3]),
+            (3, 5, "\"x\"")
+        );
+        let b = tree
+            .nodes
+            .iter()
+            .find(|n| matches!(&n.kind, NodeKind::Scalar(s) if s.value == "b"))
+            .unwrap();
+        assert_eq!(
+            (b.at.line, b.at.column),
+            (6, 8),
+            "lines after a joined closer stay true"
+        );
+        // CRLF too.
+        assert!(decode(&text.replace('\n', "\r\n")).is_ok());
+        // Not when a comment would swallow the closer, nor when the break is inside a value.
+        assert!(decode("spec:\n  args: [\n    \"x\", # c\n  ]\n").is_err());
+        assert!(decode("spec:\n  args: [\"x\n  ]\n  \"]\n").is_err());
     }
 
     #[test]
