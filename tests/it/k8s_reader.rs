@@ -538,3 +538,59 @@ fn rand_seed(runner: &mut TestRunner) -> [u8; 16] {
         .unwrap()
         .current()
 }
+
+// ------------------------------------------------------------------ what kubectl accepts, read
+
+/// Inputs `kubectl apply` accepts in ordinary files: lockstep must read them, the same way.
+macro_rules! accepted {
+    ($name:ident, $input:expr) => {
+        #[test]
+        fn $name() {
+            let Some(o) = oracle() else { return };
+            let input: String = $input;
+            match differ(o, stringify!($name), input.as_bytes()) {
+                Ok(Outcome::Agreed) => {}
+                Ok(other) => panic!(
+                    "{}: {other:?}, not read\n  input: {input:?}",
+                    stringify!($name)
+                ),
+                Err(d) => panic!("{}: {d}\n  input: {input:?}", stringify!($name)),
+            }
+        }
+    };
+}
+
+accepted!(
+    k8s_reader_reads_a_quoted_image_with_a_trailing_comment,
+    deploy("        image: \"reg.example/app:1.4\"   # pinned by hand\n")
+);
+accepted!(
+    k8s_reader_reads_a_flow_mapping_with_spaces_before_its_closer,
+    DEPLOY.replace(
+        "      - name: app\n",
+        "      - {name: app, image: \"x:1\" }\n"
+    )
+);
+accepted!(
+    k8s_reader_reads_a_tagless_image,
+    deploy("        image: busybox\n")
+);
+accepted!(
+    k8s_reader_reads_crlf_and_a_bom,
+    format!(
+        "\u{feff}{}",
+        deploy("        image: a:1\n").replace('\n', "\r\n")
+    )
+);
+accepted!(
+    k8s_reader_reads_istio_style_flow_closers,
+    deploy(
+        "        image: a:1\n        args: [\n          \"--log\",\n          \"info\",\n        ]\n        env: [\n          {name: A, value: b},\n        ]\n"
+    )
+);
+accepted!(
+    k8s_reader_reads_anchors_on_other_values,
+    deploy(
+        "        image: a:1\n        env: &env [{name: A, value: b}]\n      - name: b\n        image: b:1\n        env: *env\n"
+    )
+);
