@@ -298,15 +298,7 @@ pub fn verify_dir<'a>(
         return Err(VerifyError::Findings(findings));
     }
     if policy.strict {
-        let unscanned: Vec<Notice> = scan
-            .notices
-            .iter()
-            .filter(|n| matches!(n.reason, NoticeReason::UnscannedImages { .. }))
-            .cloned()
-            .collect();
-        if !unscanned.is_empty() {
-            return Err(VerifyError::UnscannedImages(unscanned));
-        }
+        refuse_unscanned_images(&scan.notices)?;
     }
     Ok(VerifiedDir {
         files,
@@ -315,6 +307,20 @@ pub fn verify_dir<'a>(
         signers,
         scan,
     })
+}
+
+/// `--strict`: refuse objects of kinds lockstep has no image paths for that hold images.
+pub fn refuse_unscanned_images(notices: &[Notice]) -> Result<(), VerifyError> {
+    let unscanned: Vec<Notice> = notices
+        .iter()
+        .filter(|n| matches!(n.reason, NoticeReason::UnscannedImages { .. }))
+        .cloned()
+        .collect();
+    if unscanned.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::UnscannedImages(unscanned))
+    }
 }
 
 /// The lockfile-level promises a policy asks for: not expired as of `policy.at` (the expiry

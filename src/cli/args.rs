@@ -83,6 +83,11 @@ pub struct LockArgs {
     /// history as a rollback until its generation exceeds the one they applied.
     #[arg(long, conflicts_with = "check")]
     pub new_history: bool,
+    /// Refuse objects of kinds lockstep has no image paths for that hold `image` fields
+    /// (without it they are locked with a warning, their images unpinned): declare them in
+    /// lockstep.toml.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

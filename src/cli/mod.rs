@@ -89,6 +89,7 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 trust,
                 trust_at: env.now,
                 new_history: a.new_history,
+                strict: a.strict,
                 key,
                 signer: a.key.signer.clone(),
                 check: a.check,

@@ -15,6 +15,7 @@ mod invariants;
 mod k8s_reader;
 mod manifest;
 mod mirror;
+mod one_reading;
 mod reconcile;
 mod resolve;
 mod signing;

@@ -17,7 +17,7 @@ use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::resolve_all;
 use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
 use crate::source::{self, SourceFiles, fs, git};
-use crate::verify::scan_dir;
+use crate::verify::{refuse_unscanned_images, scan_dir};
 
 /// Validated settings for one `lock` run.
 pub struct LockSettings {
@@ -40,6 +40,8 @@ pub struct LockSettings {
     pub trust_at: Timestamp,
     /// `--new-history`: ignore the lockfile on disk and start at generation 1.
     pub new_history: bool,
+    /// `--strict`: refuse objects holding images lockstep does not pin.
+    pub strict: bool,
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -111,6 +113,9 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     let scan = scan_dir(&files).map_err(CliError::check)?;
     for notice in &scan.notices {
         printer.note(format!("note: {notice}"));
+    }
+    if settings.strict {
+        refuse_unscanned_images(&scan.notices).map_err(CliError::check)?;
     }
     let previous = previous_lockfile(&settings, &files, printer)?;
     let targets = resolution_targets(&scan.uses, previous.as_ref());
