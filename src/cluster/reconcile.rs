@@ -800,6 +800,9 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
                 format!("commit {}: {}", short(&commit), chain(&e)),
             ))
         })?;
+        for notice in &verified.scan().notices {
+            tracing::warn!(commit = %short(&commit), "{notice}");
+        }
         let parsed = match &mirror {
             Some(mirror) => VerifiedObjects::parse_from_mirror(&verified, mirror),
             None => VerifiedObjects::parse(&verified),
