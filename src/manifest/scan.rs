@@ -43,8 +43,11 @@ use crate::model::{ImageRef, ImageUse, ObjectRef, RefError};
 /// The fields of a pod spec that hold containers, in the order they are scanned.
 pub const CONTAINER_FIELDS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-/// Deepest nesting of `List`s and `<<` merges followed; deeper is a cycle or an attack.
+/// Deepest nesting of `List`s followed; deeper is a cycle or an attack.
 const MAX_DEPTH: usize = 64;
+/// Notices kept per file (a file of 100 000 documents without `kind` says so once in a while,
+/// not 100 000 times).
+const MAX_NOTICES: usize = 50;
 
 /// What one manifest file contains.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,6 +94,8 @@ pub enum NoticeReason {
     /// An object of a kind lockstep has no image paths for holds `image` fields: they are
     /// neither pinned nor checked (`--strict` refuses them).
     UnscannedImages { object: String, paths: Vec<String> },
+    /// More notices in the file than are shown.
+    Suppressed { count: usize },
 }
 
 impl fmt::Display for Notice {
@@ -101,6 +106,9 @@ impl fmt::Display for Notice {
                 write!(f, " skipped: it has no {missing}")
             }
             NoticeReason::NotAMapping => f.write_str(" skipped: it is not a mapping"),
+            NoticeReason::Suppressed { count } => {
+                write!(f, ": and {count} more notices in this file")
+            }
             NoticeReason::UnscannedImages { object, paths } => write!(
                 f,
                 ": {object} is of a kind lockstep has no image paths for, but has images at {}: they are not pinned or checked; declare the kind in {} ([[custom]] pod-specs or images)",
@@ -250,6 +258,7 @@ pub fn scan_file(file: &str, bytes: &[u8], config: &ScanConfig) -> Result<FileSc
         tree: &tree,
         config,
         scan: FileScan::default(),
+        suppressed: 0,
     };
     for (document, piece) in tree.documents.iter().enumerate() {
         let Some(root) = piece.root else { continue };
@@ -257,6 +266,15 @@ pub fn scan_file(file: &str, bytes: &[u8], config: &ScanConfig) -> Result<FileSc
             .decode(root, &mut budget)
             .map_err(|e| yaml_error(file, e))?;
         scanner.document(document, &value, 0)?;
+    }
+    if scanner.suppressed > 0 {
+        let count = scanner.suppressed;
+        scanner.scan.notices.push(Notice {
+            file: file.to_owned(),
+            document: tree.documents.len().saturating_sub(1),
+            line: position_of(text, text.len()).line,
+            reason: NoticeReason::Suppressed { count },
+        });
     }
     let mut scan = scanner.scan;
     scan.uses.sort_by_key(|u| u.span.start);
@@ -368,9 +386,20 @@ struct Scanner<'a> {
     tree: &'a Tree<'a>,
     config: &'a ScanConfig,
     scan: FileScan,
+    /// Notices beyond [`MAX_NOTICES`].
+    suppressed: usize,
 }
 
 impl<'a> Scanner<'a> {
+    /// Keep a notice, up to [`MAX_NOTICES`] per file; count the rest.
+    fn note(&mut self, notice: Notice) {
+        if self.scan.notices.len() < MAX_NOTICES {
+            self.scan.notices.push(notice);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
     fn position(&self, node: u32) -> (usize, usize) {
         let at = self.tree.node(node).at;
         (at.line, at.column)
@@ -412,7 +441,7 @@ impl<'a> Scanner<'a> {
             Data::Null => return Ok(()),
             _ => {
                 let n = notice(NoticeReason::NotAMapping);
-                self.scan.notices.push(n);
+                self.note(n);
                 return Ok(());
             }
         }
@@ -427,7 +456,7 @@ impl<'a> Scanner<'a> {
                     _ => "kind",
                 };
                 let n = notice(NoticeReason::MissingTypeMeta { missing });
-                self.scan.notices.push(n);
+                self.note(n);
                 return Ok(());
             }
         };
@@ -529,7 +558,7 @@ impl<'a> Scanner<'a> {
                     object: object.to_string(),
                     paths,
                 });
-                self.scan.notices.push(n);
+                self.note(n);
             }
         }
         let Value::Object(body) = root.to_json() else {
@@ -999,6 +1028,19 @@ items:
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn notices_are_capped_per_file() {
+        let text = "a: 1\n---\n".repeat(500);
+        let s = scan(&text).unwrap();
+        assert_eq!(s.notices.len(), MAX_NOTICES + 1);
+        assert_eq!(
+            s.notices.last().unwrap().reason,
+            NoticeReason::Suppressed {
+                count: 500 - MAX_NOTICES
+            }
+        );
     }
 
     #[test]
