@@ -253,12 +253,22 @@ impl<'a> VerifiedDir<'a> {
 /// (no comments, tags, anchors or document markers, and no file names in the stream), and
 /// kubectl, Argo CD and Flux read a stream starting with `{` as JSON.
 pub fn render_objects(objects: &[DecodedObject]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = String::new();
     for object in objects {
-        serde_json::to_writer(&mut out, &object.body).expect("JSON values serialize");
-        out.push(b'\n');
+        let line = serde_json::to_string(&object.body).expect("JSON values serialize");
+        // JSON allows these raw in strings; YAML readers (lockstep's own among them) take them
+        // for line breaks or refuse them. Escaped, every reader reads the same string.
+        for c in line.chars() {
+            match c {
+                '\u{2028}' | '\u{2029}' | '\u{7f}'..='\u{9f}' | '\u{feff}' => {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
     }
-    out
+    out.into_bytes()
 }
 
 /// Verify a directory's files against a trust policy. Signatures are checked over the exact

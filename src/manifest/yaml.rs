@@ -270,7 +270,8 @@ impl Decoded {
             Data::Bool(b) => Value::Bool(*b),
             Data::Int(i) => Value::from(*i),
             Data::Float(f) => {
-                if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                // Exactly the floats Go prints as integer digits that fit an int64.
+                if f.fract() == 0.0 && (-(2f64.powi(63))..2f64.powi(63)).contains(f) {
                     Value::from(*f as i64)
                 } else {
                     serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
@@ -1057,10 +1058,12 @@ mod tests {
 
     #[test]
     fn integral_floats_are_integers_in_json_as_kubernetes_passes_them_on() {
-        let docs = decode("a: 1.0\nb: 2.5\nc: 1e3\n").unwrap();
+        let docs = decode("a: 1.0\nb: 2.5\nc: 1e3\nd: 9.21e18\ne: 1e19\n").unwrap();
         assert_eq!(
             docs,
-            vec![Some(serde_json::json!({"a": 1, "b": 2.5, "c": 1000}))]
+            vec![Some(
+                serde_json::json!({"a": 1, "b": 2.5, "c": 1000, "d": 9_210_000_000_000_000_000_i64, "e": 1e19})
+            )]
         );
     }
 
