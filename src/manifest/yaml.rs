@@ -87,6 +87,11 @@ pub enum Construct {
         reads_as: &'static str,
     },
     RecursiveAlias,
+    Escape(char),
+    LongKey,
+    MultilineKey,
+    AnchorName(String),
+    Tab,
     TooDeep,
     TooManyAliasValues,
 }
@@ -154,6 +159,23 @@ impl fmt::Display for Construct {
                 "the plain value {text:?} is {reads_as}; write it plainly (quote it for a string)"
             ),
             Construct::RecursiveAlias => f.write_str("an alias refers to the node that contains it"),
+            Construct::Escape(c) => write!(
+                f,
+                "the escape `\\{c}` is YAML 1.2 only: Kubernetes' reader refuses it; write the character itself"
+            ),
+            Construct::LongKey => f.write_str(
+                "a key longer than 1024 characters: Kubernetes' reader refuses it; shorten it",
+            ),
+            Construct::MultilineKey => f.write_str(
+                "a key written over several lines: readers disagree on it; write it on one line",
+            ),
+            Construct::AnchorName(name) => write!(
+                f,
+                "the anchor or alias name {name:?}: Kubernetes' reader allows only letters, digits, `-` and `_` in it"
+            ),
+            Construct::Tab => f.write_str(
+                "a tab outside a value, comment or `key:` separation: Kubernetes' reader refuses it; use spaces",
+            ),
             Construct::TooDeep => write!(
                 f,
                 "collections nested deeper than {MAX_NESTING} levels (through aliases too)"
@@ -475,6 +497,67 @@ fn closer_line_break(
     Some(break_start..line_start)
 }
 
+/// Outside scalars and comments, refuse what go-yaml refuses and YAML 1.2 parsers read: anchor
+/// and alias names with characters other than letters, digits, `-` and `_`, and tabs other
+/// than after a `:` (go-yaml accepts `key:\tvalue`, not a tab after `-` or alone on a line).
+fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Result<(), YamlError> {
+    let bytes = text.as_bytes();
+    let mut next_scalar = 0;
+    let mut in_comment = false;
+    // The last byte on this line outside blanks, scalars and comments.
+    let mut last = b'\n';
+    let mut i = 0;
+    while i < bytes.len() {
+        while next_scalar < scalars.len() && scalars[next_scalar].end <= i {
+            next_scalar += 1;
+        }
+        if let Some(r) = scalars.get(next_scalar)
+            && r.start <= i
+            && i < r.end
+        {
+            last = b'x';
+            i = r.end;
+            continue;
+        }
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                in_comment = false;
+                last = b'\n';
+            }
+            _ if in_comment => {}
+            b'#' if matches!(last, b'\n')
+                || matches!(bytes.get(i.wrapping_sub(1)), Some(b' ' | b'\t')) =>
+            {
+                in_comment = true;
+            }
+            b'\t' if last != b':' => {
+                return Err(refused(text, i, Construct::Tab));
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'&' | b'*' => {
+                let name_end = text[i + 1..]
+                    .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
+                    .map_or(text.len(), |n| i + 1 + n);
+                let name = &text[i + 1..name_end];
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                {
+                    return Err(refused(text, i, Construct::AnchorName(name.to_owned())));
+                }
+                last = b'x';
+                i = name_end;
+                continue;
+            }
+            _ => last = b,
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// An open collection while building the tree.
 struct Frame {
     node: u32,
@@ -498,7 +581,55 @@ impl<'t> Tree<'t> {
         for piece in split_documents(text)? {
             tree.parse_piece(piece)?;
         }
+        check_outside_scalars(text, &tree.scalar_ranges)?;
+        tree.check_scalars()?;
         Ok(tree)
+    }
+
+    /// What go-yaml refuses inside scalars and YAML 1.2 parsers read: the escape `\/` in a
+    /// double-quoted scalar, and keys longer than go-yaml's 1024-character limit for implicit
+    /// keys or written over several lines.
+    fn check_scalars(&self) -> Result<(), YamlError> {
+        let refuse = |node: &Node<'_>, construct| {
+            Err(YamlError {
+                at: node.at,
+                kind: YamlErrorKind::Refused(construct),
+            })
+        };
+        for node in &self.nodes {
+            let NodeKind::Scalar(scalar) = &node.kind else {
+                continue;
+            };
+            if scalar.style == ScalarStyle::DoubleQuoted {
+                let raw = self.text.get(node.at.offset..node.end).unwrap_or("");
+                let mut escaped = false;
+                for c in raw.chars() {
+                    if escaped && c == '/' {
+                        return refuse(node, Construct::Escape('/'));
+                    }
+                    escaped = !escaped && c == '\\';
+                }
+            }
+        }
+        for node in &self.nodes {
+            let NodeKind::Map(entries) = &node.kind else {
+                continue;
+            };
+            for &(key, _) in entries {
+                let key = self.node(key);
+                let NodeKind::Scalar(_) = &key.kind else {
+                    continue;
+                };
+                let raw = self.text.get(key.at.offset..key.end).unwrap_or("");
+                if raw.chars().count() > 1024 {
+                    return refuse(key, Construct::LongKey);
+                }
+                if raw.trim_end().contains('\n') {
+                    return refuse(key, Construct::MultilineKey);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parse one piece. go-yaml accepts a flow collection whose closing `]` or `}` sits on a
@@ -1187,6 +1318,37 @@ mod tests {
         // Not when a comment would swallow the closer, nor when the break is inside a value.
         assert!(decode("spec:\n  args: [\n    \"x\", # c\n  ]\n").is_err());
         assert!(decode("spec:\n  args: [\"x\n  ]\n  \"]\n").is_err());
+    }
+
+    #[test]
+    fn what_go_yaml_refuses_and_yaml_1_2_reads_is_refused() {
+        assert_eq!(refusal("a: \"x\\/y\"\n"), Construct::Escape('/'));
+        assert!(
+            decode("a: \"x\\\\/y\"\n").is_ok(),
+            "an escaped backslash, then /"
+        );
+        assert_eq!(
+            refusal(&format!("a: {{{}: x}}\n", "k".repeat(1025))),
+            Construct::LongKey
+        );
+        assert!(decode(&format!("a: {{{}: x}}\n", "k".repeat(1024))).is_ok());
+        assert!(
+            decode(&format!("{}: x\n", "k".repeat(1025))).is_err(),
+            "block keys too"
+        );
+        assert_eq!(refusal("{a\n b: 1}\n"), Construct::MultilineKey);
+        assert_eq!(
+            refusal("a: &x.y 1\nb: *x.y\n"),
+            Construct::AnchorName("x.y".into())
+        );
+        assert!(decode("a: &x-y_1 1\nb: *x-y_1\n").is_ok());
+        assert_eq!(refusal("a:\n-\tb\n"), Construct::Tab);
+        assert_eq!(refusal("a: 1\n\t\n"), Construct::Tab);
+        assert!(decode("b: 'x\ty' # c\td\nc: |\n  \tz\n").is_ok());
+        assert!(
+            decode("a: x&y*z\n").is_ok(),
+            "& and * inside a plain scalar"
+        );
     }
 
     #[test]
