@@ -69,6 +69,7 @@ fn every_single_byte_mutation_is_refused() {
         at: Timestamp::from_second(1_700_000_100).unwrap(),
         threshold: 1,
         environment: None,
+        strict: false,
     };
     let original = signed_directory(&key);
     verify_dir(&original, &policy).expect("the untouched directory verifies");
