@@ -1742,7 +1742,7 @@ fn mutate(g: &mut Gen, mut text: String) -> String {
             ]);
             let lines: Vec<usize> = std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-                .filter(|&i| i < text.len())
+                .filter(|&i| i == 0 || i < text.len())
                 .collect();
             let at = lines[g.below(lines.len())];
             insert_line(&mut text, at, marker);
