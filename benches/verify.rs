@@ -67,6 +67,7 @@ fn main() {
         at: created,
         threshold: 1,
         environment: None,
+        strict: false,
     };
     verify_dir(&files, &policy).expect("the synthetic directory verifies");
 
