@@ -103,7 +103,9 @@ pub fn generate(g: &mut Gen) -> Generated {
     if g.chance(12) {
         text = text.replace('\n', "\r\n");
     }
-    if g.chance(8) {
+    // A BOM before a `{` makes kubectl read YAML, where a JSON `\/` fails
+    // (fixtures/differential/escaped-slash-in-double-quoted-yaml.yaml): not with `\/`.
+    if g.chance(8) && !text.contains("\\/") {
         text.insert(0, '\u{feff}');
     }
     Generated {
@@ -297,7 +299,6 @@ const RAW: &[&str] = &[
     "1.0",
     "1.",
     "0.",
-    "-0.0",
     "1e3",
     "1E3",
     "1e+3",
@@ -342,8 +343,6 @@ const AMBIGUOUS: &[&str] = &[
     "2001-12-14T21:59:43.10Z",
     "99999999999999999999",
     "1e999",
-    "9.21e18",
-    "1e19",
     "<<",
     "=",
 ];
