@@ -16,6 +16,8 @@ use lockstep::manifest::{ScanConfig, scan_file};
 use lockstep::model::{Digest, ImageRef};
 use lockstep::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
 use lockstep::source::{self, SourceFiles};
+use lockstep::verify::render_objects;
+use serde_json::{Map, Value};
 
 /// The fixture manifests under `root` (fixtures/manifests) with every placeholder image
 /// (`REGISTRY/<repo>:<tag>`) pinned to `digest` under `registry.example`: realistic, fully
@@ -87,6 +89,68 @@ pub fn check_scan(file: &str, bytes: &[u8]) {
         }
         Err(e) => assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}"),
     }
+}
+
+// ---- the one reading: scan_file's objects ----
+
+/// What `scan_file` accepts is one reading, and the same one again from `render`'s output:
+/// every use's span slices to exactly the reference as written (what `lock` rewrites), every
+/// object body survives a `serde_json` round trip (what `render` prints and the reconciler
+/// sends), and `render_objects`' JSON stream, scanned again, gives the same bodies in the same
+/// order. Errors render.
+pub fn check_reader(file: &str, bytes: &[u8]) {
+    let scan = match scan_file(file, bytes, scan_config()) {
+        Ok(scan) => scan,
+        Err(e) => {
+            assert!(!render(&e).is_empty(), "an error renders as nothing: {e:?}");
+            return;
+        }
+    };
+    for u in &scan.uses {
+        let slice = bytes.get(u.span.clone());
+        assert_eq!(
+            slice,
+            Some(u.written.as_bytes()),
+            "the span {:?} of {} {} is not the reference as written",
+            u.span,
+            u.object,
+            u.container
+        );
+    }
+    let bodies: Vec<&Map<String, Value>> = scan.objects.iter().map(|o| &o.body).collect();
+    for body in &bodies {
+        let text = serde_json::to_string(body).expect("JSON values serialize");
+        let back: Map<String, Value> = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{text:?} does not read back as JSON: {e}"));
+        assert_eq!(&&back, body, "a body changes through JSON: {text}");
+    }
+    // A stream of several JSON objects, as `render` prints it, is refused by `scan_file` (it
+    // takes a `{`-first file as one YAML document; kubectl reads the stream): until that
+    // changes, each object's line is read again on its own.
+    let rendered = render_objects(&scan.objects);
+    let lines: Vec<&[u8]> = if scan.objects.len() > 1 {
+        rendered.split_inclusive(|&b| b == b'\n').collect()
+    } else {
+        vec![&rendered[..]]
+    };
+    let mut bodies_again = Vec::new();
+    for line in lines {
+        let again = scan_file("rendered.json", line, scan_config()).unwrap_or_else(|e| {
+            panic!(
+                "render's output is refused when read again: {}\n{}",
+                render(&e),
+                String::from_utf8_lossy(line)
+            )
+        });
+        bodies_again.extend(again.objects.into_iter().map(|o| o.body));
+    }
+    let bodies_again: Vec<&Map<String, Value>> = bodies_again.iter().collect();
+    assert_eq!(
+        bodies_again,
+        bodies,
+        "render's output reads as other objects: {}",
+        String::from_utf8_lossy(&rendered)
+    );
 }
 
 // ---- the image reference parser ----

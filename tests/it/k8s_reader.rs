@@ -23,6 +23,8 @@ use serde_json::{Map, Value};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Generated cases in an ordinary run (a few seconds); `PROPTEST_CASES` overrides.
 const GENERATED_CASES: u32 = 2000;
+/// How many differing generated inputs a run saves under fixtures/differential/.
+const SAVED_DIFFS: usize = 5;
 
 // ------------------------------------------------------------------ the oracle
 
@@ -238,7 +240,18 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
             for (i, obj) in theirs.iter().enumerate() {
                 let imgs = images_of(obj);
                 if !imgs.is_empty() {
-                    their_images.insert(i, imgs);
+                    // lockstep's uses name their object by document and reference, which two
+                    // objects of one List may share: group kubectl's images the same way.
+                    let first = scan
+                        .objects
+                        .get(i)
+                        .and_then(|o| {
+                            scan.objects
+                                .iter()
+                                .position(|p| p.document == o.document && p.object == o.object)
+                        })
+                        .unwrap_or(i);
+                    their_images.entry(first).or_default().extend(imgs);
                 }
             }
             for v in our_images.values_mut().chain(their_images.values_mut()) {
@@ -495,29 +508,61 @@ fn k8s_reader_generated_inputs_agree_or_are_refused() {
             failure_persistence: None,
             ..Config::default()
         },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+        // `LOCKSTEP_GEN_SEED` (a byte) starts another sequence of inputs, for long runs.
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[gen_seed(); 32]),
     );
-    #[allow(clippy::type_complexity)]
-    let (mut outcomes, mut diffs): (BTreeMap<String, usize>, Vec<(Vec<u8>, String)>) =
-        (BTreeMap::new(), Vec::new());
+    // Outcomes by share: plausible inputs should mostly be accepted (and agree), hostile ones
+    // mostly refused.
+    let mut outcomes: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    let mut diffs: Vec<(Vec<u8>, String)> = Vec::new();
+    let started = std::time::Instant::now();
+    // Every differing input and its description, for sorting them out by hand.
+    let dump = std::env::var_os("LOCKSTEP_GEN_DIFFS").map(PathBuf::from);
+    if let Some(dir) = &dump {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     for _ in 0..cases {
         let seed: [u8; 16] = rand_seed(&mut runner);
-        let bytes = yaml_gen::generate(&mut yaml_gen::Gen::new(&seed));
-        match differ(o, "generated.yaml", &bytes) {
-            Ok(outcome) => *outcomes.entry(format!("{outcome:?}")).or_default() += 1,
+        let generated = yaml_gen::generate(&mut yaml_gen::Gen::new(&seed));
+        let share = if generated.hostile {
+            "hostile"
+        } else {
+            "plausible"
+        };
+        let outcome = match differ(o, "generated.yaml", &generated.bytes) {
+            Ok(outcome) => format!("{outcome:?}"),
             Err(d) => {
-                *outcomes.entry("Differs".into()).or_default() += 1;
-                diffs.push((bytes, d));
+                if let Some(dir) = &dump {
+                    let n = diffs.len();
+                    std::fs::write(dir.join(format!("{n:05}.yaml")), &generated.bytes).unwrap();
+                    std::fs::write(dir.join(format!("{n:05}.txt")), &d).unwrap();
+                }
+                diffs.push((generated.bytes, d));
+                "Differs".into()
             }
-        }
+        };
+        *outcomes.entry((share, outcome)).or_default() += 1;
     }
-    println!("{cases} generated inputs: {outcomes:?}");
+    for share in ["plausible", "hostile"] {
+        let count = |o: &str| outcomes.get(&(share, o.to_owned())).copied().unwrap_or(0);
+        let (refused, agreed) = (count("Refused"), count("Agreed"));
+        let (notice, differs) = (count("SkippedWithNotice"), count("Differs"));
+        let total = refused + agreed + notice + differs;
+        println!(
+            "{share}: {total} inputs, {} accepted ({agreed} agreed, {notice} skipped with a notice, {differs} differ), {refused} refused",
+            agreed + notice + differs
+        );
+    }
+    println!(
+        "{cases} generated inputs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if diffs.is_empty() {
         return;
     }
     diffs.sort_by_key(|(b, _)| b.len());
     let mut report = String::new();
-    for (bytes, d) in diffs.iter().take(5) {
+    for (bytes, d) in diffs.iter().take(SAVED_DIFFS) {
         let saved = save_regression(bytes);
         report.push_str(&format!(
             "{}: {d}\n  input: {:?}\n\n",
@@ -526,9 +571,16 @@ fn k8s_reader_generated_inputs_agree_or_are_refused() {
         ));
     }
     panic!(
-        "{} of {cases} generated inputs differ; the 5 smallest (saved):\n{report}",
+        "{} of {cases} generated inputs differ; the {SAVED_DIFFS} smallest (saved):\n{report}",
         diffs.len()
     );
+}
+
+fn gen_seed() -> u8 {
+    std::env::var("LOCKSTEP_GEN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7)
 }
 
 fn rand_seed(runner: &mut TestRunner) -> [u8; 16] {
@@ -594,3 +646,35 @@ accepted!(
         "        image: a:1\n        env: &env [{name: A, value: b}]\n      - name: b\n        image: b:1\n        env: *env\n"
     )
 );
+
+// ------------------------------------------------------------------ D: probing by hand
+
+/// `LOCKSTEP_PROBE=file1:file2... cargo test --test it k8s_reader_probe -- --nocapture`
+/// prints both readings of each file and whether the rule holds; without it, nothing.
+#[test]
+fn k8s_reader_probe() {
+    let Some(files) = std::env::var_os("LOCKSTEP_PROBE") else {
+        return;
+    };
+    let Some(o) = oracle() else { return };
+    for f in std::env::split_paths(&files) {
+        let bytes = std::fs::read(&f).unwrap();
+        let name = f.display().to_string();
+        let kubectl = kubectl_read(o, &bytes);
+        let ours = scan_file(&name, &bytes, scan_config());
+        println!("== {name}: {:?}", String::from_utf8_lossy(&bytes));
+        match &kubectl {
+            Ok(objs) => println!("  kubectl: {}", Value::from(objs.clone())),
+            Err(e) => println!("  kubectl: ERROR {e}"),
+        }
+        match &ours {
+            Ok(scan) => println!(
+                "  lockstep: {} notices {:?}",
+                Value::from(lockstep_objects(scan)),
+                scan.notices
+            ),
+            Err(e) => println!("  lockstep: REFUSED {e}"),
+        }
+        println!("  rule: {:?}", differ(o, &name, &bytes));
+    }
+}
