@@ -447,6 +447,19 @@ impl<'a> Scanner<'a> {
         }
         let api_version = self.string_field(root.get("apiVersion"), "apiVersion")?;
         let kind = self.string_field(root.get("kind"), "kind")?;
+        for (value, field) in [(&api_version, "apiVersion"), (&kind, "kind")] {
+            if value.as_deref() == Some("") {
+                let at = root.get(field).map_or(root.node, |v| v.node);
+                let (line, column) = self.position(at);
+                return Err(ScanError::BadField {
+                    file: self.file.to_owned(),
+                    line,
+                    column,
+                    field,
+                    expected: "a non-empty string",
+                });
+            }
+        }
         let (api_version, kind) = match (api_version, kind) {
             (Some(a), Some(k)) => (a, k),
             (a, k) => {
@@ -462,29 +475,15 @@ impl<'a> Scanner<'a> {
         };
         let metadata = root.get("metadata");
         let field = |key| metadata.and_then(|m| m.get(key));
-        // Kubernetes decodes labels and annotations as string maps and refuses anything else.
-        for (key, name) in [
-            ("labels", "metadata.labels"),
-            ("annotations", "metadata.annotations"),
-        ] {
-            let Some(map) = field(key) else { continue };
-            let bad = match &map.data {
-                Data::Null => None,
-                Data::Map(entries) => entries
-                    .values()
-                    .find(|v| !matches!(v.data, Data::Str(_) | Data::Null)),
-                _ => Some(map),
-            };
-            if let Some(bad) = bad {
-                let (line, column) = self.position(bad.node);
-                return Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field: name,
-                    expected: "a mapping of strings",
-                });
-            }
+        if let Some((bad, field, expected)) = metadata.and_then(object_meta_mismatch) {
+            let (line, column) = self.position(bad.node);
+            return Err(ScanError::BadField {
+                file: self.file.to_owned(),
+                line,
+                column,
+                field,
+                expected,
+            });
         }
         // kubectl takes any object with `items` for a List and applies its items, not the
         // object: lockstep expands `…List` kinds and refuses the rest.
@@ -688,6 +687,102 @@ impl<'a> Scanner<'a> {
         });
         Ok(())
     }
+}
+
+/// Where `metadata` is not what Kubernetes decodes into its ObjectMeta (which refuses the
+/// object): the value, the field and what it must be.
+fn object_meta_mismatch(metadata: &Decoded) -> Option<(&Decoded, &'static str, &'static str)> {
+    let entries = match &metadata.data {
+        Data::Null => return None,
+        Data::Map(entries) => entries,
+        _ => return Some((metadata, "metadata", "a mapping")),
+    };
+    let null_or = |v: &Decoded, ok: fn(&Data) -> bool| matches!(v.data, Data::Null) || ok(&v.data);
+    let strings = [
+        ("name", "metadata.name"),
+        ("generateName", "metadata.generateName"),
+        ("namespace", "metadata.namespace"),
+        ("selfLink", "metadata.selfLink"),
+        ("uid", "metadata.uid"),
+        ("resourceVersion", "metadata.resourceVersion"),
+    ];
+    for (key, field) in strings {
+        if let Some(v) = entries.get(key)
+            && !null_or(v, |d| matches!(d, Data::Str(_)))
+        {
+            return Some((v, field, "a string"));
+        }
+    }
+    for (key, field) in [
+        ("generation", "metadata.generation"),
+        (
+            "deletionGracePeriodSeconds",
+            "metadata.deletionGracePeriodSeconds",
+        ),
+    ] {
+        if let Some(v) = entries.get(key)
+            && !null_or(v, |d| matches!(d, Data::Int(_)))
+        {
+            return Some((v, field, "an integer"));
+        }
+    }
+    for (key, field) in [
+        ("creationTimestamp", "metadata.creationTimestamp"),
+        ("deletionTimestamp", "metadata.deletionTimestamp"),
+    ] {
+        if let Some(v) = entries.get(key)
+            && !null_or(
+                v,
+                |d| matches!(d, Data::Str(s) if s.parse::<jiff::Timestamp>().is_ok()),
+            )
+        {
+            return Some((v, field, "an RFC 3339 time"));
+        }
+    }
+    for (key, field) in [
+        ("labels", "metadata.labels"),
+        ("annotations", "metadata.annotations"),
+    ] {
+        if let Some(v) = entries.get(key) {
+            let bad = match &v.data {
+                Data::Null => None,
+                Data::Map(m) => m
+                    .values()
+                    .find(|x| !matches!(x.data, Data::Str(_) | Data::Null)),
+                _ => Some(v),
+            };
+            if let Some(bad) = bad {
+                return Some((bad, field, "a mapping of strings"));
+            }
+        }
+    }
+    for (key, field, want_strings) in [
+        ("finalizers", "metadata.finalizers", true),
+        ("ownerReferences", "metadata.ownerReferences", false),
+        ("managedFields", "metadata.managedFields", false),
+    ] {
+        if let Some(v) = entries.get(key) {
+            let bad = match &v.data {
+                Data::Null => None,
+                Data::Seq(items) => items.iter().find(|x| match &x.data {
+                    Data::Str(_) => !want_strings,
+                    Data::Map(_) => want_strings,
+                    Data::Null => false,
+                    _ => true,
+                }),
+                _ => Some(v),
+            };
+            if let Some(bad) = bad {
+                let expected = if want_strings {
+                    "a list of strings"
+                } else {
+                    "a list of mappings"
+                };
+                return Some((bad, field, expected));
+            }
+        }
+    }
+    None
 }
 
 /// Every value the configured path leads to, with the concrete path (`spec.a[2].image`).

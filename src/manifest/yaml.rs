@@ -87,6 +87,8 @@ pub enum Construct {
         reads_as: &'static str,
     },
     RecursiveAlias,
+    ExplicitKey,
+    Indicator(char),
     Escape(char),
     LongKey,
     MultilineKey,
@@ -159,6 +161,13 @@ impl fmt::Display for Construct {
                 "the plain value {text:?} is {reads_as}; write it plainly (quote it for a string)"
             ),
             Construct::RecursiveAlias => f.write_str("an alias refers to the node that contains it"),
+            Construct::ExplicitKey => f.write_str(
+                "an explicit key (`? `): readers disagree on what may follow it; write `key: value`",
+            ),
+            Construct::Indicator(c) => write!(
+                f,
+                "a plain value starting with `{c}`: go-yaml reads it as an indicator, YAML 1.2 parsers as text; quote it"
+            ),
             Construct::Escape(c) => write!(
                 f,
                 "the escape `\\{c}` is YAML 1.2 only: Kubernetes' reader refuses it; write the character itself"
@@ -442,10 +451,9 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
             }
         } else if line.starts_with('%') {
             return Err(refused(text, at, Construct::Directive));
-        } else if let Some(rest) = line.strip_prefix("...")
-            && is_comment_or_blank(rest)
-        {
-            if !has_content {
+        } else if let Some(rest) = line.strip_prefix("...") {
+            // `...x` is text to YAML 1.2 parsers and a document end to go-yaml.
+            if !is_comment_or_blank(rest) || !has_content {
                 return Err(refused(text, at, Construct::DocumentEnd));
             }
             ended.get_or_insert(at);
@@ -535,6 +543,7 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
                 return Err(refused(text, i, Construct::Tab));
             }
             b' ' | b'\t' | b'\r' => {}
+            b'?' => return Err(refused(text, i, Construct::ExplicitKey)),
             b'&' | b'*' => {
                 let name_end = text[i + 1..]
                     .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
@@ -600,6 +609,12 @@ impl<'t> Tree<'t> {
             let NodeKind::Scalar(scalar) = &node.kind else {
                 continue;
             };
+            if scalar.style == ScalarStyle::Plain
+                && let Some(c) = scalar.value.chars().next()
+                && "|>%@`".contains(c)
+            {
+                return refuse(node, Construct::Indicator(c));
+            }
             if scalar.style == ScalarStyle::DoubleQuoted {
                 let raw = self.text.get(node.at.offset..node.end).unwrap_or("");
                 let mut escaped = false;
@@ -1051,6 +1066,9 @@ pub(crate) fn resolve_plain(s: &str) -> Result<Plain, &'static str> {
             );
         }
         return match plain.parse::<f64>() {
+            Ok(f) if f == 0.0 && f.is_sign_negative() => {
+                Err("a negative zero, 0 or -0 to Kubernetes depending on the file: write 0")
+            }
             Ok(f) if f.is_finite() => Ok(Plain::Float(f)),
             _ => Err("a number out of range: a string to Kubernetes' reader, infinity to others"),
         };
@@ -1243,7 +1261,7 @@ mod tests {
         assert!(matches!(refusal("!!binary aW1hZ2U=: x\n"), Construct::Tag(t) if t == "!!binary"));
         assert!(matches!(refusal("a: !!str x\n"), Construct::Tag(_)));
         assert_eq!(refusal("a: &k image\n*k : x\n"), Construct::AliasKey);
-        assert_eq!(refusal("? [a]\n: x\n"), Construct::ComplexKey);
+        assert_eq!(refusal("{[a]: x}\n"), Construct::ComplexKey);
         assert_eq!(
             refusal("x: &m {a: 1}\n'<<': *m\n"),
             Construct::QuotedMergeKey
@@ -1343,6 +1361,13 @@ mod tests {
         );
         assert!(decode("a: &x-y_1 1\nb: *x-y_1\n").is_ok());
         assert_eq!(refusal("a:\n-\tb\n"), Construct::Tab);
+        assert_eq!(refusal("? a\n: b\n"), Construct::ExplicitKey);
+        assert_eq!(refusal("a: {b: |\n    x}\n"), Construct::Indicator('|'));
+        assert!(matches!(
+            refusal("a: -0.0\n"),
+            Construct::AmbiguousScalar { .. }
+        ));
+        assert_eq!(refusal("a: 1\n...x\n"), Construct::DocumentEnd);
         assert_eq!(refusal("a: 1\n\t\n"), Construct::Tab);
         assert!(decode("b: 'x\ty' # c\td\nc: |\n  \tz\n").is_ok());
         assert!(

@@ -216,7 +216,13 @@ fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String
     }
     match kubectl {
         Err(e) => {
-            if !scan.notices.is_empty() && e.contains("is missing in") {
+            // A document that is not a mapping, or has no kind: lockstep skips it with a note,
+            // kubectl fails on the file. Neither applies anything the other does not.
+            let not_an_object = scan
+                .notices
+                .iter()
+                .any(|n| n.reason == lockstep::manifest::NoticeReason::NotAMapping);
+            if !scan.notices.is_empty() && (e.contains("is missing in") || not_an_object) {
                 Ok(Outcome::SkippedWithNotice)
             } else {
                 Err(format!(
