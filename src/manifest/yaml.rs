@@ -87,7 +87,6 @@ pub enum Construct {
         reads_as: &'static str,
     },
     RecursiveAlias,
-    ExplicitKey,
     Indicator(char),
     Escape(char),
     LongKey,
@@ -161,9 +160,6 @@ impl fmt::Display for Construct {
                 "the plain value {text:?} is {reads_as}; write it plainly (quote it for a string)"
             ),
             Construct::RecursiveAlias => f.write_str("an alias refers to the node that contains it"),
-            Construct::ExplicitKey => f.write_str(
-                "an explicit key (`? `): readers disagree on what may follow it; write `key: value`",
-            ),
             Construct::Indicator(c) => write!(
                 f,
                 "a plain value starting with `{c}`: go-yaml reads it as an indicator, YAML 1.2 parsers as text; quote it"
@@ -183,7 +179,7 @@ impl fmt::Display for Construct {
                 "the anchor or alias name {name:?}: Kubernetes' reader allows only letters, digits, `-` and `_` in it"
             ),
             Construct::Tab => f.write_str(
-                "a tab outside a value, comment or `key:` separation: Kubernetes' reader refuses it; use spaces",
+                "a tab in indentation or right after `-`, `?` or `:` at the start of a line: Kubernetes' reader refuses it; use spaces",
             ),
             Construct::TooDeep => write!(
                 f,
@@ -512,8 +508,10 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
     let bytes = text.as_bytes();
     let mut next_scalar = 0;
     let mut in_comment = false;
-    // The last byte on this line outside blanks, scalars and comments.
-    let mut last = b'\n';
+    // What the line holds so far outside scalars and comments: only blanks (0), blanks and
+    // block indicators `-`, `?`, `:` (1), or content (2). go-yaml refuses a tab in the first
+    // two (indentation, or right after an indicator) and accepts it after content.
+    let mut prefix = 0u8;
     let mut i = 0;
     while i < bytes.len() {
         while next_scalar < scalars.len() && scalars[next_scalar].end <= i {
@@ -523,27 +521,30 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
             && r.start <= i
             && i < r.end
         {
-            last = b'x';
+            prefix = 2;
             i = r.end;
             continue;
         }
         let b = bytes[i];
+        // Document marker lines were checked by the splitter (a tab may follow `---`).
+        if prefix == 0
+            && (i == 0 || bytes[i - 1] == b'\n')
+            && (text[i..].starts_with("---") || text[i..].starts_with("..."))
+        {
+            in_comment = true;
+        }
         match b {
             b'\n' => {
                 in_comment = false;
-                last = b'\n';
+                prefix = 0;
             }
             _ if in_comment => {}
-            b'#' if matches!(last, b'\n')
-                || matches!(bytes.get(i.wrapping_sub(1)), Some(b' ' | b'\t')) =>
-            {
+            b'#' if prefix == 0 || matches!(bytes.get(i.wrapping_sub(1)), Some(b' ' | b'\t')) => {
                 in_comment = true;
             }
-            b'\t' if last != b':' => {
-                return Err(refused(text, i, Construct::Tab));
-            }
+            b'\t' if prefix < 2 => return Err(refused(text, i, Construct::Tab)),
             b' ' | b'\t' | b'\r' => {}
-            b'?' => return Err(refused(text, i, Construct::ExplicitKey)),
+            b'-' | b'?' | b':' if prefix < 2 => prefix = 1,
             b'&' | b'*' => {
                 let name_end = text[i + 1..]
                     .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
@@ -556,11 +557,11 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
                 {
                     return Err(refused(text, i, Construct::AnchorName(name.to_owned())));
                 }
-                last = b'x';
+                prefix = 2;
                 i = name_end;
                 continue;
             }
-            _ => last = b,
+            _ => prefix = 2,
         }
         i += 1;
     }
@@ -1361,7 +1362,8 @@ mod tests {
         );
         assert!(decode("a: &x-y_1 1\nb: *x-y_1\n").is_ok());
         assert_eq!(refusal("a:\n-\tb\n"), Construct::Tab);
-        assert_eq!(refusal("? a\n: b\n"), Construct::ExplicitKey);
+        assert_eq!(refusal("? a\n:\t# c\n"), Construct::Tab);
+        assert!(decode("? a\n: b\nc: d\t# e\n---\t\nf: g\n").is_ok());
         assert_eq!(refusal("a: {b: |\n    x}\n"), Construct::Indicator('|'));
         assert!(matches!(
             refusal("a: -0.0\n"),

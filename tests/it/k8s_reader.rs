@@ -684,3 +684,35 @@ fn k8s_reader_probe() {
         println!("  rule: {:?}", differ(o, &name, &bytes));
     }
 }
+
+/// Why the plausible share of generated inputs is refused, most frequent first (a look at
+/// whether the reader refuses more than it must): `cargo test --test it
+/// k8s_reader_refusal_reasons -- --ignored --nocapture`.
+#[test]
+#[ignore = "a report, run by hand"]
+fn k8s_reader_refusal_reasons() {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0u32..2000 {
+        let generated = yaml_gen::generate(&mut yaml_gen::Gen::new(&i.to_le_bytes()));
+        if generated.hostile {
+            continue;
+        }
+        if let Err(e) = scan_file("gen.yaml", &generated.bytes, scan_config()) {
+            let text = e.to_string();
+            let reason = text.strip_prefix("gen.yaml:").unwrap_or(&text);
+            let reason = reason
+                .trim_start_matches(|c: char| c.is_ascii_digit() || c == ':')
+                .trim();
+            let reason: String = reason.chars().take(70).collect();
+            if !reasons.contains_key(&reason) && std::env::var_os("LOCKSTEP_SHOW").is_some() {
+                eprintln!("--- {text}\n{}", String::from_utf8_lossy(&generated.bytes));
+            }
+            *reasons.entry(reason).or_default() += 1;
+        }
+    }
+    let mut sorted: Vec<_> = reasons.into_iter().collect();
+    sorted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    for (reason, n) in sorted.iter().take(25) {
+        eprintln!("{n:5}  {reason}");
+    }
+}
