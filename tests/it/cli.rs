@@ -124,8 +124,17 @@ impl Project {
     }
 
     pub fn verify(&self, extra: &[&str]) -> Output {
+        self.checked("verify", extra)
+    }
+
+    pub fn render(&self, extra: &[&str]) -> Output {
+        self.checked("render", extra)
+    }
+
+    /// `verify` or `render` of the project's directory against its allowed_signers.
+    fn checked(&self, command: &str, extra: &[&str]) -> Output {
         let mut args = vec![
-            "verify",
+            command,
             self.dir.to_str().unwrap(),
             "--allowed-signers",
             self.allowed_signers.to_str().unwrap(),

@@ -4,18 +4,7 @@
 
 use std::path::Path;
 
-use crate::cli::{Project, code, run, stderr, stdout};
-
-fn render(p: &Project, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "render",
-        p.dir.to_str().unwrap(),
-        "--allowed-signers",
-        p.allowed_signers.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args, &[])
-}
+use crate::cli::{Project, code, stderr, stdout};
 
 fn workflow(registry: &str) -> String {
     format!(
@@ -28,7 +17,7 @@ fn render_prints_the_verified_objects_as_json_that_kubectl_reads_back_the_same()
     let p = Project::new();
     let out = p.lock(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = render(&p, &[]);
+    let out = p.render(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let stream = stdout(&out);
     let rendered: Vec<serde_json::Value> = stream
@@ -98,7 +87,7 @@ fn strict_refuses_an_object_of_an_unknown_kind_that_holds_images() {
     let out = p.verify(&["--strict"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("--strict"), "{}", stderr(&out));
-    let out = render(&p, &["--strict"]);
+    let out = p.render(&["--strict"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 
