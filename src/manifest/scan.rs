@@ -241,9 +241,11 @@ pub fn scan_file(file: &str, bytes: &[u8], config: &ScanConfig) -> Result<FileSc
         Err(e) => {
             // A template usually fails to parse; say "Helm" rather than the parser's
             // confusion about `{{`.
-            if matches!(e.kind, YamlErrorKind::Syntax(_))
-                && let Some(at) = template_marks(text, &[]).first()
-            {
+            let confused = matches!(
+                e.kind,
+                YamlErrorKind::Syntax(_) | YamlErrorKind::Refused(Construct::NotJson(_))
+            );
+            if confused && let Some(at) = template_marks(text, &[]).first() {
                 return Err(helm_error(file, text, *at));
             }
             return Err(yaml_error(file, e));

@@ -87,6 +87,7 @@ pub enum Construct {
         reads_as: &'static str,
     },
     RecursiveAlias,
+    NotJson(String),
     Indicator(char),
     Escape(char),
     LongKey,
@@ -160,6 +161,10 @@ impl fmt::Display for Construct {
                 "the plain value {text:?} is {reads_as}; write it plainly (quote it for a string)"
             ),
             Construct::RecursiveAlias => f.write_str("an alias refers to the node that contains it"),
+            Construct::NotJson(e) => write!(
+                f,
+                "a file whose first character is `{{` is JSON to Kubernetes' reader, and this is not JSON ({e}): write JSON, or YAML that does not start with `{{`"
+            ),
             Construct::Indicator(c) => write!(
                 f,
                 "a plain value starting with `{c}`: go-yaml reads it as an indicator, YAML 1.2 parsers as text; quote it"
@@ -407,6 +412,19 @@ fn check_characters(text: &str) -> Result<(), YamlError> {
     Ok(())
 }
 
+/// The byte offset of a 1-based line and column (characters) in `text`.
+fn line_column_offset(text: &str, line: usize, column: usize) -> usize {
+    let start = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    text[start..]
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| start + i)
+}
+
 /// Whether Kubernetes' reader takes the stream as JSON: its first non-blank character is `{`.
 fn is_json_stream(text: &str) -> bool {
     text.trim_start_matches([' ', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{a0}'])
@@ -578,6 +596,14 @@ impl<'t> Tree<'t> {
     /// Read `text` (valid UTF-8, the whole file) into documents and nodes.
     pub fn parse(text: &'t str) -> Result<Tree<'t>, YamlError> {
         check_characters(text)?;
+        if is_json_stream(text)
+            && let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text)
+        {
+            // Kubernetes decodes such a file as JSON (and fails, or falls back to YAML,
+            // depending on the version): only JSON both read the same is accepted.
+            let at = line_column_offset(text, e.line(), e.column());
+            return Err(refused(text, at, Construct::NotJson(e.to_string())));
+        }
         let mut tree = Tree {
             text,
             // Manifests run at about one node per 6 bytes: allocate once.
@@ -1262,7 +1288,7 @@ mod tests {
         assert!(matches!(refusal("!!binary aW1hZ2U=: x\n"), Construct::Tag(t) if t == "!!binary"));
         assert!(matches!(refusal("a: !!str x\n"), Construct::Tag(_)));
         assert_eq!(refusal("a: &k image\n*k : x\n"), Construct::AliasKey);
-        assert_eq!(refusal("{[a]: x}\n"), Construct::ComplexKey);
+        assert_eq!(refusal("a: {[b]: x}\n"), Construct::ComplexKey);
         assert_eq!(
             refusal("x: &m {a: 1}\n'<<': *m\n"),
             Construct::QuotedMergeKey
@@ -1355,7 +1381,7 @@ mod tests {
             decode(&format!("{}: x\n", "k".repeat(1025))).is_err(),
             "block keys too"
         );
-        assert_eq!(refusal("{a\n b: 1}\n"), Construct::MultilineKey);
+        assert_eq!(refusal("x: {a\n b: 1}\n"), Construct::MultilineKey);
         assert_eq!(
             refusal("a: &x.y 1\nb: *x.y\n"),
             Construct::AnchorName("x.y".into())
@@ -1370,6 +1396,9 @@ mod tests {
             Construct::AmbiguousScalar { .. }
         ));
         assert_eq!(refusal("a: 1\n...x\n"), Construct::DocumentEnd);
+        assert!(matches!(refusal("{\"a\": .5}\n"), Construct::NotJson(_)));
+        assert!(matches!(refusal("{a: 1}\n"), Construct::NotJson(_)));
+        assert!(decode("{\"a\": 0.5, \"b\": [1, \"x\"]}\n").is_ok());
         assert_eq!(refusal("a: 1\n\t\n"), Construct::Tab);
         assert!(decode("b: 'x\ty' # c\td\nc: |\n  \tz\n").is_ok());
         assert!(
