@@ -267,7 +267,7 @@ pub fn scan_file(file: &str, bytes: &[u8], config: &ScanConfig) -> Result<FileSc
         let value = tree
             .decode(root, &mut budget)
             .map_err(|e| yaml_error(file, e))?;
-        scanner.document(document, &value, 0)?;
+        scanner.document(document, &value, 0, None)?;
     }
     if scanner.suppressed > 0 {
         let count = scanner.suppressed;
@@ -430,7 +430,15 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn document(&mut self, document: usize, root: &Decoded, depth: usize) -> Result<(), ScanError> {
+    /// One object (or List) of a document. `list_type` is what kubectl gives a List item that
+    /// names neither apiVersion nor kind: the List's apiVersion and its kind without `List`.
+    fn document(
+        &mut self,
+        document: usize,
+        root: &Decoded,
+        depth: usize,
+        list_type: Option<(&str, &str)>,
+    ) -> Result<(), ScanError> {
         let line = self.tree.node(root.node).at.line;
         let notice = |reason| Notice {
             file: self.file.to_owned(),
@@ -462,6 +470,14 @@ impl<'a> Scanner<'a> {
                 });
             }
         }
+        let inherited = match (&api_version, &kind, list_type) {
+            (None, None, Some((a, k))) => Some((a.to_owned(), k.to_owned())),
+            _ => None,
+        };
+        let (api_version, kind) = match inherited.clone() {
+            Some((a, k)) => (Some(a), Some(k)),
+            None => (api_version, kind),
+        };
         let (api_version, kind) = match (api_version, kind) {
             (Some(a), Some(k)) => (a, k),
             (a, k) => {
@@ -515,8 +531,10 @@ impl<'a> Scanner<'a> {
                     column,
                 });
             }
+            let item_kind = kind.strip_suffix("List").unwrap_or_default();
+            let list_type = (!item_kind.is_empty()).then_some((api_version.as_str(), item_kind));
             for item in items.items() {
-                self.document(document, item, depth + 1)?;
+                self.document(document, item, depth + 1, list_type)?;
             }
             return Ok(());
         }
@@ -562,9 +580,13 @@ impl<'a> Scanner<'a> {
                 self.note(n);
             }
         }
-        let Value::Object(body) = root.to_json() else {
+        let Value::Object(mut body) = root.to_json() else {
             unreachable!("the document is a mapping")
         };
+        if let Some((api_version, kind)) = inherited {
+            body.insert("apiVersion".into(), Value::String(api_version));
+            body.insert("kind".into(), Value::String(kind));
+        }
         self.scan.objects.push(DecodedObject {
             file: self.file.to_owned(),
             document,
@@ -1138,6 +1160,21 @@ items:
                 count: 500 - MAX_NOTICES
             }
         );
+    }
+
+    #[test]
+    fn items_of_a_typed_list_without_type_meta_are_of_its_kind_as_kubectl_reads_them() {
+        let text = "apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: p}\n  spec: {containers: [{name: c, image: 'evil.example/x:1'}]}\n";
+        let s = scan(text).unwrap();
+        assert_eq!(
+            images(text),
+            vec![triple("Pod/p", "containers/c", "evil.example/x:1")]
+        );
+        assert_eq!(s.objects[0].body["kind"], "Pod");
+        assert_eq!(s.objects[0].body["apiVersion"], "v1");
+        // In an untyped List, kubectl refuses such an item; lockstep skips it with a note.
+        let text = "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: p}\n";
+        assert!(scan(text).unwrap().objects.is_empty());
     }
 
     #[test]

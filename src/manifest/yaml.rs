@@ -192,7 +192,8 @@ impl fmt::Display for Construct {
             ),
             Construct::TooManyAliasValues => write!(
                 f,
-                "aliases expand to more than {MAX_ALIAS_VALUES} values; write the repeated parts out or drop the anchors"
+                "aliases expand to more than {MAX_ALIAS_VALUES} values (or {} MB of text); write the repeated parts out or drop the anchors",
+                MAX_ALIAS_VALUES * BUDGET_BYTES / 1_000_000
             ),
         }
     }
@@ -638,7 +639,7 @@ impl<'t> Tree<'t> {
             };
             if scalar.style == ScalarStyle::Plain
                 && let Some(c) = scalar.value.chars().next()
-                && "|>%@`".contains(c)
+                && "|>%@`?".contains(c)
             {
                 return refuse(node, Construct::Indicator(c));
             }
@@ -849,16 +850,20 @@ impl<'t> Tree<'t> {
     }
 }
 
-/// How many values aliases may still produce in this file.
+/// How much decoding may still produce in this file, in units of one value or 64 bytes of
+/// string: each node and each byte of the file once, plus [`MAX_ALIAS_VALUES`] units through
+/// aliases — so an alias of a long string costs its length, not one value.
 pub(crate) struct Budget {
     remaining: usize,
 }
 
+/// Bytes of decoded string per budget unit.
+const BUDGET_BYTES: usize = 64;
+
 impl Budget {
-    /// The budget of a file: its own nodes, plus [`MAX_ALIAS_VALUES`].
     pub fn for_tree(tree: &Tree<'_>) -> Budget {
         Budget {
-            remaining: tree.nodes.len() + MAX_ALIAS_VALUES,
+            remaining: tree.nodes.len() + tree.text.len() / BUDGET_BYTES + MAX_ALIAS_VALUES,
         }
     }
 }
@@ -909,6 +914,11 @@ impl Decoder<'_, '_> {
                 value
             }
             NodeKind::Scalar(scalar) => {
+                self.budget.remaining = self
+                    .budget
+                    .remaining
+                    .checked_sub(scalar.value.len() / BUDGET_BYTES)
+                    .ok_or_else(|| self.error(index, Construct::TooManyAliasValues))?;
                 if scalar.style != ScalarStyle::Plain {
                     return Ok(decoded(Data::Str(scalar.value.clone().into_owned())));
                 }
@@ -1391,6 +1401,11 @@ mod tests {
         assert_eq!(refusal("? a\n:\t# c\n"), Construct::Tab);
         assert!(decode("? a\n: b\nc: d\t# e\n---\t\nf: g\n").is_ok());
         assert_eq!(refusal("a: {b: |\n    x}\n"), Construct::Indicator('|'));
+        // go-yaml takes `?` as an explicit key indicator in flow even before a non-blank.
+        assert_eq!(
+            refusal("a: {image: good, ?image: evil}\n"),
+            Construct::Indicator('?')
+        );
         assert!(matches!(
             refusal("a: -0.0\n"),
             Construct::AmbiguousScalar { .. }
@@ -1405,6 +1420,16 @@ mod tests {
             decode("a: x&y*z\n").is_ok(),
             "& and * inside a plain scalar"
         );
+    }
+
+    #[test]
+    fn aliases_of_long_strings_cost_their_length() {
+        let long = "x".repeat(64 * 1024);
+        let mut text = format!("a: &s {long}\nb: [");
+        text.push_str(&vec!["*s"; 200].join(", "));
+        text.push_str("]\n");
+        assert_eq!(refusal(&text), Construct::TooManyAliasValues);
+        assert!(decode(&format!("a: &s {long}\nb: [*s, *s]\n")).is_ok());
     }
 
     #[test]
