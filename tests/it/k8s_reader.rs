@@ -27,9 +27,9 @@ const GENERATED_CASES: u32 = 2000;
 // ------------------------------------------------------------------ the oracle
 
 /// kubectl's reading of one input.
-type OracleRead = Result<Vec<Map<String, Value>>, String>;
+pub(crate) type OracleRead = Result<Vec<Map<String, Value>>, String>;
 
-struct Oracle {
+pub(crate) struct Oracle {
     _child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -56,7 +56,7 @@ fn oracle_path() -> Option<PathBuf> {
     }
 }
 
-fn oracle() -> Option<&'static Mutex<Oracle>> {
+pub(crate) fn oracle() -> Option<&'static Mutex<Oracle>> {
     static ORACLE: OnceLock<Option<Mutex<Oracle>>> = OnceLock::new();
     ORACLE
         .get_or_init(|| {
@@ -76,7 +76,7 @@ fn oracle() -> Option<&'static Mutex<Oracle>> {
         .as_ref()
 }
 
-fn kubectl_read(o: &Mutex<Oracle>, bytes: &[u8]) -> OracleRead {
+pub(crate) fn kubectl_read(o: &Mutex<Oracle>, bytes: &[u8]) -> OracleRead {
     let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
     writeln!(o.stdin, "{}", bytes.len()).unwrap();
     o.stdin.write_all(bytes).unwrap();
@@ -176,7 +176,7 @@ fn render(v: &Value) -> String {
 
 /// How one input came out.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// lockstep refused it.
     Refused,
     /// Both read it, the same way.
@@ -186,7 +186,7 @@ enum Outcome {
 }
 
 /// Checks the rule on one input; `Err` describes the difference.
-fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String> {
+pub(crate) fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String> {
     let kubectl = kubectl_read(o, bytes);
     let scan = match std::panic::catch_unwind(|| scan_file(name, bytes, scan_config())) {
         Err(p) => {
@@ -269,7 +269,7 @@ fn save_regression(bytes: &[u8]) -> PathBuf {
     path
 }
 
-fn assert_agrees(name: &str, bytes: &[u8]) {
+pub(crate) fn assert_agrees(name: &str, bytes: &[u8]) {
     let Some(o) = oracle() else { return };
     if let Err(d) = differ(o, name, bytes) {
         panic!("{name}: {d}\n  input: {:?}", String::from_utf8_lossy(bytes));
