@@ -178,7 +178,7 @@ fn render(v: &Value) -> String {
 
 /// How one input came out.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// lockstep refused it.
     Refused,
     /// Both read it, the same way.
@@ -188,7 +188,7 @@ enum Outcome {
 }
 
 /// Checks the rule on one input; `Err` describes the difference.
-fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String> {
+pub(crate) fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outcome, String> {
     let kubectl = kubectl_read(o, bytes);
     let scan = match std::panic::catch_unwind(|| scan_file(name, bytes, scan_config())) {
         Err(p) => {
@@ -288,7 +288,7 @@ fn save_regression(bytes: &[u8]) -> PathBuf {
     path
 }
 
-fn assert_agrees(name: &str, bytes: &[u8]) {
+pub(crate) fn assert_agrees(name: &str, bytes: &[u8]) {
     let Some(o) = oracle() else { return };
     if let Err(d) = differ(o, name, bytes) {
         panic!("{name}: {d}\n  input: {:?}", String::from_utf8_lossy(bytes));

@@ -1,5 +1,6 @@
 //! lockstep's integration tests: one binary, real registry, real ssh-keygen, real Git.
 
+mod attacks;
 mod audit;
 mod cli;
 mod deploy;
