@@ -27,9 +27,9 @@ const GENERATED_CASES: u32 = 2000;
 // ------------------------------------------------------------------ the oracle
 
 /// kubectl's reading of one input.
-type OracleRead = Result<Vec<Map<String, Value>>, String>;
+pub(crate) type OracleRead = Result<Vec<Map<String, Value>>, String>;
 
-struct Oracle {
+pub(crate) struct Oracle {
     _child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -56,7 +56,7 @@ fn oracle_path() -> Option<PathBuf> {
     }
 }
 
-fn oracle() -> Option<&'static Mutex<Oracle>> {
+pub(crate) fn oracle() -> Option<&'static Mutex<Oracle>> {
     static ORACLE: OnceLock<Option<Mutex<Oracle>>> = OnceLock::new();
     ORACLE
         .get_or_init(|| {
@@ -76,7 +76,7 @@ fn oracle() -> Option<&'static Mutex<Oracle>> {
         .as_ref()
 }
 
-fn kubectl_read(o: &Mutex<Oracle>, bytes: &[u8]) -> OracleRead {
+pub(crate) fn kubectl_read(o: &Mutex<Oracle>, bytes: &[u8]) -> OracleRead {
     let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
     writeln!(o.stdin, "{}", bytes.len()).unwrap();
     o.stdin.write_all(bytes).unwrap();
@@ -108,7 +108,7 @@ fn scan_config() -> &'static ScanConfig {
 }
 
 /// lockstep's objects: exactly what it verifies, renders and applies.
-fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
+pub(crate) fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
     scan.objects
         .iter()
         .map(|o| Value::Object(o.body.clone()))
@@ -117,7 +117,7 @@ fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
 
 /// The images a Pod made from `obj` would run, as kubectl read it (the same kinds and
 /// paths lockstep knows, and the custom paths of fixtures/manifests/lockstep.toml).
-fn images_of(obj: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn images_of(obj: &Map<String, Value>) -> Vec<String> {
     let api = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let group = api.rsplit_once('/').map_or("", |(g, _)| g);

@@ -15,6 +15,7 @@ mod invariants;
 mod k8s_reader;
 mod manifest;
 mod mirror;
+mod real_world;
 mod reconcile;
 mod resolve;
 mod signing;
