@@ -110,7 +110,7 @@ fn scan_config() -> &'static ScanConfig {
 }
 
 /// lockstep's objects: exactly what it verifies, renders and applies.
-fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
+pub(crate) fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
     scan.objects
         .iter()
         .map(|o| Value::Object(o.body.clone()))
@@ -119,7 +119,7 @@ fn lockstep_objects(scan: &FileScan) -> Vec<Value> {
 
 /// The images a Pod made from `obj` would run, as kubectl read it (the same kinds and
 /// paths lockstep knows, and the custom paths of fixtures/manifests/lockstep.toml).
-fn images_of(obj: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn images_of(obj: &Map<String, Value>) -> Vec<String> {
     let api = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let group = api.rsplit_once('/').map_or("", |(g, _)| g);

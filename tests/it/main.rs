@@ -17,6 +17,7 @@ mod k8s_reader;
 mod manifest;
 mod mirror;
 mod one_reading;
+mod real_world;
 mod reconcile;
 mod resolve;
 mod signing;
