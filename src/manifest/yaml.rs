@@ -1073,35 +1073,17 @@ pub(crate) fn resolve_plain(s: &str) -> Result<Plain, &'static str> {
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
         return Ok(Plain::Str);
     }
-    if first != b'.' && looks_like_timestamp(s) {
-        return Err("a timestamp to YAML 1.1 readers");
-    }
-    let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+    // Every Kubernetes reader ends in go-yaml v2 (kustomize's kyaml writes plain scalars back
+    // as they were written), so its resolution is the one to follow: `_` dropped, then Go's
+    // integer syntax (`0x1F`, `0o17`, `0b101`, `0755` octal), then its float syntax.
     let plain = s.replace('_', "");
-    if go_parses_as_int(&plain) {
-        let canonical = !s.contains('_')
-            && !unsigned.is_empty()
-            && unsigned.bytes().all(|b| b.is_ascii_digit())
-            && (unsigned == "0" || !unsigned.starts_with('0'));
-        return match (canonical, s.parse::<i64>()) {
-            (true, Ok(i)) => Ok(Plain::Int(i)),
-            (true, Err(_)) => Err("an integer too large for 64 bits"),
-            (false, _) => Err(
-                "a number to Kubernetes' reader written in a form YAML readers disagree on (octal, hexadecimal, binary, leading zeros or `_`): write it in decimal",
-            ),
+    if first != b'.' && go_parses_as_int(&plain) {
+        return match go_int(&plain) {
+            Some(i) => Ok(Plain::Int(i)),
+            None => Err("an integer too large for 64 bits"),
         };
     }
     if is_yaml_float(&plain) {
-        let digits = unsigned.trim_start_matches('.');
-        if s.contains('_')
-            || (digits.len() > 1
-                && digits.starts_with('0')
-                && digits.as_bytes()[1].is_ascii_digit())
-        {
-            return Err(
-                "a number to Kubernetes' reader written in a form YAML readers disagree on (leading zeros or `_`): write it plainly",
-            );
-        }
         return match plain.parse::<f64>() {
             Ok(f) if f == 0.0 && f.is_sign_negative() => {
                 Err("a negative zero, 0 or -0 to Kubernetes depending on the file: write 0")
@@ -1113,15 +1095,26 @@ pub(crate) fn resolve_plain(s: &str) -> Result<Plain, &'static str> {
     Ok(Plain::Str)
 }
 
-/// `YYYY-` followed by only what a timestamp is written with: go-yaml may read it as one.
-fn looks_like_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() > 5
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[5..]
-            .iter()
-            .all(|c| c.is_ascii_digit() || b"-:.+ tTzZ".contains(c))
+/// The value of a numeral [`go_parses_as_int`] accepts, when it fits an i64.
+fn go_int(s: &str) -> Option<i64> {
+    let (negative, digits) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (radix, digits) = if let Some(d) = digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
+        (16, d)
+    } else if let Some(d) = digits.strip_prefix("0o").or(digits.strip_prefix("0O")) {
+        (8, d)
+    } else if let Some(d) = digits.strip_prefix("0b").or(digits.strip_prefix("0B")) {
+        (2, d)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 /// Go's `strconv.ParseInt(s, 0, 64)` syntax (range aside): sign, then a decimal, `0x`, `0o`,
@@ -1207,6 +1200,16 @@ mod tests {
             ("1.", Plain::Float(1.0)),
             ("0.5", Plain::Float(0.5)),
             ("1:20", Plain::Str),
+            ("0755", Plain::Int(493)),
+            ("0x1F", Plain::Int(31)),
+            ("0o17", Plain::Int(15)),
+            ("0b101", Plain::Int(5)),
+            ("1_000", Plain::Int(1000)),
+            ("-0x10", Plain::Int(-16)),
+            ("09", Plain::Float(9.0)),
+            ("012.5", Plain::Float(12.5)),
+            ("2024-01-01", Plain::Str),
+            ("2001-12-14T21:59:43.10Z", Plain::Str),
             ("nginx:1.25", Plain::Str),
             ("-", Plain::Str),
             ("2024-01-01x", Plain::Str),
@@ -1223,20 +1226,13 @@ mod tests {
             "OFF",
             "y",
             "N",
-            "0755",
-            "0x1F",
-            "0o17",
-            "0b101",
-            "1_000",
-            "09",
-            "012.5",
             ".inf",
             "-.Inf",
             ".nan",
-            "2024-01-01",
-            "2001-12-14T21:59:43.10Z",
             "99999999999999999999",
+            "0x1FFFFFFFFFFFFFFFF",
             "1e999",
+            "-0.0",
         ] {
             assert!(resolve_plain(text).is_err(), "{text:?} must be refused");
         }

@@ -23,7 +23,11 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real-world")
 /// Files of the corpus lockstep refuses, with the exact refusal (the `Display` of the
 /// `ScanError`). A file listed here that lockstep reads, or refuses with another message,
 /// fails the test: update the list with the reader.
-const EXPECTED_REFUSALS: &[(&str, &str)] = &[];
+const EXPECTED_REFUSALS: &[(&str, &str)] = &[(
+    "cert-manager/deployment.yaml",
+    // `image: "{IMAGE}"`, a placeholder the project's own test fills in: no reference.
+    "cert-manager/deployment.yaml:24:17: Deployment/bind containers/bind",
+)];
 
 /// Every `*.yaml` / `*.yml` under `root`, as (`/`-separated path relative to `root`, bytes),
 /// sorted by path.
@@ -66,7 +70,10 @@ fn expected_refusal(file: &str) -> Option<&'static str> {
 /// lockstep's reading of one corpus file, checked against [`EXPECTED_REFUSALS`]: `Ok(Some)`
 /// when read, `Ok(None)` when refused as listed, `Err` describing anything else.
 fn read(file: &str, bytes: &[u8]) -> Result<Option<FileScan>, String> {
-    match (scan_file(file, bytes, &ScanConfig::default()), expected_refusal(file)) {
+    match (
+        scan_file(file, bytes, &ScanConfig::default()),
+        expected_refusal(file),
+    ) {
         (Ok(scan), None) => Ok(Some(scan)),
         (Ok(_), Some(e)) => Err(format!(
             "{file}: read now, but listed in EXPECTED_REFUSALS as {e:?}: remove it"
@@ -99,7 +106,9 @@ fn real_world_every_manifest_is_read_or_a_listed_refusal() {
     }
     for (f, _) in EXPECTED_REFUSALS {
         if !files.iter().any(|(file, _)| file == f) {
-            problems.push(format!("{f}: listed in EXPECTED_REFUSALS, not in the corpus"));
+            problems.push(format!(
+                "{f}: listed in EXPECTED_REFUSALS, not in the corpus"
+            ));
         }
     }
     println!(
@@ -136,7 +145,15 @@ fn real_world_lockstep_reads_what_kubectl_reads() {
                 continue;
             }
         };
-        if !scan.notices.is_empty() {
+        // Objects of kinds lockstep has no image paths for (Prometheus, Tekton, ...) are noted;
+        // kubectl reads them as any object. Anything else noted has no counterpart.
+        let unexplained = scan.notices.iter().any(|n| {
+            !matches!(
+                n.reason,
+                lockstep::manifest::NoticeReason::UnscannedImages { .. }
+            )
+        });
+        if unexplained {
             problems.push(format!(
                 "{file}: lockstep has notices kubectl has no counterpart for: {:?}",
                 scan.notices
@@ -317,9 +334,23 @@ fn real_world_pinning_changes_only_the_image_bytes() {
         }
         for ((o, n), span) in old.uses.iter().zip(&new.uses).zip(new_spans) {
             let want = pin_written(&o.written, &digest_for(o));
-            if (&n.written, &n.span, &n.object, &n.container, n.document, n.line, n.column)
-                != (&want, span, &o.object, &o.container, o.document, o.line, o.column)
-            {
+            if (
+                &n.written,
+                &n.span,
+                &n.object,
+                &n.container,
+                n.document,
+                n.line,
+                n.column,
+            ) != (
+                &want,
+                span,
+                &o.object,
+                &o.container,
+                o.document,
+                o.line,
+                o.column,
+            ) {
                 problems.push(format!("{}: read back as {n:?}", o.location()));
             }
             if n.reference.digest() != Some(&digest_for(o))
@@ -357,9 +388,6 @@ fn real_world_pinning_changes_only_the_image_bytes() {
             }
         }
     }
-    println!(
-        "{} files pinned ({pinned_uses} image uses)",
-        scans.len()
-    );
+    println!("{} files pinned ({pinned_uses} image uses)", scans.len());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
