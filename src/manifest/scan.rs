@@ -162,6 +162,15 @@ pub enum ScanError {
         kind: String,
     },
     #[error(
+        "{file}:{line}:{column}: an object with `items` but no {missing}: kubectl applies its items anyway; give it apiVersion and a kind ending in List"
+    )]
+    ListWithoutTypeMeta {
+        file: String,
+        line: usize,
+        column: usize,
+        missing: &'static str,
+    },
+    #[error(
         "{file}:{line}:{column}: a List inside a List: kubectl refuses it; put the inner List's items in the outer one"
     )]
     NestedList {
@@ -486,6 +495,16 @@ impl<'a> Scanner<'a> {
                     (None, _) => "apiVersion",
                     _ => "kind",
                 };
+                // kubectl applies the items of anything with `items`, type meta or not.
+                if let Some(items) = root.get("items") {
+                    let (line, column) = self.position(items.node);
+                    return Err(ScanError::ListWithoutTypeMeta {
+                        file: self.file.to_owned(),
+                        line,
+                        column,
+                        missing,
+                    });
+                }
                 let n = notice(NoticeReason::MissingTypeMeta { missing });
                 self.note(n);
                 return Ok(());
@@ -586,6 +605,12 @@ impl<'a> Scanner<'a> {
         if let Some((api_version, kind)) = inherited {
             body.insert("apiVersion".into(), Value::String(api_version));
             body.insert("kind".into(), Value::String(kind));
+        }
+        // kubectl drops an empty namespace (the object lands in the applier's default).
+        if let Some(Value::Object(meta)) = body.get_mut("metadata")
+            && meta.get("namespace").is_some_and(|ns| ns == "")
+        {
+            meta.remove("namespace");
         }
         self.scan.objects.push(DecodedObject {
             file: self.file.to_owned(),
@@ -1100,6 +1125,23 @@ items:
                     missing: "apiVersion"
                 }
             }]
+        );
+    }
+
+    #[test]
+    fn items_of_an_object_without_type_meta_are_refused_as_kubectl_applies_them() {
+        let text = "kind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n  spec: {containers: [{name: c, image: 'evil:1'}]}\n";
+        assert!(
+            matches!(
+                error(text),
+                ScanError::ListWithoutTypeMeta {
+                    missing: "apiVersion",
+                    line: 3,
+                    ..
+                }
+            ),
+            "{:?}",
+            error(text)
         );
     }
 

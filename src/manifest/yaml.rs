@@ -472,7 +472,7 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
                 return Err(refused(text, at, Construct::DocumentEnd));
             }
             ended.get_or_insert(at);
-        } else if !is_comment_or_blank(line) {
+        } else if !is_comment_or_blank(line.strip_prefix('\u{feff}').unwrap_or(line)) {
             if let Some(end) = ended {
                 return Err(refused(text, end, Construct::DocumentEnd));
             }
@@ -623,6 +623,15 @@ impl<'t> Tree<'t> {
         Ok(tree)
     }
 
+    /// Whether the node comes right after `{`, `[` or `,` (blanks aside): a flow key or item,
+    /// where go-yaml takes a leading `:` for an indicator (it reads `record: :x` in block
+    /// context as text, as YAML 1.2 does).
+    fn follows_flow_indicator(&self, node: &Node<'_>) -> bool {
+        self.text[..node.at.offset]
+            .trim_end_matches([' ', '\t', '\r', '\n'])
+            .ends_with(['{', '[', ','])
+    }
+
     /// What go-yaml refuses inside scalars and YAML 1.2 parsers read: the escape `\/` in a
     /// double-quoted scalar, and keys longer than go-yaml's 1024-character limit for implicit
     /// keys or written over several lines.
@@ -639,7 +648,7 @@ impl<'t> Tree<'t> {
             };
             if scalar.style == ScalarStyle::Plain
                 && let Some(c) = scalar.value.chars().next()
-                && "|>%@`?".contains(c)
+                && ("|>%@`?".contains(c) || (c == ':' && self.follows_flow_indicator(node)))
             {
                 return refuse(node, Construct::Indicator(c));
             }

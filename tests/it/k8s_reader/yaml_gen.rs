@@ -1884,8 +1884,11 @@ fn mutate(g: &mut Gen, mut text: String) -> String {
                 "\u{fffe}",
             ]);
             if let Some((at, _, _)) = pick_entry(g) {
-                let end = line_end(&text, at) - 1;
-                text.insert_str(end.min(text.len()), what);
+                let mut end = (line_end(&text, at) - 1).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.insert_str(end, what);
             }
         }
         21 => {
