@@ -32,6 +32,10 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 /// Deepest nesting of collections (through aliases too). Kubernetes objects, CRD schemas
 /// included, stay far below; serde_json refuses to read back more than 128.
 pub const MAX_NESTING: usize = 100;
+/// Mappings and sequences one file may hold: argo-cd's 1.9 MB install.yaml has 16 000, so an
+/// 8 MiB file of that density has 70 000. Each costs about 1.5 KB while it is read, which this
+/// bounds (a file of nothing but nested flow mappings would otherwise take gigabytes).
+pub const MAX_COLLECTIONS: usize = 250_000;
 /// Values a file may produce through aliases, beyond its own nodes: far above any real use of
 /// anchors, far below a "billion laughs".
 pub const MAX_ALIAS_VALUES: usize = 100_000;
@@ -95,6 +99,7 @@ pub enum Construct {
     AnchorName(String),
     Tab,
     TooDeep,
+    TooManyCollections,
     TooManyAliasValues,
 }
 
@@ -190,6 +195,10 @@ impl fmt::Display for Construct {
                 f,
                 "collections nested deeper than {MAX_NESTING} levels (through aliases too)"
             ),
+            Construct::TooManyCollections => write!(
+                f,
+                "more than {MAX_COLLECTIONS} mappings and sequences in one file; split it"
+            ),
             Construct::TooManyAliasValues => write!(
                 f,
                 "aliases expand to more than {MAX_ALIAS_VALUES} values (or {} MB of text); write the repeated parts out or drop the anchors",
@@ -246,6 +255,8 @@ pub(crate) struct Tree<'t> {
     pub scalar_ranges: Vec<std::ops::Range<usize>>,
     /// Byte offset of the start of each line.
     line_starts: Vec<usize>,
+    /// Mappings and sequences read so far.
+    collections: usize,
 }
 
 /// A decoded value with where it was written: what Kubernetes' reader makes of a node.
@@ -611,6 +622,7 @@ impl<'t> Tree<'t> {
             nodes: Vec::with_capacity(text.len() / 6),
             documents: Vec::new(),
             scalar_ranges: Vec::new(),
+            collections: 0,
             line_starts: std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(i, _)| i + 1))
                 .collect(),
@@ -694,7 +706,8 @@ impl<'t> Tree<'t> {
     fn parse_piece(&mut self, piece: std::ops::Range<usize>) -> Result<(), YamlError> {
         const MAX_JOINS: usize = 64;
         let text = self.text;
-        let (nodes, scalars) = (self.nodes.len(), self.scalar_ranges.len());
+        let (nodes, scalars, collections) =
+            (self.nodes.len(), self.scalar_ranges.len(), self.collections);
         let first = match self.parse_source(&text[piece.clone()], piece.start, |c| c) {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -713,6 +726,7 @@ impl<'t> Tree<'t> {
             joined.push(join.start + piece.start);
             self.nodes.truncate(nodes);
             self.scalar_ranges.truncate(scalars);
+            self.collections = collections;
             match self.parse_source(&source, piece.start, |c| Cow::Owned(c.into_owned())) {
                 Ok(()) => break,
                 Err(e) => error = e,
@@ -828,6 +842,13 @@ impl<'t> Tree<'t> {
                 },
             }
             if opens {
+                self.collections += 1;
+                if self.collections > MAX_COLLECTIONS {
+                    return Err(YamlError {
+                        at,
+                        kind: YamlErrorKind::Refused(Construct::TooManyCollections),
+                    });
+                }
                 if stack.len() >= MAX_NESTING {
                     return Err(YamlError {
                         at,
@@ -1425,6 +1446,15 @@ mod tests {
             decode("a: x&y*z\n").is_ok(),
             "& and * inside a plain scalar"
         );
+    }
+
+    #[test]
+    fn collections_per_file_are_bounded() {
+        let text = "a: [".to_owned() + &"{}, ".repeat(MAX_COLLECTIONS) + "]\n";
+        assert_eq!(refusal(&text), Construct::TooManyCollections);
+        // The root mapping and the sequence count too.
+        let text = "a: [".to_owned() + &"{}, ".repeat(MAX_COLLECTIONS - 2) + "]\n";
+        assert!(decode(&text).is_ok());
     }
 
     #[test]
