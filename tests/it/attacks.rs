@@ -211,3 +211,21 @@ fn attack_cost_aliases_of_a_long_scalar_are_bounded() {
         4001 * 64 * 1024
     );
 }
+
+/// go-yaml keeps a `:` followed by `,` or `}` in a flow plain scalar (`[a:, b]` is
+/// ["a:", "b"], `{b:}` is {"b:": null}); YAML 1.2 ends the scalar there and reads a key.
+#[test]
+fn attack_flow_colon_before_indicator() {
+    for (name, text) in [
+        (
+            "flow_colon_comma",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: [a:, b]\n",
+        ),
+        (
+            "flow_colon_brace",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: [{b:}]\n",
+        ),
+    ] {
+        assert_agrees(name, text.as_bytes());
+    }
+}
