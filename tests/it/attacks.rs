@@ -211,3 +211,46 @@ fn attack_cost_aliases_of_a_long_scalar_are_bounded() {
         4001 * 64 * 1024
     );
 }
+
+/// go-yaml keeps a `:` followed by `,` or `}` in a flow plain scalar (`[a:, b]` is
+/// ["a:", "b"], `{b:}` is {"b:": null}); YAML 1.2 ends the scalar there and reads a key.
+#[test]
+fn attack_flow_colon_before_indicator() {
+    for (name, text) in [
+        (
+            "flow_colon_comma",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: [a:, b]\n",
+        ),
+        (
+            "flow_colon_brace",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: [{b:}]\n",
+        ),
+    ] {
+        assert_agrees(name, text.as_bytes());
+    }
+}
+
+// ------------------------------------------------------------------ the reconciler's own check
+
+/// Held: a pod template in a kind lockstep does not know (a notice for `verify`) is refused
+/// by the reconciler when an image in a container list is unpinned.
+#[test]
+fn attack_reconciler_unknown_kind_with_a_container_list() {
+    let text = "apiVersion: example.com/v1\nkind: Runner\nmetadata: {name: r}\nspec:\n  template:\n    spec:\n      initContainers:\n      - {name: a, image: \"evil.example/x:1\"}\n";
+    let (dir, trust) = signed(&[("r.yaml", text)]);
+    let refused = verify(&dir, &trust).expect_err("unpinned image applied");
+    assert!(refused.contains("evil.example/x:1"), "{refused}");
+}
+
+/// A controller's single-container field (Argo Workflows `templates[].container`, Tekton
+/// `steps[]`): neither `verify` nor the reconciler look there (documented for undeclared
+/// custom resource paths; listed here so the gap stays visible).
+#[test]
+fn attack_reconciler_singular_container_field() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: \"evil.example/x:1\"}\n";
+    let (dir, trust) = signed(&[("w.yaml", text)]);
+    assert!(
+        verify(&dir, &trust).is_err(),
+        "a Workflow whose Pod runs evil.example/x:1 (unpinned) is applied"
+    );
+}
