@@ -100,6 +100,7 @@ pub enum Construct {
     Tab,
     TooDeep,
     TooManyCollections,
+    ColonBeforeIndicator,
     TooManyAliasValues,
 }
 
@@ -194,6 +195,9 @@ impl fmt::Display for Construct {
             Construct::TooDeep => write!(
                 f,
                 "collections nested deeper than {MAX_NESTING} levels (through aliases too)"
+            ),
+            Construct::ColonBeforeIndicator => f.write_str(
+                "a `:` right before `,`, `]` or `}`: go-yaml reads it as part of the text, YAML 1.2 as a key with no value; add a space or quote the text",
             ),
             Construct::TooManyCollections => write!(
                 f,
@@ -574,6 +578,10 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
             }
             b'\t' if prefix < 2 => return Err(refused(text, i, Construct::Tab)),
             b' ' | b'\t' | b'\r' => {}
+            // `[a:, b]`: go-yaml reads the string `a:`, YAML 1.2 a key with no value.
+            b':' if matches!(bytes.get(i + 1), Some(b',' | b']' | b'}')) => {
+                return Err(refused(text, i, Construct::ColonBeforeIndicator));
+            }
             b'-' | b'?' | b':' if prefix < 2 => prefix = 1,
             b'&' | b'*' => {
                 let name_end = text[i + 1..]
@@ -1432,6 +1440,12 @@ mod tests {
             refusal("a: {image: good, ?image: evil}\n"),
             Construct::Indicator('?')
         );
+        assert_eq!(refusal("a: {:k: x}\n"), Construct::Indicator(':'));
+        assert!(decode("record: :node_memory:sum\n").is_ok());
+        assert_eq!(refusal("\u{feff}# c\n... # end\n"), Construct::DocumentEnd);
+        assert_eq!(refusal("a: [b:, c]\n"), Construct::ColonBeforeIndicator);
+        assert_eq!(refusal("a: {b:}\n"), Construct::ColonBeforeIndicator);
+        assert!(decode("a: {b: 'x:', c: \"y:\"}\n").is_ok());
         assert!(matches!(
             refusal("a: -0.0\n"),
             Construct::AmbiguousScalar { .. }

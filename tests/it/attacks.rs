@@ -243,14 +243,35 @@ fn attack_reconciler_unknown_kind_with_a_container_list() {
 }
 
 /// A controller's single-container field (Argo Workflows `templates[].container`, Tekton
-/// `steps[]`): neither `verify` nor the reconciler look there (documented for undeclared
-/// custom resource paths; listed here so the gap stays visible).
+/// `steps[]`): lockstep has no image paths for the kind, so `verify` says so (a note naming
+/// the path) and `--strict` (a LockstepSync's `spec.strict`) refuses it; declared in
+/// `lockstep.toml`, the image is pinned like any other. Refusing every `image` string of every
+/// custom resource by default would refuse Prometheus, Alertmanager and Tekton objects that
+/// real repositories apply, so the default is the note.
 #[test]
 fn attack_reconciler_singular_container_field() {
     let text = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: \"evil.example/x:1\"}\n";
     let (dir, trust) = signed(&[("w.yaml", text)]);
+    let policy = |strict| TrustPolicy {
+        signers: &trust,
+        at: Timestamp::from_second(1_700_000_100).unwrap(),
+        threshold: 1,
+        environment: None,
+        strict,
+    };
+    let verified = verify_dir(&dir, &policy(false)).expect("verifies, with a note");
     assert!(
-        verify(&dir, &trust).is_err(),
-        "a Workflow whose Pod runs evil.example/x:1 (unpinned) is applied"
+        verified.scan().notices.iter().any(|n| matches!(
+            &n.reason,
+            lockstep::manifest::NoticeReason::UnscannedImages { paths, .. }
+                if paths == &["spec.templates[0].container.image".to_owned()]
+        )),
+        "{:?}",
+        verified.scan().notices
+    );
+    let refused = verify_dir(&dir, &policy(true)).expect_err("--strict refuses it");
+    assert!(
+        matches!(refused, VerifyError::UnscannedImages(_)),
+        "{refused}"
     );
 }
