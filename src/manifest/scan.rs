@@ -466,7 +466,38 @@ impl<'a> Scanner<'a> {
         }
         let api_version = self.string_field(root.get("apiVersion"), "apiVersion")?;
         let kind = self.string_field(root.get("kind"), "kind")?;
+        // What Kubernetes can map: `[group/]version` and a kind, without blanks or line breaks
+        // (kubectl refuses `example.com//v1` or `Widget\n`).
+        let well_formed = |text: &str, field: &str| {
+            let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+            match field {
+                "kind" => text.chars().all(|c| c.is_ascii_alphanumeric()),
+                _ => {
+                    let mut parts = text.split('/');
+                    let count = text.split('/').count();
+                    count <= 2 && parts.all(|p| !p.is_empty() && p.chars().all(ok))
+                }
+            }
+        };
         for (value, field) in [(&api_version, "apiVersion"), (&kind, "kind")] {
+            if let Some(text) = value
+                && !text.is_empty()
+                && !well_formed(text, field)
+            {
+                let at = root.get(field).map_or(root.node, |v| v.node);
+                let (line, column) = self.position(at);
+                return Err(ScanError::BadField {
+                    file: self.file.to_owned(),
+                    line,
+                    column,
+                    field,
+                    expected: if field == "kind" {
+                        "a kind (letters and digits)"
+                    } else {
+                        "a [group/]version (letters, digits, '.', '-')"
+                    },
+                });
+            }
             if value.as_deref() == Some("") {
                 let at = root.get(field).map_or(root.node, |v| v.node);
                 let (line, column) = self.position(at);
@@ -1217,6 +1248,34 @@ items:
         // In an untyped List, kubectl refuses such an item; lockstep skips it with a note.
         let text = "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: p}\n";
         assert!(scan(text).unwrap().objects.is_empty());
+    }
+
+    #[test]
+    fn type_meta_that_kubernetes_cannot_map_is_refused() {
+        for (text, field) in [
+            (
+                "apiVersion: example.com//v1\nkind: Widget\nmetadata: {name: w}\n",
+                "apiVersion",
+            ),
+            (
+                "apiVersion: v1\nkind: \"Pod\\n\"\nmetadata: {name: w}\n",
+                "kind",
+            ),
+            (
+                "apiVersion: v1\nkind: Config Map\nmetadata: {name: w}\n",
+                "kind",
+            ),
+        ] {
+            assert!(
+                matches!(error(text), ScanError::BadField { field: f, .. } if f == field),
+                "{text:?}: {:?}",
+                error(text)
+            );
+        }
+        assert!(
+            scan("apiVersion: apps.example.com/v1beta1\nkind: Widget2\nmetadata: {name: w}\n")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -469,6 +469,12 @@ fn split_documents(text: &str) -> Result<Vec<std::ops::Range<usize>>, YamlError>
     while at < text.len() {
         let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
         let line = &text[at..line_end];
+        // A BOM opens the stream, not the first line's content.
+        let line = if at == 0 {
+            line.strip_prefix('\u{feff}').unwrap_or(line)
+        } else {
+            line
+        };
         if let Some(rest) = line.strip_prefix("---") {
             if !is_comment_or_blank(rest) {
                 return Err(refused(text, at, Construct::BadSeparator));
@@ -546,6 +552,8 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
     // block indicators `-`, `?`, `:` (1), or content (2). go-yaml refuses a tab in the first
     // two (indentation, or right after an indicator) and accepts it after content.
     let mut prefix = 0u8;
+    // Open `{`/`[` outside scalars: inside them go-yaml takes a leading `:` for an indicator.
+    let mut flow_depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         while next_scalar < scalars.len() && scalars[next_scalar].end <= i {
@@ -555,6 +563,9 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
             && r.start <= i
             && i < r.end
         {
+            if flow_depth > 0 && bytes[r.start] == b':' {
+                return Err(refused(text, r.start, Construct::Indicator(':')));
+            }
             prefix = 2;
             i = r.end;
             continue;
@@ -582,7 +593,19 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
             b':' if matches!(bytes.get(i + 1), Some(b',' | b']' | b'}')) => {
                 return Err(refused(text, i, Construct::ColonBeforeIndicator));
             }
+            // In flow, a `:` opening a line separates a key written on the line before.
+            b':' if prefix < 2 && flow_depth > 0 => {
+                return Err(refused(text, i, Construct::MultilineKey));
+            }
             b'-' | b'?' | b':' if prefix < 2 => prefix = 1,
+            b'{' | b'[' => {
+                flow_depth += 1;
+                prefix = 2;
+            }
+            b'}' | b']' => {
+                flow_depth = flow_depth.saturating_sub(1);
+                prefix = 2;
+            }
             b'&' | b'*' => {
                 let name_end = text[i + 1..]
                     .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
@@ -643,15 +666,6 @@ impl<'t> Tree<'t> {
         Ok(tree)
     }
 
-    /// Whether the node comes right after `{`, `[` or `,` (blanks aside): a flow key or item,
-    /// where go-yaml takes a leading `:` for an indicator (it reads `record: :x` in block
-    /// context as text, as YAML 1.2 does).
-    fn follows_flow_indicator(&self, node: &Node<'_>) -> bool {
-        self.text[..node.at.offset]
-            .trim_end_matches([' ', '\t', '\r', '\n'])
-            .ends_with(['{', '[', ','])
-    }
-
     /// What go-yaml refuses inside scalars and YAML 1.2 parsers read: the escape `\/` in a
     /// double-quoted scalar, and keys longer than go-yaml's 1024-character limit for implicit
     /// keys or written over several lines.
@@ -668,7 +682,7 @@ impl<'t> Tree<'t> {
             };
             if scalar.style == ScalarStyle::Plain
                 && let Some(c) = scalar.value.chars().next()
-                && ("|>%@`?".contains(c) || (c == ':' && self.follows_flow_indicator(node)))
+                && "|>%@`?".contains(c)
             {
                 return refuse(node, Construct::Indicator(c));
             }
@@ -1441,6 +1455,9 @@ mod tests {
             Construct::Indicator('?')
         );
         assert_eq!(refusal("a: {:k: x}\n"), Construct::Indicator(':'));
+        assert_eq!(refusal("a: [{b: :x}]\n"), Construct::Indicator(':'));
+        assert_eq!(refusal("a: {spec\n: x}\n"), Construct::MultilineKey);
+        assert_eq!(refusal("\u{feff}...\n---\n"), Construct::DocumentEnd);
         assert!(decode("record: :node_memory:sum\n").is_ok());
         assert_eq!(refusal("\u{feff}# c\n... # end\n"), Construct::DocumentEnd);
         assert_eq!(refusal("a: [b:, c]\n"), Construct::ColonBeforeIndicator);
