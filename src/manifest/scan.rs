@@ -518,6 +518,18 @@ impl<'a> Scanner<'a> {
             Some((a, k)) => (Some(a), Some(k)),
             None => (api_version, kind),
         };
+        // kubectl decodes a document's metadata before it looks at its apiVersion: a badly
+        // typed field fails the file even where lockstep skips the document with a notice.
+        if let Some((bad, field, expected)) = root.get("metadata").and_then(object_meta_mismatch) {
+            let (line, column) = self.position(bad.node);
+            return Err(ScanError::BadField {
+                file: self.file.to_owned(),
+                line,
+                column,
+                field,
+                expected,
+            });
+        }
         let (api_version, kind) = match (api_version, kind) {
             (Some(a), Some(k)) => (a, k),
             (a, k) => {
@@ -543,16 +555,6 @@ impl<'a> Scanner<'a> {
         };
         let metadata = root.get("metadata");
         let field = |key| metadata.and_then(|m| m.get(key));
-        if let Some((bad, field, expected)) = metadata.and_then(object_meta_mismatch) {
-            let (line, column) = self.position(bad.node);
-            return Err(ScanError::BadField {
-                file: self.file.to_owned(),
-                line,
-                column,
-                field,
-                expected,
-            });
-        }
         // kubectl takes any object with `items` for a List and applies its items, not the
         // object: lockstep expands `…List` kinds and refuses the rest.
         if let Some(items) = root.get("items") {
@@ -1156,6 +1158,25 @@ items:
                     missing: "apiVersion"
                 }
             }]
+        );
+    }
+
+    #[test]
+    fn metadata_name_a_number_in_a_document_without_apiversion_is_refused() {
+        // Found by a long differential run: kubectl fails the file on the metadata before it
+        // notices the missing apiVersion; lockstep skipped the document and read the rest.
+        let text = "kind: Job\nmetadata:\n  name: 0x1F\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
+        assert!(
+            matches!(
+                error(text),
+                ScanError::BadField {
+                    field: "metadata.name",
+                    line: 3,
+                    ..
+                }
+            ),
+            "{:?}",
+            error(text)
         );
     }
 

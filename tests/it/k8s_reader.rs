@@ -232,10 +232,15 @@ pub(crate) fn differ(o: &Mutex<Oracle>, name: &str, bytes: &[u8]) -> Result<Outc
             }
         }
         Ok(mut theirs) => {
-            // kubectl's local read keeps an object with a kind and no apiVersion (only the
-            // cluster's REST mapping refuses it); lockstep skips it with a notice.
+            // kubectl's local read keeps an object with a kind and no apiVersion, or a null
+            // one (only the cluster's REST mapping refuses it); lockstep skips it with a
+            // notice.
             let before = theirs.len();
-            theirs.retain(|o| o.contains_key("apiVersion"));
+            theirs.retain(|o| {
+                o.get("apiVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|a| !a.is_empty())
+            });
             if theirs.len() < before && scan.notices.is_empty() {
                 return Err(
                     "kubectl reads an object without apiVersion, lockstep has no notice".into(),

@@ -1729,11 +1729,12 @@ fn mutate(g: &mut Gen, mut text: String) -> String {
                     text.replace_range(at..at + 1, brk);
                 }
             } else if let Some((at, ind, _)) = pick_entry(g) {
-                let end = line_end(&text, at) - 1;
+                // Before the line's '\n', or at the end of a last line that has none.
+                let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
                 let mut hidden = format!(" # c{brk}");
                 indent(&mut hidden, ind);
                 hidden.push_str("image: evil:1");
-                text.insert_str(end.min(text.len()), &hidden);
+                text.insert_str(end, &hidden);
             }
         }
         5 => {
