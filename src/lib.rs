@@ -17,17 +17,12 @@
 //!   `cluster::plan` (only from a verified directory) → `cluster::apply` (server-side apply,
 //!   prune) → `cluster::health` → the resource's status.
 
-pub mod audit;
-pub mod check;
 pub mod cli;
 pub mod cluster;
-pub mod exists;
-pub mod lock;
-pub mod lockfile;
-pub mod manifest;
-pub mod mirror;
-pub mod model;
 pub mod resolve;
-pub mod signing;
 pub mod source;
-pub mod verify;
+
+// The pure core, under the names the edges and the tests use.
+pub use lockstep_core::{
+    audit, check, exists, files, lock, lockfile, manifest, mirror, model, registry, signing, verify,
+};

@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use jiff::Timestamp;
-use lockstep::lockfile::Lockfile;
-use lockstep::manifest::scan_file;
-use lockstep::model::Digest;
-use lockstep::resolve::{OCI_INDEX, PlatformDigest, Resolved};
-use lockstep::source;
-use lockstep_fuzz::{fuzz_key, pinned_fixtures, scan_config, signed};
+use lockstep_core::lockfile::Lockfile;
+use lockstep_core::manifest::scan_file;
+use lockstep_core::model::Digest;
+use lockstep_core::registry::{OCI_INDEX, PlatformDigest, Resolved};
+use lockstep_fuzz::{fuzz_key, pinned_fixtures, read_fixtures, scan_config, signed};
 
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -45,7 +44,7 @@ fn main() {
             .to_owned(),
         format!("ghcr.io/org/app:v1.2.3@{}", Digest::of(b"seed")),
     ];
-    for (path, bytes) in source::fs::read_dir(&manifests).unwrap().files {
+    for (path, bytes) in read_fixtures(&manifests).files {
         if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
             continue;
         }
@@ -68,7 +67,7 @@ fn main() {
 
     // lockfile
     let files = pinned_fixtures(&manifests, &Digest::of(b"fuzz image"));
-    let scan = lockstep::verify::scan_dir(&files).unwrap();
+    let scan = lockstep_core::verify::scan_dir(&files).unwrap();
     let created = Timestamp::from_second(1_700_000_000).unwrap();
     let lock = Lockfile::build(
         7,
@@ -83,7 +82,7 @@ fn main() {
     let first = &scan.uses[0];
     let digest = first.reference.digest().unwrap().clone();
     let resolved = BTreeMap::from([(
-        lockstep::lockfile::lookup_key(&first.reference),
+        lockstep_core::lockfile::lookup_key(&first.reference),
         Resolved {
             digest: digest.clone(),
             media_type: OCI_INDEX.to_owned(),
@@ -131,7 +130,7 @@ fn main() {
          valid-after=\"20230101\",valid-before=\"20991231235959Z\" {}\n",
         key.public_openssh()
     );
-    lockstep::signing::AllowedSigners::parse(&text, "seed").unwrap();
+    lockstep_core::signing::AllowedSigners::parse(&text, "seed").unwrap();
     write("allowed_signers", "options", text.as_bytes());
     println!("seeds written to {}", seeds.display());
 }

@@ -11,19 +11,19 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
-use lockstep::lockfile::Lockfile;
-use lockstep::manifest::{ScanConfig, scan_file};
-use lockstep::model::{Digest, ImageRef};
-use lockstep::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
-use lockstep::source::{self, SourceFiles};
-use lockstep::verify::render_objects;
+use lockstep_core::files::SourceFiles;
+use lockstep_core::lockfile::Lockfile;
+use lockstep_core::manifest::{ScanConfig, scan_file};
+use lockstep_core::model::{Digest, ImageRef};
+use lockstep_core::signing::{AllowedSigners, SignatureFile, SigningKey, verify};
+use lockstep_core::verify::render_objects;
 use serde_json::{Map, Value};
 
 /// The fixture manifests under `root` (fixtures/manifests) with every placeholder image
 /// (`REGISTRY/<repo>:<tag>`) pinned to `digest` under `registry.example`: realistic, fully
 /// pinned input without a registry.
 pub fn pinned_fixtures(root: &Path, digest: &Digest) -> SourceFiles {
-    let mut files = source::fs::read_dir(root).unwrap();
+    let mut files = read_fixtures(root);
     for bytes in files.files.values_mut() {
         let text = String::from_utf8(bytes.clone()).unwrap();
         let mut out = String::new();
@@ -42,6 +42,26 @@ pub fn pinned_fixtures(root: &Path, digest: &Digest) -> SourceFiles {
         }
         out.push_str(rest);
         *bytes = out.into_bytes();
+    }
+    files
+}
+
+/// Every file under `root` (fixtures, so no limits or roles to judge: the core alone, no
+/// filesystem edge).
+pub fn read_fixtures(root: &Path) -> SourceFiles {
+    let mut files = SourceFiles::default();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_str().unwrap();
+                let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
+                files.insert(rel, std::fs::read(&path).unwrap()).unwrap();
+            }
+        }
     }
     files
 }

@@ -262,15 +262,8 @@ pub struct AppliedRecord {
     pub threshold: u32,
 }
 
-/// One approval of an applied lockfile.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordedSigner {
-    /// The key's `SHA256:…` fingerprint.
-    pub key: String,
-    /// The principals of the allowed_signers lines that admitted it.
-    pub principals: Vec<String>,
-}
+/// One approval of an applied lockfile (the plan records it, the status keeps it).
+pub use lockstep_core::plan::RecordedSigner;
 
 /// An object lockstep applied.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]

@@ -9,7 +9,8 @@ pub mod crd;
 pub mod health;
 pub mod lease;
 pub mod metrics;
-pub mod plan;
 pub mod reconcile;
 pub mod rollback;
 pub mod wait;
+
+pub use lockstep_core::plan;

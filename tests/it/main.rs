@@ -14,6 +14,7 @@ mod images;
 #[path = "../../fuzz/src/lib.rs"]
 mod invariants;
 mod k8s_reader;
+mod layers;
 mod manifest;
 mod mirror;
 mod one_reading;

@@ -12,7 +12,8 @@ use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::lock::mirrored;
-use crate::mirror::{MirrorTarget, copy_all, plan};
+use crate::mirror::{MirrorTarget, plan};
+use crate::resolve::copy_all;
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::verify::VerifyError;
 

@@ -25,8 +25,9 @@ use super::{
     Access, Auth, Endpoint, ManifestBody, OciRegistry, Trouble, classify, header_digest,
     status_trouble, transport_trouble,
 };
-use crate::mirror::{Copied, Copier, CopyJob, protecting_tag};
+use crate::mirror::{Copied, CopyJob, protecting_tag};
 use crate::model::{Digest, ImageRef};
+use crate::resolve::Copier;
 use crate::resolve::Failure;
 use crate::resolve::{ResolveError, is_index};
 

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
 use crate::check::check;
+use crate::files::SourceFiles;
 use crate::lockfile::{self, Lockfile, LockfileError, lookup_key};
 use crate::manifest::rewrite::{RewriteError, pin_uses};
 use crate::model::{Digest, ImageRef, ImageUse};
-use crate::resolve::Resolved;
+use crate::registry::Resolved;
 use crate::signing::{self, AllowedSigners, SignatureFile};
-use crate::source::SourceFiles;
 use crate::verify::{ScanDirError, ScannedDir, TrustPolicy, VerifyError, check_policy, scan_dir};
 
 /// Why pinning failed. Nothing has been written when this is returned.
@@ -125,7 +125,7 @@ fn signature_files(files: &SourceFiles) -> Vec<SignatureFile> {
     files
         .signatures()
         .map(|(signer, bytes)| SignatureFile {
-            name: crate::source::signature_path(signer),
+            name: crate::files::signature_path(signer),
             armored: bytes.to_vec(),
         })
         .collect()
@@ -630,7 +630,7 @@ mod tests {
         let mut files = SourceFiles::default();
         files
             .insert(
-                crate::source::signature_path("ci"),
+                crate::files::signature_path("ci"),
                 key.sign(&bytes).unwrap().into_bytes(),
             )
             .unwrap();

@@ -1,6 +1,6 @@
 //! `lockstep mirror`, pure: where each pinned image is copied, the tag that keeps the copy
-//! from garbage collection, and the totals of a run. The copying itself is an edge
-//! ([`Copier`], implemented over the Distribution API in `resolve::oci`); the lockfile
+//! from garbage collection, and the totals of a run. The copying itself is an edge (the
+//! `lockstep` crate's `resolve::Copier`, over the Distribution API); the lockfile
 //! generation that records the mirror is [`crate::lock::mirrored`].
 //!
 //! A mirror name is `PREFIX/<repository>`: the source registry is dropped and the repository
@@ -9,7 +9,6 @@
 //! repository path share a mirror repository without overwriting each other.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use serde::Serialize;
 
@@ -17,7 +16,6 @@ use crate::lockfile::Lockfile;
 use crate::manifest::rewrite::{Edit, RewriteError, rewrite};
 use crate::manifest::{DecodedObject, ScanError, scan_file};
 use crate::model::{Digest, ImageRef};
-use crate::resolve::{Progress, ResolveError, ResolveFailures, run_all};
 use crate::verify::VerifiedDir;
 
 /// `--to` was not `REGISTRY[/PATH]`, or names an image's own repository.
@@ -256,47 +254,6 @@ impl std::ops::AddAssign for Copied {
     }
 }
 
-/// A way to copy one image, every manifest and blob of it, by digest.
-pub trait Copier: Send + Sync {
-    /// Copy `job.source` to `job.target`, verifying every byte against its digest. Errors
-    /// name the reference (source or target side) that failed.
-    fn copy(&self, job: &CopyJob) -> impl Future<Output = Result<Copied, ResolveError>> + Send;
-}
-
-/// Copy every job, at most `concurrency` at a time; every failure is collected.
-pub async fn copy_all<C: Copier>(
-    copier: &C,
-    jobs: Vec<CopyJob>,
-    concurrency: usize,
-    progress: &dyn Progress,
-) -> Result<Copied, ResolveFailures> {
-    let outcomes = run_all(
-        jobs,
-        concurrency,
-        progress,
-        |job| &job.source,
-        |job| async {
-            let outcome = copier.copy(&job).await;
-            (job, outcome)
-        },
-    )
-    .await;
-    let mut total = Copied::default();
-    let mut failures = Vec::new();
-    for (job, outcome) in outcomes {
-        match outcome {
-            Ok(c) => total += c,
-            Err(e) => failures.push((job.source, e)),
-        }
-    }
-    if failures.is_empty() {
-        Ok(total)
-    } else {
-        failures.sort_by(|a, b| a.0.cmp(&b.0));
-        Err(ResolveFailures { failures })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,7 +265,7 @@ mod tests {
             reference: reference.into(),
             image: ImageRef::parse(reference).unwrap(),
             digest: digest.clone(),
-            media_type: crate::resolve::OCI_MANIFEST.into(),
+            media_type: crate::registry::OCI_MANIFEST.into(),
             platforms: vec![],
             mirrors: vec![],
             uses: vec![],

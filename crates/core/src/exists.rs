@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::lockfile::Lockfile;
 use crate::model::{Digest, ImageRef};
-use crate::resolve::{ResolveError, Resolved};
+use crate::registry::{ResolveError, Resolved};
 
 /// One pinned digest to confirm: where the lockfile pins it, and what to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +201,7 @@ fn chain(error: &ResolveError) -> String {
 mod tests {
     use super::*;
     use crate::lockfile::{ImageEntry, ManifestBinding};
-    use crate::resolve::PlatformDigest;
+    use crate::registry::PlatformDigest;
 
     fn digest(seed: &str) -> Digest {
         Digest::of(seed.as_bytes())
@@ -212,7 +212,7 @@ mod tests {
             reference: reference.to_owned(),
             image: ImageRef::parse(reference).unwrap(),
             digest: d,
-            media_type: crate::resolve::OCI_MANIFEST.to_owned(),
+            media_type: crate::registry::OCI_MANIFEST.to_owned(),
             platforms,
             mirrors: Vec::new(),
             uses: Vec::new(),

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use sha2::{Digest as _, Sha256};
 
 use crate::model::{Digest, ImageRef, ImageUse, ObjectRef, RefError, strip_digest};
-use crate::resolve::{PlatformDigest, Resolved};
+use crate::registry::{PlatformDigest, Resolved};
 use crate::signing::Verified;
 use wire::{WireBinding, WireImage, WireLockfile, WirePlatform, WireUse};
 
@@ -656,14 +656,17 @@ mod tests {
 
     #[test]
     fn checked_in_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/lockfile.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schema/lockfile.schema.json"
+        );
         let current = std::fs::read_to_string(path).unwrap_or_default();
         if current != wire::schema_json() {
             if std::env::var_os("LOCKSTEP_UPDATE_SCHEMA").is_some() {
                 std::fs::write(path, wire::schema_json()).unwrap();
             } else {
                 panic!(
-                    "schema/lockfile.schema.json is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test --lib schema"
+                    "schema/lockfile.schema.json is stale: run LOCKSTEP_UPDATE_SCHEMA=1 cargo test -p lockstep-core schema"
                 );
             }
         }

@@ -19,9 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::crd::RecordedSigner;
 use crate::manifest::DecodedObject;
 use crate::manifest::scan::CONTAINER_FIELDS;
 use crate::mirror::{MirrorError, MirrorTarget, objects_from_mirror};
@@ -255,6 +256,16 @@ impl SourceObject {
             None => format!("{} {}", self.type_key.kind, self.name),
         }
     }
+}
+
+/// One approval of an applied lockfile.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedSigner {
+    /// The key's `SHA256:…` fingerprint.
+    pub key: String,
+    /// The principals of the allowed_signers lines that admitted it.
+    pub principals: Vec<String>,
 }
 
 /// The objects of a verified commit, parsed, before their namespaces are settled.
@@ -702,8 +713,8 @@ fn finish_body(mut body: Map<String, Value>, key: &ObjectRef, sync: &SyncId) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::SourceFiles;
     use crate::signing::{AllowedSigners, SigningKey};
-    use crate::source::SourceFiles;
     use crate::verify::{TrustPolicy, scan_dir, verify_dir};
 
     const DIGEST_A: &str =

@@ -11,12 +11,12 @@
 use jiff::Timestamp;
 
 use crate::check::{Finding, check};
+use crate::files::SourceFiles;
 use crate::lockfile::{self, Lockfile, LockfileError, ManifestBinding};
 use crate::manifest::config::{ConfigError, ScanConfig};
 use crate::manifest::scan::{DecodedObject, FileScan, Notice, NoticeReason, ScanError, scan_file};
 use crate::model::ImageUse;
 use crate::signing::{self, AllowedSigners, SignatureFile, SignerReport};
-use crate::source::SourceFiles;
 
 /// What a verifier trusts, and as of when. Never read from the directory being verified.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,7 @@ pub struct ScannedDir {
 pub enum ScanDirError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{} is not UTF-8", crate::source::CONFIG_FILE)]
+    #[error("{} is not UTF-8", crate::files::CONFIG_FILE)]
     ConfigNotUtf8,
     #[error("{} manifest error(s):\n{}", .0.len(), render_list(.0))]
     Files(Vec<ScanError>),
@@ -96,7 +96,7 @@ pub fn scan_dir(files: &SourceFiles) -> Result<ScannedDir, ScanDirError> {
     let config = match files.config() {
         Some(bytes) => {
             let text = std::str::from_utf8(bytes).map_err(|_| ScanDirError::ConfigNotUtf8)?;
-            ScanConfig::parse(text, crate::source::CONFIG_FILE)?
+            ScanConfig::parse(text, crate::files::CONFIG_FILE)?
         }
         None => ScanConfig::default(),
     };
@@ -281,7 +281,7 @@ pub fn verify_dir<'a>(
     let signatures: Vec<SignatureFile> = files
         .signatures()
         .map(|(signer, bytes)| SignatureFile {
-            name: crate::source::signature_path(signer),
+            name: crate::files::signature_path(signer),
             armored: bytes.to_vec(),
         })
         .collect();
