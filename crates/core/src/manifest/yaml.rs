@@ -566,6 +566,10 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
             if flow_depth > 0 && bytes[r.start] == b':' {
                 return Err(refused(text, r.start, Construct::Indicator(':')));
             }
+            // A scalar's range starts at its properties: `&name value`.
+            if bytes[r.start] == b'&' {
+                anchor_name_end(text, r.start)?;
+            }
             prefix = 2;
             i = r.end;
             continue;
@@ -607,19 +611,8 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
                 prefix = 2;
             }
             b'&' | b'*' => {
-                let name_end = text[i + 1..]
-                    .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
-                    .map_or(text.len(), |n| i + 1 + n);
-                let name = &text[i + 1..name_end];
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-                {
-                    return Err(refused(text, i, Construct::AnchorName(name.to_owned())));
-                }
                 prefix = 2;
-                i = name_end;
+                i = anchor_name_end(text, i)?;
                 continue;
             }
             _ => prefix = 2,
@@ -627,6 +620,23 @@ fn check_outside_scalars(text: &str, scalars: &[std::ops::Range<usize>]) -> Resu
         i += 1;
     }
     Ok(())
+}
+
+/// The end of the anchor or alias name after the `&` or `*` at `at`, refused unless go-yaml
+/// reads the same name: letters, digits, `-` and `_` only.
+fn anchor_name_end(text: &str, at: usize) -> Result<usize, YamlError> {
+    let name_end = text[at + 1..]
+        .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
+        .map_or(text.len(), |n| at + 1 + n);
+    let name = &text[at + 1..name_end];
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
+        return Err(refused(text, at, Construct::AnchorName(name.to_owned())));
+    }
+    Ok(name_end)
 }
 
 /// An open collection while building the tree.
@@ -1302,6 +1312,20 @@ mod tests {
     }
 
     #[test]
+    fn float_bodies_read_back_from_json_exactly() {
+        // Found by cargo-fuzz: without serde_json's float_roundtrip, `1.1e27` printed and
+        // read back was 1.1000000000000001e27; Go reads every float correctly rounded.
+        let docs = decode("a: 0.11e28\nb: 2.2250738585072014e-308\nc: 0.1\n").unwrap();
+        let body = docs[0].clone().unwrap();
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            body
+        );
+        assert_eq!(body["a"].as_f64(), Some(1.1e27));
+    }
+
+    #[test]
     fn documents_split_where_kubernetes_splits_them() {
         // `---#` inside a block scalar ends the document for Kubernetes: it does here too.
         let text = "a: |\n  x\n---# not a comment to YAML\n  y\nb: 1\n";
@@ -1445,6 +1469,15 @@ mod tests {
             Construct::AnchorName("x.y".into())
         );
         assert!(decode("a: &x-y_1 1\nb: *x-y_1\n").is_ok());
+        // Found by a long differential run: a scalar's range starts at its anchor, so the
+        // name of an anchor on a scalar went unchecked when no alias used it.
+        for anchored_scalar in ["a: &x.y 1\n", "a: [{b: &&r \"x\"}]\n", "a: &x.y\n  1\n"] {
+            assert!(
+                matches!(refusal(anchored_scalar), Construct::AnchorName(_)),
+                "{anchored_scalar:?}"
+            );
+        }
+        assert!(decode("a: &x 1\nb: [&y \"z\"]\n").is_ok());
         assert_eq!(refusal("a:\n-\tb\n"), Construct::Tab);
         assert_eq!(refusal("? a\n:\t# c\n"), Construct::Tab);
         assert!(decode("? a\n: b\nc: d\t# e\n---\t\nf: g\n").is_ok());
