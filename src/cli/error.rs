@@ -21,6 +21,18 @@ impl Class {
         }
     }
 
+    /// The one decision for "a registry could not be asked", for `lock`, `check`, `mirror`
+    /// and `refresh`: exit 1 when any registry answered and the answer is the failure (a tag
+    /// or digest not there, bytes that do not match their digest), exit 2 when none could
+    /// be asked (unreachable, TLS, credentials, an error status).
+    pub fn of_registry(failures: &crate::resolve::ResolveFailures) -> Class {
+        if failures.has_finding() {
+            Class::Check
+        } else {
+            Class::Usage
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Class::Check => "check-failed",
@@ -39,19 +51,24 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CliError::new(Class::Usage, error)
+    }
+
+    pub fn check(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CliError::new(Class::Check, error)
+    }
+
+    pub fn new(class: Class, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         CliError {
-            class: Class::Usage,
+            class,
             error: error.into(),
             hint: None,
         }
     }
 
-    pub fn check(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        CliError {
-            class: Class::Check,
-            error: error.into(),
-            hint: None,
-        }
+    /// A registry run that failed, classed by [`Class::of_registry`].
+    pub fn registry(failures: crate::resolve::ResolveFailures) -> Self {
+        CliError::new(Class::of_registry(&failures), failures)
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -1096,6 +1096,45 @@ fn check_against_a_stopped_registry_exits_2() {
     );
 }
 
+/// One decision for "a registry could not be asked", the same in every command: exit 2 (the
+/// environment) when no registry could be asked, exit 1 when one answered and the answer is
+/// the failure. Regression: `lock` said 1 for an unreachable registry, `check` and `mirror` 2.
+#[test]
+fn registry_exit_codes_lock_unreachable_is_2_and_an_unknown_tag_is_1() {
+    let p = Project::new();
+    let api = p.dir.join("apps/api.yaml");
+    let original = std::fs::read_to_string(&api).unwrap();
+    // An answer that fails: the tag does not exist.
+    let host = p.registry.host();
+    let missing = original.replacen(
+        &format!("image: {host}/shop/api:"),
+        &format!("image: {host}/shop/no-such-image:"),
+        1,
+    );
+    assert_ne!(missing, original, "the fixture names {host}/shop/api");
+    std::fs::write(&api, &missing).unwrap();
+    let before = snapshot(&p.dir);
+    let out = p.lock(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no-such-image") && stderr(&out).contains("not found in registry"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&p.dir), before, "nothing written");
+    // No answer at all: the registry is down.
+    std::fs::write(&api, &original).unwrap();
+    p.registry.stop();
+    let out = p.lock(&["--timeout", "2"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot reach registry {host}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p.dir.join("lockstep.lock").exists());
+}
+
 /// Regression: `lock --commit` with a manifest edited but not committed signed the edited
 /// bytes and committed only lockstep's files, so HEAD did not verify. Now every command that
 /// commits refuses first, naming the file, and writes nothing.

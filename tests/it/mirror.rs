@@ -338,12 +338,29 @@ fn mirror_from(mock_host: &str) -> (Output, bool, TestRegistry) {
     (out, changed, backup)
 }
 
+/// The same exit code as `lock` and `check` when a registry cannot be asked: 2.
+#[test]
+fn registry_exit_codes_mirror_to_an_unreachable_registry_is_2() {
+    let p = Project::new();
+    assert_eq!(code(&p.lock(&[])), 0);
+    let before = p.snapshot();
+    let out = mirror(&p, "127.0.0.1:1/dr", &["--timeout", "2"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach registry 127.0.0.1:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(p.snapshot(), before, "nothing recorded");
+}
+
 #[test]
 fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
     // The source serves an honest manifest whose config blob comes back as other bytes.
     let mock = MockLyingRegistry::start(MockBehavior::LyingBlob);
     let (out, changed, backup) = mirror_from(&mock.host());
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // The registry answered, wrongly: a finding (exit 1), as in `lock` and `check`.
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(!changed, "nothing recorded");
     let text = stderr(&out);
     let config = lockstep::model::Digest::of(b"mock");
@@ -367,7 +384,7 @@ fn a_blob_that_does_not_hash_to_its_digest_is_not_copied() {
 fn a_blob_longer_than_its_manifest_declares_is_refused() {
     let mock = MockLyingRegistry::start(MockBehavior::LongBlob);
     let (out, changed, backup) = mirror_from(&mock.host());
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(!changed, "nothing recorded");
     let text = stderr(&out);
     assert!(text.contains("declares as 4"), "{text}");

@@ -106,6 +106,9 @@ pub struct Unanswered {
     pub digest: String,
     pub platform: Option<String>,
     pub location: String,
+    /// Whether the registry did answer, wrongly (a digest mismatch, an unusable manifest):
+    /// a finding like a missing digest, not an environment problem.
+    pub finding: bool,
     /// Why, with its causes.
     pub error: String,
 }
@@ -163,6 +166,7 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
                 digest: p.digest.to_string(),
                 platform: p.platform.clone(),
                 location: p.location.clone(),
+                finding: error.is_finding(),
                 error: chain(error),
             }),
         }

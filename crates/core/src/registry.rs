@@ -96,6 +96,14 @@ impl fmt::Display for ResolveFailures {
 
 impl std::error::Error for ResolveFailures {}
 
+impl ResolveFailures {
+    /// Whether any failure is a finding ([`ResolveError::is_finding`]): one definite answer
+    /// decides, even when other references could not be asked.
+    pub fn has_finding(&self) -> bool {
+        self.failures.iter().any(|(_, e)| e.is_finding())
+    }
+}
+
 /// A transport-level cause (connection, TLS, I/O), shared so that errors stay `Clone`.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
@@ -200,6 +208,26 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// Whether the registry answered and the answer is the failure: the tag or digest is not
+    /// there, or what was sent does not hash to its digest or cannot be pinned. Such an error
+    /// is a finding about the input (exit 1). Every other error means the registry could not
+    /// be asked (unreachable, TLS, credentials, an error status): the environment (exit 2).
+    pub fn is_finding(&self) -> bool {
+        match self {
+            ResolveError::NotFound { .. }
+            | ResolveError::DigestMismatch { .. }
+            | ResolveError::BadDigestHeader { .. }
+            | ResolveError::TooLarge { .. }
+            | ResolveError::BadManifest { .. } => true,
+            ResolveError::Unauthorized { .. }
+            | ResolveError::Registry { .. }
+            | ResolveError::Timeout { .. }
+            | ResolveError::Tls { .. }
+            | ResolveError::Connect { .. }
+            | ResolveError::Credentials { .. } => false,
+        }
+    }
+
     /// The reference that failed.
     pub fn reference(&self) -> &ImageRef {
         match self {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::cli::error::{CliError, Message};
+use crate::cli::error::{Class, CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::exists::{self, Report};
@@ -73,9 +73,9 @@ pub async fn run(settings: CheckSettings, printer: Printer) -> Result<(), CliErr
         .map(|_| ())
 }
 
-/// The result line, or the error: exit 1 when any pinned digest is gone (even if others
-/// went unanswered, since that is already a definite finding), exit 2 when some could not
-/// be asked about and none is known to be gone.
+/// The result line, or the error: exit 1 when any pinned digest is gone or was answered
+/// wrongly (even if others went unanswered, since that is already a definite finding), exit
+/// 2 when some could not be asked about and nothing definite was found.
 fn outcome(report: &Report, generation: u64) -> Result<String, CliError> {
     let mut lines: Vec<String> = report
         .missing
@@ -113,11 +113,21 @@ fn outcome(report: &Report, generation: u64) -> Result<String, CliError> {
         .hint("restore them (push the same bytes again, or run `lockstep mirror` from a location that still has them) before this lockfile can be deployed"));
     }
     if !report.unanswered.is_empty() {
-        return Err(CliError::usage(Message(format!(
-            "{} pinned digests could not be checked:\n  {}",
-            report.unanswered.len(),
-            lines.join("\n  ")
-        ))));
+        // A registry that answered wrongly (bytes that do not match the digest) is a finding;
+        // one that could not be asked is the environment.
+        let class = if report.unanswered.iter().any(|u| u.finding) {
+            Class::Check
+        } else {
+            Class::Usage
+        };
+        return Err(CliError::new(
+            class,
+            Message(format!(
+                "{} pinned digests could not be checked:\n  {}",
+                report.unanswered.len(),
+                lines.join("\n  ")
+            )),
+        ));
     }
     Ok(format!(
         "all pinned digests exist: generation {generation}, {} digests checked",

@@ -135,7 +135,7 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     let resolved = resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
         .await
         .map_err(|e| {
-            CliError::check(e)
+            CliError::registry(e)
                 .hint("nothing was written; fix the references or the registry and run lock again")
         })?;
 

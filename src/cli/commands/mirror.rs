@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::sign::{Purpose, SignSettings, read_current, write_generation};
 use crate::check::check;
-use crate::cli::error::{CliError, Message};
+use crate::cli::error::{Class, CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::lock::mirrored;
@@ -50,12 +50,13 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
     let copied = copy_all(&registry, jobs, settings.concurrency, &*progress)
         .await
         .map_err(|failures| {
-            CliError::usage(Message(format!(
+            let message = Message(format!(
                 "{} of {images} images could not be copied to {}:\n  {}",
                 failures.failures.len(),
                 settings.target,
                 failures.to_string().replace('\n', "\n  ")
-            )))
+            ));
+            CliError::new(Class::of_registry(&failures), message)
             .hint("nothing was recorded in the lockfile; copies already made are kept and skipped by the next run")
         })?;
     printer.note(format!(
