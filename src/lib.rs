@@ -1,21 +1,30 @@
 //! lockstep makes a Git commit alone determine what runs in a Kubernetes cluster.
 //!
-//! Data flow (each stage a module; the pure core in the middle, I/O at the edges):
-//! - **lock**: `source::fs` reads the manifests → `manifest::scan` finds every image →
-//!   `resolve` asks the registry for each distinct tag's digest → `manifest::rewrite` pins
-//!   the image scalars → `lockfile` records digests and the manifests binding →
-//!   `signing` signs the exact lockfile bytes → `source` writes (and with `--commit`, `git`
-//!   commits) the result.
-//! - **verify**: `source` reads the bytes (work tree or a Git revision) → `signing::verify`
-//!   checks the signatures against trusted keys *before* the lockfile is parsed →
-//!   `lockfile` parses → `manifest::scan` → `check` gives the verdict. No network.
-//! - **mirror**: copy every pinned digest to a second registry (`resolve::oci`) and record
-//!   it in a new signed generation, so a commit stays deployable if the source loses images.
-//! - **render**: verify, then print the verified, pinned manifests as one YAML stream.
-//! - **reconcile** (in the cluster): `source::git` fetches the commit a `LockstepSync` follows
-//!   → the same verification, with trust from the cluster, never from the repository →
-//!   `cluster::plan` (only from a verified directory) → `cluster::apply` (server-side apply,
-//!   prune) → `cluster::health` → the resource's status.
+//! Two crates. **`lockstep-core`** (`crates/core`, re-exported here under the same module
+//! names) is the pure core: it decides and never asks — no network, Git, Kubernetes or async
+//! runtime in its dependency tree (`tests/it/layers.rs` checks it). **This crate** holds the
+//! edges that ask — [`resolve`] (registries), [`source`] (work tree and Git), [`cluster`]
+//! (the reconciler) — and the CLI ([`cli`]), where each command's pipeline is one file of
+//! `cli/commands/`.
+//!
+//! Data flow (pure stages in the core, I/O only at the edges):
+//! - **lock** (`cli/commands/lock.rs`): `source::fs` reads the files → `verify::scan_dir`
+//!   reads every manifest once (`manifest::yaml`) and finds every image (`manifest::scan`) →
+//!   `resolve` asks the registry for each distinct tag's digest → `lock::pin_files`
+//!   (`manifest::rewrite` pins the image scalars) → `lock::next_lockfile` (digests and the
+//!   manifests binding) → `signing` signs the exact lockfile bytes → `source::fs` writes
+//!   (and with `--commit`, `source::git` commits).
+//! - **verify / render / audit** (`cli/commands/{verify,audit}.rs`): `source` reads the bytes
+//!   (work tree or a Git revision) → `verify::verify_dir`: signatures against trusted keys,
+//!   then the lockfile, then the binding (hashes only), and only then the one reading of
+//!   the manifests and `check`'s verdict. No network. `render` prints exactly the verified
+//!   objects; `audit` compares the commits of a history (`audit`).
+//! - **check / mirror** (`cli/commands/{check,mirror}.rs`): `exists` and `mirror` plan which
+//!   digests to ask about or copy; `resolve` asks; the verdict is pure again.
+//! - **reconcile** (`cli/commands/controller.rs` → `cluster::reconcile`): `source::git` fetches
+//!   the commit a `LockstepSync` follows → the same `verify_dir`, with trust from the cluster,
+//!   never from the repository → `plan` (only from a `VerifiedDir`) → `cluster::apply`
+//!   (server-side apply, prune) → `cluster::health` → the resource's status.
 
 pub mod cli;
 pub mod cluster;
@@ -24,5 +33,6 @@ pub mod source;
 
 // The pure core, under the names the edges and the tests use.
 pub use lockstep_core::{
-    audit, check, exists, files, lock, lockfile, manifest, mirror, model, registry, signing, verify,
+    audit, check, error_chain, exists, files, lock, lockfile, manifest, mirror, model, registry,
+    signing, verify,
 };

@@ -279,6 +279,9 @@ pub struct ControllerArgs {
     /// (Go duration).
     #[arg(long, default_value = "15s", value_name = "DURATION")]
     pub lease_duration: String,
+    /// How `checkImages` reaches registries.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

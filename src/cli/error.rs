@@ -78,17 +78,7 @@ impl CliError {
 
     /// The message followed by each cause.
     pub fn chain(&self) -> Vec<String> {
-        let mut out = vec![self.error.to_string()];
-        let mut cause = self.error.source();
-        while let Some(c) = cause {
-            let text = c.to_string();
-            // Some errors repeat their source in their own message; say it once.
-            if !out.last().is_some_and(|prev| prev.contains(&text)) {
-                out.push(text);
-            }
-            cause = c.source();
-        }
-        out
+        crate::error_chain::causes(&*self.error)
     }
 
     /// For people: `error: …`, `  caused by: …`, `  hint: …`.

@@ -213,6 +213,10 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
                 None
             };
             let settings = commands::controller::ControllerSettings {
+                registries: crate::cluster::reconcile::Registries {
+                    settings: registry_settings(&a.registry)?,
+                    concurrency: a.registry.concurrency.max(1),
+                },
                 leader_election,
                 namespace: a.namespace,
                 metrics_address: a.metrics_address,

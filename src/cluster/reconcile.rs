@@ -37,6 +37,7 @@ use super::metrics::{Metrics, PassResult};
 use super::plan::{LockIdentity, PlanError, PlanSettings, SyncId, VerifiedObjects};
 use super::rollback::{self, RollbackFloor, applied_lock, check_rollback};
 use crate::check::Finding;
+use crate::error_chain::one_line;
 use crate::exists::{self, Probe};
 use crate::lockfile::Lockfile;
 use crate::mirror::MirrorTarget;
@@ -69,9 +70,31 @@ pub struct Context {
     pub clock: Clock,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// How `checkImages` reaches registries.
+    pub registry: Registries,
     recorder: Recorder,
     cluster: Cluster,
     schedule: Mutex<HashMap<SyncId, Scheduled>>,
+}
+
+/// How the reconciler reaches registries (`checkImages`): the controller's `--ca-file`,
+/// `--insecure-registry`, `--timeout` and `--concurrency`. A client is built from these per
+/// pass on purpose: a client keeps what it learned about each registry (scheme, token, or
+/// the failure) for its run, which a controller running for weeks must not keep.
+#[derive(Clone, Debug)]
+pub struct Registries {
+    pub settings: OciSettings,
+    /// Requests at once.
+    pub concurrency: usize,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Registries {
+            settings: OciSettings::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
 }
 
 /// When a sync's next pass is due, and for which spec: status writes trigger the watch too,
@@ -97,6 +120,7 @@ impl Context {
         cache_dir: PathBuf,
         clock: Clock,
         metrics: Arc<Metrics>,
+        registry: Registries,
         instance: Option<String>,
     ) -> Self {
         let reporter = Reporter {
@@ -110,6 +134,7 @@ impl Context {
             cache_dir,
             clock,
             metrics,
+            registry,
             schedule: Mutex::new(HashMap::new()),
         }
     }
@@ -440,21 +465,6 @@ pub fn plan_reason(error: &PlanError) -> (FailedStep, &'static str) {
     }
 }
 
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// The sync's identity.
 pub fn sync_id(sync: &LockstepSync) -> SyncId {
     SyncId {
@@ -483,7 +493,7 @@ fn kube_refusal(step: FailedStep, what: String, error: &kube::Error) -> Refusal 
     let mut refusal = refuse(
         step,
         "ClusterUnavailable",
-        format!("{what}: {}", chain(error)),
+        format!("{what}: {}", one_line(error)),
     );
     refusal.transient = transient;
     refusal
@@ -555,7 +565,7 @@ async fn read_trust(client: &Client, sync: &LockstepSync) -> Result<AllowedSigne
         )
     })?;
     AllowedSigners::parse(&text, &source)
-        .map_err(|e| refuse(FailedStep::Trust, "TrustInvalid", chain(&e)))
+        .map_err(|e| refuse(FailedStep::Trust, "TrustInvalid", one_line(&e)))
 }
 
 /// Read the Git credentials Secret: for an SSH URL `identity` (a deploy key) and
@@ -661,17 +671,18 @@ fn pull_locations(
 /// Ask the registries for every probe's digest, by digest: refused (`ImagesMissing`) when
 /// any is gone, transiently (`RegistryUnavailable`) when any could not be asked.
 async fn check_images_exist(
+    registries: &Registries,
     known: &BTreeMap<ImageRef, Resolved>,
     probes: &[Probe],
 ) -> Result<(), Refusal> {
-    let registry = OciRegistry::new(OciSettings::default())
-        .map_err(|e| refuse(FailedStep::Verify, "RegistryUnavailable", chain(&e)))?;
+    let registry = OciRegistry::new(registries.settings.clone())
+        .map_err(|e| refuse(FailedStep::Verify, "RegistryUnavailable", one_line(&e)))?;
     let asks = probes.iter().map(|p| p.ask.clone()).collect();
-    let failures = match resolve_all(&registry, asks, known, DEFAULT_CONCURRENCY, &NoProgress).await
-    {
-        Ok(_) => Vec::new(),
-        Err(e) => e.failures,
-    };
+    let failures =
+        match resolve_all(&registry, asks, known, registries.concurrency, &NoProgress).await {
+            Ok(_) => Vec::new(),
+            Err(e) => e.failures,
+        };
     let report = exists::judge(probes, &failures);
     if !report.missing.is_empty() {
         let missing: Vec<String> = report
@@ -706,7 +717,9 @@ async fn check_images_exist(
                 unanswered.join("; ")
             ),
         );
-        refusal.transient = true;
+        // A registry that answered wrongly (bytes that do not match a digest) will not get
+        // better by asking again; one that could not be asked may.
+        refusal.transient = !report.unanswered.iter().any(|u| u.finding);
         return Err(refusal);
     }
     Ok(())
@@ -766,8 +779,8 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         Ok(Ok((files, info))) => (files, info.id),
         Ok(Err((step, commit, error))) => {
             let mut refusal = match step {
-                FailedStep::Fetch => refuse(step, "FetchFailed", chain(&error)),
-                _ => refuse(step, "CommitUnreadable", chain(&error)),
+                FailedStep::Fetch => refuse(step, "FetchFailed", one_line(&error)),
+                _ => refuse(step, "CommitUnreadable", one_line(&error)),
             };
             // An unreachable remote may come back; a missing branch or path needs a human.
             refusal.transient = matches!(error, git::GitError::Git { .. });
@@ -797,7 +810,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
             at_commit(refuse(
                 FailedStep::Verify,
                 verify_reason(&e),
-                format!("commit {}: {}", short(&commit), chain(&e)),
+                format!("commit {}: {}", short(&commit), one_line(&e)),
             ))
         })?;
         for notice in &verified.scan().notices {
@@ -843,7 +856,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
     if let Some((known, probes)) = probes
         && applied_before.as_ref() != Some(objects.lock())
     {
-        check_images_exist(&known, &probes)
+        check_images_exist(&ctx.registry, &known, &probes)
             .await
             .map_err(|mut refusal| {
                 refusal.message = format!("commit {}: {}", short(&commit), refusal.message);
@@ -853,7 +866,11 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
 
     let kinds = objects.kinds_to_discover();
     let discovered = ctx.cluster.discover(&kinds).await.map_err(|e| {
-        let mut refusal = at_commit(refuse(FailedStep::Apply, "ClusterUnavailable", chain(&e)));
+        let mut refusal = at_commit(refuse(
+            FailedStep::Apply,
+            "ClusterUnavailable",
+            one_line(&e),
+        ));
         refusal.transient = e.is_transient();
         refusal
     })?;
@@ -902,7 +919,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
         } else {
             "ApplyRejected"
         };
-        let mut refusal = at_commit(refuse(FailedStep::Apply, reason, chain(&e)));
+        let mut refusal = at_commit(refuse(FailedStep::Apply, reason, one_line(&e)));
         refusal.transient = transient;
         refusal.verified = Some((lock.clone(), signers.clone()));
         refusal.touched = plan.inventory();
@@ -1006,7 +1023,7 @@ pub async fn reconcile(
         }),
         (_, Err(e)) => Some(ReconcileError {
             reason: "StatusNotWritten",
-            message: chain(&e),
+            message: one_line(&e),
         }),
         _ => None,
     };
@@ -1139,7 +1156,7 @@ async fn publish_events(ctx: &Context, sync: &LockstepSync, outcome: &PassOutcom
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %chain(&e), "cannot publish an Event");
+            tracing::warn!(error = %one_line(&e), "cannot publish an Event");
         }
     }
 }
@@ -1167,7 +1184,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %chain(&e), "controller event");
+                tracing::debug!(error = %one_line(&e), "controller event");
             }
         })
         .await;

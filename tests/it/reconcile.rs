@@ -27,7 +27,8 @@ use crate::harness::{RegistryOptions, TestRegistry, TestSshd};
 use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
 use lockstep::cluster::plan::SYNC_ANNOTATION;
-use lockstep::cluster::reconcile::{self, Context, REQUEST_ANNOTATION};
+use lockstep::cluster::reconcile::{self, Context, REQUEST_ANNOTATION, Registries};
+use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
 // ------------------------------------------------------------------ the control plane
@@ -162,7 +163,12 @@ impl Repo {
     /// `deploy/` with a Deployment `api` (2 replicas, shop/api:1) and ConfigMaps `settings`
     /// and `extra`, locked and committed: generation 1.
     fn new() -> Repo {
-        let registry = TestRegistry::start(RegistryOptions::default());
+        Repo::with_registry(RegistryOptions::default())
+    }
+
+    /// As [`Repo::new`], with images in a registry started with `opts`.
+    fn with_registry(opts: RegistryOptions) -> Repo {
+        let registry = TestRegistry::start(opts);
         registry.push_image("shop/api", "1", b"api v1");
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
@@ -212,16 +218,19 @@ impl Repo {
     /// Commit the manifests, then `lockstep lock --commit` them.
     fn lock_commit(&self) -> String {
         self.commit_all("manifests");
-        let out = run(
-            &[
-                "lock",
-                self.dir.to_str().unwrap(),
-                "--key",
-                self.key.to_str().unwrap(),
-                "--commit",
-            ],
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
-        );
+        let ca = self.tmp.path().join("registry-ca.pem");
+        let mut args = vec![
+            "lock",
+            self.dir.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+            "--commit",
+        ];
+        if let Some(pem) = self.registry.ca_pem() {
+            std::fs::write(&ca, pem).unwrap();
+            args.extend(["--ca-file", ca.to_str().unwrap()]);
+        }
+        let out = run(&args, &[("SOURCE_DATE_EPOCH", "1700000000")]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         assert_eq!(git(&self.repo, &["status", "--porcelain"]), "");
         self.head()
@@ -298,6 +307,7 @@ impl Sync {
             repo.tmp.path().join("cache"),
             Arc::new(jiff::Timestamp::now),
             Arc::new(Metrics::default()),
+            Default::default(),
             Some(format!("test-{test}")),
         ));
         Sync {
@@ -310,6 +320,19 @@ impl Sync {
     }
 
     /// Ask for a pass (the request annotation), run it, and return the resulting status.
+    /// The same sync, reconciled by a controller reaching registries with `registries`.
+    fn with_registries(mut self, registries: Registries) -> Sync {
+        self.ctx = Arc::new(Context::new(
+            self.client.clone(),
+            self.ctx.cache_dir.clone(),
+            self.ctx.clock.clone(),
+            self.ctx.metrics.clone(),
+            registries,
+            Some("test-registries".into()),
+        ));
+        self
+    }
+
     async fn pass(&self) -> LockstepSyncStatus {
         let n = self
             .requests
@@ -615,6 +638,40 @@ async fn check_images_refuses_a_rollout_whose_digests_are_gone_and_keeps_the_app
         "{:#?}",
         again.conditions
     );
+}
+
+/// Regression (issue 9): the reconciler built its registry client with default settings on
+/// every pass, so `checkImages` could not be given a private CA. The controller's registry
+/// settings reach it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_images_reaches_registries_with_the_controllers_settings() {
+    let repo = Repo::with_registry(RegistryOptions {
+        tls: true,
+        ..RegistryOptions::default()
+    });
+    let sync = Sync::new("check-images-ca", &repo).await;
+    sync.set_spec(json!({"checkImages": true})).await;
+    // Without the CA the registry cannot be asked: retried, nothing applied.
+    let status = sync.pass().await;
+    let (verified, reason, message) = condition(&status, "Verified");
+    assert_eq!(
+        (verified.as_str(), reason.as_str()),
+        ("False", "RegistryUnavailable"),
+        "{message}"
+    );
+    assert!(message.contains("is not trusted"), "{message}");
+    assert_eq!(status.applied_generation, None);
+    // With the CA the controller was given (`--ca-file`): checked and applied.
+    let sync = sync.with_registries(Registries {
+        settings: OciSettings {
+            extra_ca_pem: repo.registry.ca_pem(),
+            ..OciSettings::default()
+        },
+        concurrency: 4,
+    });
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_generation, Some(1));
+    assert_eq!(sync.image_of("api").await, repo.pinned_api_image());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,7 +167,7 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
                 platform: p.platform.clone(),
                 location: p.location.clone(),
                 finding: error.is_finding(),
-                error: chain(error),
+                error: crate::error_chain::one_line(error),
             }),
         }
     }
@@ -189,16 +189,6 @@ pub fn describe(
         out.push_str(&format!(" in mirror {m}"));
     }
     out
-}
-
-fn chain(error: &ResolveError) -> String {
-    let mut s = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(c) = cause {
-        s.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

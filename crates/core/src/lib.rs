@@ -17,9 +17,11 @@
 //! - [`mirror`], [`exists`], [`audit`]: planning a mirror, judging a registry check,
 //!   comparing the commits of a history.
 //! - [`plan`]: what to apply, built only from a `VerifiedDir`.
+//! - [`error_chain`]: an error and its causes, rendered once for everyone.
 
 pub mod audit;
 pub mod check;
+pub mod error_chain;
 pub mod exists;
 pub mod files;
 pub mod lock;

@@ -83,12 +83,7 @@ impl fmt::Display for ResolveFailures {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{error}")?;
-            let mut cause = std::error::Error::source(error);
-            while let Some(c) = cause {
-                write!(f, ": {c}")?;
-                cause = c.source();
-            }
+            f.write_str(&crate::error_chain::one_line(error))?;
         }
         Ok(())
     }

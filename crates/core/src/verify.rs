@@ -65,24 +65,9 @@ pub enum ScanDirError {
 fn render_list(errors: &[ScanError]) -> String {
     errors
         .iter()
-        .map(|e| format!("  {}", error_with_causes(e)))
+        .map(|e| format!("  {}", crate::error_chain::one_line(e)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// An error and its causes on one line, each cause said once.
-pub fn error_with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 /// The files the lockfile's binding covers: every file of the directory but the lockfile

@@ -186,7 +186,7 @@ fn first_reason(e: &VerifyError) -> String {
 }
 
 fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::verify::error_with_causes(e).replace('\n', " ")
+    crate::error_chain::one_line(e).replace('\n', " ")
 }
 
 fn short(id: &str) -> &str {

@@ -23,10 +23,12 @@ use crate::cli::error::{CliError, Message};
 use crate::cluster::crd::GROUP;
 use crate::cluster::lease::{self, LeaseSettings};
 use crate::cluster::metrics::Metrics;
-use crate::cluster::reconcile::{self, Context};
+use crate::cluster::reconcile::{self, Context, Registries};
 
 /// Validated settings of `lockstep controller`.
 pub struct ControllerSettings {
+    /// How `checkImages` reaches registries.
+    pub registries: Registries,
     /// Reconcile only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
     pub namespace: Option<String>,
@@ -96,6 +98,7 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
         settings.cache_dir,
         Arc::new(clock),
         metrics,
+        settings.registries,
         instance,
     ));
     tracing::info!(
