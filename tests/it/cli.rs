@@ -746,10 +746,11 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
         "5",
         "--quiet",
     ];
-    // No credentials: the registry refuses, and the error says how to log in.
+    // No credentials: the registry refuses, and the error says how to log in. Missing
+    // credentials are the environment's fault, not the manifests': exit 2.
     std::fs::write(docker.join("config.json"), "{}").unwrap();
     let out = run(&args, &[("DOCKER_CONFIG", docker.to_str().unwrap())]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("docker login"), "{}", stderr(&out));
     // With the credentials docker login would have written, it locks over TLS.
     let auth = crate::harness::base64(b"ci:s3cret", false);
