@@ -1,6 +1,7 @@
 //! Tampering, measured: thousands of random single-byte mutations of a signed directory's
 //! lockfile, signature and manifests. Every one must be refused by the shared verification
-//! path (the one `verify`, `render` and the reconciler use). In memory, no registry: the
+//! path (the one `verify`, `render` and the reconciler use), and for the reason that region
+//! implies: a bad signature for the lockfile, a binding mismatch for a manifest. In memory, no registry: the
 //! subject is verification, and a real fixture tree keeps the inputs realistic.
 
 use jiff::Timestamp;
@@ -8,8 +9,11 @@ use lockstep::lockfile::Lockfile;
 use lockstep::signing::{AllowedSigners, SigningKey};
 use lockstep::source::{self, SourceFiles};
 
+use std::collections::BTreeMap;
+
 use crate::invariants;
-use lockstep::verify::{TrustPolicy, scan_dir, verify_dir};
+use lockstep::check::Finding;
+use lockstep::verify::{TrustPolicy, VerifyError, scan_dir, verify_dir};
 
 const MUTATIONS: usize = 10_000;
 
@@ -81,15 +85,20 @@ fn every_single_byte_mutation_is_refused() {
         .iter()
         .filter(|p| **p != lockfile && **p != signature)
         .collect();
+    let fingerprint = key.fingerprint();
     let mut rng = Rng(0x5eed_10c4_57e9 ^ 0x9e37_79b9_7f4a_7c15);
-    let mut counts = [0usize; 3];
+    let mut problems: BTreeMap<&'static str, usize> = BTreeMap::new();
     for n in 0..MUTATIONS {
         // A third each: the lockfile, its signature, a manifest (or lockstep.toml).
-        let kind = n % 3;
-        let path = match kind {
-            0 => &lockfile,
-            1 => &signature,
-            _ => manifests[rng.below(manifests.len())],
+        let region = match n % 3 {
+            0 => Region::Lockfile,
+            1 => Region::Signature,
+            _ => Region::Manifest,
+        };
+        let path = match region {
+            Region::Lockfile => &lockfile,
+            Region::Signature => &signature,
+            Region::Manifest => manifests[rng.below(manifests.len())],
         };
         let mut files = original.clone();
         let bytes = files.files.get_mut(path).unwrap();
@@ -102,23 +111,102 @@ fn every_single_byte_mutation_is_refused() {
             }
         };
         bytes[at] = new;
-        assert!(
-            verify_dir(&files, &policy).is_err(),
-            "mutation {n} accepted: {path} byte {at} {old:#04x} -> {new:#04x}"
-        );
-        counts[kind] += 1;
+        let what = format!("mutation {n}: {path} byte {at} {old:#04x} -> {new:#04x}");
+        let refusal = verify_dir(&files, &policy).err();
+        let kind = refusal_kind(region, refusal.as_ref(), &signature, &fingerprint)
+            .unwrap_or_else(|| panic!("{what}: wrong refusal for the {region:?}: {refusal:?}"));
+        *problems.entry(kind).or_default() += 1;
     }
-    assert_eq!(counts.iter().sum::<usize>(), MUTATIONS);
-    eprintln!(
-        "refused {MUTATIONS} mutations: lockfile {}, signature {}, manifests {}",
-        counts[0], counts[1], counts[2]
-    );
+    eprintln!("refused {MUTATIONS} mutations: {problems:?}");
+    // Every lockfile byte is covered by the signature; a manifest byte by the binding,
+    // checked before any manifest is parsed, so even a mutation that breaks the YAML is a
+    // binding mismatch.
+    assert_eq!(problems["lockfile: bad signature"], MUTATIONS.div_ceil(3));
+    assert_eq!(problems["manifest: binding mismatch"], MUTATIONS / 3);
+    // The signature's own bytes fail in several ways; the common ones all occur.
+    for kind in [
+        "signature: bad signature",
+        "signature: malformed",
+        "signature: not armored",
+    ] {
+        assert!(
+            problems.get(kind).is_some_and(|&n| n > 0),
+            "{kind}: {problems:?}"
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Region {
+    Lockfile,
+    Signature,
+    Manifest,
+}
+
+/// The kind of a refusal, if it is the right one for a byte changed in `region`: a changed
+/// lockfile breaks its one signature; a changed signature is refused for what it now is; a
+/// changed manifest breaks the binding and nothing else.
+fn refusal_kind(
+    region: Region,
+    refusal: Option<&VerifyError>,
+    signature: &str,
+    fingerprint: &str,
+) -> Option<&'static str> {
+    use lockstep::signing::{SignatureProblem as P, VerifyError as SigError};
+    match (region, refusal?) {
+        (Region::Manifest, VerifyError::Findings(findings)) => match findings.as_slice() {
+            [
+                Finding::BindingMismatch {
+                    locked_digest,
+                    locked_files,
+                    actual_digest,
+                    actual_files,
+                },
+            ] if locked_files == actual_files && locked_digest != actual_digest => {
+                Some("manifest: binding mismatch")
+            }
+            _ => None,
+        },
+        (Region::Manifest, _) => None,
+        (
+            region,
+            VerifyError::Signatures(SigError::ThresholdNotMet {
+                approvals: 0,
+                threshold: 1,
+                valid,
+                rejected,
+            }),
+        ) if valid.is_empty() => {
+            let [one] = rejected.as_slice() else {
+                return None;
+            };
+            if one.file != signature {
+                return None;
+            }
+            match (region, &one.problem) {
+                (Region::Lockfile, P::BadSignature { fingerprint: f }) if f == fingerprint => {
+                    Some("lockfile: bad signature")
+                }
+                (Region::Lockfile, _) => None,
+                (_, P::BadSignature { .. }) => Some("signature: bad signature"),
+                (_, P::NotCanonical) => Some("signature: not canonical"),
+                (_, P::NotArmored(_)) => Some("signature: not armored"),
+                (_, P::Malformed { .. }) => Some("signature: malformed"),
+                (_, P::UnsupportedVersion(_)) => Some("signature: unsupported version"),
+                (_, P::UnsupportedKeyType { .. }) => Some("signature: unsupported key type"),
+                (_, P::WrongNamespace { .. }) => Some("signature: wrong namespace"),
+                (_, P::UntrustedKey { .. }) => Some("signature: untrusted key"),
+                // The trust and the time did not change: these cannot follow from a byte
+                // of the signature.
+                (_, P::NamespaceNotAllowed { .. } | P::OutsideValidity { .. }) => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 #[test]
 fn a_readme_is_bound_so_changing_it_fails_verify() {
-    use lockstep::check::Finding;
-    use lockstep::verify::VerifyError;
     let key = SigningKey::generate("ci@example.com").unwrap();
     let trust =
         AllowedSigners::parse(&key.allowed_signers_line("ci@example.com"), "trust").unwrap();
