@@ -576,3 +576,43 @@ fn signers_line() -> &'static str {
         text
     })
 }
+
+// ---- regressions: errors that quoted their input raw (found by the invariants above) ----
+
+#[test]
+fn error_escapes_a_signature_whose_key_type_carries_terminal_controls() {
+    use lockstep::signing::{SignatureFile, verify};
+    // The public key's type inside a genuine SSHSIG, changed to an ANSI colour sequence.
+    let s = signed();
+    let mut blob = s.blob.clone();
+    let at = blob
+        .windows(11)
+        .position(|w| w == b"ssh-ed25519")
+        .expect("the blob names its key type");
+    blob[at..at + 11].copy_from_slice(b"ssh-\x1b[31mXX");
+    let files = [SignatureFile {
+        name: "lockstep.lock.fuzz.sig".to_owned(),
+        armored: armor(&blob),
+    }];
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let e = verify(crate::invariants::MESSAGE, &files, &s.trust, now, 1).unwrap_err();
+    let shown = crate::invariants::check_error(&e, "lockstep.lock.fuzz.sig");
+    assert!(shown.contains(r"ssh-\u{1b}[31mXX"), "{shown}");
+}
+
+#[test]
+fn error_escapes_a_lockfile_toml_error_that_quotes_terminal_controls() {
+    let e =
+        Lockfile::parse_unverified(b"version = 1\nname \x1b[2J\x1b]0;owned\x07 = 1\n").unwrap_err();
+    let shown = crate::invariants::check_error(&e, lockstep::lockfile::FILE_NAME);
+    assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
+}
+
+#[test]
+fn error_escapes_a_scan_config_toml_error_that_quotes_terminal_controls() {
+    let e =
+        lockstep::manifest::ScanConfig::parse("[[custom]]\nkind = \"\u{1b}[2J\n", "lockstep.toml")
+            .unwrap_err();
+    let shown = crate::invariants::check_error(&e, "lockstep.toml:2:");
+    assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
+}

@@ -438,10 +438,19 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The names are the manifest's words: shown escaped (Kubernetes would refuse a
+        // control character in them, but the refusal is lockstep's to show first).
+        let e = |s| crate::error_chain::escape(s, false);
         if self.namespace.is_empty() {
-            write!(f, "{}/{}", self.kind, self.name)
+            write!(f, "{}/{}", e(&self.kind), e(&self.name))
         } else {
-            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+            write!(
+                f,
+                "{}/{}/{}",
+                e(&self.kind),
+                e(&self.namespace),
+                e(&self.name)
+            )
         }
     }
 }

@@ -243,6 +243,11 @@ impl ResolveError {
 
 /// `": CODE: message"` from a registry error envelope, or nothing when it sent none.
 fn registry_detail(code: &str, message: &str) -> String {
+    // The registry's words: whatever it sent is shown, escaped.
+    let (code, message) = (
+        crate::error_chain::escape(code, false),
+        crate::error_chain::escape(message, false),
+    );
     match (code.is_empty(), message.is_empty()) {
         (true, true) => String::new(),
         (false, true) => format!(": {code}"),
@@ -330,6 +335,25 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn error_escapes_what_a_registry_says() {
+        let e = ResolveError::NotFound {
+            reference: "example.com/app:1".parse().unwrap(),
+            registry: "example.com".into(),
+            code: "MANIFEST_UNKNOWN".into(),
+            message: "gone\u{1b}[2J\n  example.com/app:1: ok".into(),
+        };
+        let shown = e.to_string();
+        assert!(
+            !shown.chars().any(crate::error_chain::acts_on_a_terminal),
+            "{shown:?}"
+        );
+        assert!(
+            shown.ends_with(r"gone\u{1b}[2J\u{a}  example.com/app:1: ok"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn backoff_doubles_then_gives_up() {

@@ -86,8 +86,9 @@ pub enum SigningError {
         line: usize,
         /// What is wrong with the line.
         problem: AllowedSignersProblem,
-        /// The key decoder's error, when the key itself is broken.
+        /// The key decoder's error, when the key itself is broken (it quotes the line's
+        /// bytes, so it is kept escaped).
         #[source]
-        cause: Option<ssh_key::Error>,
+        cause: Option<crate::error_chain::Quoting>,
     },
 }

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use jiff::Timestamp;
 use sha2::{Digest as _, Sha256};
 
+use crate::error_chain::Quoting;
 use crate::model::{Digest, ImageRef, ImageUse, ObjectRef, RefError, strip_digest};
 use crate::registry::{PlatformDigest, Resolved};
 use crate::signing::Verified;
@@ -43,7 +44,7 @@ pub enum LockfileError {
     #[error("{FILE_NAME} is not UTF-8")]
     NotUtf8,
     #[error("{FILE_NAME} is not valid TOML")]
-    Toml(#[source] toml::de::Error),
+    Toml(#[source] crate::error_chain::Quoting),
     #[error("{FILE_NAME} has no `version`; it was not written by lockstep")]
     NoVersion,
     #[error(
@@ -242,13 +243,14 @@ impl Lockfile {
         let wire: WireLockfile = match toml::from_str(text) {
             Ok(wire) => wire,
             Err(e) => {
-                let table: toml::Table = toml::from_str(text).map_err(LockfileError::Toml)?;
+                let table: toml::Table =
+                    toml::from_str(text).map_err(|e| LockfileError::Toml(Quoting::of(&e)))?;
                 return Err(match table.get("version") {
                     None => LockfileError::NoVersion,
                     Some(toml::Value::Integer(v)) if *v != i64::from(VERSION) => {
                         LockfileError::UnknownVersion { found: *v }
                     }
-                    Some(_) => LockfileError::Toml(e),
+                    Some(_) => LockfileError::Toml(Quoting::of(&e)),
                 });
             }
         };

@@ -75,7 +75,7 @@ pub enum ConfigError {
         file: String,
         line: usize,
         #[source]
-        source: toml::de::Error,
+        source: crate::error_chain::Quoting,
     },
     /// Well-formed TOML whose values make no sense (an empty kind, a bad path).
     #[error("{file}:{line}: invalid scan configuration: {reason}")]
@@ -92,7 +92,7 @@ impl ScanConfig {
         let wire: WireConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax {
             file: file_name.to_owned(),
             line: source.span().map_or(1, |s| line_of(text, s.start)),
-            source,
+            source: crate::error_chain::Quoting::of(&source),
         })?;
         let invalid = |span: std::ops::Range<usize>, reason: String| ConfigError::Invalid {
             file: file_name.to_owned(),
@@ -376,11 +376,7 @@ images = ["spec.image", "spec.sidecars[].image", "spec.extra[]"]
         };
         assert_eq!(file, "dir/lockstep.toml");
         assert_eq!(*line, 4);
-        assert!(
-            source.message().contains("pod_specs"),
-            "{}",
-            source.message()
-        );
+        assert!(source.text().contains("pod_specs"), "{}", source.text());
         assert!(e.to_string().starts_with("dir/lockstep.toml:4:"), "{e}");
 
         let e = ScanConfig::parse("\n\nimages = []\n", "lockstep.toml").unwrap_err();
@@ -404,11 +400,7 @@ images = ["spec.image", "spec.sidecars[].image", "spec.extra[]"]
         let ConfigError::Syntax { source, .. } = &e else {
             panic!("{e:?}")
         };
-        assert!(
-            source.message().contains("api-version"),
-            "{}",
-            source.message()
-        );
+        assert!(source.text().contains("api-version"), "{}", source.text());
     }
 
     #[test]

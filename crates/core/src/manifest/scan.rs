@@ -667,7 +667,9 @@ impl<'a> Scanner<'a> {
             };
             for (i, container) in list.items().iter().enumerate() {
                 let label = match container.get("name").and_then(Decoded::as_str) {
-                    Some(name) if !name.is_empty() => format!("{field}/{name}"),
+                    Some(name) if !name.is_empty() => {
+                        format!("{field}/{}", crate::error_chain::escape(name, false))
+                    }
                     _ => format!("{field}/[{i}]"),
                 };
                 if let Some(image) = container.get("image") {
@@ -682,7 +684,9 @@ impl<'a> Scanner<'a> {
                     continue;
                 };
                 let label = match volume.get("name").and_then(Decoded::as_str) {
-                    Some(name) if !name.is_empty() => format!("volumes/{name}"),
+                    Some(name) if !name.is_empty() => {
+                        format!("volumes/{}", crate::error_chain::escape(name, false))
+                    }
                     _ => format!("volumes/[{i}]"),
                 };
                 self.image(reference, document, object, label)?;
@@ -909,7 +913,7 @@ fn unscanned_images(value: &Decoded, path: &mut String, found: &mut Vec<String>)
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key);
+                path.push_str(&crate::error_chain::escape(key, false));
                 if key == "image" && matches!(child.data, Data::Str(_)) && found.len() < SHOWN {
                     found.push(path.clone());
                 }

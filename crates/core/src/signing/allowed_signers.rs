@@ -129,11 +129,11 @@ impl AllowedSigners {
         let mut skipped = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line_number = index + 1;
-            let fail = |problem, cause| SigningError::AllowedSigners {
+            let fail = |problem, cause: Option<ssh_key::Error>| SigningError::AllowedSigners {
                 file: source.to_owned(),
                 line: line_number,
                 problem,
-                cause,
+                cause: cause.map(|c| crate::error_chain::Quoting::of(&c)),
             };
             match parse_line(line).map_err(|(problem, cause)| fail(problem, cause))? {
                 None => {}

@@ -89,7 +89,8 @@ pub enum SignatureProblem {
     NotCanonical,
     /// Made with a key that is not ed25519.
     #[error(
-        "made with a key of type {algorithm}{}; lockstep accepts ed25519 signatures only",
+        "made with a key of type {}{}; lockstep accepts ed25519 signatures only",
+        crate::error_chain::escape(algorithm, false),
         fingerprint.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()
     )]
     UnsupportedKeyType {
