@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde_json::json;
 
+use super::publish::{Publication, Signed, signer_name};
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
@@ -19,7 +20,7 @@ use crate::registry::Resolved;
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::resolve_all;
 use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
-use crate::source::{self, SourceFiles, fs, git};
+use crate::source::{self, SourceFiles, fs};
 use crate::verify::{ScannedDir, refuse_unscanned_images, scan_dir};
 
 /// Validated settings for one `lock` run.
@@ -71,7 +72,7 @@ fn previous_lockfile(
     let own_key = match &settings.key {
         Some(key) => Some(own_key_trust(
             key,
-            &signer_of(settings.signer.as_deref(), key),
+            &signer_name(settings.signer.as_deref(), key),
         )?),
         None => None,
     };
@@ -103,13 +104,6 @@ pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSig
         .map_err(CliError::usage)
 }
 
-fn signer_of(signer: Option<&str>, key: &SigningKey) -> String {
-    signer.map_or_else(
-        || signing::signer_name(key.comment(), &key.fingerprint()),
-        str::to_owned,
-    )
-}
-
 /// `lock`, top-down: read and scan → resolve → pin → the next lockfile → (`--check`: judge
 /// it) → sign → write → commit.
 pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
@@ -131,13 +125,13 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         .key
         .as_ref()
         .expect("the key is required unless --check");
-    let signer = signer_of(settings.signer.as_deref(), key);
+    let signer = signer_name(settings.signer.as_deref(), key);
     let generation = Generation::of(decision, &files);
     if !generation.new && signed_by(&files, &signer, &generation.bytes, key, settings.created) {
         return report_up_to_date(&generation.lock, printer);
     }
     let publication = sign(key, &signer, &files, &pinned, &generation)?;
-    let commit = write_and_commit(&settings, &files, &publication, printer)?;
+    let commit = publication.write(&settings.dir, &files, settings.commit.as_deref(), printer)?;
     report_locked(&generation, &publication, &signer, commit, printer);
     Ok(())
 }
@@ -272,6 +266,27 @@ impl Generation {
     }
 }
 
+/// The changed manifests, a new lockfile, and this key's signature over its bytes.
+fn sign(
+    key: &SigningKey,
+    signer: &str,
+    files: &SourceFiles,
+    pinned: &Pinned,
+    generation: &Generation,
+) -> Result<Publication, CliError> {
+    let manifests = pinned
+        .changed
+        .iter()
+        .map(|f| (f.clone(), pinned.files.files[f].clone()))
+        .collect();
+    let lockfile = if generation.new {
+        Signed::New(generation.bytes.clone())
+    } else {
+        Signed::Existing(&generation.bytes)
+    };
+    Publication::signed(key, signer, lockfile, files, manifests)
+}
+
 /// Up to date and already signed by this key: nothing to do at all.
 fn report_up_to_date(lock: &Lockfile, printer: Printer) -> Result<(), CliError> {
     printer.result(format!(
@@ -283,78 +298,6 @@ fn report_up_to_date(lock: &Lockfile, printer: Printer) -> Result<(), CliError> 
         &json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}),
     );
     Ok(())
-}
-
-/// What this run writes into the directory, and the signatures it removes.
-struct Publication {
-    writes: Vec<(String, Vec<u8>)>,
-    removals: Vec<String>,
-}
-
-/// The changed manifests, a new lockfile, and this key's signature over its bytes.
-fn sign(
-    key: &SigningKey,
-    signer: &str,
-    files: &SourceFiles,
-    pinned: &Pinned,
-    generation: &Generation,
-) -> Result<Publication, CliError> {
-    let sig_name = source::signature_path(signer);
-    let signature = key.sign(&generation.bytes).map_err(CliError::usage)?;
-    let mut writes: Vec<(String, Vec<u8>)> = pinned
-        .changed
-        .iter()
-        .map(|f| (f.clone(), pinned.files.files[f].clone()))
-        .collect();
-    if generation.new {
-        writes.push((lockfile::FILE_NAME.to_owned(), generation.bytes.clone()));
-    }
-    writes.push((sig_name.clone(), signature.into_bytes()));
-    // Signatures over the previous lockfile bytes no longer sign anything.
-    let removals: Vec<String> = if generation.new {
-        files
-            .signatures()
-            .map(|(signer, _)| source::signature_path(signer))
-            .filter(|n| *n != sig_name)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(Publication { writes, removals })
-}
-
-/// Write the files (and with `--commit`, commit them); the commit's id.
-fn write_and_commit(
-    settings: &LockSettings,
-    files: &SourceFiles,
-    publication: &Publication,
-    printer: Printer,
-) -> Result<Option<String>, CliError> {
-    let dir = &settings.dir;
-    let Publication { writes, removals } = publication;
-    if settings.commit.is_some() {
-        super::sign::refuse_uncommitted_inputs(dir, files, writes, removals)?;
-    }
-    fs::write_files(dir, writes, removals).map_err(CliError::usage)?;
-    let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
-    printer.note(format!("wrote {}", written.join(", ")));
-    if !removals.is_empty() {
-        printer.note(format!("removed stale signatures {}", removals.join(", ")));
-    }
-    let Some(message) = &settings.commit else {
-        return Ok(None);
-    };
-    let paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
-    match git::commit(dir, &paths, removals, message).map_err(CliError::usage)? {
-        git::CommitOutcome::Committed(info) => {
-            printer.note(format!("committed {} {}", &info.id[..12], info.summary));
-            Ok(Some(info.id))
-        }
-        git::CommitOutcome::Unchanged => {
-            printer.note("nothing to commit: HEAD already holds these files");
-            Ok(None)
-        }
-    }
 }
 
 fn report_locked(
@@ -376,7 +319,7 @@ fn report_locked(
         lock.images.len(),
         lock.manifests.files
     ));
-    let written: Vec<&str> = publication.writes.iter().map(|(p, _)| p.as_str()).collect();
+    let written = publication.written();
     printer.json(&json!({
         "ok": true,
         "up_to_date": false,
