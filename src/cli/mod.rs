@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod duration;
 pub mod error;
 pub mod printer;
 pub mod progress;
@@ -95,7 +96,7 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             Ok(commands::sign::sign(settings, printer)?)
         }
         Command::Refresh(a) => {
-            let lifetime = settings::lifetime(&a.expires_in)?;
+            let lifetime = settings::lifetime(a.expires_in)?;
             let created = settings::created_at(&env)?;
             let message = "lockstep: refresh the lockfile";
             let settings = settings::sign(a.sign, &env, message, printer)?;

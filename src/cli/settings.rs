@@ -30,7 +30,7 @@ pub(super) fn lock(
     };
     let created = created_at(env)?;
     let options = crate::lock::LockOptions {
-        lifetime: a.expires_in.as_deref().map(lifetime).transpose()?,
+        lifetime: a.expires_in.map(lifetime).transpose()?,
         environment: a.environment.clone(),
     };
     let settings = commands::lock::LockSettings {
@@ -139,7 +139,7 @@ pub(super) fn controller(
 ) -> Result<commands::controller::ControllerSettings, CliError> {
     let leader_election = if a.leader_election {
         Some(commands::controller::LeaderElection {
-            duration: lease_duration(&a.lease_duration)?,
+            duration: a.lease_duration,
             lease_name: a.lease_name,
             lease_namespace: a.lease_namespace,
         })
@@ -162,41 +162,13 @@ pub(super) fn controller(
     })
 }
 
-fn lease_duration(text: &str) -> Result<Duration, CliError> {
-    let duration: Duration = text
-        .parse::<kube::core::Duration>()
-        .map_err(|e| {
-            CliError::usage(Message(format!(
-                "--lease-duration {text:?} is not a duration: {e}"
-            )))
-        })?
-        .into();
-    if duration < Duration::from_secs(1) {
-        return Err(CliError::usage(Message(
-            "--lease-duration must be at least 1s".into(),
-        )));
-    }
-    Ok(duration)
-}
-
 pub(super) fn wait(a: WaitArgs) -> Result<commands::wait::WaitSettings, CliError> {
     let rev = crate::cluster::wait::WantedCommit::parse(&a.rev).map_err(CliError::usage)?;
-    let timeout = a
-        .timeout
-        .parse::<kube::core::Duration>()
-        .map_err(|e| {
-            CliError::usage(Message(format!(
-                "--timeout {:?} is not a duration: {e}",
-                a.timeout
-            )))
-            .hint("e.g. --timeout 90s or --timeout 5m")
-        })?
-        .into();
     Ok(commands::wait::WaitSettings {
         name: a.name,
         namespace: a.namespace,
         rev,
-        timeout,
+        timeout: a.timeout,
         kubeconfig: a.kubeconfig,
     })
 }
@@ -214,9 +186,13 @@ pub(super) fn created_at(env: &Env) -> Result<Timestamp, CliError> {
     }
 }
 
-pub(super) fn lifetime(text: &str) -> Result<jiff::SignedDuration, CliError> {
-    crate::lock::parse_lifetime(text)
-        .map_err(|e| CliError::usage(Message(format!("--expires-in {e}"))))
+/// `--expires-in`, as the lockfile's lifetime.
+pub(super) fn lifetime(duration: Duration) -> Result<jiff::SignedDuration, CliError> {
+    jiff::SignedDuration::try_from(duration).map_err(|e| {
+        CliError::usage(Message(format!(
+            "--expires-in {duration:?} is too long: {e}"
+        )))
+    })
 }
 
 fn check_signer(signer: Option<&str>) -> Result<(), CliError> {
@@ -264,7 +240,7 @@ fn registry(a: &RegistryArgs) -> Result<OciSettings, CliError> {
     Ok(OciSettings {
         insecure_registries: a.insecure_registries.clone(),
         extra_ca_pem,
-        timeout: Duration::from_secs(a.timeout.max(1)),
+        timeout: a.timeout.max(Duration::from_secs(1)),
         ..OciSettings::default()
     })
 }

@@ -4,6 +4,7 @@ mod attacks;
 mod audit;
 mod cli;
 mod deploy;
+mod durations;
 mod fuzz;
 mod generations;
 mod git;
