@@ -23,5 +23,6 @@ mod real_world;
 mod reconcile;
 mod resolve;
 mod signing;
+mod snapshots;
 mod ssh;
 mod tamper;
