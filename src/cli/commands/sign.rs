@@ -72,8 +72,9 @@ pub(super) fn read_current(
     printer: Printer,
 ) -> Result<Current, CliError> {
     let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
+    // Nothing to sign is a usage error (exit 2), as in `check`: no check ran, none failed.
     let Some(bytes) = files.lockfile() else {
-        return Err(CliError::check(VerifyError::NoLockfile)
+        return Err(CliError::usage(VerifyError::NoLockfile)
             .hint("only an existing lockfile can be signed"));
     };
     let own_key = super::lock::own_key_trust(&settings.key, &signer_name(settings))?;
