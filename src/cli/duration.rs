@@ -56,23 +56,19 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
 
 /// A duration longer than zero (`--expires-in`).
 pub fn positive(text: &str) -> Result<Duration, DurationError> {
-    let d = parse(text)?;
-    if d.is_zero() {
-        return Err(DurationError {
-            problem: Problem::Zero,
-        });
-    }
-    Ok(d)
+    at_least(text, Duration::from_nanos(1), Problem::Zero)
 }
 
 /// A duration of at least a second (`--lease-duration`: Leases count whole seconds).
 pub fn at_least_a_second(text: &str) -> Result<Duration, DurationError> {
-    let d = parse(text)?;
     let second = Duration::from_secs(1);
-    if d < second {
-        return Err(DurationError {
-            problem: Problem::TooShort(second),
-        });
+    at_least(text, second, Problem::TooShort(second))
+}
+
+fn at_least(text: &str, min: Duration, problem: Problem) -> Result<Duration, DurationError> {
+    let d = parse(text)?;
+    if d < min {
+        return Err(DurationError { problem });
     }
     Ok(d)
 }

@@ -134,20 +134,8 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
         .files
         .lockfile()
         .expect("read_current found the lockfile");
-    let signer = signer_name(&settings);
-    let publication = Publication::signed(
-        &settings.key,
-        &signer,
-        Signed::Existing(bytes),
-        &current.files,
-        Vec::new(),
-    )?;
-    let commit = publication.write(
-        &settings.dir,
-        &current.files,
-        settings.commit.as_deref(),
-        printer,
-    )?;
+    let written = sign_and_write(&settings, &current, Signed::Existing(bytes), printer)?;
+    let signer = written.signer;
     let others: Vec<&str> = current
         .files
         .signatures()
@@ -164,10 +152,10 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
         "ok": true,
         "generation": current.lock.generation,
         "signer": signer,
-        "written": publication.written(),
+        "written": written.written,
         "other_signers": others,
         "signatures_checked": current.signatures_checked,
-        "commit": commit,
+        "commit": written.commit,
     }));
     Ok(())
 }
@@ -206,9 +194,10 @@ pub fn refresh(
     Ok(())
 }
 
-/// What [`write_generation`] wrote.
+/// What [`sign_and_write`] wrote.
 pub(super) struct WrittenGeneration {
     pub signer: String,
+    pub written: Vec<String>,
     pub removals: Vec<String>,
     pub commit: Option<String>,
 }
@@ -222,14 +211,19 @@ pub(super) fn write_generation(
     next: &Lockfile,
     printer: Printer,
 ) -> Result<WrittenGeneration, CliError> {
+    sign_and_write(settings, current, Signed::New(next.to_bytes()), printer)
+}
+
+/// Sign `lockfile` with this key, write it (and with `--commit`, commit it).
+fn sign_and_write(
+    settings: &SignSettings,
+    current: &Current,
+    lockfile: Signed<'_>,
+    printer: Printer,
+) -> Result<WrittenGeneration, CliError> {
     let signer = signer_name(settings);
-    let publication = Publication::signed(
-        &settings.key,
-        &signer,
-        Signed::New(next.to_bytes()),
-        &current.files,
-        Vec::new(),
-    )?;
+    let publication =
+        Publication::signed(&settings.key, &signer, lockfile, &current.files, Vec::new())?;
     let commit = publication.write(
         &settings.dir,
         &current.files,
@@ -238,6 +232,11 @@ pub(super) fn write_generation(
     )?;
     Ok(WrittenGeneration {
         signer,
+        written: publication
+            .written()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         removals: publication.removals,
         commit,
     })
