@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use super::duration;
 
 /// lockstep: make a Git commit alone determine what runs in the cluster.
 ///
@@ -68,10 +71,11 @@ pub struct LockArgs {
     /// The commit message (with --commit).
     #[arg(long, requires = "commit")]
     pub message: Option<String>,
-    /// Record an expiry this long after creation (e.g. 30d, 12h, 2w) in a new lockfile;
-    /// verify refuses it afterwards. An up-to-date lockfile keeps its expiry: see refresh.
-    #[arg(long, value_name = "DURATION")]
-    pub expires_in: Option<String>,
+    /// Record an expiry this long after creation (e.g. 30d, 12h, 2w; a plain number is
+    /// seconds) in a new lockfile; verify refuses it afterwards. An up-to-date lockfile keeps
+    /// its expiry: see refresh.
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
+    pub expires_in: Option<Duration>,
     /// Record the environment the lockfile is for (signed; verify --environment must match).
     /// The lockfile being continued must be for it too.
     #[arg(long, value_name = "NAME")]
@@ -128,9 +132,9 @@ pub struct SignArgs {
 pub struct RefreshArgs {
     #[command(flatten)]
     pub sign: SignArgs,
-    /// The new expiry, this long from now (e.g. 30d, 12h, 2w).
-    #[arg(long, value_name = "DURATION")]
-    pub expires_in: String,
+    /// The new expiry, this long from now (e.g. 30d, 12h, 2w; a plain number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
+    pub expires_in: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -166,9 +170,10 @@ pub struct RegistryArgs {
     /// Extra CA certificates (PEM) to trust for registries, besides the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    pub timeout: u64,
+    /// Per-request timeout (a plain number is seconds; or 90s, 2m); at least a second is
+    /// waited.
+    #[arg(long, default_value = "30", value_name = "DURATION", value_parser = duration::parse)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -275,10 +280,15 @@ pub struct ControllerArgs {
     /// The Lease's namespace [default: --namespace, $POD_NAMESPACE, or the kubeconfig's].
     #[arg(long, env = "POD_NAMESPACE", value_name = "NAME")]
     pub lease_namespace: Option<String>,
-    /// How long the Lease stays valid without renewal; the holder renews every fifth of it
-    /// (Go duration).
-    #[arg(long, default_value = "15s", value_name = "DURATION")]
-    pub lease_duration: String,
+    /// How long the Lease stays valid without renewal (e.g. 15s, 1m; a plain number is
+    /// seconds; at least 1s); the holder renews every fifth of it.
+    #[arg(
+        long,
+        default_value = "15s",
+        value_name = "DURATION",
+        value_parser = duration::at_least_a_second
+    )]
+    pub lease_duration: Duration,
     /// How `checkImages` reaches registries.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -294,9 +304,9 @@ pub struct WaitArgs {
     /// The LockstepSync's namespace [default: the kubeconfig's namespace].
     #[arg(long, short = 'n', value_name = "NAME")]
     pub namespace: Option<String>,
-    /// Give up after this long (Go duration: 90s, 5m, 1h).
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
-    pub timeout: String,
+    /// Give up after this long (e.g. 90s, 5m, 1h; a plain number is seconds).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = duration::parse)]
+    pub timeout: Duration,
     /// A kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service
     /// account].
     #[arg(long, value_name = "FILE")]

@@ -391,7 +391,7 @@ fn stopped_registry_fails_and_writes_nothing() {
     p.registry.stop();
     let before = p.snapshot();
     let out = p.lock(&["--timeout", "2"]);
-    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&p.registry.host()),
         "{}",
@@ -767,7 +767,12 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
         &["lock", dir, "--check", "--timeout", "5"],
         &[("DOCKER_CONFIG", docker.to_str().unwrap())],
     );
-    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A second key made with `lockstep keygen`, and a trust file naming both it and the
@@ -841,13 +846,16 @@ fn sign_refuses_a_missing_or_unreadable_lockfile() {
     let p = Project::new();
     let key = p.key.to_str().unwrap();
     let dir = p.dir.to_str().unwrap();
+    // Nothing to sign: a usage error, exit 2 (see
+    // signing_commands_without_a_lockfile_exit_2_and_write_nothing).
     let out = run(&["sign", dir, "--key", key], &[]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no lockstep.lock"),
         "{}",
         stderr(&out)
     );
+    // A lockfile that cannot be read is a failed check of it: exit 1.
     std::fs::write(p.dir.join("lockstep.lock"), "not = [a lockfile").unwrap();
     let before = p.snapshot();
     let out = run(&["sign", dir, "--key", key], &[]);
@@ -1201,4 +1209,37 @@ fn commit_is_refused_when_other_inputs_are_uncommitted() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(code(&p.verify(&["--rev", "HEAD"])), 0);
+}
+
+/// Regression: `sign`, `refresh` and `mirror` in a directory without a lockfile exited 1, as
+/// if a check had failed; nothing to sign is a usage error, exit 2, as in `check`.
+#[test]
+fn signing_commands_without_a_lockfile_exit_2_and_write_nothing() {
+    let p = Project::new();
+    let before = p.snapshot();
+    let dir = p.dir.to_str().unwrap();
+    let key = p.key.to_str().unwrap();
+    for extra in [
+        &["sign"][..],
+        &["refresh", "--expires-in", "30d"],
+        &["mirror", "--to", "127.0.0.1:1/dr"],
+    ] {
+        let mut args = vec![extra[0], dir, "--key", key];
+        args.extend_from_slice(&extra[1..]);
+        let out = run(&args, &[]);
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no lockstep.lock in the manifests directory"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("hint: only an existing lockfile can be signed"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(p.snapshot(), before, "{extra:?} wrote something");
+    }
+    // `check` says the same, with the same exit code.
+    assert_eq!(code(&check(&p, &[])), 2);
 }

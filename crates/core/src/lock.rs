@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
+use jiff::{SignedDuration, Timestamp};
 
 use crate::check::check;
 use crate::files::SourceFiles;
@@ -169,35 +169,6 @@ pub fn verify_previous(
         with_trust: trust.trusted.is_some(),
         source: refusal,
     })
-}
-
-/// `--expires-in` was not a positive duration.
-#[derive(Debug, thiserror::Error)]
-#[error("{text:?} is not a positive duration such as 30d, 12h or 2w ({reason})")]
-pub struct LifetimeError {
-    pub text: String,
-    pub reason: String,
-}
-
-/// Parse how long a lockfile stays valid: a jiff span (`30d`, `12h`, `1w 2d`, `P30D`), days
-/// counted as 24 hours so the expiry does not depend on a time zone. Months and years are
-/// refused: their length depends on the date.
-pub fn parse_lifetime(text: &str) -> Result<SignedDuration, LifetimeError> {
-    let fail = |reason: String| LifetimeError {
-        text: text.to_owned(),
-        reason,
-    };
-    let span: Span = text
-        .trim()
-        .parse()
-        .map_err(|e: jiff::Error| fail(e.to_string()))?;
-    let duration = span
-        .to_duration(SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| fail(e.to_string()))?;
-    if duration <= SignedDuration::ZERO {
-        return Err(fail("it must be longer than zero".into()));
-    }
-    Ok(duration)
 }
 
 /// `created + lifetime`, the `expires` a lockfile made at `created` gets.
@@ -567,29 +538,6 @@ mod tests {
         assert_eq!(targets.len(), 2);
         assert!(targets.contains(&ImageRef::parse("r.example/app:1.0").unwrap()));
         assert!(targets.contains(&by_digest));
-    }
-
-    #[test]
-    fn lifetimes_are_positive_spans_with_24_hour_days() {
-        assert_eq!(
-            parse_lifetime("30d").unwrap(),
-            SignedDuration::from_hours(720)
-        );
-        assert_eq!(
-            parse_lifetime("12h").unwrap(),
-            SignedDuration::from_hours(12)
-        );
-        assert_eq!(
-            parse_lifetime("1w").unwrap(),
-            SignedDuration::from_hours(168)
-        );
-        assert_eq!(
-            parse_lifetime("P2D").unwrap(),
-            SignedDuration::from_hours(48)
-        );
-        for bad in ["0s", "-1d", "soon", "1mo", ""] {
-            assert!(parse_lifetime(bad).is_err(), "{bad} was accepted");
-        }
     }
 
     #[test]

@@ -199,75 +199,10 @@ fn short_digest(digest: &str) -> &str {
 }
 
 fn report(audit: &Audit, args: &AuditArgs, printer: Printer) -> Result<(), CliError> {
-    let count = |kind: &str| {
-        audit
-            .findings()
-            .filter(|(_, f)| {
-                serde_json::to_value(f)
-                    .ok()
-                    .and_then(|v| v["kind"].as_str().map(|k| k == kind))
-                    .unwrap_or(false)
-            })
-            .count()
-    };
     let findings = audit.findings().count();
-    let summary = json!({
-        "ok": findings == 0,
-        "commits": audit.rows.len(),
-        "valid": audit.rows.iter().filter(|r| r.valid).count(),
-        "findings": findings,
-        "unlocked_changes": count("unlocked-change"),
-        "generation_regressions": count("generation-regression"),
-        "unknown_signers": count("unknown-signer"),
-        "since": args.since,
-        "all_parents": args.all,
-        "judged_at": "committer-time",
-    });
-    printer.json(&json!({"commits": audit.rows, "summary": summary}));
+    printer.json(&json!({"commits": audit.rows, "summary": summary(audit, args)}));
     if !printer.json {
-        let mut out =
-            String::from("COMMIT      DATE              GEN  VALID  SIGNERS             SUMMARY\n");
-        for row in &audit.rows {
-            let date = row.date.get(..16).unwrap_or(&row.date).replace('T', " ");
-            let generation = row.generation.map_or("-".to_owned(), |g| g.to_string());
-            let signers = if row.signers.is_empty() {
-                "-".to_owned()
-            } else {
-                row.signers.join(",")
-            };
-            out.push_str(&format!(
-                "{:<10}  {date:<16}  {generation:>3}  {:<5}  {signers:<18}  {}\n",
-                short(&row.commit),
-                if row.valid { "yes" } else { "NO" },
-                row.summary
-            ));
-            for change in &row.changes {
-                out.push_str(&match change {
-                    ImageChange::Added { reference, digest } => {
-                        format!("    + {reference} @{}\n", short_digest(digest))
-                    }
-                    ImageChange::Removed { reference, digest } => {
-                        format!("    - {reference} @{}\n", short_digest(digest))
-                    }
-                    ImageChange::DigestChanged {
-                        reference,
-                        old,
-                        new,
-                    } => format!(
-                        "    ~ {reference} @{} -> @{}\n",
-                        short_digest(old),
-                        short_digest(new)
-                    ),
-                    ImageChange::Mirrored { reference, mirrors } => {
-                        format!("    > {reference} copied to {}\n", mirrors.join(", "))
-                    }
-                });
-            }
-            for finding in &row.findings {
-                out.push_str(&format!("    ! {finding}\n"));
-            }
-        }
-        printer.result(out.trim_end());
+        printer.result(table(audit).trim_end());
         printer.note(format!(
             "audited {} commit(s) that changed the inputs; {} finding(s); each judged as of its committer time",
             audit.rows.len(),
@@ -286,4 +221,83 @@ fn report(audit: &Audit, args: &AuditArgs, printer: Printer) -> Result<(), CliEr
         .into(),
         hint: None,
     })
+}
+
+/// The `--json` summary: counts by kind of finding.
+fn summary(audit: &Audit, args: &AuditArgs) -> serde_json::Value {
+    let count = |kind: &str| {
+        audit
+            .findings()
+            .filter(|(_, f)| {
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v["kind"].as_str().map(|k| k == kind))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    let findings = audit.findings().count();
+    json!({
+        "ok": findings == 0,
+        "commits": audit.rows.len(),
+        "valid": audit.rows.iter().filter(|r| r.valid).count(),
+        "findings": findings,
+        "unlocked_changes": count("unlocked-change"),
+        "generation_regressions": count("generation-regression"),
+        "unknown_signers": count("unknown-signer"),
+        "since": args.since,
+        "all_parents": args.all,
+        "judged_at": "committer-time",
+    })
+}
+
+/// The table for people: a line per commit, its image changes and findings below it.
+fn table(audit: &Audit) -> String {
+    let mut out =
+        String::from("COMMIT      DATE              GEN  VALID  SIGNERS             SUMMARY\n");
+    for row in &audit.rows {
+        let date = row.date.get(..16).unwrap_or(&row.date).replace('T', " ");
+        let generation = row.generation.map_or("-".to_owned(), |g| g.to_string());
+        let signers = if row.signers.is_empty() {
+            "-".to_owned()
+        } else {
+            row.signers.join(",")
+        };
+        out.push_str(&format!(
+            "{:<10}  {date:<16}  {generation:>3}  {:<5}  {signers:<18}  {}\n",
+            short(&row.commit),
+            if row.valid { "yes" } else { "NO" },
+            row.summary
+        ));
+        for change in &row.changes {
+            out.push_str(&change_line(change));
+        }
+        for finding in &row.findings {
+            out.push_str(&format!("    ! {finding}\n"));
+        }
+    }
+    out
+}
+
+fn change_line(change: &ImageChange) -> String {
+    match change {
+        ImageChange::Added { reference, digest } => {
+            format!("    + {reference} @{}\n", short_digest(digest))
+        }
+        ImageChange::Removed { reference, digest } => {
+            format!("    - {reference} @{}\n", short_digest(digest))
+        }
+        ImageChange::DigestChanged {
+            reference,
+            old,
+            new,
+        } => format!(
+            "    ~ {reference} @{} -> @{}\n",
+            short_digest(old),
+            short_digest(new)
+        ),
+        ImageChange::Mirrored { reference, mirrors } => {
+            format!("    > {reference} copied to {}\n", mirrors.join(", "))
+        }
+    }
 }

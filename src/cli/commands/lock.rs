@@ -1,23 +1,27 @@
 //! `lockstep lock`: read → scan → resolve → pin → lockfile → sign → write (→ commit).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
 use serde_json::json;
 
+use super::publish::{Publication, Signed, signer_name};
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::lock::{
-    ContinuationTrust, LockDecision, LockOptions, PreviousError, next_lockfile, pin_files,
+    ContinuationTrust, LockDecision, LockOptions, Pinned, PreviousError, next_lockfile, pin_files,
     resolution_targets, verify_previous,
 };
 use crate::lockfile::{self, Lockfile};
+use crate::model::ImageRef;
+use crate::registry::Resolved;
 use crate::resolve::oci::{OciRegistry, OciSettings};
 use crate::resolve::resolve_all;
 use crate::signing::{self, AllowedSigners, SignatureFile, SigningKey};
-use crate::source::{self, SourceFiles, fs, git};
-use crate::verify::{refuse_unscanned_images, scan_dir};
+use crate::source::{self, SourceFiles, fs};
+use crate::verify::{ScannedDir, refuse_unscanned_images, scan_dir};
 
 /// Validated settings for one `lock` run.
 pub struct LockSettings {
@@ -68,7 +72,7 @@ fn previous_lockfile(
     let own_key = match &settings.key {
         Some(key) => Some(own_key_trust(
             key,
-            &signer_of(settings.signer.as_deref(), key),
+            &signer_name(settings.signer.as_deref(), key),
         )?),
         None => None,
     };
@@ -100,16 +104,44 @@ pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSig
         .map_err(CliError::usage)
 }
 
-fn signer_of(signer: Option<&str>, key: &SigningKey) -> String {
-    signer.map_or_else(
-        || signing::signer_name(key.comment(), &key.fingerprint()),
-        str::to_owned,
-    )
+/// `lock`, top-down: read and scan → resolve → pin → the next lockfile → (`--check`: judge
+/// it) → sign → write → commit.
+pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
+    let (files, scan) = read_and_scan(&settings, printer)?;
+    let previous = previous_lockfile(&settings, &files, printer)?;
+    let resolved = resolve(&settings, &files, &scan, previous.as_ref(), printer).await?;
+    let (pinned, decision) = pin(
+        &settings,
+        &files,
+        &scan,
+        previous.as_ref(),
+        &resolved,
+        printer,
+    )?;
+    if settings.check {
+        return judge_staleness(decision, previous.as_ref(), &pinned, printer);
+    }
+    let key = settings
+        .key
+        .as_ref()
+        .expect("the key is required unless --check");
+    let signer = signer_name(settings.signer.as_deref(), key);
+    let generation = Generation::of(decision, &files);
+    if !generation.new && signed_by(&files, &signer, &generation.bytes, key, settings.created) {
+        return report_up_to_date(&generation.lock, printer);
+    }
+    let publication = sign(key, &signer, &files, &pinned, &generation)?;
+    let commit = publication.write(&settings.dir, &files, settings.commit.as_deref(), printer)?;
+    report_locked(&generation, &publication, &signer, commit, printer);
+    Ok(())
 }
 
-pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
-    let dir = &settings.dir;
-    let files = fs::read_dir(dir).map_err(CliError::usage)?;
+/// Read the directory and scan its manifests (`--strict`: refuse images it cannot pin).
+fn read_and_scan(
+    settings: &LockSettings,
+    printer: Printer,
+) -> Result<(SourceFiles, ScannedDir), CliError> {
+    let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
     let scan = scan_dir(&files).map_err(CliError::check)?;
     for notice in &scan.notices {
         printer.note(format!("note: {notice}"));
@@ -117,10 +149,20 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
     if settings.strict {
         refuse_unscanned_images(&scan.notices).map_err(CliError::check)?;
     }
-    let previous = previous_lockfile(&settings, &files, printer)?;
-    let targets = resolution_targets(&scan.uses, previous.as_ref());
+    Ok((files, scan))
+}
+
+/// Ask the registries for every reference the manifests use that the previous lockfile does
+/// not already answer.
+async fn resolve(
+    settings: &LockSettings,
+    files: &SourceFiles,
+    scan: &ScannedDir,
+    previous: Option<&Lockfile>,
+    printer: Printer,
+) -> Result<BTreeMap<ImageRef, Resolved>, CliError> {
+    let targets = resolution_targets(&scan.uses, previous);
     let known = previous
-        .as_ref()
         .map(Lockfile::known_resolutions)
         .unwrap_or_default();
     printer.note(format!(
@@ -129,17 +171,26 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         targets.len(),
         files.manifests().count()
     ));
-
-    let registry = OciRegistry::new(settings.registry).map_err(CliError::usage)?;
+    let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
     let progress = reporter(printer, "resolving");
-    let resolved = resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
+    resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
         .await
         .map_err(|e| {
             CliError::registry(e)
                 .hint("nothing was written; fix the references or the registry and run lock again")
-        })?;
+        })
+}
 
-    let pinned = pin_files(&files, &scan, previous.as_ref(), &resolved).map_err(CliError::check)?;
+/// Pin the manifests to the resolved digests and decide the lockfile that records them.
+fn pin(
+    settings: &LockSettings,
+    files: &SourceFiles,
+    scan: &ScannedDir,
+    previous: Option<&Lockfile>,
+    resolved: &BTreeMap<ImageRef, Resolved>,
+    printer: Printer,
+) -> Result<(Pinned, LockDecision), CliError> {
+    let pinned = pin_files(files, scan, previous, resolved).map_err(CliError::check)?;
     for w in &pinned.warnings {
         printer.warn(format!(
             "{}: {} keeps its digest, but its tag now points to {} in the registry",
@@ -147,115 +198,117 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         ));
     }
     let decision = next_lockfile(
-        previous.as_ref(),
+        previous,
         settings.created,
         &pinned,
-        &resolved,
+        resolved,
         &settings.options,
     )
     .map_err(CliError::check)?;
+    Ok((pinned, decision))
+}
 
-    if settings.check {
-        return match decision {
-            LockDecision::UpToDate(lock) => {
-                printer.result(format!(
-                    "up to date: generation {}, {} images",
-                    lock.generation,
-                    lock.images.len()
-                ));
-                printer
-                    .json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation}));
-                Ok(())
-            }
-            LockDecision::New(lock) => {
-                let why = stale_reasons(previous.as_ref(), &lock, &pinned.changed);
-                printer.json(&json!({"ok": false, "up_to_date": false, "reasons": why}));
-                Err(CliError::check(Message(format!(
-                    "{} is stale:\n  {}",
-                    lockfile::FILE_NAME,
-                    why.join("\n  ")
-                )))
-                .hint("run `lockstep lock` and commit the result"))
-            }
-        };
-    }
-
-    let key = settings
-        .key
-        .as_ref()
-        .expect("the key is required unless --check");
-    let signer = signer_of(settings.signer.as_deref(), key);
-    let sig_name = source::signature_path(&signer);
-    let (lock, lock_bytes, new_generation) = match decision {
+/// `lock --check`: write nothing; a lockfile that is not the one `lock` would write fails.
+fn judge_staleness(
+    decision: LockDecision,
+    previous: Option<&Lockfile>,
+    pinned: &Pinned,
+    printer: Printer,
+) -> Result<(), CliError> {
+    match decision {
         LockDecision::UpToDate(lock) => {
-            let bytes = files
-                .lockfile()
-                .expect("up to date means a lockfile exists")
-                .to_vec();
-            (lock, bytes, false)
+            printer.result(format!(
+                "up to date: generation {}, {} images",
+                lock.generation,
+                lock.images.len()
+            ));
+            printer.json(&json!({"ok": true, "up_to_date": true, "generation": lock.generation}));
+            Ok(())
         }
         LockDecision::New(lock) => {
-            let bytes = lock.to_bytes();
-            (lock, bytes, true)
+            let why = stale_reasons(previous, &lock, &pinned.changed);
+            printer.json(&json!({"ok": false, "up_to_date": false, "reasons": why}));
+            Err(CliError::check(Message(format!(
+                "{} is stale:\n  {}",
+                lockfile::FILE_NAME,
+                why.join("\n  ")
+            )))
+            .hint("run `lockstep lock` and commit the result"))
         }
-    };
-    // Up to date and already signed by this key: nothing to do at all.
-    if !new_generation && signed_by(&files, &sig_name, &lock_bytes, key, settings.created) {
-        printer.result(format!(
-            "up to date: generation {}, {} images",
-            lock.generation,
-            lock.images.len()
-        ));
-        printer.json(
-            &json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}),
-        );
-        return Ok(());
     }
-    let signature = key.sign(&lock_bytes).map_err(CliError::usage)?;
+}
 
-    let mut writes: Vec<(String, Vec<u8>)> = pinned
+/// The lockfile this run signs: the one on disk (up to date) or a new generation.
+struct Generation {
+    lock: Lockfile,
+    /// The exact bytes signed: as on disk, or as written.
+    bytes: Vec<u8>,
+    new: bool,
+}
+
+impl Generation {
+    fn of(decision: LockDecision, files: &SourceFiles) -> Generation {
+        match decision {
+            LockDecision::UpToDate(lock) => Generation {
+                lock,
+                bytes: files
+                    .lockfile()
+                    .expect("up to date means a lockfile exists")
+                    .to_vec(),
+                new: false,
+            },
+            LockDecision::New(lock) => Generation {
+                bytes: lock.to_bytes(),
+                lock,
+                new: true,
+            },
+        }
+    }
+}
+
+/// The changed manifests, a new lockfile, and this key's signature over its bytes.
+fn sign(
+    key: &SigningKey,
+    signer: &str,
+    files: &SourceFiles,
+    pinned: &Pinned,
+    generation: &Generation,
+) -> Result<Publication, CliError> {
+    let manifests = pinned
         .changed
         .iter()
         .map(|f| (f.clone(), pinned.files.files[f].clone()))
         .collect();
-    if new_generation {
-        writes.push((lockfile::FILE_NAME.to_owned(), lock_bytes.clone()));
-    }
-    writes.push((sig_name.clone(), signature.into_bytes()));
-    // Signatures over the previous lockfile bytes no longer sign anything.
-    let removals: Vec<String> = if new_generation {
-        files
-            .signatures()
-            .map(|(signer, _)| source::signature_path(signer))
-            .filter(|n| *n != sig_name)
-            .collect()
+    let lockfile = if generation.new {
+        Signed::New(generation.bytes.clone())
     } else {
-        Vec::new()
+        Signed::Existing(&generation.bytes)
     };
-    if settings.commit.is_some() {
-        super::sign::refuse_uncommitted_inputs(dir, &files, &writes, &removals)?;
-    }
-    fs::write_files(dir, &writes, &removals).map_err(CliError::usage)?;
-    let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
-    printer.note(format!("wrote {}", written.join(", ")));
-    if !removals.is_empty() {
-        printer.note(format!("removed stale signatures {}", removals.join(", ")));
-    }
+    Publication::signed(key, signer, lockfile, files, manifests)
+}
 
-    let mut commit_id = None;
-    if let Some(message) = &settings.commit {
-        let paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
-        match git::commit(dir, &paths, &removals, message).map_err(CliError::usage)? {
-            git::CommitOutcome::Committed(info) => {
-                printer.note(format!("committed {} {}", &info.id[..12], info.summary));
-                commit_id = Some(info.id);
-            }
-            git::CommitOutcome::Unchanged => {
-                printer.note("nothing to commit: HEAD already holds these files")
-            }
-        }
-    }
-    let verb = if new_generation {
+/// Up to date and already signed by this key: nothing to do at all.
+fn report_up_to_date(lock: &Lockfile, printer: Printer) -> Result<(), CliError> {
+    printer.result(format!(
+        "up to date: generation {}, {} images",
+        lock.generation,
+        lock.images.len()
+    ));
+    printer.json(
+        &json!({"ok": true, "up_to_date": true, "generation": lock.generation, "written": []}),
+    );
+    Ok(())
+}
+
+fn report_locked(
+    generation: &Generation,
+    publication: &Publication,
+    signer: &str,
+    commit: Option<String>,
+    printer: Printer,
+) {
+    let lock = &generation.lock;
+    let verb = if generation.new {
         "locked"
     } else {
         "re-signed"
@@ -266,36 +319,37 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         lock.images.len(),
         lock.manifests.files
     ));
+    let written = publication.written();
     printer.json(&json!({
         "ok": true,
         "up_to_date": false,
         "generation": lock.generation,
         "images": lock.images.len(),
         "written": written,
-        "removed": removals,
+        "removed": publication.removals,
         "signer": signer,
-        "commit": commit_id,
+        "commit": commit,
     }));
-    Ok(())
 }
 
-/// Does `sig_name` hold a valid signature of `lock_bytes` by `key`? Checked with the same
-/// verification code as everything else, trusting only this key.
+/// Does `signer`'s signature file hold a valid signature of `lock_bytes` by `key`? Checked
+/// with the same verification code as everything else, trusting only this key.
 fn signed_by(
     files: &source::SourceFiles,
-    sig_name: &str,
+    signer: &str,
     lock_bytes: &[u8],
     key: &SigningKey,
     at: Timestamp,
 ) -> bool {
-    let Some(sig) = files.files.get(sig_name) else {
+    let sig_name = source::signature_path(signer);
+    let Some(sig) = files.files.get(&sig_name) else {
         return false;
     };
     let Ok(only_this_key) = own_key_trust(key, "signer") else {
         return false;
     };
     let file = SignatureFile {
-        name: sig_name.to_owned(),
+        name: sig_name,
         armored: sig.clone(),
     };
     signing::verify(lock_bytes, &[file], &only_this_key, at, 1).is_ok()

@@ -18,13 +18,14 @@ use std::path::PathBuf;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+use super::publish::{Publication, Signed};
 use crate::check::check;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::lock::{ContinuationTrust, PreviousError, refreshed, verify_previous};
 use crate::lockfile::{self, Lockfile};
-use crate::signing::{self, AllowedSigners, SigningKey};
-use crate::source::{self, SourceFiles, fs, git};
+use crate::signing::{AllowedSigners, SigningKey};
+use crate::source::{SourceFiles, fs};
 use crate::verify::{ScannedDir, VerifyError, scan_dir};
 
 /// Validated settings for `sign`, and the signing half of `refresh`.
@@ -71,8 +72,9 @@ pub(super) fn read_current(
     printer: Printer,
 ) -> Result<Current, CliError> {
     let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
+    // Nothing to sign is a usage error (exit 2), as in `check`: no check ran, none failed.
     let Some(bytes) = files.lockfile() else {
-        return Err(CliError::check(VerifyError::NoLockfile)
+        return Err(CliError::usage(VerifyError::NoLockfile)
             .hint("only an existing lockfile can be signed"));
     };
     let own_key = super::lock::own_key_trust(&settings.key, &signer_name(settings))?;
@@ -116,67 +118,7 @@ pub(super) fn read_current(
 }
 
 fn signer_name(settings: &SignSettings) -> String {
-    settings.signer.clone().unwrap_or_else(|| {
-        signing::signer_name(settings.key.comment(), &settings.key.fingerprint())
-    })
-}
-
-/// With `--commit`, refuse before writing anything when other bound inputs of the directory
-/// differ from HEAD: the commit would hold lockstep's files but not the manifests they sign.
-pub(super) fn refuse_uncommitted_inputs(
-    dir: &std::path::Path,
-    files: &SourceFiles,
-    writes: &[(String, Vec<u8>)],
-    removals: &[String],
-) -> Result<(), CliError> {
-    let ours: Vec<String> = writes
-        .iter()
-        .map(|(p, _)| p.clone())
-        .chain(removals.iter().cloned())
-        .collect();
-    let dirty = git::uncommitted_inputs(dir, files, &ours).map_err(CliError::usage)?;
-    if dirty.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::usage(Message(format!(
-        "--commit would leave out what is signed: {} has uncommitted changes to {}",
-        dir.display(),
-        dirty.join(", ")
-    )))
-    .hint("commit those files first (or run without --commit and commit everything yourself); nothing was written"))
-}
-
-/// Write (and with `--commit`, commit) the files, removing `removals`.
-fn write(
-    settings: &SignSettings,
-    files: &SourceFiles,
-    writes: &[(String, Vec<u8>)],
-    removals: &[String],
-    printer: Printer,
-) -> Result<Option<String>, CliError> {
-    if settings.commit.is_some() {
-        refuse_uncommitted_inputs(&settings.dir, files, writes, removals)?;
-    }
-    fs::write_files(&settings.dir, writes, removals).map_err(CliError::usage)?;
-    let written: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
-    printer.note(format!("wrote {}", written.join(", ")));
-    if !removals.is_empty() {
-        printer.note(format!("removed stale signatures {}", removals.join(", ")));
-    }
-    let Some(message) = &settings.commit else {
-        return Ok(None);
-    };
-    let paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
-    match git::commit(&settings.dir, &paths, removals, message).map_err(CliError::usage)? {
-        git::CommitOutcome::Committed(info) => {
-            printer.note(format!("committed {} {}", &info.id[..12], info.summary));
-            Ok(Some(info.id))
-        }
-        git::CommitOutcome::Unchanged => {
-            printer.note("nothing to commit: HEAD already holds these files");
-            Ok(None)
-        }
-    }
+    super::publish::signer_name(settings.signer.as_deref(), &settings.key)
 }
 
 /// `sign`: add this key's signature over the lockfile's exact bytes; lockstep.lock and the
@@ -192,16 +134,8 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
         .files
         .lockfile()
         .expect("read_current found the lockfile");
-    let signer = signer_name(&settings);
-    let sig_name = source::signature_path(&signer);
-    let signature = settings.key.sign(bytes).map_err(CliError::usage)?;
-    let commit = write(
-        &settings,
-        &current.files,
-        &[(sig_name.clone(), signature.into_bytes())],
-        &[],
-        printer,
-    )?;
+    let written = sign_and_write(&settings, &current, Signed::Existing(bytes), printer)?;
+    let signer = written.signer;
     let others: Vec<&str> = current
         .files
         .signatures()
@@ -218,10 +152,10 @@ pub fn sign(settings: SignSettings, printer: Printer) -> Result<(), CliError> {
         "ok": true,
         "generation": current.lock.generation,
         "signer": signer,
-        "written": [sig_name],
+        "written": written.written,
         "other_signers": others,
         "signatures_checked": current.signatures_checked,
-        "commit": commit,
+        "commit": written.commit,
     }));
     Ok(())
 }
@@ -260,9 +194,10 @@ pub fn refresh(
     Ok(())
 }
 
-/// What [`write_generation`] wrote.
+/// What [`sign_and_write`] wrote.
 pub(super) struct WrittenGeneration {
     pub signer: String,
+    pub written: Vec<String>,
     pub removals: Vec<String>,
     pub commit: Option<String>,
 }
@@ -276,24 +211,33 @@ pub(super) fn write_generation(
     next: &Lockfile,
     printer: Printer,
 ) -> Result<WrittenGeneration, CliError> {
-    let bytes = next.to_bytes();
+    sign_and_write(settings, current, Signed::New(next.to_bytes()), printer)
+}
+
+/// Sign `lockfile` with this key, write it (and with `--commit`, commit it).
+fn sign_and_write(
+    settings: &SignSettings,
+    current: &Current,
+    lockfile: Signed<'_>,
+    printer: Printer,
+) -> Result<WrittenGeneration, CliError> {
     let signer = signer_name(settings);
-    let sig_name = source::signature_path(&signer);
-    let signature = settings.key.sign(&bytes).map_err(CliError::usage)?;
-    let removals: Vec<String> = current
-        .files
-        .signatures()
-        .map(|(s, _)| source::signature_path(s))
-        .filter(|n| *n != sig_name)
-        .collect();
-    let writes = [
-        (lockfile::FILE_NAME.to_owned(), bytes),
-        (sig_name, signature.into_bytes()),
-    ];
-    let commit = write(settings, &current.files, &writes, &removals, printer)?;
+    let publication =
+        Publication::signed(&settings.key, &signer, lockfile, &current.files, Vec::new())?;
+    let commit = publication.write(
+        &settings.dir,
+        &current.files,
+        settings.commit.as_deref(),
+        printer,
+    )?;
     Ok(WrittenGeneration {
         signer,
-        removals,
+        written: publication
+            .written()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        removals: publication.removals,
         commit,
     })
 }

@@ -1,0 +1,280 @@
+//! Parsed arguments → validated settings, one function per command: what clap cannot check
+//! (keys, trust files, times, signer names) is checked here, before a command starts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use zeroize::Zeroizing;
+
+use super::Env;
+use super::args::{
+    CheckArgs, ControllerArgs, KeyArgs, LockArgs, LogFormat, MirrorArgs, RegistryArgs, SignArgs,
+    TrustArgs, VerifyArgs, WaitArgs,
+};
+use super::commands;
+use super::error::{CliError, Message};
+use super::printer::Printer;
+use crate::resolve::oci::OciSettings;
+use crate::signing::SigningKey;
+
+pub(super) fn lock(
+    a: LockArgs,
+    env: &Env,
+    printer: Printer,
+) -> Result<commands::lock::LockSettings, CliError> {
+    let key = if a.check {
+        None
+    } else {
+        Some(load_key(&a.key, env)?)
+    };
+    let created = created_at(env)?;
+    let options = crate::lock::LockOptions {
+        lifetime: a.expires_in.map(lifetime).transpose()?,
+        environment: a.environment.clone(),
+    };
+    let settings = commands::lock::LockSettings {
+        options,
+        trust: load_trust(&a.trust, &a.dir, printer)?,
+        trust_at: env.now,
+        new_history: a.new_history,
+        strict: a.strict,
+        key,
+        signer: a.key.signer.clone(),
+        check: a.check,
+        commit: commit_message(a.commit, a.message, "lockstep: pin images"),
+        registry: registry(&a.registry)?,
+        concurrency: a.registry.concurrency.max(1),
+        created,
+        dir: a.dir,
+    };
+    check_signer(settings.signer.as_deref())?;
+    Ok(settings)
+}
+
+pub(super) fn sign(
+    a: SignArgs,
+    env: &Env,
+    default_message: &str,
+    printer: Printer,
+) -> Result<commands::sign::SignSettings, CliError> {
+    check_signer(a.key.signer.as_deref())?;
+    Ok(commands::sign::SignSettings {
+        trust: load_trust(&a.trust, &a.dir, printer)?,
+        trust_at: env.now,
+        key: load_key(&a.key, env)?,
+        signer: a.key.signer.clone(),
+        commit: commit_message(a.commit, a.message, default_message),
+        dir: a.dir,
+    })
+}
+
+pub(super) fn mirror(
+    a: MirrorArgs,
+    env: &Env,
+    printer: Printer,
+) -> Result<commands::mirror::MirrorSettings, CliError> {
+    let message = format!("lockstep: mirror images to {}", a.to);
+    Ok(commands::mirror::MirrorSettings {
+        target: crate::mirror::MirrorTarget::parse(&a.to).map_err(CliError::usage)?,
+        registry: registry(&a.registry)?,
+        concurrency: a.registry.concurrency.max(1),
+        created: created_at(env)?,
+        sign: sign(a.sign, env, &message, printer)?,
+    })
+}
+
+pub(super) fn check(a: CheckArgs) -> Result<commands::check::CheckSettings, CliError> {
+    Ok(commands::check::CheckSettings {
+        registry: registry(&a.registry)?,
+        concurrency: a.registry.concurrency.max(1),
+        dir: a.dir,
+        rev: a.rev,
+    })
+}
+
+pub(super) fn verify(
+    a: VerifyArgs,
+    env: &Env,
+) -> Result<commands::verify::VerifySettings, CliError> {
+    let at = match &a.at {
+        Some(t) => t.parse::<Timestamp>().map_err(|e| {
+            CliError::usage(Message(format!("--at {t:?} is not an RFC 3339 time: {e}")))
+                .hint("e.g. --at 2026-01-31T12:00:00Z")
+        })?,
+        None => env.now,
+    };
+    Ok(commands::verify::VerifySettings {
+        dir: a.dir,
+        rev: a.rev,
+        allowed_signers: a.allowed_signers,
+        threshold: a.threshold,
+        environment: a.environment,
+        strict: a.strict,
+        at,
+    })
+}
+
+/// `render --from-mirror`.
+pub(super) fn from_mirror(
+    text: Option<&str>,
+) -> Result<Option<crate::mirror::MirrorTarget>, CliError> {
+    text.map(crate::mirror::MirrorTarget::parse)
+        .transpose()
+        .map_err(CliError::usage)
+}
+
+pub(super) fn keygen(a: crate::cli::args::KeygenArgs) -> commands::keygen::KeygenSettings {
+    let principal = a.principal.clone().unwrap_or_else(|| a.comment.clone());
+    commands::keygen::KeygenSettings {
+        output: a.output,
+        comment: a.comment,
+        principal,
+    }
+}
+
+pub(super) fn controller(
+    a: ControllerArgs,
+    env: &Env,
+) -> Result<commands::controller::ControllerSettings, CliError> {
+    let leader_election = if a.leader_election {
+        Some(commands::controller::LeaderElection {
+            duration: a.lease_duration,
+            lease_name: a.lease_name,
+            lease_namespace: a.lease_namespace,
+        })
+    } else {
+        None
+    };
+    Ok(commands::controller::ControllerSettings {
+        registries: crate::cluster::reconcile::Registries {
+            settings: registry(&a.registry)?,
+            concurrency: a.registry.concurrency.max(1),
+        },
+        leader_election,
+        namespace: a.namespace,
+        metrics_address: a.metrics_address,
+        cache_dir: a.cache_dir,
+        kubeconfig: a.kubeconfig,
+        instance: a.instance,
+        json_logs: a.log_format == LogFormat::Json,
+        clock: env.clock,
+    })
+}
+
+pub(super) fn wait(a: WaitArgs) -> Result<commands::wait::WaitSettings, CliError> {
+    let rev = crate::cluster::wait::WantedCommit::parse(&a.rev).map_err(CliError::usage)?;
+    Ok(commands::wait::WaitSettings {
+        name: a.name,
+        namespace: a.namespace,
+        rev,
+        timeout: a.timeout,
+        kubeconfig: a.kubeconfig,
+    })
+}
+
+/// `--commit [--message M]`: the commit message, or none without `--commit`.
+fn commit_message(commit: bool, message: Option<String>, default: &str) -> Option<String> {
+    commit.then(|| message.unwrap_or_else(|| default.to_owned()))
+}
+
+/// The creation time of a new lockfile generation: `SOURCE_DATE_EPOCH`, else now.
+pub(super) fn created_at(env: &Env) -> Result<Timestamp, CliError> {
+    match &env.source_date_epoch {
+        Some(s) => parse_epoch(s),
+        None => Ok(env.now),
+    }
+}
+
+/// `--expires-in`, as the lockfile's lifetime.
+pub(super) fn lifetime(duration: Duration) -> Result<jiff::SignedDuration, CliError> {
+    jiff::SignedDuration::try_from(duration).map_err(|e| {
+        CliError::usage(Message(format!(
+            "--expires-in {duration:?} is too long: {e}"
+        )))
+    })
+}
+
+fn check_signer(signer: Option<&str>) -> Result<(), CliError> {
+    let Some(s) = signer else { return Ok(()) };
+    let safe = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !safe || crate::source::signer_of(&crate::source::signature_path(s)) != Some(s) {
+        return Err(CliError::usage(Message(format!(
+            "--signer {s:?} cannot name a signature file (use letters, digits, '.', '_' and '-')"
+        ))));
+    }
+    Ok(())
+}
+
+/// `--trust FILE`, read and checked exactly as `verify --allowed-signers` reads its file.
+fn load_trust(
+    a: &TrustArgs,
+    dir: &Path,
+    printer: Printer,
+) -> Result<Option<crate::signing::AllowedSigners>, CliError> {
+    a.file
+        .as_deref()
+        .map(|path| commands::verify::load_trust(path, dir, printer))
+        .transpose()
+}
+
+fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| Timestamp::from_second(secs).ok())
+        .ok_or_else(|| {
+            CliError::usage(Message(format!(
+                "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+            )))
+        })
+}
+
+fn registry(a: &RegistryArgs) -> Result<OciSettings, CliError> {
+    let extra_ca_pem = match &a.ca_file {
+        Some(path) => Some(read_file(path, "--ca-file")?),
+        None => None,
+    };
+    Ok(OciSettings {
+        insecure_registries: a.insecure_registries.clone(),
+        extra_ca_pem,
+        timeout: a.timeout.max(Duration::from_secs(1)),
+        ..OciSettings::default()
+    })
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| {
+        CliError::usage(Message(format!(
+            "{what}: cannot read {}: {e}",
+            path.display()
+        )))
+    })
+}
+
+/// The signing key from --key / LOCKSTEP_SIGNING_KEY_FILE, or the key text in
+/// LOCKSTEP_SIGNING_KEY. The text is held in zeroizing buffers and never printed.
+fn load_key(a: &KeyArgs, env: &Env) -> Result<SigningKey, CliError> {
+    let passphrase = env.passphrase.as_ref().map(|p| p.as_str());
+    let (text, source) = match (&a.key, &env.signing_key) {
+        (Some(path), _) => {
+            let bytes = Zeroizing::new(read_file(path, "--key")?);
+            let text = Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                CliError::usage(Message(format!(
+                    "--key {}: not an OpenSSH private key",
+                    path.display()
+                )))
+            })?);
+            (text, path.display().to_string())
+        }
+        (None, Some(text)) => (text.clone(), "LOCKSTEP_SIGNING_KEY".to_owned()),
+        (None, None) => {
+            return Err(CliError::usage(Message("no signing key".into()))
+                .hint("pass --key FILE, or set LOCKSTEP_SIGNING_KEY_FILE or LOCKSTEP_SIGNING_KEY; make one with `lockstep keygen`"));
+        }
+    };
+    SigningKey::from_openssh(&text, passphrase)
+        .map_err(|e| CliError::usage(e).hint(format!("the key came from {source}")))
+}
