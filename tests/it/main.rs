@@ -19,6 +19,7 @@ mod layers;
 mod manifest;
 mod mirror;
 mod one_reading;
+mod readme;
 mod real_world;
 mod reconcile;
 mod resolve;
