@@ -391,6 +391,19 @@ fn builtin_pod_spec(api_version: &str, kind: &str) -> Option<&'static [&'static 
     }
 }
 
+/// What Kubernetes can map: `[group/]version` and a kind, without blanks or line breaks
+/// (kubectl refuses `example.com//v1` or `Widget\n`).
+fn well_formed_type_meta(text: &str, field: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+    match field {
+        "kind" => text.chars().all(|c| c.is_ascii_alphanumeric()),
+        _ => {
+            text.split('/').count() <= 2
+                && text.split('/').all(|p| !p.is_empty() && p.chars().all(ok))
+        }
+    }
+}
+
 /// Walks decoded documents: objects, their identity, their images.
 struct Scanner<'a> {
     file: &'a str,
@@ -416,6 +429,18 @@ impl<'a> Scanner<'a> {
         (at.line, at.column)
     }
 
+    /// A field that is not what Kubernetes decodes there, refused at `node`.
+    fn bad_field(&self, node: u32, field: &'static str, expected: &'static str) -> ScanError {
+        let (line, column) = self.position(node);
+        ScanError::BadField {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field,
+            expected,
+        }
+    }
+
     /// A string field of an object (`apiVersion`, `metadata.name`, ...): absent or null is
     /// `None`; anything but a string is an error.
     fn string_field(
@@ -426,21 +451,14 @@ impl<'a> Scanner<'a> {
         match value.map(|v| (v, &v.data)) {
             None | Some((_, Data::Null)) => Ok(None),
             Some((_, Data::Str(s))) => Ok(Some(s.clone())),
-            Some((v, _)) => {
-                let (line, column) = self.position(v.node);
-                Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field,
-                    expected: "a string",
-                })
-            }
+            Some((v, _)) => Err(self.bad_field(v.node, field, "a string")),
         }
     }
 
-    /// One object (or List) of a document. `list_type` is what kubectl gives a List item that
-    /// names neither apiVersion nor kind: the List's apiVersion and its kind without `List`.
+    /// One object (or List) of a document, in kubectl's order: its type meta, its metadata's
+    /// types, then a List's items or the object itself. `list_type` is what kubectl gives a
+    /// List item that names neither apiVersion nor kind: the List's apiVersion and its kind
+    /// without `List`.
     fn document(
         &mut self,
         document: usize,
@@ -464,71 +482,11 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         }
-        let api_version = self.string_field(root.get("apiVersion"), "apiVersion")?;
-        let kind = self.string_field(root.get("kind"), "kind")?;
-        // What Kubernetes can map: `[group/]version` and a kind, without blanks or line breaks
-        // (kubectl refuses `example.com//v1` or `Widget\n`).
-        let well_formed = |text: &str, field: &str| {
-            let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
-            match field {
-                "kind" => text.chars().all(|c| c.is_ascii_alphanumeric()),
-                _ => {
-                    let mut parts = text.split('/');
-                    let count = text.split('/').count();
-                    count <= 2 && parts.all(|p| !p.is_empty() && p.chars().all(ok))
-                }
-            }
-        };
-        for (value, field) in [(&api_version, "apiVersion"), (&kind, "kind")] {
-            if let Some(text) = value
-                && !text.is_empty()
-                && !well_formed(text, field)
-            {
-                let at = root.get(field).map_or(root.node, |v| v.node);
-                let (line, column) = self.position(at);
-                return Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field,
-                    expected: if field == "kind" {
-                        "a kind (letters and digits)"
-                    } else {
-                        "a [group/]version (letters, digits, '.', '-')"
-                    },
-                });
-            }
-            if value.as_deref() == Some("") {
-                let at = root.get(field).map_or(root.node, |v| v.node);
-                let (line, column) = self.position(at);
-                return Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field,
-                    expected: "a non-empty string",
-                });
-            }
-        }
-        let inherited = match (&api_version, &kind, list_type) {
-            (None, None, Some((a, k))) => Some((a.to_owned(), k.to_owned())),
-            _ => None,
-        };
-        let (api_version, kind) = match inherited.clone() {
-            Some((a, k)) => (Some(a), Some(k)),
-            None => (api_version, kind),
-        };
+        let (api_version, kind, inherited) = self.type_meta(root, list_type)?;
         // kubectl decodes a document's metadata before it looks at its apiVersion: a badly
         // typed field fails the file even where lockstep skips the document with a notice.
         if let Some((bad, field, expected)) = root.get("metadata").and_then(object_meta_mismatch) {
-            let (line, column) = self.position(bad.node);
-            return Err(ScanError::BadField {
-                file: self.file.to_owned(),
-                line,
-                column,
-                field,
-                expected,
-            });
+            return Err(self.bad_field(bad.node, field, expected));
         }
         let (api_version, kind) = match (api_version, kind) {
             (Some(a), Some(k)) => (a, k),
@@ -553,43 +511,96 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         };
+        match root.get("items") {
+            Some(items) => self.list(document, items, depth, &api_version, kind),
+            None => self.object(document, root, line, (api_version, kind), inherited),
+        }
+    }
+
+    /// The document's apiVersion and kind, each absent or well formed, and whether they were
+    /// inherited from the List around it.
+    fn type_meta(
+        &self,
+        root: &Decoded,
+        list_type: Option<(&str, &str)>,
+    ) -> Result<(Option<String>, Option<String>, bool), ScanError> {
+        let api_version = self.string_field(root.get("apiVersion"), "apiVersion")?;
+        let kind = self.string_field(root.get("kind"), "kind")?;
+        for (value, field) in [(&api_version, "apiVersion"), (&kind, "kind")] {
+            let Some(text) = value else { continue };
+            let at = root.get(field).map_or(root.node, |v| v.node);
+            if text.is_empty() {
+                return Err(self.bad_field(at, field, "a non-empty string"));
+            }
+            if !well_formed_type_meta(text, field) {
+                let expected = if field == "kind" {
+                    "a kind (letters and digits)"
+                } else {
+                    "a [group/]version (letters, digits, '.', '-')"
+                };
+                return Err(self.bad_field(at, field, expected));
+            }
+        }
+        Ok(match (api_version, kind, list_type) {
+            (None, None, Some((a, k))) => (Some(a.to_owned()), Some(k.to_owned()), true),
+            (a, k, _) => (a, k, false),
+        })
+    }
+
+    /// kubectl takes any object with `items` for a List and applies its items, not the
+    /// object: lockstep expands `…List` kinds and refuses the rest.
+    fn list(
+        &mut self,
+        document: usize,
+        items: &Decoded,
+        depth: usize,
+        api_version: &str,
+        kind: String,
+    ) -> Result<(), ScanError> {
+        let (line, column) = self.position(items.node);
+        if !kind.ends_with("List") {
+            return Err(ScanError::ItemsOutsideList {
+                file: self.file.to_owned(),
+                line,
+                column,
+                kind,
+            });
+        }
+        if !matches!(items.data, Data::Seq(_) | Data::Null) || depth >= MAX_DEPTH {
+            return Err(self.bad_field(items.node, "items", "a sequence"));
+        }
+        if depth > 0 {
+            return Err(ScanError::NestedList {
+                file: self.file.to_owned(),
+                line,
+                column,
+            });
+        }
+        let item_kind = kind.strip_suffix("List").unwrap_or_default();
+        let list_type = (!item_kind.is_empty()).then_some((api_version, item_kind));
+        for item in items.items() {
+            self.document(document, item, depth + 1, list_type)?;
+        }
+        Ok(())
+    }
+
+    /// One object: its identity, its images, and the body that is verified and applied.
+    fn object(
+        &mut self,
+        document: usize,
+        root: &Decoded,
+        line: usize,
+        (api_version, kind): (String, String),
+        inherited: bool,
+    ) -> Result<(), ScanError> {
+        let notice = |reason| Notice {
+            file: self.file.to_owned(),
+            document,
+            line,
+            reason,
+        };
         let metadata = root.get("metadata");
         let field = |key| metadata.and_then(|m| m.get(key));
-        // kubectl takes any object with `items` for a List and applies its items, not the
-        // object: lockstep expands `…List` kinds and refuses the rest.
-        if let Some(items) = root.get("items") {
-            let (line, column) = self.position(items.node);
-            if !kind.ends_with("List") {
-                return Err(ScanError::ItemsOutsideList {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    kind,
-                });
-            }
-            if !matches!(items.data, Data::Seq(_) | Data::Null) || depth >= MAX_DEPTH {
-                return Err(ScanError::BadField {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                    field: "items",
-                    expected: "a sequence",
-                });
-            }
-            if depth > 0 {
-                return Err(ScanError::NestedList {
-                    file: self.file.to_owned(),
-                    line,
-                    column,
-                });
-            }
-            let item_kind = kind.strip_suffix("List").unwrap_or_default();
-            let list_type = (!item_kind.is_empty()).then_some((api_version.as_str(), item_kind));
-            for item in items.items() {
-                self.document(document, item, depth + 1, list_type)?;
-            }
-            return Ok(());
-        }
         let object = ObjectRef {
             name: self
                 .string_field(field("name"), "metadata.name")?
@@ -635,9 +646,11 @@ impl<'a> Scanner<'a> {
         let Value::Object(mut body) = root.to_json() else {
             unreachable!("the document is a mapping")
         };
-        if let Some((api_version, kind)) = inherited {
-            body.insert("apiVersion".into(), Value::String(api_version));
-            body.insert("kind".into(), Value::String(kind));
+        if inherited {
+            let type_meta = [("apiVersion", &object.api_version), ("kind", &object.kind)];
+            for (key, value) in type_meta {
+                body.insert(key.into(), Value::String(value.clone()));
+            }
         }
         // kubectl drops an empty namespace (the object lands in the applier's default).
         if let Some(Value::Object(meta)) = body.get_mut("metadata")
