@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gix::{ObjectId, Repository};
 
 use super::read::{commit_info, parse_commit_id};
-use super::transport::{Access, GitCredentials};
+use super::transport::{Access, GitCredentials, HTTP_TIMEOUT};
 use super::{CommitInfo, GitError, gix_error, io_error, ssh};
 
 /// A revision to fetch from a remote.
@@ -27,9 +27,10 @@ pub enum FetchRef<'a> {
 const FETCHED_REFS: &str = "refs/lockstep";
 
 /// How long one fetch may take, from connecting to the last byte of the pack: ssh is killed
-/// at it, receiving a pack is interrupted at it, and each HTTP request also times out after
-/// 30 s without an answer. (The unauthenticated `git://` protocol has no read timeout of its
-/// own in gix: prefer HTTPS or SSH.)
+/// at it, and receiving a pack is interrupted at it. Over HTTP(S), each wait for the server
+/// also fails after [`HTTP_TIMEOUT`] (or the deadline, when shorter), the ref listing
+/// included. (The unauthenticated `git://` protocol has no read timeout of its own in gix:
+/// prefer HTTPS or SSH.)
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Fetch `wanted` from `url` into the bare cache repository at `cache` (made when missing)
@@ -122,9 +123,18 @@ fn transfer(
 
     let started = Instant::now();
     let watchdog = Watchdog::start(deadline);
-    let fetch_error = |source| {
+    let fetch_error = |source: gix::Error| {
+        if access.is_http() && (source.is_unauthenticated() || source.is_permission_denied()) {
+            return GitError::Unauthorized {
+                url: url.to_owned(),
+                credentials_given: access.has_credentials(),
+                source,
+            };
+        }
         let late = if started.elapsed() >= deadline {
             format!(": no complete answer within {deadline:?}")
+        } else if is_timeout(&source) {
+            format!(": no answer within {:?}", http_timeout(deadline))
         } else {
             String::new()
         };
@@ -145,7 +155,9 @@ fn transfer(
         .with_refspecs(plan.refspecs.iter().map(String::as_str), Direction::Fetch)
         .map_err(fetch_error)?;
     let connection = remote.connect(Direction::Fetch).map_err(fetch_error)?;
-    let connection = access.authenticate(connection);
+    let connection = access
+        .prepare(repo, url, connection, http_timeout(deadline))
+        .map_err(fetch_error)?;
     let prepared = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(fetch_error)?;
@@ -158,6 +170,18 @@ fn transfer(
     let received = prepared.receive(gix::progress::Discard, &watchdog.interrupt);
     watchdog.stop();
     received.map(drop).map_err(fetch_error)
+}
+
+/// Whether an HTTP request of `error` timed out (see [`HTTP_TIMEOUT`]).
+fn is_timeout(error: &gix::Error) -> bool {
+    error.iter_errors().any(|frame| {
+        std::iter::successors(Some(frame), |e| e.source()).any(|e| {
+            e.downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout)
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        })
+    })
 }
 
 /// What ssh said, when it said something: the reason gix's own error cannot give.
@@ -278,4 +302,10 @@ fn commit_of(repo: &Repository, id: ObjectId, rev: &str) -> Result<CommitInfo, G
             source,
         })?;
     commit_info(&commit)
+}
+
+/// Each HTTP request's timeout within a fetch: [`HTTP_TIMEOUT`], or the whole deadline when
+/// that is shorter.
+fn http_timeout(deadline: Duration) -> Duration {
+    HTTP_TIMEOUT.min(deadline)
 }

@@ -27,7 +27,7 @@ pub use fetch::{FETCH_DEADLINE, FetchRef, fetch, fetch_within};
 pub use history::{HistoryCommit, read_history};
 pub use read::{read_at_rev, read_commit, uncommitted_inputs};
 pub use ssh::SshCredentials;
-pub use transport::{GitCredentials, HttpCredentials};
+pub use transport::{GitCredentials, HTTP_TIMEOUT, HttpCredentials};
 
 /// A commit, as lockstep reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +171,19 @@ pub enum GitError {
     /// The commit message is empty.
     #[error("the commit message is empty")]
     EmptyMessage,
+    /// An HTTP(S) remote answered 401 or 403: the credentials are missing or wrong (never
+    /// shown: only the URL is named).
+    #[error("{url} {}", if *credentials_given {
+        "did not accept the credentials given for it (HTTP 401/403): check the token, or the user name and password"
+    } else {
+        "requires credentials (HTTP 401/403), and none were given"
+    })]
+    Unauthorized {
+        url: String,
+        credentials_given: bool,
+        #[source]
+        source: gix::Error,
+    },
     /// The remote has no such branch or tag.
     #[error("{url} has no {what}")]
     RefNotFound { url: String, what: String },
@@ -198,6 +211,15 @@ pub enum GitError {
     /// The SSH credentials cannot be used.
     #[error(transparent)]
     Ssh(ssh::SshError),
+}
+
+impl GitError {
+    /// Whether trying again soon may succeed: a remote that could not be reached, or did not
+    /// answer in time, may come back; a missing branch or path, refused credentials or a bad
+    /// deploy key need a human.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GitError::Git { .. })
+    }
 }
 
 fn gix_error(action: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {

@@ -62,6 +62,16 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// Whether the URL is fetched without ssh (HTTP(S), where 401 and 403 mean credentials).
+    pub(super) fn is_http(&self) -> bool {
+        matches!(self, Access::Plain(_))
+    }
+
+    /// Whether the caller gave credentials.
+    pub(super) fn has_credentials(&self) -> bool {
+        !matches!(self, Access::Plain(None))
+    }
+
     /// For SSH, the key files of this fetch (next to the cache) and `repo`'s configuration
     /// to run `ssh` with them alone, killed after `deadline`.
     pub(super) fn ssh_session(
@@ -91,9 +101,27 @@ impl<'a> Access<'a> {
         Ok(Some(session))
     }
 
-    /// `connection` with our own credentials or none: a controller must never run
-    /// credential helpers or prompt.
-    pub(super) fn authenticate<'remote, 'auth, 'repo, T>(
+    /// `connection` with our own credentials or none (a controller must never run
+    /// credential helpers or prompt) and, over HTTP(S), every request bounded by `timeout`.
+    pub(super) fn prepare<'remote, 'auth, 'repo, T>(
+        &self,
+        repo: &Repository,
+        url: &str,
+        connection: gix::remote::Connection<'remote, 'auth, 'repo, T>,
+        timeout: Duration,
+    ) -> Result<gix::remote::Connection<'remote, 'static, 'repo, T>, gix::Error>
+    where
+        T: gix::protocol::transport::client::blocking_io::Transport,
+    {
+        let connection = self.authenticate(connection);
+        Ok(match http_options(repo, url, timeout)? {
+            Some(options) => connection.with_transport_options(options),
+            None => connection,
+        })
+    }
+
+    /// `connection` with our own credentials or none.
+    fn authenticate<'remote, 'auth, 'repo, T>(
         &self,
         connection: gix::remote::Connection<'remote, 'auth, 'repo, T>,
     ) -> gix::remote::Connection<'remote, 'static, 'repo, T>
@@ -120,4 +148,34 @@ impl<'a> Access<'a> {
             _ => Ok(None),
         })
     }
+}
+
+/// How long one HTTP request may wait: to connect (TCP and TLS), for the answer's headers,
+/// and for each read of its body. A server that accepts and then says nothing fails after
+/// this; one that keeps answering is bounded by the fetch deadline instead.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transport options Git config gives `url`, with the reqwest client's timeouts set to
+/// `timeout` (gix's reqwest backend ignores `http.lowSpeedTime` and friends, and its own
+/// defaults are reqwest's); `None` for a URL that is not HTTP(S).
+fn http_options(
+    repo: &Repository,
+    url: &str,
+    timeout: Duration,
+) -> Result<Option<Box<dyn std::any::Any>>, gix::Error> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let Some(mut options) = repo.transport_options(url, None)? else {
+        return Ok(None);
+    };
+    let Some(http_options) = options.downcast_mut::<http::Options>() else {
+        return Ok(Some(options));
+    };
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |client| {
+            Ok(client.connect_timeout(timeout).timeout(timeout))
+        })),
+        configure_request: None,
+    };
+    http_options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Ok(Some(options))
 }
