@@ -1999,7 +1999,7 @@ async fn bench_reconcile_1000_objects() {
 }
 
 /// Regression: the threat model said a hanging Git server had no timeout. HTTP requests of
-/// the handshake time out without an answer (reqwest's 30 s), and the error is a transport
+/// the handshake time out without an answer (`HTTP_TIMEOUT`, 30 s), and the error is a transport
 /// error the reconciler retries.
 #[test]
 fn a_git_server_that_never_answers_fails_the_fetch_instead_of_hanging() {

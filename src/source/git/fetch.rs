@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gix::{ObjectId, Repository};
 
 use super::read::{commit_info, parse_commit_id};
-use super::transport::{Access, GitCredentials, HTTP_TIMEOUT};
+use super::transport::{Access, GitCredentials, HTTP_TIMEOUT, is_http_url};
 use super::{CommitInfo, GitError, gix_error, io_error, ssh};
 
 /// A revision to fetch from a remote.
@@ -124,7 +124,7 @@ fn transfer(
     let started = Instant::now();
     let watchdog = Watchdog::start(deadline);
     let fetch_error = |source: gix::Error| {
-        if access.is_http() && (source.is_unauthenticated() || source.is_permission_denied()) {
+        if is_http_url(url) && (source.is_unauthenticated() || source.is_permission_denied()) {
             return GitError::Unauthorized {
                 url: url.to_owned(),
                 credentials_given: access.has_credentials(),

@@ -62,11 +62,6 @@ impl<'a> Access<'a> {
         }
     }
 
-    /// Whether the URL is fetched without ssh (HTTP(S), where 401 and 403 mean credentials).
-    pub(super) fn is_http(&self) -> bool {
-        matches!(self, Access::Plain(_))
-    }
-
     /// Whether the caller gave credentials.
     pub(super) fn has_credentials(&self) -> bool {
         !matches!(self, Access::Plain(None))
@@ -148,6 +143,12 @@ impl<'a> Access<'a> {
             _ => Ok(None),
         })
     }
+}
+
+/// Whether `url` is fetched over HTTP(S), where a refusal (401, 403) is about credentials.
+pub(super) fn is_http_url(url: &str) -> bool {
+    gix::url::parse(gix::bstr::BStr::new(url))
+        .is_ok_and(|u| matches!(u.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https))
 }
 
 /// How long one HTTP request may wait: to connect (TCP and TLS), for the answer's headers,
