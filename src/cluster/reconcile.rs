@@ -783,7 +783,7 @@ async fn pass_inner(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, R
                 _ => refuse(step, "CommitUnreadable", one_line(&error)),
             };
             // An unreachable remote may come back; a missing branch or path needs a human.
-            refusal.transient = matches!(error, git::GitError::Git { .. });
+            refusal.transient = error.is_transient();
             refusal.commit = commit;
             return Err(refusal);
         }

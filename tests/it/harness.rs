@@ -434,7 +434,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A throw-away CA and a server certificate for 127.0.0.1 / localhost, made with the
 /// `openssl` CLI into `dir` (`server.pem`, `server.key`); returns the CA certificate (PEM).
-fn make_certificates(dir: &Path) -> Vec<u8> {
+pub(crate) fn make_certificates(dir: &Path) -> Vec<u8> {
     let openssl = |args: &[&str]| openssl(dir, args);
     openssl(&[
         "req",

@@ -8,6 +8,8 @@ mod durations;
 mod fuzz;
 mod generations;
 mod git;
+mod git_http_server;
+mod git_https;
 mod harness;
 mod images;
 /// The fuzzing invariants and fixed inputs, shared with the cargo-fuzz targets.

@@ -1146,6 +1146,122 @@ async fn a_sync_over_ssh_uses_the_deploy_key_and_host_keys_from_its_secret() {
     assert_eq!(sshd.log().matches("Connection from").count(), connections);
 }
 
+/// A sync over HTTPS, run by the controller binary as users run it: the token from the
+/// sync's Secret, the server Git's own `git http-backend` behind HTTPS with a private CA
+/// (`SSL_CERT_FILE`). A wrong token is refused naming the URL, and the token appears neither
+/// in the status nor in the controller's logs; the right one applies the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_over_https_takes_its_token_from_the_secret_and_never_shows_it() {
+    const TOKEN: &str = "glpat-reconcile-https-token-5d1c";
+    const WRONG: &str = "glpat-reconcile-wrong-token-9e8f";
+    let repo = Repo::new();
+    let server = crate::git_http_server::TestGitHttps::serve(repo.tmp.path(), TOKEN);
+    let url = server.url("repo");
+    let sync = Sync::new("https", &repo).await;
+    let secrets: Api<Secret> = Api::namespaced(sync.client.clone(), &sync.ns);
+    let secret = |token: &str| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "git-https"},
+            "stringData": {"token": token},
+        }))
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret(WRONG))
+        .await
+        .unwrap();
+    sync.set_spec(json!({"url": url, "gitCredentials": {"name": "git-https"}}))
+        .await;
+    let log = repo.tmp.path().join("controller.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(["--namespace", &sync.ns])
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(repo.tmp.path().join("controller-cache"))
+        .env("RUST_LOG", "debug")
+        .env("SSL_CERT_FILE", server.ca_file())
+        .env_remove("SSL_CERT_DIR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let refused = status_when(&sync, &log, |s| condition(s, "Ready").1 == "FetchFailed").await;
+    let (_, _, message) = condition(&refused, "Ready");
+    assert!(
+        message.contains(&format!(
+            "{url} did not accept the credentials given for it (HTTP 401/403)"
+        )),
+        "{message}"
+    );
+    assert_eq!(refused.applied_commit, None);
+
+    secrets
+        .replace("git-https", &PostParams::default(), &secret(TOKEN))
+        .await
+        .unwrap();
+    // A refused token is not retried with backoff: ask for a pass, as a user would.
+    sync.api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "token fixed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let applied = status_when(&sync, &log, |s| s.applied_generation == Some(1)).await;
+    assert_eq!(
+        applied.applied_commit.as_deref(),
+        Some(repo.head().as_str())
+    );
+    assert_eq!(sync.image_of("api").await, repo.pinned_api_image());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let status = serde_json::to_string(&sync.status().await).unwrap();
+    // The (debug) logs cover the refused pass, and hold no token.
+    assert!(logs.contains("result=Refused"), "{logs}");
+    for token in [TOKEN, WRONG] {
+        assert!(!logs.contains(token), "the token is in the logs:\n{logs}");
+        assert!(
+            !status.contains(token),
+            "the token is in the status: {status}"
+        );
+    }
+    assert!(
+        server.seen().iter().any(|r| r.authorized),
+        "{:?}",
+        server.seen()
+    );
+}
+
+/// The sync's status once `done` holds (the controller binary, logging to `log`, works on
+/// it meanwhile), at most 90 s.
+async fn status_when(
+    sync: &Sync,
+    log: &Path,
+    done: impl Fn(&LockstepSyncStatus) -> bool,
+) -> LockstepSyncStatus {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = sync.status().await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status:#?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_are_applied_and_established_before_their_objects() {
     let repo = Repo::new();
@@ -1883,7 +1999,7 @@ async fn bench_reconcile_1000_objects() {
 }
 
 /// Regression: the threat model said a hanging Git server had no timeout. HTTP requests of
-/// the handshake time out without an answer (reqwest's 30 s), and the error is a transport
+/// the handshake time out without an answer (`HTTP_TIMEOUT`, 30 s), and the error is a transport
 /// error the reconciler retries.
 #[test]
 fn a_git_server_that_never_answers_fails_the_fetch_instead_of_hanging() {

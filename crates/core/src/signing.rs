@@ -15,7 +15,7 @@ mod probe;
 mod verify;
 
 pub use allowed_signers::{AllowedSigners, AllowedSignersProblem, SkippedKey, TrustedKey};
-pub use key::{SigningKey, signer_name};
+pub use key::{OpenSshKeyHeader, OpenSshKeyHeaderError, SigningKey, signer_name};
 pub use verify::{
     RejectedSignature, SignatureFile, SignatureProblem, SignerReport, ValidityWindow, Verified,
     VerifyError, approvals_stand, verify,

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use crate::signing::OpenSshKeyHeader;
+
 /// How long `ssh` may take to connect, and how long a silent server is tolerated.
 const CONNECT_TIMEOUT_SECONDS: u32 = 30;
 const SERVER_ALIVE_SECONDS: u32 = 15;
@@ -63,35 +65,20 @@ pub fn is_ssh_url(url: &str) -> bool {
 
 /// Check the key text before ssh sees it: one armored private key, and not one that needs
 /// a passphrase (nothing could type it; a bad Secret must fail once, not be retried against
-/// the Git host). For the OpenSSH format the cipher is read from the key's header, whatever
-/// its type; the rest of the key is for ssh to judge.
+/// the Git host). For the OpenSSH format the cipher is read from the key's header (the
+/// core's [`OpenSshKeyHeader`], which reads signing keys too), whatever its type; the rest
+/// of the key is for ssh to judge.
 fn check_identity(text: &str) -> Result<(), SshError> {
-    const OPENSSH_BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
-    const OPENSSH_END: &str = "-----END OPENSSH PRIVATE KEY-----";
-    let bad = |why: &str| Err(SshError::BadIdentity(why.to_owned()));
-    if let Some(rest) = text.strip_prefix(OPENSSH_BEGIN) {
-        let Some(body) = rest.trim_end().strip_suffix(OPENSSH_END) else {
-            return bad("no -----END OPENSSH PRIVATE KEY----- line at the end");
-        };
-        let body: String = body.split_whitespace().collect();
-        use ssh_key::encoding::base64::{Base64, Encoding as _};
-        let Ok(bytes) = Base64::decode_vec(&body) else {
-            return bad("the OpenSSH key is not valid base64");
-        };
-        // "openssh-key-v1\0", then the cipher name as an SSH string.
-        let Some(rest) = bytes.strip_prefix(b"openssh-key-v1\0") else {
-            return bad("not an openssh-key-v1 key");
-        };
-        let cipher = rest
-            .get(..4)
-            .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
-            .and_then(|n| rest.get(4..4 + n));
-        return match cipher {
-            Some(b"none") => Ok(()),
-            Some(_) => Err(SshError::EncryptedIdentity),
-            None => bad("the OpenSSH key header is cut short"),
+    if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        let header =
+            OpenSshKeyHeader::read(text).map_err(|why| SshError::BadIdentity(why.to_string()))?;
+        return if header.is_encrypted() {
+            Err(SshError::EncryptedIdentity)
+        } else {
+            Ok(())
         };
     }
+    let bad = |why: &str| Err(SshError::BadIdentity(why.to_owned()));
     let pem = text.starts_with("-----BEGIN ")
         && text
             .lines()

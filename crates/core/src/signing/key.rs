@@ -154,7 +154,7 @@ fn classify_unreadable_key(text: &str, source: ssh_key::Error) -> SigningError {
     {
         return SigningError::UnsupportedKeyType { algorithm };
     }
-    if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+    if text.starts_with(OPENSSH_BEGIN) {
         return SigningError::InvalidPrivateKey { source };
     }
     let hint = if text.starts_with("ssh-") || text.starts_with("ecdsa-") {
@@ -167,6 +167,86 @@ fn classify_unreadable_key(text: &str, source: ssh_key::Error) -> SigningError {
          as `ssh-keygen -t ed25519` writes"
     };
     SigningError::NotOpenSshPrivateKey { hint }
+}
+
+const OPENSSH_BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+const OPENSSH_END: &str = "-----END OPENSSH PRIVATE KEY-----";
+
+/// What the unencrypted header of an OpenSSH private key (`openssh-key-v1`, PROTOCOL.key)
+/// says, read without a passphrase and without decoding the key: whether the private half
+/// is encrypted, and the type of the key. The one reader of that header, for signing keys
+/// and for deploy keys alike (whatever their type: ECDSA and RSA deploy keys are read too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenSshKeyHeader {
+    /// The cipher of the private half: `none` when it is not encrypted.
+    pub cipher: String,
+    /// The type of the first public key (`ssh-ed25519`, `ecdsa-sha2-nistp256`, ...), when
+    /// the header holds it whole.
+    pub key_type: Option<String>,
+}
+
+/// Why a text has no readable OpenSSH private key header.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenSshKeyHeaderError {
+    #[error("no -----BEGIN OPENSSH PRIVATE KEY----- line at the start")]
+    NoBeginLine,
+    #[error("no -----END OPENSSH PRIVATE KEY----- line at the end")]
+    NoEndLine,
+    #[error("the OpenSSH key is not valid base64")]
+    NotBase64,
+    #[error("not an openssh-key-v1 key")]
+    NotKeyV1,
+    #[error("the OpenSSH key header is cut short")]
+    CutShort,
+}
+
+impl OpenSshKeyHeader {
+    /// Read the header of the armored key `text` (surrounding whitespace ignored).
+    pub fn read(text: &str) -> Result<OpenSshKeyHeader, OpenSshKeyHeaderError> {
+        use ssh_key::encoding::base64::{Base64, Encoding as _};
+        let rest = text
+            .trim()
+            .strip_prefix(OPENSSH_BEGIN)
+            .ok_or(OpenSshKeyHeaderError::NoBeginLine)?;
+        let body = rest
+            .trim_end()
+            .strip_suffix(OPENSSH_END)
+            .ok_or(OpenSshKeyHeaderError::NoEndLine)?;
+        let body: String = body.split_whitespace().collect();
+        let bytes = Zeroizing::new(
+            Base64::decode_vec(&body).map_err(|_| OpenSshKeyHeaderError::NotBase64)?,
+        );
+        let mut rest = bytes
+            .strip_prefix(b"openssh-key-v1\0")
+            .ok_or(OpenSshKeyHeaderError::NotKeyV1)?;
+        let cipher = ssh_string(&mut rest).ok_or(OpenSshKeyHeaderError::CutShort)?;
+        let cipher = String::from_utf8_lossy(cipher).into_owned();
+        // kdf name, kdf options, the number of keys, then the first public key, whose blob
+        // starts with its type. The private half that follows is never looked at.
+        let key_type = (|| {
+            ssh_string(&mut rest)?;
+            ssh_string(&mut rest)?;
+            rest = rest.get(4..)?;
+            let mut blob = ssh_string(&mut rest)?;
+            let key_type = ssh_string(&mut blob)?;
+            String::from_utf8(key_type.to_vec()).ok()
+        })();
+        Ok(OpenSshKeyHeader { cipher, key_type })
+    }
+
+    /// Whether the private half needs a passphrase.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher != "none"
+    }
+}
+
+/// The next SSH `string` (a big-endian u32 length, then that many bytes) of `bytes`.
+fn ssh_string<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = bytes.get(..4)?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let value = bytes.get(4..4usize.checked_add(len)?)?;
+    *bytes = &bytes[4 + len..];
+    Some(value)
 }
 
 /// The longest signer name [`signer_name`] makes.
@@ -354,6 +434,39 @@ mod tests {
             matches!(err, SigningError::InvalidPrivateKey { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn the_header_says_the_cipher_and_the_type_without_decoding_the_key() {
+        let key = SigningKey::generate("header").unwrap();
+        let header = OpenSshKeyHeader::read(&key.to_openssh()).unwrap();
+        assert_eq!(header.cipher, "none");
+        assert_eq!(header.key_type.as_deref(), Some("ssh-ed25519"));
+        assert!(!header.is_encrypted());
+        let ecdsa = OpenSshKeyHeader::read(probe::tests::ECDSA_KEY).unwrap();
+        assert_eq!(ecdsa.key_type.as_deref(), Some("ecdsa-sha2-nistp256"));
+        for (text, error) in [
+            ("ssh-ed25519 AAAA", OpenSshKeyHeaderError::NoBeginLine),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
+                OpenSshKeyHeaderError::NoEndLine,
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n!!!\n-----END OPENSSH PRIVATE KEY-----",
+                OpenSshKeyHeaderError::NotBase64,
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----",
+                OpenSshKeyHeaderError::NotKeyV1,
+            ),
+            (
+                // "openssh-key-v1\0" and a cipher name longer than what follows.
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAEG5vbmU=\n-----END OPENSSH PRIVATE KEY-----",
+                OpenSshKeyHeaderError::CutShort,
+            ),
+        ] {
+            assert_eq!(OpenSshKeyHeader::read(text), Err(error), "{text}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) fn blob_key_type(blob: &[u8]) -> Option<String> {
 /// The key type of an OpenSSH private key (`-----BEGIN OPENSSH PRIVATE KEY-----`), read
 /// from its public half; `None` when the text is not such a key.
 pub(crate) fn private_key_type(pem: &str) -> Option<String> {
-    PrivateKeyEnvelope::decode_pem(pem).ok().map(|e| e.key_type)
+    super::OpenSshKeyHeader::read(pem).ok()?.key_type
 }
 
 /// The key type and fingerprint of the key inside an armored SSHSIG; `None` when the text
@@ -35,40 +35,6 @@ pub(crate) fn signature_key(pem: &[u8]) -> Option<(String, String)> {
     let envelope = SignatureEnvelope::decode_pem(pem).ok()?;
     let key_type = blob_key_type(&envelope.public_key)?;
     Some((key_type, fingerprint_of_blob(&envelope.public_key)))
-}
-
-/// `openssh-key-v1` up to the key type of the first public key (PROTOCOL.key).
-struct PrivateKeyEnvelope {
-    key_type: String,
-}
-
-impl PemLabel for PrivateKeyEnvelope {
-    const PEM_LABEL: &'static str = "OPENSSH PRIVATE KEY";
-}
-
-impl Decode for PrivateKeyEnvelope {
-    type Error = encoding::Error;
-
-    fn decode(reader: &mut impl Reader) -> Result<Self, encoding::Error> {
-        let mut magic = [0u8; 15];
-        reader.read(&mut magic)?;
-        if &magic != b"openssh-key-v1\0" {
-            return Err(encoding::Error::CharacterEncoding);
-        }
-        reader.drain_prefixed()?; // cipher name
-        reader.drain_prefixed()?; // kdf name
-        reader.drain_prefixed()?; // kdf options
-        let _key_count = u32::decode(reader)?;
-        let key_type = reader.read_prefixed(|blob| {
-            let key_type = String::decode(blob)?;
-            blob.drain(blob.remaining_len())?;
-            Ok::<_, encoding::Error>(key_type)
-        })?;
-        // The rest holds the (possibly unencrypted) private half: skip it unread rather
-        // than copy it anywhere.
-        reader.drain(reader.remaining_len())?;
-        Ok(Self { key_type })
-    }
 }
 
 /// SSHSIG up to the signer's public key blob (PROTOCOL.sshsig).
