@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -372,37 +373,35 @@ impl OciRegistry {
         auth: &Auth,
         customize: Customize<'_>,
     ) -> Result<Answer, Trouble> {
-        let mut retry = 0;
-        loop {
-            let failure = match self.attempt(method.clone(), url, auth, customize).await {
-                Ok(answer) => {
-                    let retry_after = answer
-                        .headers
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    let failure = Failure::Status {
-                        status: answer.status.as_u16(),
-                        retry_after,
-                    };
-                    if answer.status.is_success() || self.retry.delay(retry, &failure).is_none() {
-                        return Ok(answer);
+        // An answer whose status is not worth retrying, or the last one, is the caller's to
+        // judge: it comes back as `Ok` whatever its status.
+        let outcome = with_retries(&self.retry, |retry| {
+            let method = method.clone();
+            async move {
+                match self.attempt(method, url, auth, customize).await {
+                    Ok(answer) if answer.status.is_success() => Ok(answer),
+                    Ok(answer) => {
+                        let retry_after = answer
+                            .headers
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_retry_after);
+                        let failure = Failure::Status {
+                            status: answer.status.as_u16(),
+                            retry_after,
+                        };
+                        Err((failure, Ok(answer)))
                     }
-                    failure
-                }
-                Err(AttemptError::TooLarge) => return Err(Trouble::TooLarge),
-                Err(AttemptError::Http(error)) => {
-                    let failure = classify(&error);
-                    if self.retry.delay(retry, &failure).is_none() {
-                        return Err(transport_trouble(error, failure, retry + 1));
+                    Err(AttemptError::TooLarge) => Err((Failure::Other, Err(Trouble::TooLarge))),
+                    Err(AttemptError::Http(error)) => {
+                        let failure = classify(&error);
+                        Err((failure, Err(transport_trouble(error, failure, retry + 1))))
                     }
-                    failure
                 }
-            };
-            let delay = self.retry.delay(retry, &failure).expect("checked above");
-            tokio::time::sleep(delay).await;
-            retry += 1;
-        }
+            }
+        })
+        .await;
+        outcome.or_else(|last| last)
     }
 
     /// One attempt: send, then read the body (bounded) for GETs.
@@ -548,6 +547,29 @@ impl Auth {
             Auth::Anonymous => builder,
             Auth::Basic(user, pass) => builder.basic_auth(user, Some(pass)),
             Auth::Bearer(token) => builder.bearer_auth(token),
+        }
+    }
+}
+
+/// Runs `attempt` (given the 0-based retry number) until it succeeds, or until `policy` says
+/// its failure is not worth another try or the retries are spent: then its error. The one
+/// retry loop of the registry client, for single requests and for whole blob transfers.
+pub(crate) async fn with_retries<T, E, F, Fut>(policy: &RetryPolicy, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, (Failure, E)>>,
+{
+    let mut retry = 0;
+    loop {
+        match attempt(retry).await {
+            Ok(value) => return Ok(value),
+            Err((failure, error)) => match policy.delay(retry, &failure) {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+                None => return Err(error),
+            },
         }
     }
 }

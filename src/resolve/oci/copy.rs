@@ -23,7 +23,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     Access, Auth, Endpoint, ManifestBody, OciRegistry, Trouble, classify, header_digest,
-    status_trouble, transport_trouble,
+    status_trouble, transport_trouble, with_retries,
 };
 use crate::mirror::{Copied, CopyJob, protecting_tag};
 use crate::model::{Digest, ImageRef};
@@ -288,23 +288,19 @@ impl OciRegistry {
         }
         // The streamed upload cannot be replayed request by request: a transient failure
         // retries the whole transfer, in a new upload session, per the retry policy.
-        let mut retry = 0;
-        loop {
-            let url = match session.take() {
+        let session = Mutex::new(session);
+        with_retries(&self.retry, |_| async {
+            let opened = session.lock().expect("session lock").take();
+            let url = match opened {
                 Some(url) => url,
-                None => self.open_upload(dst, digest).await?,
+                None => self
+                    .open_upload(dst, digest)
+                    .await
+                    .map_err(|e| (Failure::Other, e))?,
             };
-            match self.upload(src, dst, digest, size, url).await {
-                Ok(placed) => return Ok(placed),
-                Err((failure, error)) => match self.retry.delay(retry, &failure) {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        retry += 1;
-                    }
-                    None => return Err(error),
-                },
-            }
-        }
+            self.upload(src, dst, digest, size, url).await
+        })
+        .await
     }
 
     /// Open an upload session in the target repository: its URL.
