@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::cli::error::{CliError, Message};
 use crate::cluster::crd::GROUP;
 use crate::cluster::lease::{self, LeaseSettings};
-use crate::cluster::metrics::Metrics;
+use crate::cluster::metrics::{self, Metrics};
 use crate::cluster::reconcile::{self, Context, Registries};
 
 /// Validated settings of `lockstep controller`.
@@ -68,7 +68,7 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
                 settings.metrics_address
             )))
         })?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(settings.leader_election.is_some()));
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(serve(listener, metrics.clone(), ready.clone()));
     tokio::spawn(watch_readiness(client.clone(), ready));
@@ -280,7 +280,7 @@ fn route(
             "the API server is unreachable or does not serve lockstep.dev/v1alpha1 LockstepSync\n"
                 .into(),
         ),
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        "/metrics" => ("200 OK", metrics::CONTENT_TYPE, metrics.render()),
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }
 }
@@ -301,10 +301,7 @@ mod tests {
         ready.store(true, Ordering::SeqCst);
         assert_eq!(route("GET", "/readyz", &metrics, &ready).0, "200 OK");
         let (status, content_type, body) = route("GET", "/metrics", &metrics, &ready);
-        assert_eq!(
-            (status, content_type),
-            ("200 OK", "text/plain; version=0.0.4")
-        );
+        assert_eq!((status, content_type), ("200 OK", metrics::CONTENT_TYPE));
         assert!(body.contains("lockstep_reconciles_total{result=\"applied\"} 0"));
         assert_eq!(route("GET", "/nope", &metrics, &ready).0, "404 Not Found");
         assert_eq!(
