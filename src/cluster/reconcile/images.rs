@@ -11,7 +11,7 @@ use crate::lockfile::Lockfile;
 use crate::mirror::MirrorTarget;
 use crate::model::ImageRef;
 use crate::resolve::oci::OciRegistry;
-use crate::resolve::{NoProgress, Resolved, resolve_all};
+use crate::resolve::{NoProgress, Resolved, check_exists};
 
 /// What `spec.checkImages` asks about: every pinned digest where the cluster will pull it
 /// (the image's own repository, or its copy in `mirror`), and what the lockfile already says
@@ -44,13 +44,14 @@ pub(super) async fn check_images_exist(
 ) -> Result<(), Refusal> {
     let registry = OciRegistry::new(registries.settings.clone())
         .map_err(|e| Refusal::new(FailedStep::Verify, "RegistryUnavailable", one_line(&e)))?;
-    let asks = probes.iter().map(|p| p.ask.clone()).collect();
-    let failures =
-        match resolve_all(&registry, asks, known, registries.concurrency, &NoProgress).await {
-            Ok(_) => Vec::new(),
-            Err(e) => e.failures,
-        };
-    let report = exists::judge(probes, &failures);
+    let report = check_exists(
+        &registry,
+        probes,
+        known,
+        registries.concurrency,
+        &NoProgress,
+    )
+    .await;
     if !report.missing.is_empty() {
         let missing: Vec<String> = report
             .missing
