@@ -10,8 +10,8 @@
 //! unreachable; the pass is retried with backoff.
 //!
 //! Where each part lives:
-//! - [`pass`](self::pass): one pass as named stages, spec → source → verify → gate → plan →
-//!   apply/prune, up to a [`PassOutcome`] (the vocabulary of `outcome`);
+//! - `pass`: one pass as named stages, spec → source → verify → gate → plan → apply/prune,
+//!   up to a [`PassOutcome`] (the vocabulary of `outcome`);
 //! - `spec`, `source`, `images`: what a stage reads from the cluster, Git and registries;
 //! - [`next_status`] (pure) and `events`: how an outcome is reported;
 //! - `schedule`: when a sync's next pass is due; `driver`: [`reconcile`], [`error_policy`]
