@@ -21,12 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionCondition,
+};
 use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{self, Scope as KubeScope};
+use kube::runtime::wait::conditions::is_crd_established;
+use kube::runtime::wait::{Condition as _, await_condition};
 use serde_json::Value;
 
 use super::health::{Health, health_of};
@@ -82,6 +87,13 @@ pub enum ApplyError {
         waited: Duration,
         why: String,
     },
+    /// Watching an object for a condition failed.
+    #[error("cannot watch {object}")]
+    Watch {
+        object: String,
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
     /// Deleting a pruned object failed.
     #[error("cannot prune {object}")]
     Prune {
@@ -102,6 +114,7 @@ impl ApplyError {
             | ApplyError::Apply { source, .. }
             | ApplyError::Prune { source, .. } => source,
             ApplyError::NotServed { .. } | ApplyError::CrdNotEstablished { .. } => return false,
+            ApplyError::Watch { .. } => return true,
         };
         match source {
             kube::Error::Api(status) => {
@@ -117,7 +130,8 @@ impl ApplyError {
             ApplyError::NotServed { object, .. }
             | ApplyError::Read { object, .. }
             | ApplyError::Apply { object, .. }
-            | ApplyError::Prune { object, .. } => Some(object),
+            | ApplyError::Prune { object, .. }
+            | ApplyError::Watch { object, .. } => Some(object),
             ApplyError::CrdNotEstablished { name, .. } => Some(name),
             ApplyError::Discovery { .. } => None,
         }
@@ -364,55 +378,42 @@ impl Cluster {
         })
     }
 
+    /// Watch the CRD until it is Established (or its names are refused), for at most
+    /// [`CRD_TIMEOUT`].
     async fn wait_established(&self, name: &str) -> Result<(), ApplyError> {
-        let resource = ApiResource {
-            group: "apiextensions.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "apiextensions.k8s.io/v1".into(),
-            kind: "CustomResourceDefinition".into(),
-            plural: "customresourcedefinitions".into(),
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let started = std::time::Instant::now();
-        let mut why = "no Established condition yet".to_owned();
-        while started.elapsed() < CRD_TIMEOUT {
-            let crd = api.get(name).await.map_err(|source| ApplyError::Read {
-                object: format!("CustomResourceDefinition/{name}"),
-                source,
-            })?;
-            let crd = to_value(&crd);
-            let conditions = crd
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for condition in &conditions {
-                let type_ = condition.get("type").and_then(Value::as_str);
-                let status = condition.get("status").and_then(Value::as_str);
-                let message = condition
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match (type_, status) {
-                    (Some("Established"), Some("True")) => return Ok(()),
-                    (Some("NamesAccepted"), Some("False")) => {
-                        return Err(ApplyError::CrdNotEstablished {
-                            name: name.to_owned(),
-                            waited: started.elapsed(),
-                            why: format!("names not accepted: {message}"),
-                        });
-                    }
-                    (Some("Established"), _) => why = message.to_owned(),
-                    _ => {}
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ApplyError::CrdNotEstablished {
+        let names_refused = |crd: Option<&CustomResourceDefinition>| {
+            crd_condition(crd, "NamesAccepted").is_some_and(|c| c.status == "False")
+        };
+        let settled = await_condition(api.clone(), name, is_crd_established().or(names_refused));
+        let not_established = |why: String| ApplyError::CrdNotEstablished {
             name: name.to_owned(),
             waited: started.elapsed(),
             why,
-        })
+        };
+        match tokio::time::timeout(CRD_TIMEOUT, settled).await {
+            Ok(Ok(crd)) if is_crd_established().matches_object(crd.as_ref()) => Ok(()),
+            Ok(Ok(crd)) => Err(not_established(format!(
+                "names not accepted: {}",
+                crd_condition(crd.as_ref(), "NamesAccepted")
+                    .and_then(|c| c.message.clone())
+                    .unwrap_or_default()
+            ))),
+            Ok(Err(source)) => Err(ApplyError::Watch {
+                object: format!("CustomResourceDefinition/{name}"),
+                source,
+            }),
+            Err(_) => {
+                // Timed out: say what the Established condition says, as last read.
+                let crd = api.get_opt(name).await.ok().flatten();
+                Err(not_established(
+                    crd_condition(crd.as_ref(), "Established")
+                        .and_then(|c| c.message.clone())
+                        .unwrap_or_else(|| "no Established condition yet".to_owned()),
+                ))
+            }
+        }
     }
 
     /// Delete the objects of `gone` (the plan's prune set) that carry `sync`'s annotation.
@@ -523,6 +524,19 @@ fn strip_bookkeeping(object: &Value) -> Value {
         }
     }
     object
+}
+
+/// The condition of `type_` of a CRD, if it has one.
+fn crd_condition<'c>(
+    crd: Option<&'c CustomResourceDefinition>,
+    type_: &str,
+) -> Option<&'c CustomResourceDefinitionCondition> {
+    crd?.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 #[cfg(test)]

@@ -1,12 +1,26 @@
-//! The controller's Prometheus metrics: counters kept in memory, rendered as the text
-//! exposition format (pure; the HTTP endpoint is the CLI's).
+//! The controller's Prometheus metrics, kept in a `prometheus-client` registry and rendered
+//! in the OpenMetrics text format (pure; the HTTP endpoint is the CLI's).
+//!
+//! The exported names are the ones the README documents: `prometheus-client` registers a
+//! counter under its base name and writes its samples with `_total`, so
+//! `lockstep_reconciles` below is scraped as `lockstep_reconciles_total`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
 use super::plan::SyncId;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How a pass ended, as counted in `lockstep_reconciles_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,6 +36,13 @@ pub enum PassResult {
 }
 
 impl PassResult {
+    const ALL: [PassResult; 4] = [
+        PassResult::Applied,
+        PassResult::Refused,
+        PassResult::Failed,
+        PassResult::Suspended,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             PassResult::Applied => "applied",
@@ -32,176 +53,163 @@ impl PassResult {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    reconciles: BTreeMap<PassResult, u64>,
-    verification_failures: BTreeMap<String, u64>,
-    drifted: BTreeMap<SyncId, u64>,
-    applied_generation: BTreeMap<SyncId, u64>,
-    duration_sum: f64,
-    duration_count: u64,
-    duration_buckets: [u64; BUCKETS.len()],
-    leader: Option<bool>,
+impl EncodeLabelValue for PassResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: PassResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    namespace: String,
+    name: String,
+}
+
+impl From<&SyncId> for SyncLabels {
+    fn from(sync: &SyncId) -> Self {
+        SyncLabels {
+            namespace: sync.namespace.clone(),
+            name: sync.name.clone(),
+        }
+    }
 }
 
 /// Upper bounds (seconds) of the pass-duration histogram.
 const BUCKETS: [f64; 8] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// The controller's metrics, shared between the passes and the HTTP endpoint.
-#[derive(Default)]
+/// The controller's metrics, shared between the passes and the HTTP endpoint. The metric
+/// handles share their values with the registry that renders them.
 pub struct Metrics {
-    counters: Mutex<Counters>,
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    duration: Histogram,
+    verification_failures: Family<ReasonLabel, Counter>,
+    drifted: Family<SyncLabels, Counter>,
+    applied_generation: Family<SyncLabels, Gauge<u64, AtomicU64>>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    /// The metrics of a controller without leader election.
+    fn default() -> Self {
+        Metrics::new(false)
+    }
 }
 
 impl Metrics {
-    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
-        // A panic while holding the lock leaves counters that are still counters.
-        let mut guard = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
+    /// The metrics of a controller; `lockstep_leader` is exported only with leader election.
+    pub fn new(leader_election: bool) -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        // Every result is exported from the start, at 0.
+        for result in PassResult::ALL {
+            let _ = reconciles.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "lockstep_reconciles",
+            "Reconcile passes, by result",
+            reconciles.clone(),
+        );
+        let duration = Histogram::new(BUCKETS);
+        registry.register_with_unit(
+            "lockstep_reconcile_duration",
+            "Duration of reconcile passes",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let verification_failures = Family::default();
+        registry.register(
+            "lockstep_verification_failures",
+            "Commits refused, by reason",
+            verification_failures.clone(),
+        );
+        let drifted = Family::default();
+        registry.register(
+            "lockstep_drifted_objects",
+            "Objects found changed in the cluster and put back",
+            drifted.clone(),
+        );
+        let applied_generation = Family::default();
+        registry.register(
+            "lockstep_applied_generation",
+            "The lockfile generation applied",
+            applied_generation.clone(),
+        );
+        let leader = Gauge::default();
+        if leader_election {
+            registry.register(
+                "lockstep_leader",
+                "1 while this replica holds the leader Lease and reconciles",
+                leader.clone(),
+            );
+        }
+        Metrics {
+            registry,
+            reconciles,
+            duration,
+            verification_failures,
+            drifted,
+            applied_generation,
+            leader,
+        }
     }
 
     /// Count one pass and its duration.
     pub fn pass(&self, result: PassResult, took: Duration) {
-        self.with(|c| {
-            *c.reconciles.entry(result).or_default() += 1;
-            let secs = took.as_secs_f64();
-            c.duration_sum += secs;
-            c.duration_count += 1;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    c.duration_buckets[i] += 1;
-                }
-            }
-        });
+        self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        self.duration.observe(took.as_secs_f64());
     }
 
     /// Count a commit refused by verification (or rollback protection), by reason.
     pub fn verification_failure(&self, reason: &str) {
-        self.with(|c| {
-            *c.verification_failures
-                .entry(reason.to_owned())
-                .or_default() += 1
-        });
+        self.verification_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Count objects put back after drifting.
     pub fn drifted(&self, sync: &SyncId, objects: u64) {
         if objects > 0 {
-            self.with(|c| *c.drifted.entry(sync.clone()).or_default() += objects);
+            self.drifted.get_or_create(&sync.into()).inc_by(objects);
         }
     }
 
     /// Record the lockfile generation applied for a sync.
     pub fn applied_generation(&self, sync: &SyncId, generation: u64) {
-        self.with(|c| {
-            c.applied_generation.insert(sync.clone(), generation);
-        });
+        self.applied_generation
+            .get_or_create(&sync.into())
+            .set(generation);
     }
 
     /// Record whether this replica holds the leader Lease (with leader election on).
     pub fn leader(&self, leading: bool) {
-        self.with(|c| c.leader = Some(leading));
+        self.leader.set(i64::from(leading));
     }
 
     /// Forget a deleted sync's gauges.
     pub fn forget(&self, sync: &SyncId) {
-        self.with(|c| {
-            c.applied_generation.remove(sync);
-        });
+        self.applied_generation.remove(&sync.into());
     }
 
-    /// The Prometheus text exposition format (version 0.0.4).
+    /// The OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        self.with(|c| {
-            let mut out = String::new();
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_reconciles_total Reconcile passes, by result.\n# TYPE lockstep_reconciles_total counter"
-            );
-            for result in [
-                PassResult::Applied,
-                PassResult::Refused,
-                PassResult::Failed,
-                PassResult::Suspended,
-            ] {
-                let n = c.reconciles.get(&result).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "lockstep_reconciles_total{{result=\"{}\"}} {n}",
-                    result.label()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_reconcile_duration_seconds Duration of reconcile passes.\n# TYPE lockstep_reconcile_duration_seconds histogram"
-            );
-            for (bound, n) in BUCKETS.iter().zip(c.duration_buckets) {
-                let _ = writeln!(
-                    out,
-                    "lockstep_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lockstep_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}\nlockstep_reconcile_duration_seconds_sum {}\nlockstep_reconcile_duration_seconds_count {}",
-                c.duration_count, c.duration_sum, c.duration_count
-            );
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_verification_failures_total Commits refused, by reason.\n# TYPE lockstep_verification_failures_total counter"
-            );
-            for (reason, n) in &c.verification_failures {
-                let _ = writeln!(
-                    out,
-                    "lockstep_verification_failures_total{{reason=\"{}\"}} {n}",
-                    escape(reason)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_drifted_objects_total Objects found changed in the cluster and put back.\n# TYPE lockstep_drifted_objects_total counter"
-            );
-            for (sync, n) in &c.drifted {
-                let _ = writeln!(
-                    out,
-                    "lockstep_drifted_objects_total{{namespace=\"{}\",name=\"{}\"}} {n}",
-                    escape(&sync.namespace),
-                    escape(&sync.name)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_applied_generation The lockfile generation applied.\n# TYPE lockstep_applied_generation gauge"
-            );
-            for (sync, generation) in &c.applied_generation {
-                let _ = writeln!(
-                    out,
-                    "lockstep_applied_generation{{namespace=\"{}\",name=\"{}\"}} {generation}",
-                    escape(&sync.namespace),
-                    escape(&sync.name)
-                );
-            }
-            if let Some(leading) = c.leader {
-                let _ = writeln!(
-                    out,
-                    "# HELP lockstep_leader 1 while this replica holds the leader Lease and reconciles.\n# TYPE lockstep_leader gauge\nlockstep_leader {}",
-                    u8::from(leading)
-                );
-            }
-            out
-        })
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
     }
-}
-
-/// A label value with `\`, `"` and line feeds escaped, as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -224,24 +232,41 @@ mod tests {
         metrics.applied_generation(&sync, 7);
         let text = metrics.render();
         for line in [
+            "# TYPE lockstep_reconciles counter",
             "lockstep_reconciles_total{result=\"applied\"} 1",
             "lockstep_reconciles_total{result=\"refused\"} 1",
             "lockstep_reconciles_total{result=\"failed\"} 0",
+            "lockstep_reconciles_total{result=\"suspended\"} 0",
+            "# TYPE lockstep_reconcile_duration_seconds histogram",
             "lockstep_reconcile_duration_seconds_bucket{le=\"0.25\"} 0",
             "lockstep_reconcile_duration_seconds_bucket{le=\"0.5\"} 1",
-            "lockstep_reconcile_duration_seconds_bucket{le=\"5\"} 2",
+            "lockstep_reconcile_duration_seconds_bucket{le=\"5.0\"} 2",
+            "lockstep_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2",
             "lockstep_reconcile_duration_seconds_count 2",
+            "lockstep_reconcile_duration_seconds_sum 3.3",
             "lockstep_verification_failures_total{reason=\"UnpinnedImage\"} 2",
             "lockstep_verification_failures_total{reason=\"say \\\"hi\\\"\"} 1",
             "lockstep_drifted_objects_total{namespace=\"ops\",name=\"shop\"} 2",
             "lockstep_applied_generation{namespace=\"ops\",name=\"shop\"} 7",
+            "# EOF",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
+        assert!(!text.contains("lockstep_leader"), "{text}");
         metrics.forget(&sync);
         assert!(!metrics.render().contains("lockstep_applied_generation{"));
+    }
+
+    #[test]
+    fn the_leader_gauge_is_exported_only_with_leader_election() {
+        let metrics = Metrics::new(true);
+        assert!(metrics.render().lines().any(|l| l == "lockstep_leader 0"));
+        metrics.leader(true);
+        assert!(metrics.render().lines().any(|l| l == "lockstep_leader 1"));
+        metrics.leader(false);
+        assert!(metrics.render().lines().any(|l| l == "lockstep_leader 0"));
     }
 }

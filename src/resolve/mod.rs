@@ -15,6 +15,7 @@ use futures::StreamExt as _;
 
 pub use lockstep_core::registry::*;
 
+use crate::exists::{self, Probe, Report};
 use crate::mirror::{Copied, CopyJob};
 use crate::model::ImageRef;
 
@@ -82,6 +83,24 @@ pub async fn resolve_all<R: Registry>(
         failures.sort_by(|a, b| a.0.cmp(&b.0));
         Err(ResolveFailures { failures })
     }
+}
+
+/// Ask for every probe's digest, by digest, and judge the answers ([`exists::judge`]): the
+/// one way `lockstep check` and the reconciler's `spec.checkImages` ask whether pinned
+/// digests still exist. `known` is what the lockfile recorded ([`exists::known`]).
+pub async fn check_exists<R: Registry>(
+    registry: &R,
+    probes: &[Probe],
+    known: &BTreeMap<ImageRef, Resolved>,
+    concurrency: usize,
+    progress: &dyn Progress,
+) -> Report {
+    let asks = probes.iter().map(|p| p.ask.clone()).collect();
+    let failures = match resolve_all(registry, asks, known, concurrency, progress).await {
+        Ok(_) => Vec::new(),
+        Err(e) => e.failures,
+    };
+    exists::judge(probes, &failures)
 }
 
 /// Run `work` on every item, at most `concurrency` at a time, reporting each as done under

@@ -10,8 +10,8 @@ use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::exists::{self, Report};
 use crate::lockfile::{self, Lockfile};
+use crate::resolve::check_exists;
 use crate::resolve::oci::{OciRegistry, OciSettings};
-use crate::resolve::resolve_all;
 use crate::source::{fs, git};
 
 /// Validated settings for one `check` run.
@@ -53,13 +53,7 @@ pub async fn run(settings: CheckSettings, printer: Printer) -> Result<(), CliErr
     let probes = exists::probes(&lock);
     let known = exists::known(&lock);
     let progress = reporter(printer, "checking");
-    let asks = probes.iter().map(|p| p.ask.clone()).collect();
-    let failures =
-        match resolve_all(&registry, asks, &known, settings.concurrency, &*progress).await {
-            Ok(_) => Vec::new(),
-            Err(e) => e.failures,
-        };
-    let report = exists::judge(&probes, &failures);
+    let report = check_exists(&registry, &probes, &known, settings.concurrency, &*progress).await;
     printer.json(&json!({
         "ok": report.ok(),
         "commit": commit,

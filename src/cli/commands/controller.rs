@@ -1,8 +1,8 @@
 //! `lockstep controller`: the in-cluster reconciler, with `/healthz`, `/readyz` and
 //! `/metrics` (Prometheus text) on one address.
 //!
-//! The HTTP side is a few lines of HTTP/1.1 over tokio: three fixed GET endpoints do not
-//! need a web framework.
+//! The HTTP side is hyper's HTTP/1 server (already in the tree through kube): three fixed
+//! GET endpoints do not need a web framework.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,14 +15,23 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::error::{CliError, Message};
 use crate::cluster::crd::GROUP;
 use crate::cluster::lease::{self, LeaseSettings};
-use crate::cluster::metrics::Metrics;
+use crate::cluster::metrics::{self, Metrics};
 use crate::cluster::reconcile::{self, Context, Registries};
 
 /// Validated settings of `lockstep controller`.
@@ -68,7 +77,7 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
                 settings.metrics_address
             )))
         })?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(settings.leader_election.is_some()));
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(serve(listener, metrics.clone(), ready.clone()));
     tokio::spawn(watch_readiness(client.clone(), ready));
@@ -215,73 +224,75 @@ async fn watch_readiness(client: Client, ready: Arc<AtomicBool>) {
     }
 }
 
+/// How long to wait after a failed `accept` (out of file descriptors, say) before the
+/// next: the error would otherwise repeat at once, spinning a core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long one connection may take, request and answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection on the metrics address");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics, &ready))
-                .await;
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = respond(&request, &metrics, &ready);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            // One request per connection, as probes and scrapers use it.
+            let connection = http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
         });
     }
 }
 
-/// Answer one request and close the connection.
-async fn answer(
-    mut stream: tokio::net::TcpStream,
+/// The answer to one request (hyper leaves the body out for HEAD).
+fn respond(
+    request: &Request<Incoming>,
     metrics: &Metrics,
     ready: &AtomicBool,
-) -> std::io::Result<()> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = route(method, path, metrics, ready);
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
-    }
-    stream.shutdown().await
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        route(request.method(), request.uri().path(), metrics, ready);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn route(
-    method: &str,
+    method: &Method,
     path: &str,
     metrics: &Metrics,
     ready: &AtomicBool,
-) -> (&'static str, &'static str, String) {
+) -> (StatusCode, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return ("405 Method Not Allowed", TEXT, "GET only\n".into());
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n".into());
     }
     match path {
-        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" if ready.load(Ordering::SeqCst) => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
+        "/readyz" if ready.load(Ordering::SeqCst) => (StatusCode::OK, TEXT, "ok\n".into()),
         "/readyz" => (
-            "503 Service Unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
             "the API server is unreachable or does not serve lockstep.dev/v1alpha1 LockstepSync\n"
                 .into(),
         ),
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        _ => ("404 Not Found", TEXT, "not found\n".into()),
+        "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
+        _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
     }
 }
 
@@ -293,23 +304,85 @@ mod tests {
     fn routes() {
         let metrics = Metrics::default();
         let ready = AtomicBool::new(false);
-        assert_eq!(route("GET", "/healthz", &metrics, &ready).0, "200 OK");
-        assert_eq!(
-            route("GET", "/readyz", &metrics, &ready).0,
-            "503 Service Unavailable"
-        );
+        let get = |path| route(&Method::GET, path, &metrics, &ready).0;
+        assert_eq!(get("/healthz"), StatusCode::OK);
+        assert_eq!(get("/readyz"), StatusCode::SERVICE_UNAVAILABLE);
         ready.store(true, Ordering::SeqCst);
-        assert_eq!(route("GET", "/readyz", &metrics, &ready).0, "200 OK");
-        let (status, content_type, body) = route("GET", "/metrics", &metrics, &ready);
+        assert_eq!(get("/readyz"), StatusCode::OK);
+        let (status, content_type, body) = route(&Method::GET, "/metrics", &metrics, &ready);
         assert_eq!(
             (status, content_type),
-            ("200 OK", "text/plain; version=0.0.4")
+            (StatusCode::OK, metrics::CONTENT_TYPE)
         );
         assert!(body.contains("lockstep_reconciles_total{result=\"applied\"} 0"));
-        assert_eq!(route("GET", "/nope", &metrics, &ready).0, "404 Not Found");
+        assert_eq!(get("/nope"), StatusCode::NOT_FOUND);
         assert_eq!(
-            route("POST", "/metrics", &metrics, &ready).0,
-            "405 Method Not Allowed"
+            route(&Method::POST, "/metrics", &metrics, &ready).0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    /// One raw HTTP/1.1 request, as a probe sends it (no `Connection: close`): the answer's
+    /// status line, headers and body, read until the server closes the connection.
+    async fn raw(port: u16, request: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+            .await
+            .expect("the server closes the connection after one answer")
+            .unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_probes_and_metrics_answer_over_http_and_close_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let metrics = Arc::new(Metrics::default());
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(serve(listener, metrics, ready.clone()));
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+
+        let (head, body) = raw(port, &get("/healthz")).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, "ok\n");
+        let (head, _) = raw(port, &get("/readyz")).await;
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable"),
+            "{head}"
+        );
+        ready.store(true, Ordering::SeqCst);
+        let (head, _) = raw(port, &get("/readyz?verbose")).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        let (head, body) = raw(port, &get("/metrics")).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-type: {}", metrics::CONTENT_TYPE)),
+            "{head}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == "lockstep_reconciles_total{result=\"failed\"} 0")
+        );
+        let (head, body) = raw(port, "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert_eq!(body, "", "no body for HEAD");
+        let (head, _) = raw(port, &get("/nope")).await;
+        assert!(head.starts_with("HTTP/1.1 404 Not Found"), "{head}");
+        let (head, _) = raw(
+            port,
+            "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(
+            head.starts_with("HTTP/1.1 405 Method Not Allowed"),
+            "{head}"
         );
     }
 }

@@ -1,0 +1,289 @@
+//! One pass, as named stages read top-down: spec → source → verify → gate → plan →
+//! apply/prune, up to the [`PassOutcome`] (the status is written by the caller). Any stage
+//! before the apply that refuses applies and prunes nothing. Writes to the cluster only
+//! through [`Cluster`](crate::cluster::apply::Cluster).
+
+use std::collections::BTreeMap;
+
+use super::Context;
+use super::driver::sync_id;
+use super::images::{check_images_exist, pull_locations};
+use super::outcome::{
+    AppliedPass, FailedStep, PassOutcome, Refusal, plan_reason, short, verify_reason,
+};
+use super::source::{Fetched, fetch};
+use super::spec::{Inputs, read_inputs};
+use crate::cluster::apply::{ApplyError, ApplyReport, Baseline, Change, Discovered, PruneReport};
+use crate::cluster::crd::{LockstepSync, LockstepSyncStatus, RecordedSigner};
+use crate::cluster::health::HealthSummary;
+use crate::cluster::plan::{ApplyPlan, LockIdentity, PlanSettings, SyncId, VerifiedObjects};
+use crate::cluster::rollback::{self, RollbackFloor, applied_lock, check_rollback};
+use crate::error_chain::one_line;
+use crate::exists::Probe;
+use crate::files::SourceFiles;
+use crate::mirror::MirrorTarget;
+use crate::model::{ImageRef, ObjectRef};
+use crate::resolve::Resolved;
+use crate::signing::{self, AllowedSigners};
+use crate::verify::{TrustPolicy, verify_dir};
+
+/// One pass, up to the outcome.
+pub(super) async fn pass(sync: &LockstepSync, ctx: &Context) -> PassOutcome {
+    if sync.spec.suspend {
+        return PassOutcome::Suspended;
+    }
+    match stages(sync, ctx).await {
+        Ok(applied) => PassOutcome::Applied(Box::new(applied)),
+        Err(refusal) => PassOutcome::Refused(refusal),
+    }
+}
+
+/// The stages; every refusal after the fetch names the commit.
+async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refusal> {
+    let id = sync_id(sync);
+    let status = sync.status.clone().unwrap_or_default();
+    let Inputs {
+        revision,
+        mirror,
+        trust,
+        credentials,
+    } = read_inputs(&ctx.client, sync).await?;
+    let Fetched { files, commit } = fetch(ctx, &id, &sync.spec, revision, credentials).await?;
+    let at_commit = |mut refusal: Refusal| {
+        refusal.commit = Some(commit.clone());
+        refusal
+    };
+    let verified =
+        verify(ctx, sync, &trust, mirror.as_ref(), &files, &commit).map_err(at_commit)?;
+    let released = gate(ctx, sync, &status, &trust, &verified, &commit)
+        .await
+        .map_err(at_commit)?;
+    let planned = plan(ctx, sync, &id, verified.objects, &commit)
+        .await
+        .map_err(at_commit)?;
+    let (report, pruned) = apply(ctx, sync, &id, &status, &planned)
+        .await
+        .map_err(at_commit)?;
+    let health = HealthSummary::of(
+        report
+            .objects
+            .iter()
+            .map(|o| (o.key.clone(), o.health.clone())),
+    );
+    Ok(AppliedPass {
+        commit,
+        inventory: planned.plan.inventory(),
+        signers: planned.plan.signers().to_vec(),
+        approvals: planned.approvals,
+        threshold: sync.spec.threshold,
+        released,
+        lock: planned.plan.lock().clone(),
+        created: report.with(Change::Created).count(),
+        updated: report.with(Change::Updated).count(),
+        drifted: report.with(Change::Drifted).cloned().collect(),
+        unchanged: report.with(Change::Unchanged).count(),
+        pruned,
+        health,
+    })
+}
+
+/// A verified commit's objects, and (with `spec.checkImages`) what to ask the registries.
+struct Verified {
+    objects: VerifiedObjects,
+    probes: Option<(BTreeMap<ImageRef, Resolved>, Vec<Probe>)>,
+}
+
+/// Verify the commit with the same code as `lockstep verify`, trusting `trust` (from the
+/// cluster), and read its objects (from `mirror` when the spec names one).
+#[expect(
+    clippy::result_large_err,
+    reason = "every stage refuses with a Refusal; one per pass, never in a loop"
+)]
+fn verify(
+    ctx: &Context,
+    sync: &LockstepSync,
+    trust: &AllowedSigners,
+    mirror: Option<&MirrorTarget>,
+    files: &SourceFiles,
+    commit: &str,
+) -> Result<Verified, Refusal> {
+    let spec = &sync.spec;
+    let policy = TrustPolicy {
+        signers: trust,
+        at: (ctx.clock)(),
+        threshold: spec.threshold as usize,
+        environment: spec.environment.as_deref(),
+        strict: spec.strict,
+    };
+    let verified = verify_dir(files, &policy).map_err(|e| {
+        Refusal::new(
+            FailedStep::Verify,
+            verify_reason(&e),
+            format!("commit {}: {}", short(commit), one_line(&e)),
+        )
+    })?;
+    for notice in &verified.scan().notices {
+        tracing::warn!(commit = %short(commit), "{notice}");
+    }
+    let parsed = match mirror {
+        Some(mirror) => VerifiedObjects::parse_from_mirror(&verified, mirror),
+        None => VerifiedObjects::parse(&verified),
+    };
+    let objects = parsed.map_err(|e| {
+        let (step, reason) = plan_reason(&e);
+        Refusal::new(step, reason, format!("commit {}: {e}", short(commit)))
+    })?;
+    let probes = spec
+        .check_images
+        .then(|| pull_locations(verified.lockfile(), mirror));
+    Ok(Verified { objects, probes })
+}
+
+/// Hold the verified lockfile to what was applied before (rollback protection), then, for
+/// a rollout with `spec.checkImages`, to the registries. Returns the applied lockfiles that
+/// no longer hold rollback protection.
+async fn gate(
+    ctx: &Context,
+    sync: &LockstepSync,
+    status: &LockstepSyncStatus,
+    trust: &AllowedSigners,
+    verified: &Verified,
+    commit: &str,
+) -> Result<Vec<LockIdentity>, Refusal> {
+    let lock = verified.objects.lock();
+    let RollbackFloor { floor, released } =
+        rollback::floor(status, sync.spec.threshold, |signers, needed| {
+            signing::approvals_stand(
+                signers
+                    .iter()
+                    .map(|s| (s.key.as_str(), s.principals.as_slice())),
+                trust,
+                needed,
+            )
+        });
+    check_rollback(floor.as_ref(), lock).map_err(|e| {
+        Refusal::new(
+            FailedStep::Rollback,
+            "RollbackRefused",
+            format!("commit {}: {e}", short(commit)),
+        )
+    })?;
+    // The registry gates a rollout, not drift correction: the applied lockfile was checked
+    // when it rolled out, and a flaky registry must not stop putting it back.
+    if let Some((known, probes)) = &verified.probes
+        && applied_lock(status).as_ref() != Some(lock)
+    {
+        check_images_exist(&ctx.registry, known, probes)
+            .await
+            .map_err(|mut refusal| {
+                refusal.message = format!("commit {}: {}", short(commit), refusal.message);
+                refusal
+            })?;
+    }
+    Ok(released)
+}
+
+/// What the plan stage hands to the apply.
+struct Planned {
+    plan: ApplyPlan,
+    discovered: Discovered,
+    approvals: Vec<RecordedSigner>,
+}
+
+/// Ask the cluster how it serves the objects' kinds, and plan the apply.
+async fn plan(
+    ctx: &Context,
+    sync: &LockstepSync,
+    id: &SyncId,
+    objects: VerifiedObjects,
+    commit: &str,
+) -> Result<Planned, Refusal> {
+    let discovered = ctx
+        .cluster
+        .discover(&objects.kinds_to_discover())
+        .await
+        .map_err(|e| {
+            Refusal::new(FailedStep::Apply, "ClusterUnavailable", one_line(&e))
+                .transient(e.is_transient())
+        })?;
+    let settings = PlanSettings {
+        sync: id.clone(),
+        default_namespace: sync
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| id.namespace.clone()),
+        environment: sync.spec.environment.clone(),
+    };
+    let lock = objects.lock().clone();
+    let verified_signers = objects.signers().to_vec();
+    let approvals = objects.approvals().to_vec();
+    let plan = objects.plan(&settings, &discovered.scopes()).map_err(|e| {
+        let (step, reason) = plan_reason(&e);
+        let mut refusal = Refusal::new(step, reason, format!("commit {}: {e}", short(commit)));
+        if step == FailedStep::Plan {
+            // Verified, but not applicable (a kind the cluster does not serve, say).
+            refusal.verified = Some((lock, verified_signers));
+        }
+        refusal
+    })?;
+    Ok(Planned {
+        plan,
+        discovered,
+        approvals,
+    })
+}
+
+/// Apply the plan, then prune (with `spec.prune`) what the previous inventory held and the
+/// plan does not: prune runs only after every apply succeeded.
+async fn apply(
+    ctx: &Context,
+    sync: &LockstepSync,
+    id: &SyncId,
+    status: &LockstepSyncStatus,
+    planned: &Planned,
+) -> Result<(ApplyReport, PruneReport), Refusal> {
+    let Planned {
+        plan, discovered, ..
+    } = planned;
+    let previous: Vec<ObjectRef> = status.inventory.iter().map(ObjectRef::from).collect();
+    let applied_condition_current = status.conditions.iter().any(|c| {
+        c.type_ == "Applied"
+            && c.status == "True"
+            && c.observed_generation == sync.metadata.generation
+    });
+    let baseline = Baseline {
+        inventory: previous.iter().cloned().collect(),
+        same_desired_state: applied_condition_current
+            && applied_lock(status).as_ref() == Some(plan.lock()),
+    };
+    let apply_failed = |e: ApplyError| {
+        // A refusal that will not change by itself (422 Invalid, 403) is named apart, so
+        // that `lockstep wait` can fail at once instead of waiting for its timeout.
+        let transient = e.is_transient();
+        let reason = if transient {
+            "ApplyFailed"
+        } else {
+            "ApplyRejected"
+        };
+        let mut refusal =
+            Refusal::new(FailedStep::Apply, reason, one_line(&e)).transient(transient);
+        refusal.verified = Some((plan.lock().clone(), plan.signers().to_vec()));
+        refusal.touched = plan.inventory();
+        refusal
+    };
+    let report = ctx
+        .cluster
+        .apply(plan, discovered, &baseline)
+        .await
+        .map_err(apply_failed)?;
+    let pruned = if sync.spec.prune {
+        ctx.cluster
+            .prune(id, &plan.prune_set(&previous))
+            .await
+            .map_err(apply_failed)?
+    } else {
+        PruneReport::default()
+    };
+    Ok((report, pruned))
+}

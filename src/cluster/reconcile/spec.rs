@@ -1,0 +1,184 @@
+//! The first stage of a pass: the spec, checked, and what it names in the cluster — the
+//! trusted signers (a ConfigMap or Secret of the sync's namespace) and the Git credentials.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::{Client, ResourceExt as _};
+use serde::de::DeserializeOwned;
+
+use super::outcome::{FailedStep, Refusal};
+use crate::cluster::crd::{LockstepSync, Revision, TrustKind};
+use crate::error_chain::one_line;
+use crate::mirror::MirrorTarget;
+use crate::signing::AllowedSigners;
+use crate::source::git::{self, GitCredentials, HttpCredentials, SshCredentials};
+
+/// The spec, checked, with what it names read from the cluster.
+pub(super) struct Inputs {
+    pub revision: Revision,
+    pub mirror: Option<MirrorTarget>,
+    pub trust: AllowedSigners,
+    pub credentials: Option<GitCredentials>,
+}
+
+/// Check the spec (refused `InvalidSpec`), then read the trust and the Git credentials.
+pub(super) async fn read_inputs(client: &Client, sync: &LockstepSync) -> Result<Inputs, Refusal> {
+    let spec = &sync.spec;
+    let invalid = |message: String| Refusal::new(FailedStep::Spec, "InvalidSpec", message);
+    let revision = spec
+        .git_ref
+        .revision()
+        .map_err(|e| invalid(e.to_string()))?;
+    if spec.threshold == 0 {
+        return Err(invalid("spec.threshold must be at least 1".into()));
+    }
+    let mirror = spec
+        .mirror
+        .as_deref()
+        .map(MirrorTarget::parse)
+        .transpose()
+        .map_err(|e| invalid(format!("spec.mirror: {e}")))?;
+    Ok(Inputs {
+        revision,
+        mirror,
+        trust: read_trust(client, sync).await?,
+        credentials: read_credentials(client, sync).await?,
+    })
+}
+
+/// Read the allowed_signers text named by the spec, from this namespace.
+async fn read_trust(client: &Client, sync: &LockstepSync) -> Result<AllowedSigners, Refusal> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let trust = &sync.spec.trust;
+    let source = format!(
+        "{:?} {}/{} key {:?}",
+        trust.kind, namespace, trust.name, trust.key
+    );
+    let text: Option<Vec<u8>> = match trust.kind {
+        TrustKind::ConfigMap => {
+            let map: ConfigMap = get_trust(client, &namespace, &trust.name, &source).await?;
+            map.data
+                .as_ref()
+                .and_then(|d| d.get(&trust.key))
+                .map(|s| s.as_bytes().to_vec())
+                .or_else(|| {
+                    map.binary_data
+                        .as_ref()
+                        .and_then(|d| d.get(&trust.key))
+                        .map(|b| b.0.clone())
+                })
+        }
+        TrustKind::Secret => {
+            let secret: Secret = get_trust(client, &namespace, &trust.name, &source).await?;
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&trust.key))
+                .map(|b| b.0.clone())
+        }
+    };
+    let refused = |reason, message| Refusal::new(FailedStep::Trust, reason, message);
+    let text = text.ok_or_else(|| refused("TrustNotFound", format!("{source}: no such key")))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| refused("TrustInvalid", format!("{source}: not UTF-8")))?;
+    AllowedSigners::parse(&text, &source).map_err(|e| refused("TrustInvalid", one_line(&e)))
+}
+
+/// The ConfigMap or Secret holding the trust: `TrustNotFound` when it does not exist.
+async fn get_trust<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    source: &str,
+) -> Result<K, Refusal>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .map_err(|e| Refusal::of_kube(FailedStep::Trust, format!("cannot read {source}"), &e))?
+        .ok_or_else(|| {
+            Refusal::new(
+                FailedStep::Trust,
+                "TrustNotFound",
+                format!(
+                    "{source}: the {} does not exist",
+                    K::kind(&Default::default())
+                ),
+            )
+        })
+}
+
+/// Read the Git credentials Secret: for an SSH URL `identity` (a deploy key) and
+/// `known_hosts`; for HTTPS `token`, or `username` and `password`.
+async fn read_credentials(
+    client: &Client,
+    sync: &LockstepSync,
+) -> Result<Option<GitCredentials>, Refusal> {
+    let Some(secret_ref) = &sync.spec.git_credentials else {
+        return Ok(None);
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let what = format!("Secret {namespace}/{}", secret_ref.name);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = api
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| Refusal::of_kube(FailedStep::Fetch, format!("cannot read {what}"), &e))?
+        .ok_or_else(|| {
+            Refusal::new(
+                FailedStep::Fetch,
+                "CredentialsNotFound",
+                format!("{what} (spec.gitCredentials) does not exist"),
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).trim_end().to_owned())
+    };
+    if git::ssh::is_ssh_url(&sync.spec.url) {
+        return match (text("identity"), text("known_hosts")) {
+            (Some(identity), Some(known_hosts)) => Ok(Some(GitCredentials::Ssh(SshCredentials {
+                identity: identity.into(),
+                known_hosts,
+            }))),
+            (identity, _) => Err(Refusal::new(
+                FailedStep::Fetch,
+                "CredentialsInvalid",
+                format!(
+                    "{what} has no `{}`: an SSH URL needs `identity` (a deploy key) and `known_hosts` (the server's host keys)",
+                    if identity.is_none() {
+                        "identity"
+                    } else {
+                        "known_hosts"
+                    }
+                ),
+            )),
+        };
+    }
+    let credentials = match (text("username"), text("password"), text("token")) {
+        (Some(username), Some(password), _) => HttpCredentials {
+            username,
+            password: password.into(),
+        },
+        (username, None, Some(token)) => HttpCredentials {
+            // Forges take any user name with a token as the password.
+            username: username.unwrap_or_else(|| "git".to_owned()),
+            password: token.into(),
+        },
+        _ => {
+            return Err(Refusal::new(
+                FailedStep::Fetch,
+                "CredentialsInvalid",
+                format!("{what} has neither `token` nor `username` and `password`"),
+            ));
+        }
+    };
+    Ok(Some(GitCredentials::Http(credentials)))
+}
