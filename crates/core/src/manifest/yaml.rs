@@ -640,6 +640,63 @@ fn anchor_name_end(text: &str, at: usize) -> Result<usize, YamlError> {
 }
 
 /// An open collection while building the tree.
+/// Add `node` to the tree under the collection being read (or as the document's root),
+/// and open it when it is a collection, within the limits on count and nesting.
+fn attach<'t>(
+    nodes: &mut Vec<Node<'t>>,
+    collections: &mut usize,
+    node: Node<'t>,
+    (stack, root): (&mut Vec<Frame>, &mut Option<u32>),
+    opens: bool,
+) -> Result<u32, YamlError> {
+    let at = node.at;
+    let index = u32::try_from(nodes.len()).expect("files are limited in size");
+    nodes.push(node);
+    match stack.last_mut() {
+        None => *root = Some(index),
+        Some(parent) => match &mut nodes[parent.node as usize].kind {
+            NodeKind::Seq(items) => items.push(index),
+            NodeKind::Map(entries) => match parent.pending_key.take() {
+                Some(key) => entries.push((key, index)),
+                None => parent.pending_key = Some(index),
+            },
+            _ => unreachable!("only collections are pushed on the stack"),
+        },
+    }
+    if opens {
+        *collections += 1;
+        let refusal = if *collections > MAX_COLLECTIONS {
+            Some(Construct::TooManyCollections)
+        } else if stack.len() >= MAX_NESTING {
+            Some(Construct::TooDeep)
+        } else {
+            None
+        };
+        if let Some(construct) = refusal {
+            return Err(YamlError {
+                at,
+                kind: YamlErrorKind::Refused(construct),
+            });
+        }
+        stack.push(Frame {
+            node: index,
+            pending_key: None,
+        });
+    }
+    Ok(index)
+}
+
+/// A tag is refused wherever it is (`!!binary aW1hZ2U=:` is `image` to go-yaml).
+fn refused_tag(at: Position, tag: &saphyr_parser::Tag) -> YamlError {
+    YamlError {
+        at,
+        kind: YamlErrorKind::Refused(Construct::Tag(match tag.handle.as_str() {
+            "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
+            handle => format!("{handle}{}", tag.suffix),
+        })),
+    }
+}
+
 struct Frame {
     node: u32,
     pending_key: Option<u32>,
@@ -845,53 +902,18 @@ impl<'t> Tree<'t> {
                 Event::MappingStart(anchor, tag) => (NodeKind::Map(Vec::new()), anchor, tag, true),
             };
             if let Some(tag) = tag {
-                return Err(YamlError {
-                    at,
-                    kind: YamlErrorKind::Refused(Construct::Tag(match tag.handle.as_str() {
-                        "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
-                        handle => format!("{handle}{}", tag.suffix),
-                    })),
-                });
+                return Err(refused_tag(at, &tag));
             }
-            let index = u32::try_from(self.nodes.len()).expect("files are limited in size");
-            self.nodes.push(Node {
+            let node = Node {
                 kind,
                 at,
                 end: offsets.byte(span.end.index()),
                 anchored: anchor != 0,
-            });
+            };
+            let (nodes, collections) = (&mut self.nodes, &mut self.collections);
+            let index = attach(nodes, collections, node, (&mut stack, &mut root), opens)?;
             if anchor != 0 {
                 anchors.insert(anchor, index);
-            }
-            match stack.last_mut() {
-                None => root = Some(index),
-                Some(parent) => match &mut self.nodes[parent.node as usize].kind {
-                    NodeKind::Seq(items) => items.push(index),
-                    NodeKind::Map(entries) => match parent.pending_key.take() {
-                        Some(key) => entries.push((key, index)),
-                        None => parent.pending_key = Some(index),
-                    },
-                    _ => unreachable!("only collections are pushed on the stack"),
-                },
-            }
-            if opens {
-                self.collections += 1;
-                if self.collections > MAX_COLLECTIONS {
-                    return Err(YamlError {
-                        at,
-                        kind: YamlErrorKind::Refused(Construct::TooManyCollections),
-                    });
-                }
-                if stack.len() >= MAX_NESTING {
-                    return Err(YamlError {
-                        at,
-                        kind: YamlErrorKind::Refused(Construct::TooDeep),
-                    });
-                }
-                stack.push(Frame {
-                    node: index,
-                    pending_key: None,
-                });
             }
         }
         self.documents.push(Document { root });
