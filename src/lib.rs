@@ -21,10 +21,13 @@
 //!   objects; `audit` compares the commits of a history (`audit`).
 //! - **check / mirror** (`cli/commands/{check,mirror}.rs`): `exists` and `mirror` plan which
 //!   digests to ask about or copy; `resolve` asks; the verdict is pure again.
-//! - **reconcile** (`cli/commands/controller.rs` → `cluster::reconcile`): `source::git` fetches
-//!   the commit a `LockstepSync` follows → the same `verify_dir`, with trust from the cluster,
-//!   never from the repository → `plan` (only from a `VerifiedDir`) → `cluster::apply`
-//!   (server-side apply, prune) → `cluster::health` → the resource's status.
+//! - **reconcile** (`cli/commands/controller.rs` → `cluster::reconcile`, one pass read
+//!   top-down in `cluster/reconcile/pass.rs`): the spec and its Secrets → `source::git`
+//!   fetches the commit a `LockstepSync` follows (`source/git/fetch.rs`) → the same
+//!   `verify_dir`, with trust from the cluster, never from the repository → the gate
+//!   (rollback rule, images still in their registries) → `plan` (only from a `VerifiedDir`)
+//!   → `cluster::apply` (server-side apply, prune) → `cluster::health` → the resource's
+//!   status (`cluster/reconcile/status.rs`).
 
 pub mod cli;
 pub mod cluster;

@@ -52,8 +52,8 @@ pub(super) async fn fetch(
                 FailedStep::Fetch => "FetchFailed",
                 _ => "CommitUnreadable",
             };
-            let mut refusal = Refusal::new(step, reason, one_line(&error))
-                .transient(error.is_transient());
+            let mut refusal =
+                Refusal::new(step, reason, one_line(&error)).transient(error.is_transient());
             refusal.commit = commit;
             Err(refusal)
         }

@@ -373,35 +373,7 @@ impl OciRegistry {
             }
             (sent, declared) => sent.or(declared),
         };
-        // The hash so far, the bytes so far, and the digest once the stream has ended.
-        let hashed = Arc::new(Mutex::new((Sha256::new(), 0u64, None::<Digest>)));
-        let feed = hashed.clone();
-        let end = hashed.clone();
-        let expected = digest.clone();
-        let body = response
-            .bytes_stream()
-            .map(move |chunk| {
-                let chunk = chunk.map_err(std::io::Error::other)?;
-                let mut state = feed.lock().expect("hash lock");
-                state.0.update(&chunk);
-                state.1 += chunk.len() as u64;
-                if length.is_some_and(|limit| state.1 > limit) {
-                    return Err(std::io::Error::other("the blob is longer than declared"));
-                }
-                Ok(chunk)
-            })
-            .chain(futures::stream::once(async move {
-                let mut state = end.lock().expect("hash lock");
-                let computed = Digest::from_hasher(state.0.clone());
-                state.2 = Some(computed.clone());
-                if computed == expected {
-                    Ok(bytes::Bytes::new())
-                } else {
-                    Err(std::io::Error::other(format!(
-                        "the blob hashes to {computed}, not {expected}"
-                    )))
-                }
-            }));
+        let (body, hashed) = hashing(response, digest, length);
         session
             .query_pairs_mut()
             .append_pair("digest", digest.as_str());
@@ -413,24 +385,8 @@ impl OciRegistry {
         if let Some(length) = length {
             put = put.header(CONTENT_LENGTH, length);
         }
-        let sent = put.body(reqwest::Body::wrap_stream(body)).send().await;
-        // The stream's last element may not be polled once `Content-Length` bytes are out;
-        // the hash of every byte sent is judged here either way.
-        let (hasher, bytes, ended) = hashed.lock().expect("hash lock").clone();
-        if length.is_some_and(|limit| bytes > limit) {
-            return Err(src_fail(Trouble::BadManifest(format!(
-                "the blob {digest} is longer than the {} bytes declared",
-                length.unwrap_or_default()
-            ))));
-        }
-        let complete = ended.is_some() || length == Some(bytes);
-        let computed = ended.unwrap_or_else(|| Digest::from_hasher(hasher));
-        if complete && computed != *digest {
-            return Err(src_fail(Trouble::DigestMismatch {
-                claimed: digest.clone(),
-                computed,
-            }));
-        }
+        let sent = put.body(body).send().await;
+        let bytes = judge_sent(&hashed, digest, length).map_err(src_fail)?;
         let answer = sent.map_err(|e| transport(dst, e))?;
         let status = answer.status();
         if status != StatusCode::CREATED {
@@ -439,6 +395,70 @@ impl OciRegistry {
         }
         Ok(Placed::Uploaded(bytes))
     }
+}
+
+/// What the stream of a blob has seen: the hash so far, the bytes so far, and the digest once
+/// the stream has ended.
+type Hashed = Arc<Mutex<(Sha256, u64, Option<Digest>)>>;
+
+/// The blob's body as a stream that hashes every chunk on its way to the target, ends in an
+/// error past `length` bytes, and, at its end, in an error unless it hashed to `digest`.
+fn hashing(
+    response: reqwest::Response,
+    digest: &Digest,
+    length: Option<u64>,
+) -> (reqwest::Body, Hashed) {
+    let hashed: Hashed = Arc::new(Mutex::new((Sha256::new(), 0u64, None)));
+    let feed = hashed.clone();
+    let end = hashed.clone();
+    let expected = digest.clone();
+    let body = response
+        .bytes_stream()
+        .map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let mut state = feed.lock().expect("hash lock");
+            state.0.update(&chunk);
+            state.1 += chunk.len() as u64;
+            if length.is_some_and(|limit| state.1 > limit) {
+                return Err(std::io::Error::other("the blob is longer than declared"));
+            }
+            Ok(chunk)
+        })
+        .chain(futures::stream::once(async move {
+            let mut state = end.lock().expect("hash lock");
+            let computed = Digest::from_hasher(state.0.clone());
+            state.2 = Some(computed.clone());
+            if computed == expected {
+                Ok(bytes::Bytes::new())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "the blob hashes to {computed}, not {expected}"
+                )))
+            }
+        }));
+    (reqwest::Body::wrap_stream(body), hashed)
+}
+
+/// The bytes sent, unless they were more than `length` or a complete blob that does not hash
+/// to `digest`. The stream's last element may not be polled once `Content-Length` bytes are
+/// out, so the hash of every byte sent is judged here either way.
+fn judge_sent(hashed: &Hashed, digest: &Digest, length: Option<u64>) -> Result<u64, Trouble> {
+    let (hasher, bytes, ended) = hashed.lock().expect("hash lock").clone();
+    if length.is_some_and(|limit| bytes > limit) {
+        return Err(Trouble::BadManifest(format!(
+            "the blob {digest} is longer than the {} bytes declared",
+            length.unwrap_or_default()
+        )));
+    }
+    let complete = ended.is_some() || length == Some(bytes);
+    let computed = ended.unwrap_or_else(|| Digest::from_hasher(hasher));
+    if complete && computed != *digest {
+        return Err(Trouble::DigestMismatch {
+            claimed: digest.clone(),
+            computed,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The upload session URL from a `Location` header (absolute, or relative to the registry).
