@@ -176,6 +176,23 @@ pub struct RegistryArgs {
     pub timeout: Duration,
 }
 
+/// Whom to trust and what to require of each lockfile: the same options for verify, render
+/// and audit.
+#[derive(Debug, Args)]
+pub struct SignersArgs {
+    /// Trusted signers, in Git's allowed_signers format. Never taken from the repository
+    /// being verified unless you point here.
+    #[arg(long, env = "LOCKSTEP_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: PathBuf,
+    /// How many distinct trusted principals must have signed (each lockfile, in an audit).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threshold: usize,
+    /// Require the lockfile to be for this environment (lock --environment). Without it a
+    /// lockfile for any environment passes, and its environment is printed.
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The manifests directory (inside a Git work tree when --rev is given).
@@ -184,17 +201,8 @@ pub struct VerifyArgs {
     /// Verify this Git revision's tree (read from the object database, no checkout).
     #[arg(long, value_name = "REV")]
     pub rev: Option<String>,
-    /// Trusted signers, in Git's allowed_signers format. Never taken from the repository
-    /// being verified unless you point here.
-    #[arg(long, env = "LOCKSTEP_ALLOWED_SIGNERS", value_name = "FILE")]
-    pub allowed_signers: PathBuf,
-    /// How many distinct trusted principals must have signed.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threshold: usize,
-    /// Require the lockfile to be for this environment (lock --environment). Without it a
-    /// lockfile for any environment passes, and its environment is printed.
-    #[arg(long, value_name = "NAME")]
-    pub environment: Option<String>,
+    #[command(flatten)]
+    pub signers: SignersArgs,
     /// Refuse objects of kinds lockstep has no image paths for that hold `image` fields
     /// (without it they pass with a warning): declare them in lockstep.toml.
     #[arg(long)]

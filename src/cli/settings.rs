@@ -107,9 +107,9 @@ pub(super) fn verify(
     Ok(commands::verify::VerifySettings {
         dir: a.dir,
         rev: a.rev,
-        allowed_signers: a.allowed_signers,
-        threshold: a.threshold,
-        environment: a.environment,
+        allowed_signers: a.signers.allowed_signers,
+        threshold: a.signers.threshold,
+        environment: a.signers.environment,
         strict: a.strict,
         at,
     })

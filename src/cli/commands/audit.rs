@@ -36,25 +36,18 @@ pub struct AuditArgs {
     /// Follow every parent of merges, not only the first.
     #[arg(long)]
     pub all: bool,
-    /// Trusted signers, in Git's allowed_signers format (keep it outside the repository).
-    #[arg(long, env = "LOCKSTEP_ALLOWED_SIGNERS", value_name = "FILE")]
-    pub allowed_signers: PathBuf,
-    /// How many distinct trusted principals must have signed each lockfile.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threshold: usize,
-    /// Require every lockfile to be bound to this environment (as `verify --environment`).
-    #[arg(long, value_name = "NAME")]
-    pub environment: Option<String>,
+    #[command(flatten)]
+    pub signers: crate::cli::args::SignersArgs,
 }
 
 /// Run the audit; a finding is a [`Class::Check`] failure (exit 1).
 pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
-    if args.threshold == 0 {
+    if args.signers.threshold == 0 {
         return Err(CliError::usage(Message(
             "--threshold must be at least 1".into(),
         )));
     }
-    let trust = super::verify::load_trust(&args.allowed_signers, &args.dir, printer)?;
+    let trust = super::verify::load_trust(&args.signers.allowed_signers, &args.dir, printer)?;
     let history =
         git::read_history(&args.dir, args.since.as_deref(), args.all).map_err(CliError::usage)?;
     let facts: Vec<CommitFacts> = history
@@ -65,8 +58,8 @@ pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
             let policy = TrustPolicy {
                 signers: &trust,
                 at: time,
-                threshold: args.threshold,
-                environment: args.environment.as_deref(),
+                threshold: args.signers.threshold,
+                environment: args.signers.environment.as_deref(),
                 strict: false,
             };
             let mut facts = CommitFacts {
