@@ -424,6 +424,17 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// [`Self::note`] a notice about the document at `line`.
+    fn note_at(&mut self, document: usize, line: usize, reason: NoticeReason) {
+        let notice = Notice {
+            file: self.file.to_owned(),
+            document,
+            line,
+            reason,
+        };
+        self.note(notice);
+    }
+
     fn position(&self, node: u32) -> (usize, usize) {
         let at = self.tree.node(node).at;
         (at.line, at.column)
@@ -467,18 +478,11 @@ impl<'a> Scanner<'a> {
         list_type: Option<(&str, &str)>,
     ) -> Result<(), ScanError> {
         let line = self.tree.node(root.node).at.line;
-        let notice = |reason| Notice {
-            file: self.file.to_owned(),
-            document,
-            line,
-            reason,
-        };
         match &root.data {
             Data::Map(_) => {}
             Data::Null => return Ok(()),
             _ => {
-                let n = notice(NoticeReason::NotAMapping);
-                self.note(n);
+                self.note_at(document, line, NoticeReason::NotAMapping);
                 return Ok(());
             }
         }
@@ -506,8 +510,7 @@ impl<'a> Scanner<'a> {
                         missing,
                     });
                 }
-                let n = notice(NoticeReason::MissingTypeMeta { missing });
-                self.note(n);
+                self.note_at(document, line, NoticeReason::MissingTypeMeta { missing });
                 return Ok(());
             }
         };
@@ -593,12 +596,6 @@ impl<'a> Scanner<'a> {
         (api_version, kind): (String, String),
         inherited: bool,
     ) -> Result<(), ScanError> {
-        let notice = |reason| Notice {
-            file: self.file.to_owned(),
-            document,
-            line,
-            reason,
-        };
         let metadata = root.get("metadata");
         let field = |key| metadata.and_then(|m| m.get(key));
         let object = ObjectRef {
@@ -636,11 +633,11 @@ impl<'a> Scanner<'a> {
             let mut paths = Vec::new();
             unscanned_images(root, &mut String::new(), &mut paths);
             if !paths.is_empty() {
-                let n = notice(NoticeReason::UnscannedImages {
+                let reason = NoticeReason::UnscannedImages {
                     object: object.to_string(),
                     paths,
-                });
-                self.note(n);
+                };
+                self.note_at(document, line, reason);
             }
         }
         let Value::Object(mut body) = root.to_json() else {
