@@ -9,6 +9,7 @@
 use std::fmt;
 
 use jiff::Timestamp;
+use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PublicKey, SshSig};
 
 use super::allowed_signers::TrustedKey;
@@ -318,6 +319,25 @@ fn check(
     trust: &AllowedSigners,
     at: Timestamp,
 ) -> Result<SignerReport, SignatureProblem> {
+    let signature = decode(file)?;
+    let (key, fingerprint) = check_signed(message, &signature)?;
+    let admitting = admit(trust, key, &fingerprint, at)?;
+    let mut principals: Vec<String> = Vec::new();
+    for principal in admitting.iter().flat_map(|t| t.principals()) {
+        if !principals.contains(principal) {
+            principals.push(principal.clone());
+        }
+    }
+    Ok(SignerReport {
+        file: file.name.clone(),
+        fingerprint,
+        principals,
+        lines: admitting.iter().map(|t| t.line()).collect(),
+    })
+}
+
+/// The armored file as an SSHSIG, refused unless it is the one canonical encoding of version 1.
+fn decode(file: &SignatureFile) -> Result<SshSig, SignatureProblem> {
     check_armor(&file.armored)?;
     let signature = match SshSig::from_pem(&file.armored) {
         Ok(signature) => signature,
@@ -339,6 +359,15 @@ fn check(
     if !is_canonical(&signature, &file.armored) {
         return Err(SignatureProblem::NotCanonical);
     }
+    Ok(signature)
+}
+
+/// The signing key and its fingerprint, once the signature is an Ed25519 one in lockstep's
+/// namespace over exactly `message`.
+fn check_signed<'s>(
+    message: &[u8],
+    signature: &'s SshSig,
+) -> Result<(&'s KeyData, String), SignatureProblem> {
     let key = signature.public_key();
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     if key.algorithm() != Algorithm::Ed25519 {
@@ -355,12 +384,23 @@ fn check(
     }
     // The hash algorithm comes from the signature; ssh-key decodes only sha256 and sha512.
     if PublicKey::from(key.clone())
-        .verify(NAMESPACE, message, &signature)
+        .verify(NAMESPACE, message, signature)
         .is_err()
     {
         return Err(SignatureProblem::BadSignature { fingerprint });
     }
+    Ok((key, fingerprint))
+}
 
+/// The allowed_signers lines that admit `key` for lockstep's namespace at `at`; refused with
+/// the first rule that excludes every listed line.
+fn admit<'t>(
+    trust: &'t AllowedSigners,
+    key: &'t KeyData,
+    fingerprint: &str,
+    at: Timestamp,
+) -> Result<Vec<&'t TrustedKey>, SignatureProblem> {
+    let fingerprint = fingerprint.to_owned();
     let listed: Vec<&TrustedKey> = trust.lines_for(key).collect();
     if listed.is_empty() {
         return Err(SignatureProblem::UntrustedKey { fingerprint });
@@ -395,18 +435,7 @@ fn check(
                 .collect(),
         });
     }
-    let mut principals: Vec<String> = Vec::new();
-    for principal in admitting.iter().flat_map(|t| t.principals()) {
-        if !principals.contains(principal) {
-            principals.push(principal.clone());
-        }
-    }
-    Ok(SignerReport {
-        file: file.name.clone(),
-        fingerprint,
-        principals,
-        lines: admitting.iter().map(|t| t.line()).collect(),
-    })
+    Ok(admitting)
 }
 
 /// Whether signers recorded when a lockfile was verified (each key's `SHA256:…` fingerprint
