@@ -787,98 +787,107 @@ impl<'a> Scanner<'a> {
 
 /// Where `metadata` is not what Kubernetes decodes into its ObjectMeta (which refuses the
 /// object): the value, the field and what it must be.
+/// The shape Kubernetes' ObjectMeta gives a field; `null` fits every shape.
+#[derive(Clone, Copy)]
+enum MetaShape {
+    Str,
+    Int,
+    Time,
+    StringMap,
+    StringList,
+    MapList,
+}
+
+/// ObjectMeta's typed fields, in the order they are checked.
+const OBJECT_META: [(&str, &str, MetaShape); 15] = [
+    ("name", "metadata.name", MetaShape::Str),
+    ("generateName", "metadata.generateName", MetaShape::Str),
+    ("namespace", "metadata.namespace", MetaShape::Str),
+    ("selfLink", "metadata.selfLink", MetaShape::Str),
+    ("uid", "metadata.uid", MetaShape::Str),
+    (
+        "resourceVersion",
+        "metadata.resourceVersion",
+        MetaShape::Str,
+    ),
+    ("generation", "metadata.generation", MetaShape::Int),
+    (
+        "deletionGracePeriodSeconds",
+        "metadata.deletionGracePeriodSeconds",
+        MetaShape::Int,
+    ),
+    (
+        "creationTimestamp",
+        "metadata.creationTimestamp",
+        MetaShape::Time,
+    ),
+    (
+        "deletionTimestamp",
+        "metadata.deletionTimestamp",
+        MetaShape::Time,
+    ),
+    ("labels", "metadata.labels", MetaShape::StringMap),
+    ("annotations", "metadata.annotations", MetaShape::StringMap),
+    ("finalizers", "metadata.finalizers", MetaShape::StringList),
+    (
+        "ownerReferences",
+        "metadata.ownerReferences",
+        MetaShape::MapList,
+    ),
+    (
+        "managedFields",
+        "metadata.managedFields",
+        MetaShape::MapList,
+    ),
+];
+
+impl MetaShape {
+    fn expected(self) -> &'static str {
+        match self {
+            MetaShape::Str => "a string",
+            MetaShape::Int => "an integer",
+            MetaShape::Time => "an RFC 3339 time",
+            MetaShape::StringMap => "a mapping of strings",
+            MetaShape::StringList => "a list of strings",
+            MetaShape::MapList => "a list of mappings",
+        }
+    }
+
+    /// The node that does not fit: `value` itself, or the entry of a map or list that does not.
+    fn misfit(self, value: &Decoded) -> Option<&Decoded> {
+        let fits = |ok: bool| if ok { None } else { Some(value) };
+        match (&value.data, self) {
+            (Data::Null, _) => None,
+            (Data::Str(_), MetaShape::Str) => None,
+            (Data::Int(_), MetaShape::Int) => None,
+            (Data::Str(s), MetaShape::Time) => fits(s.parse::<jiff::Timestamp>().is_ok()),
+            (Data::Map(m), MetaShape::StringMap) => m
+                .values()
+                .find(|x| !matches!(x.data, Data::Str(_) | Data::Null)),
+            (Data::Seq(items), MetaShape::StringList | MetaShape::MapList) => {
+                let want_strings = matches!(self, MetaShape::StringList);
+                items.iter().find(|x| match &x.data {
+                    Data::Str(_) => !want_strings,
+                    Data::Map(_) => want_strings,
+                    Data::Null => false,
+                    _ => true,
+                })
+            }
+            _ => Some(value),
+        }
+    }
+}
+
 fn object_meta_mismatch(metadata: &Decoded) -> Option<(&Decoded, &'static str, &'static str)> {
     let entries = match &metadata.data {
         Data::Null => return None,
         Data::Map(entries) => entries,
         _ => return Some((metadata, "metadata", "a mapping")),
     };
-    let null_or = |v: &Decoded, ok: fn(&Data) -> bool| matches!(v.data, Data::Null) || ok(&v.data);
-    let strings = [
-        ("name", "metadata.name"),
-        ("generateName", "metadata.generateName"),
-        ("namespace", "metadata.namespace"),
-        ("selfLink", "metadata.selfLink"),
-        ("uid", "metadata.uid"),
-        ("resourceVersion", "metadata.resourceVersion"),
-    ];
-    for (key, field) in strings {
-        if let Some(v) = entries.get(key)
-            && !null_or(v, |d| matches!(d, Data::Str(_)))
-        {
-            return Some((v, field, "a string"));
-        }
-    }
-    for (key, field) in [
-        ("generation", "metadata.generation"),
-        (
-            "deletionGracePeriodSeconds",
-            "metadata.deletionGracePeriodSeconds",
-        ),
-    ] {
-        if let Some(v) = entries.get(key)
-            && !null_or(v, |d| matches!(d, Data::Int(_)))
-        {
-            return Some((v, field, "an integer"));
-        }
-    }
-    for (key, field) in [
-        ("creationTimestamp", "metadata.creationTimestamp"),
-        ("deletionTimestamp", "metadata.deletionTimestamp"),
-    ] {
-        if let Some(v) = entries.get(key)
-            && !null_or(
-                v,
-                |d| matches!(d, Data::Str(s) if s.parse::<jiff::Timestamp>().is_ok()),
-            )
-        {
-            return Some((v, field, "an RFC 3339 time"));
-        }
-    }
-    for (key, field) in [
-        ("labels", "metadata.labels"),
-        ("annotations", "metadata.annotations"),
-    ] {
-        if let Some(v) = entries.get(key) {
-            let bad = match &v.data {
-                Data::Null => None,
-                Data::Map(m) => m
-                    .values()
-                    .find(|x| !matches!(x.data, Data::Str(_) | Data::Null)),
-                _ => Some(v),
-            };
-            if let Some(bad) = bad {
-                return Some((bad, field, "a mapping of strings"));
-            }
-        }
-    }
-    for (key, field, want_strings) in [
-        ("finalizers", "metadata.finalizers", true),
-        ("ownerReferences", "metadata.ownerReferences", false),
-        ("managedFields", "metadata.managedFields", false),
-    ] {
-        if let Some(v) = entries.get(key) {
-            let bad = match &v.data {
-                Data::Null => None,
-                Data::Seq(items) => items.iter().find(|x| match &x.data {
-                    Data::Str(_) => !want_strings,
-                    Data::Map(_) => want_strings,
-                    Data::Null => false,
-                    _ => true,
-                }),
-                _ => Some(v),
-            };
-            if let Some(bad) = bad {
-                let expected = if want_strings {
-                    "a list of strings"
-                } else {
-                    "a list of mappings"
-                };
-                return Some((bad, field, expected));
-            }
-        }
-    }
-    None
+    OBJECT_META.iter().find_map(|&(key, field, shape)| {
+        let bad = shape.misfit(entries.get(key)?)?;
+        Some((bad, field, shape.expected()))
+    })
 }
 
 /// Every value the configured path leads to, with the concrete path (`spec.a[2].image`).
