@@ -265,26 +265,7 @@ impl OciRegistry {
         } else {
             registry
         };
-        let schemes = schemes(registry, &self.settings.insecure_registries);
-        let mut last = None;
-        let mut ping = None;
-        for &scheme in schemes {
-            let base = format!("{scheme}://{host}");
-            match self
-                .request(Method::GET, &format!("{base}/v2/"), &Auth::Anonymous)
-                .await
-            {
-                Ok(answer) => {
-                    ping = Some((scheme, base, answer));
-                    break;
-                }
-                Err(trouble @ (Trouble::Tls(_) | Trouble::Timeout { .. })) => return Err(trouble),
-                Err(trouble) => last = Some(trouble),
-            }
-        }
-        let Some((scheme, base, answer)) = ping else {
-            return Err(last.expect("at least one scheme was tried"));
-        };
+        let (scheme, base, answer) = self.ping(registry, host).await?;
         let challenge = answer
             .headers
             .get(WWW_AUTHENTICATE)
@@ -298,33 +279,12 @@ impl OciRegistry {
         let kind = if answer.status != StatusCode::UNAUTHORIZED {
             AuthKind::None
         } else if scheme_word == "bearer" {
-            let credentials = self.credentials(registry).await?;
-            let oci = oci_client::Client::new(ClientConfig {
-                protocol: if scheme == "http" {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                },
-                extra_root_certificates: self
-                    .settings
-                    .extra_ca_pem
-                    .iter()
-                    .map(|pem| Certificate {
-                        encoding: CertificateEncoding::Pem,
-                        data: pem.clone(),
-                    })
-                    .collect(),
-                read_timeout: Some(self.settings.timeout),
-                connect_timeout: Some(self.settings.timeout),
-                platform_resolver: None,
-                ..ClientConfig::default()
-            });
-            let auth = match credentials {
+            let auth = match self.credentials(registry).await? {
                 Some((user, pass)) => RegistryAuth::Basic(user, pass),
                 None => RegistryAuth::Anonymous,
             };
             AuthKind::Bearer {
-                oci,
+                oci: self.token_client(scheme),
                 auth,
                 tokens: Mutex::default(),
             }
@@ -340,6 +300,52 @@ impl OciRegistry {
             base,
             kind,
         }))
+    }
+
+    /// `GET /v2/` over each scheme the registry may use, in order; a TLS failure or a timeout
+    /// ends the search (falling back to plain HTTP then would hide it).
+    async fn ping(
+        &self,
+        registry: &str,
+        host: &str,
+    ) -> Result<(&'static str, String, Answer), Trouble> {
+        let mut last = None;
+        for &scheme in schemes(registry, &self.settings.insecure_registries) {
+            let base = format!("{scheme}://{host}");
+            match self
+                .request(Method::GET, &format!("{base}/v2/"), &Auth::Anonymous)
+                .await
+            {
+                Ok(answer) => return Ok((scheme, base, answer)),
+                Err(trouble @ (Trouble::Tls(_) | Trouble::Timeout { .. })) => return Err(trouble),
+                Err(trouble) => last = Some(trouble),
+            }
+        }
+        Err(last.expect("at least one scheme was tried"))
+    }
+
+    /// oci-client, used only for its token exchange, with the same CAs and timeouts.
+    fn token_client(&self, scheme: &str) -> oci_client::Client {
+        oci_client::Client::new(ClientConfig {
+            protocol: if scheme == "http" {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: self
+                .settings
+                .extra_ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            read_timeout: Some(self.settings.timeout),
+            connect_timeout: Some(self.settings.timeout),
+            platform_resolver: None,
+            ..ClientConfig::default()
+        })
     }
 
     /// Docker's credentials for `registry`, from `config.json` (`auths`, `credHelpers`,
