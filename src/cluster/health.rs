@@ -1,8 +1,9 @@
 //! Is an applied object healthy? kstatus-like rules over the object's own status (pure).
 //!
 //! Deployments, StatefulSets, DaemonSets and Jobs are judged from the counters and
-//! conditions their controllers write; any object whose controller has not yet observed its
-//! latest generation is in progress; a `Stalled=True` condition is a failure and
+//! conditions their controllers write; a `ReplicaFailure=True` condition (pods the
+//! controller cannot create: Pod Security, a quota) is a failure; any object whose controller
+//! has not yet observed its latest generation is in progress; a `Stalled=True` condition is a failure and
 //! `Reconciling=True` is progress (the kstatus conventions for custom resources); anything
 //! else is healthy as soon as it exists. The rules follow `sigs.k8s.io/cli-utils/pkg/kstatus`.
 
@@ -52,6 +53,14 @@ pub fn health_of(object: &Value) -> Health {
         return Health::InProgress(format!(
             "generation {generation} not yet observed by its controller (observed {observed})"
         ));
+    }
+    // The controller could not create pods (Pod Security, a quota, a missing service
+    // account): no rollout counter will move until someone changes something, and the
+    // counters alone would say only "0 of 1 replicas updated" until the progress deadline.
+    if let Some(c) = condition(object, "ReplicaFailure")
+        && c.get("status").and_then(Value::as_str) == Some("True")
+    {
+        return Health::Failed(format!("ReplicaFailure: {}", condition_text(c)));
     }
     match (group, kind) {
         ("apps" | "extensions", "Deployment") => deployment(object),
@@ -309,6 +318,30 @@ mod tests {
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
             ]
         })
+    }
+
+    #[test]
+    fn a_replica_failure_fails_the_rollout_with_the_reason() {
+        let mut status = json!({
+            "observedGeneration": 2, "replicas": 0,
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": "pods \"api-1\" is forbidden: violates PodSecurity \"restricted:latest\""}
+            ]
+        });
+        assert_eq!(
+            health_of(&deployment(1, status.clone())),
+            Health::Failed(
+                "ReplicaFailure: FailedCreate: pods \"api-1\" is forbidden: violates PodSecurity \"restricted:latest\"".into()
+            )
+        );
+        // Lifted with the condition: the counters decide again.
+        status["conditions"][1]["status"] = json!("False");
+        assert_eq!(
+            health_of(&deployment(1, status)),
+            Health::InProgress("0 of 1 replicas updated".into())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod crd;
 pub mod health;
+pub mod kube_error;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

@@ -61,14 +61,26 @@ impl Error for Quoting {}
 /// Each is [escaped](escape), line feeds kept: a message that quotes its input unescaped
 /// still cannot act on the terminal or the log it reaches.
 pub fn causes(error: &dyn Error) -> Vec<String> {
+    causes_with(error, |_| None)
+}
+
+/// [`causes`], where `text_of` may give a cause's text itself (for an error whose own
+/// rendering is not fit to show, such as one that prints its source's `Debug`); a cause it
+/// renders ends the chain. `error` itself is rendered by its `Display`.
+pub fn causes_with(
+    error: &dyn Error,
+    text_of: impl Fn(&(dyn Error + 'static)) -> Option<String>,
+) -> Vec<String> {
     let mut out = vec![escape(&error.to_string(), true).into_owned()];
     let mut cause = error.source();
     while let Some(c) = cause {
-        let text = escape(&c.to_string(), true).into_owned();
+        let rendered = text_of(c);
+        let last = rendered.is_some();
+        let text = escape(&rendered.unwrap_or_else(|| c.to_string()), true).into_owned();
         if !out.last().is_some_and(|prev| prev.contains(&text)) {
             out.push(text);
         }
-        cause = c.source();
+        cause = if last { None } else { c.source() };
     }
     out
 }

@@ -17,9 +17,9 @@ use super::pass::pass;
 use super::schedule::Trigger;
 use super::status::{next_status, write_status};
 use crate::cluster::crd::LockstepSync;
+use crate::cluster::kube_error::describe;
 use crate::cluster::metrics::PassResult;
 use crate::cluster::plan::SyncId;
-use crate::error_chain::one_line;
 
 /// How soon a rollout still in progress is looked at again.
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
@@ -120,7 +120,7 @@ fn transient_error(
         }),
         (_, Err(e)) => Some(ReconcileError {
             reason: "StatusNotWritten",
-            message: one_line(&e),
+            message: describe(&e),
         }),
         _ => None,
     }
@@ -144,7 +144,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %one_line(&e), "controller event");
+                tracing::debug!(error = %describe(&e), "controller event");
             }
         })
         .await;

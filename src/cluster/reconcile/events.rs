@@ -8,7 +8,7 @@ use super::Context;
 use super::outcome::{FailedStep, PassOutcome, short};
 use super::status::{applied_message, list};
 use crate::cluster::crd::LockstepSync;
-use crate::error_chain::one_line;
+use crate::cluster::kube_error::describe;
 
 /// One Event to publish: type, reason, action and note.
 type Note = (EventType, &'static str, &'static str, String);
@@ -26,7 +26,7 @@ pub(super) async fn publish_events(ctx: &Context, sync: &LockstepSync, outcome: 
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %one_line(&e), "cannot publish an Event");
+            tracing::warn!(error = %describe(&e), "cannot publish an Event");
         }
     }
 }

@@ -5,8 +5,8 @@ use crate::check::Finding;
 use crate::cluster::apply::PruneReport;
 use crate::cluster::crd::RecordedSigner;
 use crate::cluster::health::HealthSummary;
+use crate::cluster::kube_error::{describe, is_forbidden};
 use crate::cluster::plan::{LockIdentity, PlanError};
-use crate::error_chain::one_line;
 use crate::model::ObjectRef;
 use crate::verify::VerifyError;
 
@@ -99,8 +99,19 @@ impl Refusal {
         self
     }
 
-    /// A refusal from the API server: transient unless it refused the request itself.
+    /// A refusal from the API server: transient unless it refused the request itself; one
+    /// for want of rights (401, 403) is `Forbidden`, which a human must fix.
     pub(super) fn of_kube(step: FailedStep, what: String, error: &kube::Error) -> Refusal {
+        if is_forbidden(error) {
+            return Refusal::new(
+                step,
+                "Forbidden",
+                format!(
+                    "{what}: {} — the controller's ServiceAccount lacks this right (see deploy/rbac.yaml)",
+                    describe(error)
+                ),
+            );
+        }
         let transient = match error {
             kube::Error::Api(status) => status.code >= 500 || status.code == 429,
             _ => true,
@@ -108,7 +119,7 @@ impl Refusal {
         Refusal::new(
             step,
             "ClusterUnavailable",
-            format!("{what}: {}", one_line(error)),
+            format!("{what}: {}", describe(error)),
         )
         .transient(transient)
     }

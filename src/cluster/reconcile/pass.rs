@@ -16,9 +16,9 @@ use super::spec::{Inputs, read_inputs};
 use crate::cluster::apply::{ApplyError, ApplyReport, Baseline, Change, Discovered, PruneReport};
 use crate::cluster::crd::{LockstepSync, LockstepSyncStatus, RecordedSigner};
 use crate::cluster::health::HealthSummary;
+use crate::cluster::kube_error::describe;
 use crate::cluster::plan::{ApplyPlan, LockIdentity, PlanSettings, SyncId, VerifiedObjects};
 use crate::cluster::rollback::{self, RollbackFloor, applied_lock, check_rollback};
-use crate::error_chain::one_line;
 use crate::exists::Probe;
 use crate::files::SourceFiles;
 use crate::mirror::MirrorTarget;
@@ -119,7 +119,7 @@ fn verify(
         Refusal::new(
             FailedStep::Verify,
             verify_reason(&e),
-            format!("commit {}: {}", short(commit), one_line(&e)),
+            format!("commit {}: {}", short(commit), describe(&e)),
         )
     })?;
     for notice in &verified.scan().notices {
@@ -203,7 +203,7 @@ async fn plan(
         .discover(&objects.kinds_to_discover())
         .await
         .map_err(|e| {
-            Refusal::new(FailedStep::Apply, "ClusterUnavailable", one_line(&e))
+            Refusal::new(FailedStep::Apply, "ClusterUnavailable", describe(&e))
                 .transient(e.is_transient())
         })?;
     let settings = PlanSettings {
@@ -267,7 +267,7 @@ async fn apply(
             "ApplyRejected"
         };
         let mut refusal =
-            Refusal::new(FailedStep::Apply, reason, one_line(&e)).transient(transient);
+            Refusal::new(FailedStep::Apply, reason, describe(&e)).transient(transient);
         refusal.verified = Some((plan.lock().clone(), plan.signers().to_vec()));
         refusal.touched = plan.inventory();
         refusal

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::outcome::{FailedStep, Refusal};
 use crate::cluster::crd::{LockstepSync, Revision, TrustKind};
-use crate::error_chain::one_line;
+use crate::cluster::kube_error::describe;
 use crate::mirror::MirrorTarget;
 use crate::signing::AllowedSigners;
 use crate::source::git::{self, GitCredentials, HttpCredentials, SshCredentials};
@@ -84,7 +84,7 @@ async fn read_trust(client: &Client, sync: &LockstepSync) -> Result<AllowedSigne
     let text = text.ok_or_else(|| refused("TrustNotFound", format!("{source}: no such key")))?;
     let text = String::from_utf8(text)
         .map_err(|_| refused("TrustInvalid", format!("{source}: not UTF-8")))?;
-    AllowedSigners::parse(&text, &source).map_err(|e| refused("TrustInvalid", one_line(&e)))
+    AllowedSigners::parse(&text, &source).map_err(|e| refused("TrustInvalid", describe(&e)))
 }
 
 /// The ConfigMap or Secret holding the trust: `TrustNotFound` when it does not exist.
