@@ -55,7 +55,8 @@ pub struct Success {
 /// The wanted commit will not become applied and healthy without a new commit or a human.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// The full commit id the status names.
+    /// The full commit id the status names (the wanted id or prefix, for a refusal before
+    /// any commit was fetched).
     pub commit: String,
     /// The condition reason: `SignaturesRejected`, `RollbackRefused`, `UnpinnedImage`,
     /// `Unhealthy`, …
@@ -141,8 +142,30 @@ pub fn judge(
             message: refusal.message.clone(),
         });
     }
+    // A refusal before any commit is fetched (the spec, the trust, the rights to read them)
+    // refuses every commit until a human fixes it: waiting cannot help.
+    if current_spec
+        && let Some(v) = condition("Verified")
+        && v.status == "False"
+        && NEEDS_A_HUMAN.contains(&v.reason.as_str())
+    {
+        return Verdict::Failed(Failure {
+            commit: wanted.as_str().to_owned(),
+            reason: v.reason.clone(),
+            message: v.message.clone(),
+        });
+    }
     Verdict::Waiting(state(status, observed.is_some(), current_spec))
 }
+
+/// Reasons of a refusal before any commit is fetched that only a human can lift.
+const NEEDS_A_HUMAN: [&str; 5] = [
+    "InvalidSpec",
+    "Forbidden",
+    "TrustNotFound",
+    "TrustInvalid",
+    "CredentialsNotFound",
+];
 
 /// A condition that refuses the observed commit for good: verification (signatures,
 /// binding, unpinned or unlocked images, rollback) failed, or it cannot be planned.
@@ -346,6 +369,28 @@ mod tests {
         assert!(matches!(
             judge(Some(&refused("UnpinnedImage", "x")), Some(1), &rev(GOOD)),
             Verdict::Succeeded(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_before_any_fetch_that_needs_a_human_fails_at_once() {
+        // regression: a forbidden read of the trust was ClusterUnavailable, and wait burned
+        // its whole timeout.
+        let mut status = refused("Forbidden", "namespace shop has not opted in");
+        status.observed_commit = Some(GOOD.into());
+        status.applied_commit = None;
+        assert_eq!(
+            judge(Some(&status), Some(1), &rev(BAD)),
+            Verdict::Failed(Failure {
+                commit: BAD.into(),
+                reason: "Forbidden".into(),
+                message: "namespace shop has not opted in".into(),
+            })
+        );
+        // Recorded for an older spec: it may be fixed already.
+        assert!(matches!(
+            judge(Some(&status), Some(2), &rev(BAD)),
+            Verdict::Waiting(_)
         ));
     }
 

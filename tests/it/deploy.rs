@@ -29,7 +29,7 @@ fn repo_path(rel: &str) -> PathBuf {
 }
 
 /// Every YAML document of a file, as JSON values (empty documents skipped).
-fn documents(rel: &str) -> Vec<Value> {
+pub(crate) fn documents(rel: &str) -> Vec<Value> {
     let path = repo_path(rel);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -149,7 +149,7 @@ fn the_deployment_matches_the_kustomization_and_the_lease_role() {
 
 /// Server-side apply each object (dry run: validated and admitted, not stored). Kinds are
 /// looked up by discovery, retried briefly for a CRD applied just before.
-async fn apply(client: &Client, objects: &[Value], dry_run: bool) {
+pub(crate) async fn apply(client: &Client, objects: &[Value], dry_run: bool) {
     for object in objects {
         let obj: DynamicObject = serde_json::from_value(object.clone()).unwrap();
         let types = obj.types.clone().expect("apiVersion and kind");
@@ -338,6 +338,15 @@ const NEEDED: &[Access] = &[
     // trust and Git credentials of syncs in lockstep-system
     access("get", "", "configmaps", NAMESPACE, "trust"),
     access("get", "", "secrets", NAMESPACE, "git-credentials"),
+    // the opt-in it asks about before reading them, and the asking
+    access("get", "lockstep.dev", "sources", NAMESPACE, ""),
+    access(
+        "create",
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "",
+        "",
+    ),
     // leader election
     access("create", "coordination.k8s.io", "leases", NAMESPACE, ""),
     access(
@@ -374,6 +383,8 @@ const DENIED: &[Access] = &[
     access("watch", "", "secrets", NAMESPACE, ""),
     access("get", "", "secrets", "shop", "git-credentials"),
     access("create", "", "secrets", "shop", "x"),
+    // a namespace nobody opted in (the applier may read its ConfigMaps: this is the gate)
+    access("get", "lockstep.dev", "sources", "shop", ""),
     // the spec is the user's: never written, never deleted
     access("patch", "lockstep.dev", "lockstepsyncs", "shop", "app"),
     access("update", "lockstep.dev", "lockstepsyncs", "shop", "app"),

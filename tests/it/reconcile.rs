@@ -13,8 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -28,6 +30,7 @@ use lockstep::cluster::crd::{LockstepSync, LockstepSyncStatus};
 use lockstep::cluster::metrics::Metrics;
 use lockstep::cluster::plan::SYNC_ANNOTATION;
 use lockstep::cluster::reconcile::{self, Context, REQUEST_ANNOTATION, Registries};
+use lockstep::cluster::wait::{Verdict, WantedCommit, judge};
 use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
@@ -329,6 +332,19 @@ impl Sync {
             self.ctx.metrics.clone(),
             registries,
             Some("test-registries".into()),
+        ));
+        self
+    }
+
+    /// The same sync, reconciled by a controller that talks to the API server as `client`.
+    fn reconciled_by(mut self, client: Client) -> Sync {
+        self.ctx = Arc::new(Context::new(
+            client,
+            self.ctx.cache_dir.clone(),
+            self.ctx.clock.clone(),
+            self.ctx.metrics.clone(),
+            Default::default(),
+            Some("test-identity".into()),
         ));
         self
     }
@@ -2039,4 +2055,96 @@ fn a_git_server_that_never_answers_fails_the_fetch_instead_of_hanging() {
     );
     assert!(matches!(err, GitError::Git { .. }), "{err}");
     assert!(err.to_string().contains("cannot fetch branch"), "{err}");
+}
+
+/// A client that authenticates as the controller's ServiceAccount, installed from deploy/
+/// (namespace, ServiceAccount, RBAC): a token from a TokenRequest, nothing else.
+async fn service_account_client(admin: &Client) -> Client {
+    for rel in [
+        "deploy/namespace.yaml",
+        "deploy/serviceaccount.yaml",
+        "deploy/rbac.yaml",
+    ] {
+        crate::deploy::apply(admin, &crate::deploy::documents(rel), false).await;
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "lockstep-system");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request("lockstep", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let plane = tokio::task::block_in_place(control_plane);
+    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    Client::try_from(config).unwrap()
+}
+
+/// regression: the applier role may read every ConfigMap, so a ConfigMap trust was read in
+/// namespaces nobody had opted in, against the README's promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_lockstep_sources_binding_opts_a_namespace_in_under_the_service_accounts_identity() {
+    let admin = client().await;
+    let controller = service_account_client(&admin).await;
+    let repo = Repo::new();
+    let sync = Sync::on(admin.clone(), "optin", &repo)
+        .await
+        .reconciled_by(controller);
+
+    let status = sync.pass().await;
+    let (ready, reason, message) = condition(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "Forbidden"),
+        "{message}"
+    );
+    assert!(
+        message.contains("namespace t-optin has not opted in")
+            && message.contains("lockstep-sources"),
+        "{message}"
+    );
+    assert!(sync.deployment("api").await.is_none());
+    assert!(sync.config_map("settings").await.is_none());
+    // `wait` gives up at once, with the reason.
+    let generation = sync.api.get("app").await.unwrap().metadata.generation;
+    let wanted = WantedCommit::parse(&repo.head()).unwrap();
+    assert!(
+        matches!(
+            judge(Some(&status), generation, &wanted),
+            Verdict::Failed(ref f) if f.reason == "Forbidden"
+        ),
+        "{:?}",
+        judge(Some(&status), generation, &wanted)
+    );
+
+    // The namespace opts in: a RoleBinding of lockstep-sources for the ServiceAccount.
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &sync.ns);
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "lockstep-sources"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "lockstep-sources"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lockstep", "namespace": "lockstep-system"}],
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
+    assert!(sync.deployment("api").await.is_some());
 }

@@ -4,8 +4,11 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde::de::DeserializeOwned;
 
@@ -41,12 +44,54 @@ pub(super) async fn read_inputs(client: &Client, sync: &LockstepSync) -> Result<
         .map(MirrorTarget::parse)
         .transpose()
         .map_err(|e| invalid(format!("spec.mirror: {e}")))?;
+    check_sources_allowed(client, &sync.namespace().unwrap_or_default()).await?;
     Ok(Inputs {
         revision,
         mirror,
         trust: read_trust(client, sync).await?,
         credentials: read_credentials(client, sync).await?,
     })
+}
+
+/// The permission a RoleBinding of `lockstep-sources` grants in a namespace: no API serves
+/// it; the controller asks for it before it reads a namespace's trust or credentials.
+pub const SOURCES_PERMISSION: (&str, &str, &str) = ("lockstep.dev", "sources", "get");
+
+/// Refuse (`Forbidden`) a namespace where no RoleBinding lets the controller read sources.
+/// Asked of the API server (a SelfSubjectAccessReview), because reading the object itself
+/// proves nothing: the applier role may read every ConfigMap in the cluster, and the
+/// promise is that only a RoleBinding opts a namespace in, for ConfigMaps and Secrets alike.
+async fn check_sources_allowed(client: &Client, namespace: &str) -> Result<(), Refusal> {
+    let (group, resource, verb) = SOURCES_PERMISSION;
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                verb: Some(verb.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let what = format!("cannot ask whether namespace {namespace} opted in");
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| Refusal::of_kube(FailedStep::Trust, what, &e))?;
+    if answer.status.is_some_and(|s| s.allowed) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        FailedStep::Trust,
+        "Forbidden",
+        format!(
+            "namespace {namespace} has not opted in: the controller reads a LockstepSync's trust and credentials only where a RoleBinding of the ClusterRole lockstep-sources grants its ServiceAccount `{verb}` on `{resource}.{group}` (see deploy/rbac.yaml)"
+        ),
+    ))
 }
 
 /// Read the allowed_signers text named by the spec, from this namespace.
