@@ -153,7 +153,7 @@ impl Discovered {
             .collect()
     }
 
-    fn get(&self, key: &TypeKey) -> Option<&(ApiResource, Scope)> {
+    pub(super) fn get(&self, key: &TypeKey) -> Option<&(ApiResource, Scope)> {
         self.kinds.get(key)
     }
 }
@@ -221,7 +221,7 @@ pub struct PruneReport {
 /// The cluster, through one client.
 #[derive(Clone)]
 pub struct Cluster {
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl Cluster {
@@ -321,7 +321,12 @@ impl Cluster {
         Ok(report)
     }
 
-    fn api_for(&self, resource: &ApiResource, scope: Scope, namespace: &str) -> Api<DynamicObject> {
+    pub(super) fn api_for(
+        &self,
+        resource: &ApiResource,
+        scope: Scope,
+        namespace: &str,
+    ) -> Api<DynamicObject> {
         match scope {
             Scope::Namespaced => Api::namespaced_with(self.client.clone(), namespace, resource),
             Scope::Cluster => Api::all_with(self.client.clone(), resource),

@@ -9,6 +9,7 @@ pub mod crd;
 pub mod health;
 pub mod kube_error;
 pub mod lease;
+mod live;
 pub mod metrics;
 pub mod reconcile;
 pub mod rollback;

@@ -110,8 +110,8 @@ pub fn judge(
     let current_spec = status.observed_generation == generation;
 
     if let Some(commit) = applied {
-        // Healthy is written only by a pass that applied, together with appliedCommit: it
-        // describes this commit's rollout.
+        // Healthy describes the applied commit's objects: written by the pass that applied
+        // it and re-judged by every later pass, refused ones too.
         return match condition("Healthy") {
             Some(h) if h.status == "True" => Verdict::Succeeded(Success {
                 commit: commit.to_owned(),

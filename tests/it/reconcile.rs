@@ -2148,3 +2148,88 @@ async fn only_a_lockstep_sources_binding_opts_a_namespace_in_under_the_service_a
     assert_eq!(status.applied_commit.as_deref(), Some(repo.head().as_str()));
     assert!(sync.deployment("api").await.is_some());
 }
+
+/// regression: a refused pass never re-judged health, so `Healthy` stayed at what the
+/// applying pass saw (a rollout just begun) and `wait` for the applied commit timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pass_rejudges_the_applied_commits_health_so_wait_for_it_succeeds() {
+    let repo = Repo::new();
+    let sync = Sync::new("rejudge", &repo).await;
+    let applied = repo.head();
+    let first = sync.pass().await;
+    assert_eq!(first.applied_commit.as_deref(), Some(applied.as_str()));
+    assert_ne!(
+        condition(&first, "Healthy").0,
+        "True",
+        "judged right after the apply, the rollout has not begun"
+    );
+
+    // A commit that bypassed `lock`: every later pass refuses it.
+    repo.write("config.yaml", &config_map("settings", "tampered"));
+    let tampered = repo.commit_all("tampered");
+    let generation = sync.api.get("app").await.unwrap().metadata.generation;
+    let wanted = WantedCommit::parse(&applied).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = sync.pass().await;
+        assert_eq!(status.observed_commit.as_deref(), Some(tampered.as_str()));
+        assert_eq!(condition(&status, "Ready").0, "False");
+        if condition(&status, "Healthy").0 == "True" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{:#?}", status.conditions);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(condition(&status, "Verified").1, "BindingMismatch");
+    assert!(matches!(
+        judge(Some(&status), generation, &wanted),
+        Verdict::Succeeded(_)
+    ));
+    assert_eq!(
+        sync.config_map("settings").await.unwrap().data.unwrap()["value"],
+        "one"
+    );
+}
+
+/// regression: pods the ReplicaSet may not create (Pod Security "restricted") were seen only
+/// as "0 of 2 replicas updated" until the progress deadline; `ReplicaFailure` is a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_forbidden_by_pod_security_fail_the_rollout_with_the_reason() {
+    let repo = Repo::new();
+    let sync = Sync::new("podsecurity", &repo).await;
+    Api::<Namespace>::all(sync.client.clone())
+        .patch(
+            &sync.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"
+            }}})),
+        )
+        .await
+        .unwrap();
+    let generation = sync.api.get("app").await.unwrap().metadata.generation;
+    let wanted = WantedCommit::parse(&repo.head()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = sync.pass().await;
+        if condition(&status, "Healthy").1 == "Failed" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{:#?}", status.conditions);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, _, message) = condition(&status, "Healthy");
+    assert!(
+        message.contains("ReplicaFailure") && message.contains("PodSecurity"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Deployment") && message.contains("api"),
+        "{message}"
+    );
+    let verdict = judge(Some(&status), generation, &wanted);
+    assert!(
+        matches!(verdict, Verdict::Failed(ref f) if f.reason == "Unhealthy"),
+        "{verdict:?}"
+    );
+}

@@ -47,6 +47,9 @@ pub struct Refusal {
     /// in the inventory, since some of it may now be in the cluster).
     pub verified: Option<(LockIdentity, Vec<String>)>,
     pub touched: Vec<ObjectRef>,
+    /// The applied inventory's health, re-judged in this pass (`None` when nothing is applied
+    /// yet, or it could not be read).
+    pub health: Option<HealthSummary>,
 }
 
 /// A pass that applied a commit.
@@ -90,6 +93,7 @@ impl Refusal {
             transient: false,
             verified: None,
             touched: Vec::new(),
+            health: None,
         }
     }
 

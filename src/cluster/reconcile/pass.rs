@@ -34,7 +34,25 @@ pub(super) async fn pass(sync: &LockstepSync, ctx: &Context) -> PassOutcome {
     }
     match stages(sync, ctx).await {
         Ok(applied) => PassOutcome::Applied(Box::new(applied)),
-        Err(refusal) => PassOutcome::Refused(refusal),
+        Err(mut refusal) => {
+            refusal.health = applied_health(sync, ctx).await;
+            PassOutcome::Refused(refusal)
+        }
+    }
+}
+
+/// The health of what the last applying pass left, read now: a refused pass says how the
+/// applied commit is doing too (`wait` for that commit would otherwise never see it settle).
+async fn applied_health(sync: &LockstepSync, ctx: &Context) -> Option<HealthSummary> {
+    let status = sync.status.as_ref()?;
+    status.applied_commit.as_ref()?;
+    let inventory: Vec<ObjectRef> = status.inventory.iter().map(ObjectRef::from).collect();
+    match ctx.cluster.health(&inventory).await {
+        Ok(health) => Some(health),
+        Err(e) => {
+            tracing::warn!(error = %describe(&e), "cannot re-judge the applied objects' health");
+            None
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::cluster::apply::FIELD_MANAGER;
 use crate::cluster::crd::{
     AppliedRecord, Condition, InventoryEntry, LockstepSync, LockstepSyncStatus,
 };
+use crate::cluster::health::HealthSummary;
 use crate::cluster::plan::LockIdentity;
 use crate::cluster::rollback;
 use crate::model::ObjectRef;
@@ -108,6 +109,9 @@ fn refused(status: &mut LockstepSyncStatus, conditions: &mut Conditions, refusal
         }
         _ => conditions.set("Verified", "False", refusal.reason, refusal.message.clone()),
     }
+    if let Some(health) = &refusal.health {
+        healthy_condition(conditions, health);
+    }
     if refusal.step == FailedStep::Apply {
         let mut inventory: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
         inventory.extend(refusal.touched.iter().map(InventoryEntry::from));
@@ -151,14 +155,12 @@ fn applied(status: &mut LockstepSyncStatus, conditions: &mut Conditions, pass: &
 
 fn health_conditions(conditions: &mut Conditions, pass: &AppliedPass) {
     let health = &pass.health;
+    healthy_condition(conditions, health);
     if !health.failed.is_empty() {
-        conditions.set("Healthy", "False", "Failed", health.message());
         conditions.set("Ready", "False", "Unhealthy", health.message());
     } else if !health.in_progress.is_empty() {
-        conditions.set("Healthy", "False", "Progressing", health.message());
         conditions.set("Ready", "False", "Progressing", health.message());
     } else {
-        conditions.set("Healthy", "True", "Current", health.message());
         conditions.set(
             "Ready",
             "True",
@@ -169,6 +171,17 @@ fn health_conditions(conditions: &mut Conditions, pass: &AppliedPass) {
                 pass.lock.generation
             ),
         );
+    }
+}
+
+/// `Healthy`, from the applied objects' health: written by every pass that judged it.
+fn healthy_condition(conditions: &mut Conditions, health: &HealthSummary) {
+    if !health.failed.is_empty() {
+        conditions.set("Healthy", "False", "Failed", health.message());
+    } else if !health.in_progress.is_empty() {
+        conditions.set("Healthy", "False", "Progressing", health.message());
+    } else {
+        conditions.set("Healthy", "True", "Current", health.message());
     }
 }
 
@@ -365,6 +378,41 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_pass_rejudges_the_applied_commits_health() {
+        // regression: a refused pass never re-judged health, so `wait` for the applied,
+        // healthy commit timed out while a newer commit was being refused.
+        let rolling = HealthSummary::of([(
+            object("api"),
+            Health::InProgress("1 of 2 replicas available".into()),
+        )]);
+        let applying = next_status(
+            &LockstepSyncStatus::default(),
+            Some(1),
+            &applied("c1", 1, rolling),
+            at(100),
+        );
+        let mut refusal = Refusal::new(
+            FailedStep::Verify,
+            "SignaturesRejected",
+            "commit c2: no signature".into(),
+        );
+        refusal.commit = Some("c2".into());
+        refusal.health = Some(healthy());
+        let status = next_status(&applying, Some(1), &PassOutcome::Refused(refusal), at(200));
+        let healthy = condition(&status, "Healthy");
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str()),
+            ("True", "Current")
+        );
+        let ready = condition(&status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SignaturesRejected")
+        );
+        assert_eq!(status.applied_commit.as_deref(), Some("c1"));
+    }
+
+    #[test]
     fn a_refusal_keeps_the_applied_state_and_says_why() {
         let good = next_status(
             &LockstepSyncStatus::default(),
@@ -381,6 +429,7 @@ mod tests {
             transient: false,
             verified: None,
             touched: vec![],
+            health: None,
         });
         let status = next_status(&good, Some(1), &refusal, at(200));
         assert_eq!(status.observed_commit.as_deref(), Some("c2"));
@@ -465,6 +514,7 @@ mod tests {
             transient: false,
             verified: Some((lock(2), vec!["ci@example.com".into()])),
             touched: vec![object("api"), object("new")],
+            health: None,
         });
         let status = next_status(&good, Some(1), &failed, at(200));
         let names: Vec<&str> = status.inventory.iter().map(|e| e.name.as_str()).collect();
@@ -486,6 +536,7 @@ mod tests {
             transient: false,
             verified: Some((lock(1), vec!["ci@example.com".into()])),
             touched: vec![],
+            health: None,
         });
         let status = next_status(&LockstepSyncStatus::default(), Some(1), &refusal, at(1));
         assert_eq!(condition(&status, "Verified").status, "True");
