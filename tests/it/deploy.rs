@@ -335,6 +335,7 @@ const NEEDED: &[Access] = &[
     // Events on a sync, in its namespace: created, then patched as they repeat
     access("create", "events.k8s.io", "events", "shop", ""),
     access("patch", "events.k8s.io", "events", "shop", "app.1"),
+    access("get", "events.k8s.io", "events", "shop", "app.1"),
     // trust and Git credentials of syncs in lockstep-system
     access("get", "", "configmaps", NAMESPACE, "trust"),
     access("get", "", "secrets", NAMESPACE, "git-credentials"),

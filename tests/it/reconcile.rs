@@ -2233,3 +2233,50 @@ async fn pods_forbidden_by_pod_security_fail_the_rollout_with_the_reason() {
         "{verdict:?}"
     );
 }
+
+/// regression: kube-runtime's recorder folded every repeat of (type, reason, action, object)
+/// into the first Event, so what a later pass applied, pruned or refused was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pass_note_is_kept_as_its_own_event_and_repeats_are_counted() {
+    let repo = Repo::new();
+    let sync = Sync::new("eventnotes", &repo).await;
+    sync.pass().await;
+    repo.write("config.yaml", &config_map("settings", "two"));
+    repo.lock_commit();
+    sync.pass().await;
+    repo.remove("extra.yaml");
+    let third = repo.lock_commit();
+    sync.pass().await;
+
+    // The same refusal three times: one Event, counted.
+    repo.write("config.yaml", &config_map("settings", "tampered"));
+    repo.commit_all("tampered");
+    for _ in 0..3 {
+        sync.pass().await;
+    }
+
+    let events: Api<K8sEvent> = Api::namespaced(sync.client.clone(), &sync.ns);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let applied: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Applied"))
+        .filter_map(|e| e.note.as_deref())
+        .collect();
+    assert_eq!(applied.len(), 3, "{applied:#?}");
+    assert!(
+        applied
+            .iter()
+            .any(|n| n.starts_with(&format!("commit {}", &third[..12]))
+                && n.contains("pruned ConfigMap")
+                && n.contains("extra")),
+        "the third pass's prune is kept: {applied:#?}"
+    );
+    let refused: Vec<&K8sEvent> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("BindingMismatch"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0].series.as_ref().map(|s| s.count), Some(3));
+    assert_eq!(refused[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(refused[0].reporting_controller.as_deref(), Some("lockstep"));
+}

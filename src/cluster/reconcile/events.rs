@@ -1,8 +1,23 @@
 //! The Events a pass leaves on its `LockstepSync`: a refusal, a change applied, drift put
-//! back, an unhealthy rollout.
+//! back, an unhealthy rollout — each note kept.
+//!
+//! Written here rather than with kube-runtime's `Recorder`: that one folds every repeat of
+//! (type, reason, action, object) into the first Event's `series.count`, so the Applied note
+//! of a later generation (what it pruned), a later DriftCorrected or RollbackRefused note
+//! was lost. Here an Event is named after its note: the same note again is counted on its
+//! Event (a refusal retried each interval does not flood the namespace), a new note is a new
+//! Event. Each note is also logged.
 
-use kube::Resource as _;
-use kube::runtime::events::{Event, EventType};
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Mutex;
 
 use super::Context;
 use super::outcome::{FailedStep, PassOutcome, short};
@@ -13,19 +28,122 @@ use crate::cluster::kube_error::describe;
 /// One Event to publish: type, reason, action and note.
 type Note = (EventType, &'static str, &'static str, String);
 
-/// Publish the Events of `outcome`; a failure to publish is logged, not a failed pass.
-pub(super) async fn publish_events(ctx: &Context, sync: &LockstepSync, outcome: &PassOutcome) {
-    let reference = sync.object_ref(&());
-    for (type_, reason, action, note) in events_of(outcome) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            // The Events API caps notes at 1 kB.
-            note: Some(truncate(&note, 1000)),
-            action: action.into(),
-            secondary: None,
+/// `Normal` or `Warning`, as the Events API spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Notes remembered (by Event name) before the memory is dropped and rebuilt from the API.
+const REMEMBERED: usize = 4096;
+
+/// Writes Events as one controller instance, counting repeats of a note on its Event.
+pub(super) struct EventWriter {
+    client: Client,
+    instance: String,
+    /// Event name → how many times its note was published.
+    counts: Mutex<HashMap<String, i32>>,
+}
+
+impl EventWriter {
+    pub(super) fn new(client: Client, instance: Option<String>) -> Self {
+        EventWriter {
+            client,
+            instance: instance.unwrap_or_else(|| "lockstep".into()),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Publish one note on `sync`: a new Event, or one more occurrence of the same note.
+    async fn publish(&self, sync: &LockstepSync, note: &Note, now: Timestamp) -> kube::Result<()> {
+        let (type_, reason, action, text) = note;
+        let namespace = sync.namespace().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let name = event_name(&sync.name_any(), note);
+        let mut counts = self.counts.lock().await;
+        if counts.len() >= REMEMBERED {
+            counts.clear();
+        }
+        let count = match counts.get(&name) {
+            Some(count) => Some(*count),
+            None => match api.get_opt(&name).await? {
+                Some(old) => Some(old.series.map_or(1, |s| s.count)),
+                None => None,
+            },
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        let count = match count {
+            Some(count) => {
+                let series = json!({"series": {
+                    "count": count + 1,
+                    "lastObservedTime": MicroTime(now),
+                }});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(series))
+                    .await?;
+                count + 1
+            }
+            None => {
+                let event = Event {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(namespace),
+                        ..ObjectMeta::default()
+                    },
+                    event_time: Some(MicroTime(now)),
+                    type_: Some(type_.as_str().into()),
+                    reason: Some((*reason).into()),
+                    action: Some((*action).into()),
+                    // The Events API caps notes at 1 kB.
+                    note: Some(truncate(text, 1000)),
+                    regarding: Some(sync.object_ref(&())),
+                    reporting_controller: Some("lockstep".into()),
+                    reporting_instance: Some(self.instance.clone()),
+                    series: None::<EventSeries>,
+                    ..Event::default()
+                };
+                api.create(&PostParams::default(), &event).await?;
+                1
+            }
+        };
+        counts.insert(name, count);
+        Ok(())
+    }
+}
+
+/// `<sync>.<first 16 hex digits of the note's SHA-256>`: the same note, the same Event.
+fn event_name(sync: &str, (type_, reason, action, text): &Note) -> String {
+    let mut hash = Sha256::new();
+    for part in [type_.as_str(), reason, action, text] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hex::encode(hash.finalize());
+    format!("{sync}.{}", &digest[..16])
+}
+
+/// Publish and log the Events of `outcome`; a failure to publish is logged, not a failed pass.
+pub(super) async fn publish_events(ctx: &Context, sync: &LockstepSync, outcome: &PassOutcome) {
+    let now = (ctx.clock)();
+    for note in events_of(outcome) {
+        let (type_, reason, action, text) = &note;
+        match type_ {
+            EventType::Normal => {
+                tracing::info!(sync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default(), reason, action, note = %text, "event")
+            }
+            EventType::Warning => {
+                tracing::warn!(sync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default(), reason, action, note = %text, "event")
+            }
+        }
+        if let Err(e) = ctx.events.publish(sync, &note, now).await {
             tracing::warn!(error = %describe(&e), "cannot publish an Event");
         }
     }

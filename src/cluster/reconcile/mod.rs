@@ -34,7 +34,6 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use super::apply::Cluster;
 use super::metrics::Metrics;
@@ -63,7 +62,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How `checkImages` reaches registries.
     pub registry: Registries,
-    recorder: Recorder,
+    events: events::EventWriter,
     cluster: Cluster,
     schedule: schedule::Schedule,
 }
@@ -98,12 +97,8 @@ impl Context {
         registry: Registries,
         instance: Option<String>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "lockstep".into(),
-            instance,
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::EventWriter::new(client.clone(), instance),
             cluster: Cluster::new(client.clone()),
             client,
             cache_dir,
