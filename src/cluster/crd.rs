@@ -224,6 +224,11 @@ pub struct LockstepSyncStatus {
     /// The sha256 of the applied lockfile's bytes (`sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_lockfile_sha256: Option<String>,
+    /// SHA-256 of the objects the applied commit asked for, as applied (after the spec's
+    /// namespace and mirror): a pass whose plan has the same digest applies the same desired
+    /// state, so any change it finds is drift, whatever else the spec changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_desired_sha256: Option<String>,
     /// The trusted principals whose signatures approved the applied lockfile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signers: Vec<String>,

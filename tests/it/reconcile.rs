@@ -2280,3 +2280,36 @@ async fn each_pass_note_is_kept_as_its_own_event_and_repeats_are_counted() {
     assert_eq!(refused[0].type_.as_deref(), Some("Warning"));
     assert_eq!(refused[0].reporting_controller.as_deref(), Some("lockstep"));
 }
+
+/// regression: resuming from `spec.suspend` changed the spec's generation, so a change made
+/// in the cluster while suspended was counted as an update, not as drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_suspended_is_drift_when_resumed() {
+    let repo = Repo::new();
+    let sync = Sync::new("suspenddrift", &repo).await;
+    sync.pass().await;
+    sync.set_spec(json!({"suspend": true})).await;
+    let suspended = sync.pass().await;
+    assert_eq!(condition(&suspended, "Ready").1, "Suspended");
+    Api::<ConfigMap>::namespaced(sync.client.clone(), &sync.ns)
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "edited while suspended"}})),
+        )
+        .await
+        .unwrap();
+    sync.set_spec(json!({"suspend": false, "interval": "2h"}))
+        .await;
+    let status = sync.pass().await;
+    assert_eq!(
+        sync.config_map("settings").await.unwrap().data.unwrap()["value"],
+        "one"
+    );
+    assert_eq!(status.drift_count, 1, "{:#?}", status.conditions);
+    let applied = condition(&status, "Applied").2;
+    assert!(
+        applied.contains("0 updated, 1 drifted and put back"),
+        "{applied}"
+    );
+}

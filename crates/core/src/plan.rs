@@ -22,6 +22,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::manifest::DecodedObject;
 use crate::manifest::scan::CONTAINER_FIELDS;
@@ -518,6 +519,21 @@ impl ApplyPlan {
     /// The trusted principals that signed the lockfile, sorted.
     pub fn signers(&self) -> &[String] {
         &self.signers
+    }
+
+    /// SHA-256 (hex) of every object this plan applies, key and body, in order: the desired
+    /// state itself, so that a spec change that leaves it alone (`suspend`, `interval`) does
+    /// not make drift look like an update.
+    pub fn desired_sha256(&self) -> String {
+        let mut hash = Sha256::new();
+        for object in &self.objects {
+            hash.update(object.key.to_string().as_bytes());
+            hash.update([0]);
+            // The same verified bytes and settings build the same Value, written the same way.
+            hash.update(serde_json::to_vec(&object.body).unwrap_or_default());
+            hash.update([0]);
+        }
+        hex::encode(hash.finalize())
     }
 
     /// The objects this plan applies: the next inventory.

@@ -57,6 +57,8 @@ pub struct Refusal {
 pub struct AppliedPass {
     pub commit: String,
     pub lock: LockIdentity,
+    /// [`ApplyPlan::desired_sha256`](crate::cluster::plan::ApplyPlan::desired_sha256).
+    pub desired_sha256: String,
     pub signers: Vec<String>,
     /// The keys that approved the lockfile, with the principals that admitted each.
     pub approvals: Vec<RecordedSigner>,

@@ -96,6 +96,7 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
         threshold: sync.spec.threshold,
         released,
         lock: planned.plan.lock().clone(),
+        desired_sha256: planned.plan.desired_sha256(),
         created: report.with(Change::Created).count(),
         updated: report.with(Change::Updated).count(),
         drifted: report.with(Change::Drifted).cloned().collect(),
@@ -252,6 +253,22 @@ async fn plan(
     })
 }
 
+/// Whether `plan` asks for what the last applying pass applied: then a change found in the
+/// cluster is drift. Judged from the desired objects' digest, so a spec change that leaves
+/// them alone (resuming from `suspend`, a new `interval`) still sees drift as drift; a status
+/// written before the digest was recorded falls back to the lockfile and spec generation.
+fn same_desired_state(sync: &LockstepSync, status: &LockstepSyncStatus, plan: &ApplyPlan) -> bool {
+    if let Some(applied) = &status.applied_desired_sha256 {
+        return *applied == plan.desired_sha256();
+    }
+    let applied_condition_current = status.conditions.iter().any(|c| {
+        c.type_ == "Applied"
+            && c.status == "True"
+            && c.observed_generation == sync.metadata.generation
+    });
+    applied_condition_current && applied_lock(status).as_ref() == Some(plan.lock())
+}
+
 /// Apply the plan, then prune (with `spec.prune`) what the previous inventory held and the
 /// plan does not: prune runs only after every apply succeeded.
 async fn apply(
@@ -265,15 +282,9 @@ async fn apply(
         plan, discovered, ..
     } = planned;
     let previous: Vec<ObjectRef> = status.inventory.iter().map(ObjectRef::from).collect();
-    let applied_condition_current = status.conditions.iter().any(|c| {
-        c.type_ == "Applied"
-            && c.status == "True"
-            && c.observed_generation == sync.metadata.generation
-    });
     let baseline = Baseline {
         inventory: previous.iter().cloned().collect(),
-        same_desired_state: applied_condition_current
-            && applied_lock(status).as_ref() == Some(plan.lock()),
+        same_desired_state: same_desired_state(sync, status, plan),
     };
     let apply_failed = |e: ApplyError| {
         // A refusal that will not change by itself (422 Invalid, 403) is named apart, so

@@ -125,6 +125,7 @@ fn applied(status: &mut LockstepSyncStatus, conditions: &mut Conditions, pass: &
     status.applied_commit = Some(pass.commit.clone());
     status.applied_generation = Some(pass.lock.generation);
     status.applied_lockfile_sha256 = Some(pass.lock.sha256.to_string());
+    status.applied_desired_sha256 = Some(pass.desired_sha256.clone());
     status.signers = pass.signers.clone();
     status.applied_history = rollback::next_history(
         &status.applied_history,
@@ -298,6 +299,7 @@ mod tests {
         PassOutcome::Applied(Box::new(AppliedPass {
             commit: commit.into(),
             lock: lock(generation),
+            desired_sha256: format!("desired-{generation}"),
             signers: vec!["ci@example.com".into()],
             approvals: vec![RecordedSigner {
                 key: "SHA256:ci".into(),
