@@ -78,7 +78,7 @@ impl CliError {
 
     /// The message followed by each cause.
     pub fn chain(&self) -> Vec<String> {
-        crate::error_chain::causes(&*self.error)
+        crate::cluster::kube_error::causes(&*self.error)
     }
 
     /// For people: `error: …`, `  caused by: …`, `  hint: …`.

@@ -9,13 +9,19 @@ use crate::error_chain::{causes_with, escape};
 /// The error and its causes on one line, an API server's answer written as
 /// `<message> (HTTP <code> <reason>)`.
 pub fn describe(error: &(dyn Error + 'static)) -> String {
+    causes(error).join(": ")
+}
+
+/// [`causes`](crate::error_chain::causes), an API server's answer written as
+/// `<message> (HTTP <code> <reason>)`: what every command and the reconciler show.
+pub fn causes(error: &(dyn Error + 'static)) -> Vec<String> {
     let text_of = |cause: &(dyn Error + 'static)| match cause.downcast_ref::<kube::Error>() {
         Some(kube::Error::Api(status)) => Some(escape(&status_text(status), false).into_owned()),
         _ => None,
     };
     match text_of(error) {
-        Some(text) => text,
-        None => causes_with(error, text_of).join(": "),
+        Some(text) => vec![text],
+        None => causes_with(error, text_of),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::cli::commands::controller::client;
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cluster::crd::LockstepSync;
+use crate::cluster::kube_error::describe;
 use crate::cluster::wait::{Verdict, WantedCommit, judge};
 
 /// Validated settings of `lockstep wait`.
@@ -77,7 +78,7 @@ pub async fn run(settings: WaitSettings, printer: Printer) -> Result<(), CliErro
                 Ok(Event::Init | Event::InitDone) => continue,
                 Err(e) => {
                     // The watcher retries with backoff; say why if the timeout comes first.
-                    last_watch_error = Some(e.to_string());
+                    last_watch_error = Some(describe(&e));
                     continue;
                 }
             };
