@@ -70,12 +70,11 @@ impl EventWriter {
         let namespace = sync.namespace().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let name = event_name(&sync.name_any(), note);
-        let mut counts = self.counts.lock().await;
-        if counts.len() >= REMEMBERED {
-            counts.clear();
-        }
-        let count = match counts.get(&name) {
-            Some(count) => Some(*count),
+        // Not held across the requests: one sync's passes never overlap, and each Event is
+        // one sync's.
+        let known = self.counts.lock().await.get(&name).copied();
+        let count = match known {
+            Some(count) => Some(count),
             None => match api.get_opt(&name).await? {
                 Some(old) => Some(old.series.map_or(1, |s| s.count)),
                 None => None,
@@ -114,6 +113,10 @@ impl EventWriter {
                 1
             }
         };
+        let mut counts = self.counts.lock().await;
+        if counts.len() >= REMEMBERED {
+            counts.clear();
+        }
         counts.insert(name, count);
         Ok(())
     }
