@@ -14,7 +14,7 @@
 //! scanner was not told about: the cluster gets nothing a tag can move.
 //!
 //! Also here: the rollback rule ([`check_rollback`]) and the prune set
-//! ([`ApplyPlan::prune_set`]).
+//! ([`ApplyPlan::prune_set`], in [`crate::prune`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -29,6 +29,8 @@ use crate::manifest::scan::CONTAINER_FIELDS;
 use crate::mirror::{MirrorError, MirrorTarget, objects_from_mirror};
 use crate::model::{Digest, ImageRef, ObjectRef};
 use crate::verify::VerifiedDir;
+
+pub use crate::prune::{KeepReason, Kept, PruneSet, crd_name};
 
 /// The annotation marking an object as applied by one `LockstepSync`: `<namespace>/<name>`.
 /// Pruning deletes only objects that carry it with the pruning resource's value.
@@ -134,7 +136,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn of(api_version: &str, kind: &str) -> Stage {
+    pub(crate) fn of(api_version: &str, kind: &str) -> Stage {
         let namespace = api_version == "v1" && kind == "Namespace";
         let crd = api_version.starts_with("apiextensions.k8s.io/") && kind == CRD_KIND;
         if namespace || crd {
@@ -539,20 +541,6 @@ impl ApplyPlan {
     /// The objects this plan applies: the next inventory.
     pub fn inventory(&self) -> Vec<ObjectRef> {
         self.objects.iter().map(|o| o.key.clone()).collect()
-    }
-
-    /// What `previous` (the last inventory) holds and this plan does not: the objects to
-    /// prune, everything else before CRDs and Namespaces (which take their contents along).
-    pub fn prune_set(&self, previous: &[ObjectRef]) -> Vec<ObjectRef> {
-        let current: BTreeSet<&ObjectRef> = self.objects.iter().map(|o| &o.key).collect();
-        let mut gone: Vec<ObjectRef> = previous
-            .iter()
-            .filter(|o| !current.contains(o))
-            .cloned()
-            .collect();
-        gone.sort_by_key(|o| std::cmp::Reverse(Stage::of(&o.api_version, &o.kind)));
-        gone.dedup();
-        gone
     }
 }
 
@@ -1077,6 +1065,15 @@ spec:
         assert_eq!(plan.signers(), ["ci@example.com"]);
     }
 
+    fn obj(api: &str, kind: &str, ns: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: api.into(),
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn prune_set_is_the_previous_inventory_minus_the_plan_namespaces_last() {
         let plan = plan_of(&[(
@@ -1084,30 +1081,95 @@ spec:
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept}\n",
         )])
         .unwrap();
-        let obj = |api: &str, kind: &str, ns: &str, name: &str| ObjectRef {
-            api_version: api.into(),
-            kind: kind.into(),
-            namespace: ns.into(),
-            name: name.into(),
-        };
         let previous = vec![
             obj("v1", "Namespace", "", "old"),
+            obj(
+                "apiextensions.k8s.io/v1",
+                CRD_KIND,
+                "",
+                "widgets.example.com",
+            ),
             obj("v1", "ConfigMap", "shop", "kept"),
             obj("v1", "ConfigMap", "shop", "gone"),
+            obj("example.com/v1", "Widget", "old", "w"),
             obj("apps/v1", "Deployment", "old", "api"),
         ];
-        let pruned: Vec<String> = plan
-            .prune_set(&previous)
-            .iter()
-            .map(|o| o.to_string())
-            .collect();
+        let set = plan.prune_set(&previous, |_| None);
+        let pruned: Vec<String> = set.delete.iter().map(|o| o.to_string()).collect();
+        // Custom resources and namespaced objects before their CRDs and Namespaces.
         assert_eq!(
             pruned,
-            ["ConfigMap/shop/gone", "Deployment/old/api", "Namespace/old"]
+            [
+                "ConfigMap/shop/gone",
+                "Widget/old/w",
+                "Deployment/old/api",
+                "Namespace/old",
+                "CustomResourceDefinition/widgets.example.com"
+            ]
         );
+        assert_eq!(set.kept, []);
         assert_eq!(
             plan.inventory(),
             vec![obj("v1", "ConfigMap", "shop", "kept")]
+        );
+    }
+
+    #[test]
+    fn a_namespace_or_crd_the_plan_still_uses_is_kept_not_pruned() {
+        // regression: dropping only the `Namespace team` manifest deleted the namespace, and
+        // with it a Deployment the same commit still declared.
+        let mut scopes = core_scopes();
+        let widget = TypeKey {
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into(),
+        };
+        scopes.insert(widget, Scope::Namespaced);
+        let app = deployment("api", &format!("reg.example.com/api:1@{DIGEST_A}"));
+        let widget =
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: team}\n";
+        let plan = objects(&signed(&[("app.yaml", &app), ("w.yaml", widget)], 1))
+            .unwrap()
+            .plan(&settings(), &scopes)
+            .unwrap();
+        let team = plan.objects()[0].key().namespace.clone();
+        let previous = vec![
+            obj("v1", "Namespace", "", &team),
+            obj("v1", "Namespace", "", "team"),
+            obj("v1", "Namespace", "", "empty"),
+            obj(
+                "apiextensions.k8s.io/v1",
+                CRD_KIND,
+                "",
+                "widgets.example.com",
+            ),
+        ];
+        let crd_of = |t: &TypeKey| (t.kind == "Widget").then(|| crd_name(t, "widgets").unwrap());
+        let set = plan.prune_set(&previous, crd_of);
+        assert_eq!(set.delete, [obj("v1", "Namespace", "", "empty")]);
+        let kept: Vec<(String, &str, String)> = set
+            .kept
+            .iter()
+            .map(|k| (k.object.to_string(), k.reason.code(), k.reason.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (
+                    format!("Namespace/{team}"),
+                    "HoldsDeclaredObjects",
+                    format!("the commit still declares 1 object(s) in it: Deployment/{team}/api")
+                ),
+                (
+                    "Namespace/team".into(),
+                    "HoldsDeclaredObjects",
+                    "the commit still declares 1 object(s) in it: Widget/team/w".into()
+                ),
+                (
+                    "CustomResourceDefinition/widgets.example.com".into(),
+                    "HoldsDeclaredObjects",
+                    "the commit still declares 1 object(s) in it: Widget/team/w".into()
+                ),
+            ]
         );
     }
 }
