@@ -7,9 +7,11 @@
 //!   Established, then everything else. Each object is read first, so that what the apply
 //!   changed can be told apart: created, updated (the commit changed it), put back (drift),
 //!   or unchanged.
-//! - [`Cluster::prune`] deletes objects of the previous inventory that the plan no longer
-//!   has — only those that carry this sync's [`SYNC_ANNOTATION`], and only the very object
-//!   that was checked (a UID precondition), with foreground propagation.
+//!   An object that carries *another* sync's [`SYNC_ANNOTATION`] is not applied: it is
+//!   reported as a [`Conflict`] and left to its owner (two syncs never fight over one
+//!   object).
+//! - [`Cluster::prune`] (in `prune.rs`) deletes objects of the previous inventory that the
+//!   plan no longer has, never a bystander.
 //!
 //! **Drift.** An object is *drifted* when this pass applies the same desired content as the
 //! last successful pass (same lockfile, same spec) and the apply still changed it — someone
@@ -25,9 +27,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionCondition,
 };
 use kube::Client;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
-};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{self, Scope as KubeScope};
 use kube::runtime::wait::conditions::is_crd_established;
@@ -35,9 +35,7 @@ use kube::runtime::wait::{Condition as _, await_condition};
 use serde_json::Value;
 
 use super::health::{Health, health_of};
-use super::plan::{
-    ApplyPlan, KindScopes, PlannedObject, SYNC_ANNOTATION, Scope, Stage, SyncId, TypeKey,
-};
+use super::plan::{ApplyPlan, KindScopes, PlannedObject, SYNC_ANNOTATION, Scope, Stage, TypeKey};
 use crate::model::ObjectRef;
 
 /// The field manager of every server-side apply lockstep makes.
@@ -180,11 +178,27 @@ pub struct AppliedObject {
     pub health: Health,
 }
 
+/// An object of the plan that another `LockstepSync` applied: left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub object: ObjectRef,
+    /// The other sync, as its annotation names it (`<namespace>/<name>`).
+    pub owner: String,
+}
+
+/// What applying one object of the plan came to.
+enum Applied {
+    Object(AppliedObject),
+    Conflict(Conflict),
+}
+
 /// What [`Cluster::apply`] did.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyReport {
-    /// Every object of the plan, in plan order.
+    /// Every object of the plan that was applied, in plan order.
     pub objects: Vec<AppliedObject>,
+    /// The objects of the plan another sync owns, not applied.
+    pub conflicts: Vec<Conflict>,
 }
 
 impl ApplyReport {
@@ -207,16 +221,7 @@ pub struct Baseline {
     pub same_desired_state: bool,
 }
 
-/// What [`Cluster::prune`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    /// Deleted (or deletion started).
-    pub deleted: Vec<ObjectRef>,
-    /// Already gone.
-    pub absent: Vec<ObjectRef>,
-    /// Left alone: not marked as this sync's.
-    pub not_ours: Vec<ObjectRef>,
-}
+pub use super::prune::PruneReport;
 
 /// The cluster, through one client.
 #[derive(Clone)]
@@ -307,11 +312,16 @@ impl Cluster {
                 .copied()
                 .map(|o| self.apply_one(o, &kinds, baseline))
                 .collect();
-            let applied: Vec<AppliedObject> = futures::stream::iter(pending)
+            let applied: Vec<Applied> = futures::stream::iter(pending)
                 .buffered(CONCURRENCY)
                 .try_collect()
                 .await?;
-            report.objects.extend(applied);
+            for one in applied {
+                match one {
+                    Applied::Object(object) => report.objects.push(object),
+                    Applied::Conflict(conflict) => report.conflicts.push(conflict),
+                }
+            }
             if stage == Stage::Definitions {
                 for crd in objects.iter().filter(|o| o.is_crd()) {
                     self.wait_established(&crd.key().name).await?;
@@ -338,7 +348,7 @@ impl Cluster {
         object: &PlannedObject,
         kinds: &Discovered,
         baseline: &Baseline,
-    ) -> Result<AppliedObject, ApplyError> {
+    ) -> Result<Applied, ApplyError> {
         let key = object.key();
         let type_key = TypeKey {
             api_version: key.api_version.clone(),
@@ -360,6 +370,12 @@ impl Cluster {
                 source,
             })?
             .map(|o| to_value(&o));
+        if let Some(owner) = live.as_ref().and_then(|l| other_owner(l, object.body())) {
+            return Ok(Applied::Conflict(Conflict {
+                object: key.clone(),
+                owner,
+            }));
+        }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let after = api
             .patch(&key.name, &params, &Patch::Apply(object.body()))
@@ -376,11 +392,11 @@ impl Cluster {
             baseline.inventory.contains(key),
             baseline.same_desired_state,
         );
-        Ok(AppliedObject {
+        Ok(Applied::Object(AppliedObject {
             key: key.clone(),
             change,
             health: health_of(&after),
-        })
+        }))
     }
 
     /// Watch the CRD until it is Established (or its names are refused), for at most
@@ -420,75 +436,20 @@ impl Cluster {
             }
         }
     }
+}
 
-    /// Delete the objects of `gone` (the plan's prune set) that carry `sync`'s annotation.
-    /// Kinds the cluster no longer serves are taken as gone.
-    pub async fn prune(
-        &self,
-        sync: &SyncId,
-        gone: &[ObjectRef],
-    ) -> Result<PruneReport, ApplyError> {
-        let kinds: BTreeSet<TypeKey> = gone
-            .iter()
-            .map(|o| TypeKey {
-                api_version: o.api_version.clone(),
-                kind: o.kind.clone(),
-            })
-            .collect();
-        let discovered = self.discover(&kinds).await?;
-        let owner = sync.to_string();
-        let mut report = PruneReport::default();
-        for object in gone {
-            let type_key = TypeKey {
-                api_version: object.api_version.clone(),
-                kind: object.kind.clone(),
-            };
-            let Some((resource, scope)) = discovered.get(&type_key) else {
-                report.absent.push(object.clone());
-                continue;
-            };
-            let api = self.api_for(resource, *scope, &object.namespace);
-            let read_error = |source| ApplyError::Read {
-                object: object.to_string(),
-                source,
-            };
-            let Some(live) = api.get_opt(&object.name).await.map_err(read_error)? else {
-                report.absent.push(object.clone());
-                continue;
-            };
-            let marked = live
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SYNC_ANNOTATION))
-                == Some(&owner);
-            if !marked {
-                report.not_ours.push(object.clone());
-                continue;
-            }
-            let params = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Foreground),
-                preconditions: Some(Preconditions {
-                    uid: live.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&object.name, &params).await {
-                Ok(_) => report.deleted.push(object.clone()),
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    report.absent.push(object.clone())
-                }
-                Err(source) => {
-                    return Err(ApplyError::Prune {
-                        object: object.to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(report)
-    }
+/// The other sync named by the live object's [`SYNC_ANNOTATION`], when it names one that
+/// is not the planned body's (this sync's).
+fn other_owner(live: &Value, planned: &Value) -> Option<String> {
+    let owner = |v: &Value| {
+        v.pointer("/metadata/annotations")
+            .and_then(|a| a.get(SYNC_ANNOTATION))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let theirs = owner(live)?;
+    (Some(&theirs) != owner(planned).as_ref()).then_some(theirs)
 }
 
 fn to_value(object: &DynamicObject) -> Value {

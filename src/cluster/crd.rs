@@ -248,6 +248,64 @@ pub struct LockstepSyncStatus {
     /// How many times an applied object was found changed in the cluster and put back.
     #[serde(default)]
     pub drift_count: u64,
+    /// What the last pass with something to prune deleted and kept (kept across passes with
+    /// nothing to prune). With `spec.prune: false`, what a prune would have deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune: Option<PruneRecord>,
+    /// Objects of the applied commit that another LockstepSync owns (its `lockstep.dev/sync`
+    /// annotation): not applied, not in the inventory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictEntry>,
+}
+
+/// What one prune did; each list holds at most [`PruneRecord::LISTED`] objects, the counts
+/// are complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneRecord {
+    /// The commit whose pass pruned.
+    pub commit: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// True when `spec.prune` is false: nothing was deleted, `deleted` is what would have
+    /// been (the API server's dry run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// How many objects were deleted.
+    pub deleted_count: usize,
+    /// The deleted objects, in deletion order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<InventoryEntry>,
+    /// How many objects the commit dropped but the prune kept.
+    pub kept_count: usize,
+    /// The kept objects, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptEntry>,
+}
+
+impl PruneRecord {
+    /// Objects listed per list; beyond that only counted.
+    pub const LISTED: usize = 50;
+}
+
+/// An object the commit dropped that the prune did not delete.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptEntry {
+    pub object: InventoryEntry,
+    /// `NotOurs`, `HoldsDeclaredObjects`, `HoldsForeignObjects` or `ContentsUnchecked`.
+    pub reason: String,
+    /// The objects that held it, or why its contents could not be checked.
+    pub message: String,
+}
+
+/// An object another LockstepSync owns.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictEntry {
+    pub object: InventoryEntry,
+    /// The owning sync, `<namespace>/<name>`.
+    pub owner: String,
 }
 
 /// A lockfile that was applied, and the keys that approved it.

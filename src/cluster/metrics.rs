@@ -96,6 +96,7 @@ pub struct Metrics {
     verification_failures: Family<ReasonLabel, Counter>,
     drifted: Family<SyncLabels, Counter>,
     applied_generation: Family<SyncLabels, Gauge<u64, AtomicU64>>,
+    conflicts: Family<SyncLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -145,6 +146,12 @@ impl Metrics {
             "The lockfile generation applied",
             applied_generation.clone(),
         );
+        let conflicts = Family::default();
+        registry.register(
+            "lockstep_ownership_conflicts",
+            "Objects of the applied commit that another LockstepSync owns, not applied",
+            conflicts.clone(),
+        );
         let leader = Gauge::default();
         if leader_election {
             registry.register(
@@ -160,6 +167,7 @@ impl Metrics {
             verification_failures,
             drifted,
             applied_generation,
+            conflicts,
             leader,
         }
     }
@@ -193,14 +201,24 @@ impl Metrics {
             .set(generation);
     }
 
+    /// Record how many objects of a sync's applied commit another sync owns.
+    pub fn conflicts(&self, sync: &SyncId, objects: usize) {
+        self.conflicts
+            .get_or_create(&sync.into())
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
     /// Record whether this replica holds the leader Lease (with leader election on).
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
 
-    /// Forget a deleted sync's gauges.
+    /// Forget a deleted sync's series.
     pub fn forget(&self, sync: &SyncId) {
-        self.applied_generation.remove(&sync.into());
+        let labels = sync.into();
+        self.applied_generation.remove(&labels);
+        self.conflicts.remove(&labels);
+        self.drifted.remove(&labels);
     }
 
     /// The OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -230,6 +248,7 @@ mod tests {
         metrics.verification_failure("say \"hi\"");
         metrics.drifted(&sync, 2);
         metrics.applied_generation(&sync, 7);
+        metrics.conflicts(&sync, 3);
         let text = metrics.render();
         for line in [
             "# TYPE lockstep_reconciles counter",
@@ -248,6 +267,7 @@ mod tests {
             "lockstep_verification_failures_total{reason=\"say \\\"hi\\\"\"} 1",
             "lockstep_drifted_objects_total{namespace=\"ops\",name=\"shop\"} 2",
             "lockstep_applied_generation{namespace=\"ops\",name=\"shop\"} 7",
+            "lockstep_ownership_conflicts{namespace=\"ops\",name=\"shop\"} 3",
             "# EOF",
         ] {
             assert!(
@@ -257,7 +277,14 @@ mod tests {
         }
         assert!(!text.contains("lockstep_leader"), "{text}");
         metrics.forget(&sync);
-        assert!(!metrics.render().contains("lockstep_applied_generation{"));
+        let text = metrics.render();
+        for series in [
+            "lockstep_applied_generation{",
+            "lockstep_ownership_conflicts{",
+            "lockstep_drifted_objects_total{",
+        ] {
+            assert!(!text.contains(series), "{series} kept in\n{text}");
+        }
     }
 
     #[test]

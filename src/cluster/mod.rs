@@ -11,6 +11,7 @@ pub mod kube_error;
 pub mod lease;
 mod live;
 pub mod metrics;
+mod prune;
 pub mod reconcile;
 pub mod rollback;
 pub mod wait;

@@ -110,6 +110,18 @@ pub fn judge(
     let current_spec = status.observed_generation == generation;
 
     if let Some(commit) = applied {
+        // Objects of the commit another sync owns were not applied: the commit is not what
+        // runs, and only a human can settle whose they are.
+        if let Some(r) = condition("Ready")
+            && r.status == "False"
+            && r.reason == "OwnershipConflict"
+        {
+            return Verdict::Failed(Failure {
+                commit: commit.to_owned(),
+                reason: r.reason.clone(),
+                message: r.message.clone(),
+            });
+        }
         // Healthy describes the applied commit's objects: written by the pass that applied
         // it and re-judged by every later pass, refused ones too.
         return match condition("Healthy") {
@@ -370,6 +382,25 @@ mod tests {
             judge(Some(&refused("UnpinnedImage", "x")), Some(1), &rev(GOOD)),
             Verdict::Succeeded(_)
         ));
+    }
+
+    #[test]
+    fn an_applied_commit_with_objects_another_sync_owns_fails() {
+        let mut status = applied(GOOD, condition("Healthy", "True", "Current", "all current"));
+        status.conditions[0] = condition(
+            "Ready",
+            "False",
+            "OwnershipConflict",
+            "ConfigMap/shop/settings (owned by LockstepSync ops/app)",
+        );
+        assert_eq!(
+            judge(Some(&status), Some(1), &rev(GOOD)),
+            Verdict::Failed(Failure {
+                commit: GOOD.into(),
+                reason: "OwnershipConflict".into(),
+                message: "ConfigMap/shop/settings (owned by LockstepSync ops/app)".into(),
+            })
+        );
     }
 
     #[test]

@@ -375,6 +375,10 @@ const NEEDED: &[Access] = &[
     access("patch", "", "configmaps", "shop", "settings"),
     access("create", "", "namespaces", "", "shop"),
     access("patch", "", "namespaces", "", "shop"),
+    // the prune check: what a Namespace holds before it is pruned
+    access("list", "apps", "deployments", "shop", ""),
+    access("list", "", "configmaps", "shop", ""),
+    access("list", "", "pods", "shop", ""),
 ];
 
 /// What it must not be allowed: least privilege, checked.
@@ -424,8 +428,10 @@ const DENIED: &[Access] = &[
     ),
     access("create", "", "pods", "shop", ""),
     access("impersonate", "", "serviceaccounts", "shop", "default"),
-    // the applier addresses objects by name: no listing the cluster
-    access("list", "apps", "deployments", "", ""),
+    // the prune check lists, it never watches, and never Secrets
+    access("watch", "apps", "deployments", "", ""),
+    access("watch", "", "configmaps", "shop", ""),
+    access("list", "", "secrets", "shop", ""),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,8 @@ use lockstep::cluster::wait::{Verdict, WantedCommit, judge};
 use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
+mod prune;
+
 // ------------------------------------------------------------------ the control plane
 
 struct ControlPlane {
@@ -797,7 +799,7 @@ async fn objects_dropped_from_the_commit_are_pruned_only_when_lockstep_applied_t
     let applied = condition(&status, "Applied").2;
     assert!(applied.contains("pruned ConfigMap/"), "{applied}");
     assert!(
-        applied.contains("not pruned (not applied by this LockstepSync): ConfigMap/"),
+        applied.contains("not pruned: ConfigMap/t-prune/taken (not applied by this LockstepSync)"),
         "{applied}"
     );
 

@@ -88,6 +88,7 @@ fn count(
         PassOutcome::Applied(pass) => {
             ctx.metrics.drifted(id, pass.drifted.len() as u64);
             ctx.metrics.applied_generation(id, pass.lock.generation);
+            ctx.metrics.conflicts(id, pass.conflicts.len());
             let requeue = if pass.health.healthy() {
                 interval
             } else {

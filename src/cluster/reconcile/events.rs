@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use super::Context;
 use super::outcome::{FailedStep, PassOutcome, short};
-use super::status::{applied_message, list};
+use super::status::{applied_message, conflict_message, list};
 use crate::cluster::crd::LockstepSync;
 use crate::cluster::kube_error::describe;
 
@@ -172,8 +172,16 @@ fn events_of(outcome: &PassOutcome) -> Vec<Note> {
         }
         PassOutcome::Applied(pass) => {
             let changed = pass.created + pass.updated + pass.pruned.deleted.len();
-            if changed > 0 {
+            if changed > 0 || !pass.pruned.kept.is_empty() {
                 events.push((EventType::Normal, "Applied", "Apply", applied_message(pass)));
+            }
+            if !pass.conflicts.is_empty() {
+                events.push((
+                    EventType::Warning,
+                    "OwnershipConflict",
+                    "Apply",
+                    conflict_message(pass),
+                ));
             }
             if !pass.drifted.is_empty() {
                 events.push((

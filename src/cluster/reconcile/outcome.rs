@@ -2,7 +2,7 @@
 //! condition reasons of each kind of failure.
 
 use crate::check::Finding;
-use crate::cluster::apply::PruneReport;
+use crate::cluster::apply::{Conflict, PruneReport};
 use crate::cluster::crd::RecordedSigner;
 use crate::cluster::health::HealthSummary;
 use crate::cluster::kube_error::{describe, is_forbidden};
@@ -67,7 +67,11 @@ pub struct AppliedPass {
     /// Applied lockfiles that no longer hold rollback protection: the keys that approved
     /// them were removed from the trust file.
     pub released: Vec<LockIdentity>,
+    /// What this sync now answers for: the applied objects, and the Namespaces and CRDs the
+    /// prune kept (a later pass deletes them once safe).
     pub inventory: Vec<ObjectRef>,
+    /// Objects of the commit another sync owns: not applied, not in the inventory.
+    pub conflicts: Vec<Conflict>,
     pub created: usize,
     pub updated: usize,
     pub drifted: Vec<ObjectRef>,

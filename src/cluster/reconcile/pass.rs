@@ -3,7 +3,7 @@
 //! before the apply that refuses applies and prunes nothing. Writes to the cluster only
 //! through [`Cluster`](crate::cluster::apply::Cluster).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Context;
 use super::driver::sync_id;
@@ -17,6 +17,7 @@ use crate::cluster::apply::{ApplyError, ApplyReport, Baseline, Change, Discovere
 use crate::cluster::crd::{LockstepSync, LockstepSyncStatus, RecordedSigner};
 use crate::cluster::health::HealthSummary;
 use crate::cluster::kube_error::describe;
+use crate::cluster::plan::crd_name;
 use crate::cluster::plan::{ApplyPlan, LockIdentity, PlanSettings, SyncId, VerifiedObjects};
 use crate::cluster::rollback::{self, RollbackFloor, applied_lock, check_rollback};
 use crate::exists::Probe;
@@ -88,9 +89,22 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
             .iter()
             .map(|o| (o.key.clone(), o.health.clone())),
     );
+    let conflicted: BTreeSet<&ObjectRef> = report.conflicts.iter().map(|c| &c.object).collect();
+    // Another sync's objects are not this sync's to prune later; kept Namespaces and CRDs
+    // are, once they are safe to delete.
+    let mut inventory: Vec<ObjectRef> = planned
+        .plan
+        .inventory()
+        .into_iter()
+        .filter(|o| !conflicted.contains(o))
+        .collect();
+    if !pruned.dry_run {
+        inventory.extend(pruned.still_ours().cloned());
+    }
     Ok(AppliedPass {
         commit,
-        inventory: planned.plan.inventory(),
+        inventory,
+        conflicts: report.conflicts.clone(),
         signers: planned.plan.signers().to_vec(),
         approvals: planned.approvals,
         threshold: sync.spec.threshold,
@@ -306,13 +320,46 @@ async fn apply(
         .apply(plan, discovered, &baseline)
         .await
         .map_err(apply_failed)?;
-    let pruned = if sync.spec.prune {
+    let crd_of = |kind: &_| {
+        let (resource, _) = discovered.get(kind)?;
+        crd_name(kind, &resource.plural)
+    };
+    let set = plan.prune_set(&previous, crd_of);
+    let dry_run = !sync.spec.prune;
+    let pruned = if set.delete.is_empty() && set.kept.is_empty() {
+        PruneReport {
+            dry_run,
+            ..PruneReport::default()
+        }
+    } else {
         ctx.cluster
-            .prune(id, &plan.prune_set(&previous))
+            .prune(id, &set, dry_run)
             .await
             .map_err(apply_failed)?
-    } else {
-        PruneReport::default()
     };
+    log_prune(&pruned);
     Ok((report, pruned))
+}
+
+/// One structured line per pass that had something to prune: what was deleted, what was
+/// kept and why.
+fn log_prune(pruned: &PruneReport) {
+    if pruned.is_empty() {
+        return;
+    }
+    let deleted: Vec<String> = pruned.deleted.iter().map(ToString::to_string).collect();
+    let kept: Vec<String> = pruned
+        .kept
+        .iter()
+        .map(|k| format!("{} ({}: {})", k.object, k.reason.code(), k.reason))
+        .collect();
+    tracing::info!(
+        dry_run = pruned.dry_run,
+        deleted = pruned.deleted.len(),
+        absent = pruned.absent.len(),
+        kept = pruned.kept.len(),
+        deleted_objects = %deleted.join(", "),
+        kept_objects = %kept.join("; "),
+        "prune"
+    );
 }

@@ -9,8 +9,10 @@ use serde_json::json;
 
 use super::outcome::{AppliedPass, FailedStep, PassOutcome, Refusal, short};
 use crate::cluster::apply::FIELD_MANAGER;
+use crate::cluster::apply::PruneReport;
 use crate::cluster::crd::{
-    AppliedRecord, Condition, InventoryEntry, LockstepSync, LockstepSyncStatus,
+    AppliedRecord, Condition, ConflictEntry, InventoryEntry, KeptEntry, LockstepSync,
+    LockstepSyncStatus, PruneRecord,
 };
 use crate::cluster::health::HealthSummary;
 use crate::cluster::plan::LockIdentity;
@@ -44,7 +46,7 @@ pub fn next_status(
             "spec.suspend is true: nothing is fetched or applied".into(),
         ),
         PassOutcome::Refused(refusal) => refused(&mut status, &mut conditions, refusal),
-        PassOutcome::Applied(pass) => applied(&mut status, &mut conditions, pass),
+        PassOutcome::Applied(pass) => applied(&mut status, &mut conditions, pass, now),
     }
     status.conditions = conditions.in_order();
     status
@@ -120,7 +122,12 @@ fn refused(status: &mut LockstepSyncStatus, conditions: &mut Conditions, refusal
 }
 
 /// An applied commit: it becomes the applied state, and its health decides `Ready`.
-fn applied(status: &mut LockstepSyncStatus, conditions: &mut Conditions, pass: &AppliedPass) {
+fn applied(
+    status: &mut LockstepSyncStatus,
+    conditions: &mut Conditions,
+    pass: &AppliedPass,
+    now: Timestamp,
+) {
     status.observed_commit = Some(pass.commit.clone());
     status.applied_commit = Some(pass.commit.clone());
     status.applied_generation = Some(pass.lock.generation);
@@ -139,6 +146,18 @@ fn applied(status: &mut LockstepSyncStatus, conditions: &mut Conditions, pass: &
         },
     );
     status.inventory = pass.inventory.iter().map(InventoryEntry::from).collect();
+    if !pass.pruned.is_empty() {
+        status.last_prune = Some(prune_record(&pass.pruned, &pass.commit, now));
+    }
+    status.conflicts = pass
+        .conflicts
+        .iter()
+        .take(PruneRecord::LISTED)
+        .map(|c| ConflictEntry {
+            object: InventoryEntry::from(&c.object),
+            owner: c.owner.clone(),
+        })
+        .collect();
     status.drift_count += pass.drifted.len() as u64;
     status.last_error = None;
     let mut verified = verified_message(Some(&pass.commit), &pass.lock, &pass.signers);
@@ -152,6 +171,61 @@ fn applied(status: &mut LockstepSyncStatus, conditions: &mut Conditions, pass: &
     conditions.set("Verified", "True", "Verified", verified);
     conditions.set("Applied", "True", "Applied", applied_message(pass));
     health_conditions(conditions, pass);
+    if !pass.conflicts.is_empty() {
+        conditions.set(
+            "Ready",
+            "False",
+            "OwnershipConflict",
+            conflict_message(pass),
+        );
+    }
+}
+
+/// The status record of a prune, its lists bounded.
+fn prune_record(pruned: &PruneReport, commit: &str, now: Timestamp) -> PruneRecord {
+    PruneRecord {
+        commit: commit.to_owned(),
+        time: now.to_string(),
+        dry_run: pruned.dry_run,
+        deleted_count: pruned.deleted.len(),
+        deleted: pruned
+            .deleted
+            .iter()
+            .take(PruneRecord::LISTED)
+            .map(InventoryEntry::from)
+            .collect(),
+        kept_count: pruned.kept.len(),
+        kept: pruned
+            .kept
+            .iter()
+            .take(PruneRecord::LISTED)
+            .map(|k| KeptEntry {
+                object: InventoryEntry::from(&k.object),
+                reason: k.reason.code().to_owned(),
+                message: k.reason.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// What another sync owns, for `Ready` and the Event.
+pub(super) fn conflict_message(pass: &AppliedPass) -> String {
+    const SHOWN: usize = 10;
+    let mut named: Vec<String> = pass
+        .conflicts
+        .iter()
+        .take(SHOWN)
+        .map(|c| format!("{} (owned by LockstepSync {})", c.object, c.owner))
+        .collect();
+    if pass.conflicts.len() > SHOWN {
+        named.push(format!("and {} more", pass.conflicts.len() - SHOWN));
+    }
+    format!(
+        "commit {}: {} object(s) carry another LockstepSync's lockstep.dev/sync annotation and were not applied: {}; remove them from one of the two commits, or delete the object (or its annotation) to hand it over",
+        short(&pass.commit),
+        pass.conflicts.len(),
+        named.join(", ")
+    )
 }
 
 fn health_conditions(conditions: &mut Conditions, pass: &AppliedPass) {
@@ -217,13 +291,32 @@ pub(super) fn applied_message(pass: &AppliedPass) -> String {
         pass.drifted.len(),
         pass.unchanged
     );
-    if !pass.pruned.deleted.is_empty() {
-        message.push_str(&format!("; pruned {}", list(&pass.pruned.deleted)));
+    let pruned = &pass.pruned;
+    if !pruned.deleted.is_empty() {
+        let verb = if pruned.dry_run {
+            "would prune (spec.prune is false)"
+        } else {
+            "pruned"
+        };
+        message.push_str(&format!("; {verb} {}", list(&pruned.deleted)));
     }
-    if !pass.pruned.not_ours.is_empty() {
+    if !pruned.kept.is_empty() {
+        const SHOWN: usize = 10;
+        let mut kept: Vec<String> = pruned
+            .kept
+            .iter()
+            .take(SHOWN)
+            .map(|k| format!("{} ({})", k.object, k.reason))
+            .collect();
+        if pruned.kept.len() > SHOWN {
+            kept.push(format!("and {} more", pruned.kept.len() - SHOWN));
+        }
+        message.push_str(&format!("; not pruned: {}", kept.join("; ")));
+    }
+    if !pass.conflicts.is_empty() {
         message.push_str(&format!(
-            "; not pruned (not applied by this LockstepSync): {}",
-            list(&pass.pruned.not_ours)
+            "; {} object(s) owned by another LockstepSync not applied",
+            pass.conflicts.len()
         ));
     }
     message
@@ -270,7 +363,6 @@ pub(super) async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::apply::PruneReport;
     use crate::cluster::crd::RecordedSigner;
     use crate::cluster::health::Health;
     use crate::cluster::health::HealthSummary;
@@ -308,6 +400,7 @@ mod tests {
             threshold: 1,
             released: vec![],
             inventory: vec![object("api"), object("web")],
+            conflicts: vec![],
             created: 2,
             updated: 0,
             drifted: vec![],
