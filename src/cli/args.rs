@@ -260,6 +260,27 @@ pub struct ControllerArgs {
         value_name = "ADDR:PORT"
     )]
     pub metrics_address: SocketAddr,
+    /// Receive Git push webhooks here (POST /hook/github, /hook/gitlab, /hook/generic):
+    /// a valid push asks for a pass now of the syncs following that repository and ref.
+    /// Needs --webhook-secret. [default: no receiver]
+    #[arg(
+        long,
+        env = "LOCKSTEP_WEBHOOK_ADDRESS",
+        value_name = "ADDR:PORT",
+        requires = "webhook_secret"
+    )]
+    pub webhook_address: Option<SocketAddr>,
+    /// The Secret holding the webhook secret (GitHub's and the generic format's HMAC key,
+    /// GitLab's token), in --webhook-secret-namespace.
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_SECRET", value_name = "NAME")]
+    pub webhook_secret: Option<String>,
+    /// The key of --webhook-secret holding the secret.
+    #[arg(long, default_value = "token", value_name = "KEY")]
+    pub webhook_secret_key: String,
+    /// The namespace of --webhook-secret [default: --lease-namespace, else --namespace, else
+    /// the kubeconfig's].
+    #[arg(long, value_name = "NAME")]
+    pub webhook_secret_namespace: Option<String>,
     /// Where fetched repositories are cached (bare Git repositories, one per sync and URL).
     #[arg(
         long,

@@ -137,6 +137,17 @@ pub(super) fn controller(
     a: ControllerArgs,
     env: &Env,
 ) -> Result<commands::controller::ControllerSettings, CliError> {
+    let webhook = a
+        .webhook_address
+        .map(|address| commands::controller::Webhook {
+            address,
+            secret_name: a.webhook_secret.clone().unwrap_or_default(),
+            secret_key: a.webhook_secret_key.clone(),
+            secret_namespace: a
+                .webhook_secret_namespace
+                .clone()
+                .or_else(|| a.lease_namespace.clone()),
+        });
     let leader_election = if a.leader_election {
         Some(commands::controller::LeaderElection {
             duration: a.lease_duration,
@@ -147,6 +158,7 @@ pub(super) fn controller(
         None
     };
     Ok(commands::controller::ControllerSettings {
+        webhook,
         registries: crate::cluster::reconcile::Registries {
             settings: registry(&a.registry)?,
             concurrency: a.registry.concurrency.max(1),

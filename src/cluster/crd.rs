@@ -252,6 +252,11 @@ pub struct LockstepSyncStatus {
     /// nothing to prune). With `spec.prune: false`, what a prune would have deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_prune: Option<PruneRecord>,
+    /// When a Git push webhook last asked for a pass (RFC 3339), written by the receiver
+    /// (field manager `lockstep-webhook`) of whichever replica took it: a new value makes a
+    /// pass due at once, on the replica that reconciles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_requested_at: Option<String>,
     /// Objects of the applied commit that another LockstepSync owns (its `lockstep.dev/sync`
     /// annotation): not applied, not in the inventory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -15,5 +15,6 @@ mod prune;
 pub mod reconcile;
 pub mod rollback;
 pub mod wait;
+pub mod webhook;
 
 pub use lockstep_core::plan;

@@ -33,6 +33,7 @@ use crate::cluster::crd::GROUP;
 use crate::cluster::lease::{self, LeaseSettings};
 use crate::cluster::metrics::{self, Metrics};
 use crate::cluster::reconcile::{self, Context, Registries};
+use crate::cluster::webhook::{self, RateLimit, Receiver, SecretSource, WebhookSecret};
 
 /// Validated settings of `lockstep controller`.
 pub struct ControllerSettings {
@@ -42,11 +43,22 @@ pub struct ControllerSettings {
     pub leader_election: Option<LeaderElection>,
     pub namespace: Option<String>,
     pub metrics_address: SocketAddr,
+    /// The push webhook receiver, when asked for.
+    pub webhook: Option<Webhook>,
     pub cache_dir: PathBuf,
     pub kubeconfig: Option<PathBuf>,
     pub instance: Option<String>,
     pub json_logs: bool,
     pub clock: fn() -> Timestamp,
+}
+
+/// `--webhook-address` and where its secret is.
+pub struct Webhook {
+    pub address: SocketAddr,
+    pub secret_name: String,
+    pub secret_key: String,
+    /// Default: the watched namespace, else the kubeconfig's.
+    pub secret_namespace: Option<String>,
 }
 
 /// `--leader-election` and its Lease.
@@ -110,6 +122,9 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
         settings.registries,
         instance,
     ));
+    if let Some(webhook) = settings.webhook {
+        start_webhook(webhook, ctx.clone(), settings.namespace.clone()).await?;
+    }
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         address = %settings.metrics_address,
@@ -120,6 +135,41 @@ pub async fn run(settings: ControllerSettings) -> Result<(), CliError> {
         Some(lease) => run_elected(ctx, settings.namespace.as_deref(), lease).await,
     }
     tracing::info!("lockstep controller stopped");
+    Ok(())
+}
+
+/// Listen for push webhooks (an address that cannot be bound is a usage error).
+async fn start_webhook(
+    webhook: Webhook,
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+) -> Result<(), CliError> {
+    let listener = TcpListener::bind(webhook.address).await.map_err(|e| {
+        CliError::usage(Message(format!(
+            "cannot listen on {} (--webhook-address): {e}",
+            webhook.address
+        )))
+    })?;
+    let source = SecretSource {
+        namespace: webhook
+            .secret_namespace
+            .or_else(|| namespace.clone())
+            .unwrap_or_else(|| ctx.client.default_namespace().to_owned()),
+        name: webhook.secret_name,
+        key: webhook.secret_key,
+    };
+    tracing::info!(
+        address = %webhook.address,
+        secret = %format!("{}/{}", source.namespace, source.name),
+        "push webhook receiver started"
+    );
+    let receiver = Arc::new(Receiver {
+        secret: WebhookSecret::new(ctx.client.clone(), source),
+        limit: RateLimit::new(webhook::BURST, webhook::PER_SECOND),
+        client: ctx.client.clone(),
+        namespace,
+    });
+    tokio::spawn(webhook::serve(listener, receiver));
     Ok(())
 }
 

@@ -27,11 +27,13 @@ struct Scheduled {
     failures: u32,
 }
 
-/// What makes a pass due at once: a new spec, or a new request annotation.
+/// What makes a pass due at once: a new spec, a new request annotation, or a new push
+/// request from the webhook receiver (`status.pushRequestedAt`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Trigger {
     generation: Option<i64>,
     requested: Option<String>,
+    pushed: Option<String>,
 }
 
 impl Trigger {
@@ -39,6 +41,10 @@ impl Trigger {
         Trigger {
             generation: sync.metadata.generation,
             requested: sync.annotations().get(REQUEST_ANNOTATION).cloned(),
+            pushed: sync
+                .status
+                .as_ref()
+                .and_then(|s| s.push_requested_at.clone()),
         }
     }
 }
@@ -96,6 +102,7 @@ impl Schedule {
             trigger: Trigger {
                 generation: sync.metadata.generation,
                 requested: None,
+                pushed: None,
             },
             due: Instant::now(),
             failures: 0,

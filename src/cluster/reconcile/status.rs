@@ -341,7 +341,14 @@ pub(super) async fn write_status(
     sync: &LockstepSync,
     status: &LockstepSyncStatus,
 ) -> Result<(), kube::Error> {
-    if sync.status.as_ref() == Some(status) {
+    // `pushRequestedAt` is the webhook receiver's (its own field manager): never written
+    // here, so a pass that ends after a push arrived cannot put the older value back.
+    let without_push = |s: &LockstepSyncStatus| LockstepSyncStatus {
+        push_requested_at: None,
+        ..s.clone()
+    };
+    let status = &without_push(status);
+    if sync.status.as_ref().map(without_push).as_ref() == Some(status) {
         return Ok(());
     }
     let api: Api<LockstepSync> =
