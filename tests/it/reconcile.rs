@@ -1383,6 +1383,48 @@ async fn the_controller_loop_applies_on_creation_and_on_request() {
     controller.abort();
 }
 
+/// Regression (issue 10): a fixed trust ConfigMap was noticed only at the next interval.
+/// Trust refusals are retried within seconds (no watch: RBAC grants no list/watch on
+/// ConfigMaps); the interval here is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_trust_configmap_is_picked_up_without_waiting_for_the_interval() {
+    let repo = Repo::new();
+    let sync = Sync::new("trust-fix", &repo).await;
+    let (_, stranger) = keygen(repo.tmp.path(), "stranger", "stranger@example.com");
+    sync.set_trust(&stranger).await;
+    let ctx = sync.ctx.clone();
+    let ns = sync.ns.clone();
+    let controller = tokio::spawn(async move { reconcile::run(ctx, Some(&ns)).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = sync.status().await;
+        if status
+            .conditions
+            .iter()
+            .any(|c| c.reason == "SignaturesRejected")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refused: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sync.set_trust(&repo.allowed_signers).await;
+    let fixed = Instant::now();
+    loop {
+        let status = sync.status().await;
+        if status.applied_commit.as_deref() == Some(repo.head().as_str()) {
+            break;
+        }
+        assert!(
+            fixed.elapsed() < Duration::from_secs(40),
+            "the fixed trust was not picked up: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("trust fixed → applied: {:?}", fixed.elapsed());
+    controller.abort();
+}
+
 // ------------------------------------------------------------------ an API server outage
 
 /// Runs `scripts/cluster ARGS…`, panicking with its stderr when it fails.

@@ -24,6 +24,21 @@ use crate::cluster::plan::SyncId;
 /// How soon a rollout still in progress is looked at again.
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
 
+/// How soon a pass refused for its trust, credentials or rights (or a signature the trust
+/// does not accept) is tried again: a fixed trust ConfigMap/Secret is picked up within this,
+/// not at the interval. Not a watch: watching ConfigMaps and Secrets takes `list`/`watch`
+/// on all of them, which deploy/rbac.yaml deliberately does not grant.
+const TRUST_RETRY: Duration = Duration::from_secs(15);
+
+/// The refusals a change to the trust, credentials or RBAC can lift.
+const FIXED_BY_TRUST: [&str; 5] = [
+    "TrustNotFound",
+    "TrustInvalid",
+    "CredentialsNotFound",
+    "Forbidden",
+    "SignaturesRejected",
+];
+
 /// A pass that must be retried soon (the API server or Git was unreachable). Stalled
 /// failures are not errors: they are written to the status and retried at the interval.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +117,8 @@ fn count(
             }
             if refusal.transient {
                 (PassResult::Failed, interval)
+            } else if FIXED_BY_TRUST.contains(&refusal.reason) {
+                (PassResult::Refused, interval.min(TRUST_RETRY))
             } else {
                 (PassResult::Refused, interval)
             }
