@@ -1425,6 +1425,43 @@ async fn a_fixed_trust_configmap_is_picked_up_without_waiting_for_the_interval()
     controller.abort();
 }
 
+/// Regression (issue 10): the Git cache and the metrics of a deleted LockstepSync stayed.
+/// Deleting one orphans its objects (documented), and removes what the controller kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_sync_orphans_its_objects_and_removes_its_cache_and_metrics() {
+    let repo = Repo::new();
+    let sync = Sync::new("delete-sync", &repo).await;
+    let ctx = sync.ctx.clone();
+    let ns = sync.ns.clone();
+    let controller = tokio::spawn(async move { reconcile::run(ctx, Some(&ns)).await });
+    let cache = sync.ctx.cache_dir.join(format!("{}_app", sync.ns));
+    let series = format!(
+        "lockstep_applied_generation{{namespace=\"{}\",name=\"app\"}} 1",
+        sync.ns
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sync.status().await.applied_commit.is_none() {
+        assert!(Instant::now() < deadline, "not applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(cache.is_dir(), "{} is not there", cache.display());
+    assert!(sync.ctx.metrics.render().contains(&series));
+
+    sync.api.delete("app", &Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while cache.exists() || sync.ctx.metrics.render().contains(&series) {
+        assert!(
+            Instant::now() < deadline,
+            "the cache or the metrics of the deleted sync stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Orphaned, not pruned.
+    assert!(sync.deployment("api").await.is_some());
+    assert!(sync.config_map("settings").await.is_some());
+    controller.abort();
+}
+
 // ------------------------------------------------------------------ an API server outage
 
 /// Runs `scripts/cluster ARGS…`, panicking with its stderr when it fails.

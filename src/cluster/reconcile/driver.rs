@@ -157,13 +157,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    // The sweep runs beside the controller and stops with it (also when this future is
+    // dropped, as on losing the Lease).
+    let sweep = super::sweep::every(controller.store(), ctx.clone(), namespace);
+    let reconciling = controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %describe(&e), "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = reconciling => {}
+        never = sweep => match never {},
+    }
 }

@@ -28,6 +28,7 @@ mod schedule;
 mod source;
 mod spec;
 mod status;
+mod sweep;
 
 use std::path::PathBuf;
 use std::sync::Arc;

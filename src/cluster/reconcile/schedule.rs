@@ -59,6 +59,16 @@ impl Schedule {
         self.entries().clear();
     }
 
+    /// Forget syncs that no longer exist; the ones forgotten.
+    pub(super) fn retain(&self, live: impl Fn(&SyncId) -> bool) -> Vec<SyncId> {
+        let mut entries = self.entries();
+        let gone: Vec<SyncId> = entries.keys().filter(|id| !live(id)).cloned().collect();
+        for id in &gone {
+            entries.remove(id);
+        }
+        gone
+    }
+
     /// How long until the pass of `trigger` is due, when it is not due now: a watch event
     /// that is not a new spec or request (our own status write, say) waits for its time.
     pub(super) fn not_due_for(&self, id: &SyncId, trigger: &Trigger) -> Option<Duration> {

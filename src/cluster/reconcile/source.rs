@@ -66,8 +66,15 @@ pub(super) async fn fetch(
 /// The cache repository of a sync and URL: separate per URL, so that a commit fetched from
 /// one repository is never taken as present in another.
 fn cache_path(ctx: &Context, id: &SyncId, url: &str) -> PathBuf {
-    let url_hash = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
-    ctx.cache_dir
-        .join(format!("{}_{}", id.namespace, id.name))
-        .join(url_hash)
+    ctx.cache_dir.join(sync_dir(id)).join(url_dir(url))
+}
+
+/// The cache directory of a sync: `<namespace>_<name>` (neither may hold a `_`).
+pub(super) fn sync_dir(id: &SyncId) -> String {
+    format!("{}_{}", id.namespace, id.name)
+}
+
+/// The directory of one URL within a sync's.
+pub(super) fn url_dir(url: &str) -> String {
+    hex::encode(&Sha256::digest(url.as_bytes())[..8])
 }
