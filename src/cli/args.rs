@@ -92,6 +92,14 @@ pub struct LockArgs {
     /// lockstep.toml.
     #[arg(long)]
     pub strict: bool,
+    /// Hold an image at a digest: every use of REF (`name:tag`, as in the manifests) is
+    /// pinned to DIGEST, and later locks keep it there whatever the tag says, until
+    /// --release. The way to roll an image back. Repeatable.
+    #[arg(long, value_name = "REF@DIGEST")]
+    pub hold: Vec<String>,
+    /// Let a held image follow its tag again (from this lock on). Repeatable.
+    #[arg(long, value_name = "REF")]
+    pub release: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

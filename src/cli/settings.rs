@@ -34,6 +34,7 @@ pub(super) fn lock(
         environment: a.environment.clone(),
     };
     let settings = commands::lock::LockSettings {
+        holds: holds(&a.hold, &a.release)?,
         options,
         trust: load_trust(&a.trust, &a.dir, printer)?,
         trust_at: env.now,
@@ -50,6 +51,40 @@ pub(super) fn lock(
     };
     check_signer(settings.signer.as_deref())?;
     Ok(settings)
+}
+
+/// `--hold REF@DIGEST` and `--release REF`: each REF a tagged image reference.
+fn holds(hold: &[String], release: &[String]) -> Result<crate::lock::Holds, CliError> {
+    let tagged = |flag: &str, text: &str| {
+        let image = crate::model::ImageRef::parse(text)
+            .map_err(|e| CliError::usage(Message(format!("{flag} {text}: {e}"))))?;
+        if image.tag().is_none() {
+            return Err(CliError::usage(Message(format!(
+                "{flag} {text}: name the image with its tag (`name:tag`), as the manifests do"
+            ))));
+        }
+        Ok(image)
+    };
+    let mut holds = crate::lock::Holds::default();
+    for text in hold {
+        let image = tagged("--hold", text)?;
+        let Some(digest) = image.digest().cloned() else {
+            return Err(CliError::usage(Message(format!(
+                "--hold {text}: give the digest to hold it at (`name:tag@sha256:…`)"
+            ))));
+        };
+        holds.hold.insert(image.without_digest(), digest);
+    }
+    for text in release {
+        let image = tagged("--release", text)?.without_digest();
+        if holds.hold.contains_key(&image) {
+            return Err(CliError::usage(Message(format!(
+                "{image} is both held and released"
+            ))));
+        }
+        holds.release.insert(image);
+    }
+    Ok(holds)
 }
 
 pub(super) fn sign(

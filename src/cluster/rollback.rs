@@ -26,7 +26,7 @@ pub const MAX_SIGNERS: usize = 32;
 pub enum RollbackError {
     /// A lower generation than the one applied.
     #[error(
-        "lockfile generation {candidate} is lower than the applied generation {applied}: refusing a rollback (roll back with a new commit that pins the old digests under a higher generation)"
+        "lockfile generation {candidate} is lower than the applied generation {applied}: refusing a rollback. To roll back, lock a new generation that pins the old digests: `lockstep lock --hold IMAGE:TAG@OLD_DIGEST` (held across later locks until `--release IMAGE:TAG`), or write the old digest in the manifest by hand and lock (held the same way); `git revert` of the manifests alone is refused like this"
     )]
     Older { candidate: u64, applied: u64 },
     /// The applied generation, but other lockfile bytes.

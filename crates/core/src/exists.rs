@@ -209,6 +209,7 @@ mod tests {
             media_type: crate::registry::OCI_MANIFEST.to_owned(),
             platforms,
             mirrors: Vec::new(),
+            held: false,
             uses: Vec::new(),
         };
         Lockfile {

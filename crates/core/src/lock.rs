@@ -55,6 +55,18 @@ pub enum LockError {
     GenerationExhausted { generation: u64 },
     #[error("the registry gave no media type for {0} (a lockstep bug: please report it)")]
     NoMediaType(String),
+    /// Two uses of one reference carry different digests written by hand: which one to hold
+    /// is the author's to say.
+    #[error(
+        "{reference} is written with two digests by hand, {first} ({first_at}) and {second} ({second_at}); write one, or choose with `lockstep lock --hold {reference}@DIGEST`"
+    )]
+    ConflictingPins {
+        reference: String,
+        first: Digest,
+        first_at: String,
+        second: Digest,
+        second_at: String,
+    },
 }
 
 /// The generation that follows `previous`, or the first (1) without one. Never wraps: at
@@ -189,6 +201,175 @@ pub struct LockOptions {
     pub environment: Option<String>,
 }
 
+/// `lock --hold` and `--release`: images kept at a digest across locks, and images let go
+/// back to their tag. Keys are image references without a digest (normalized), matched
+/// against each use's reference.
+#[derive(Debug, Clone, Default)]
+pub struct Holds {
+    /// `--hold REF@DIGEST`.
+    pub hold: BTreeMap<ImageRef, Digest>,
+    /// `--release REF`.
+    pub release: BTreeSet<ImageRef>,
+}
+
+/// Why an image is pinned where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinReason {
+    /// The tag's digest in the registry now.
+    Tag,
+    /// `--hold` asked for this digest.
+    HoldAsked,
+    /// The digest was written in the manifest by hand, changing the previous lockfile's
+    /// pin: held.
+    WrittenByHand,
+    /// A digest in the manifest with no previous lockfile to tell whose it is (a first lock,
+    /// `--new-history`): kept for this lock, not held.
+    AsWritten,
+    /// Held by the previous lockfile.
+    Held,
+    /// A digest-only reference (no tag to follow).
+    DigestOnly,
+}
+
+impl Holds {
+    /// The hold `--hold` asks for `u`, if any.
+    fn asked(&self, u: &ImageUse) -> Option<&Digest> {
+        self.hold.get(&u.reference.without_digest())
+    }
+
+    fn released(&self, u: &ImageUse) -> bool {
+        self.release.contains(&u.reference.without_digest())
+    }
+
+    /// Each `--hold` and `--release` reference that no manifest uses (a typo, most likely).
+    pub fn unused<'h>(&'h self, uses: &[ImageUse]) -> Vec<&'h ImageRef> {
+        let used: BTreeSet<ImageRef> = uses.iter().map(|u| u.reference.without_digest()).collect();
+        self.hold
+            .keys()
+            .chain(&self.release)
+            .filter(|r| !used.contains(*r))
+            .collect()
+    }
+}
+
+/// Where `u` is pinned, and why: `--release` follows the tag; `--hold` takes its digest; a
+/// digest written by hand (not the previous lockfile's pin) is held; a digest the previous
+/// lockfile held stays; anything else follows its tag (`tag_digest`).
+fn pin_target(
+    u: &ImageUse,
+    previous: Option<&Lockfile>,
+    holds: &Holds,
+    tag_digest: &Digest,
+) -> (Digest, PinReason) {
+    if u.reference.tag().is_none() {
+        let written = u.reference.digest().unwrap_or(tag_digest);
+        return (written.clone(), PinReason::DigestOnly);
+    }
+    if holds.released(u) {
+        return (tag_digest.clone(), PinReason::Tag);
+    }
+    if let Some(d) = holds.asked(u) {
+        return (d.clone(), PinReason::HoldAsked);
+    }
+    if let Some(written) = u.reference.digest()
+        && !pinned_by_lockstep(u, previous)
+    {
+        let reason = if previous.is_some() {
+            PinReason::WrittenByHand
+        } else {
+            PinReason::AsWritten
+        };
+        return (written.clone(), reason);
+    }
+    if let Some(entry) = previous.and_then(|p| p.entry(&u.written))
+        && entry.held
+    {
+        return (entry.digest.clone(), PinReason::Held);
+    }
+    (tag_digest.clone(), PinReason::Tag)
+}
+
+impl PinReason {
+    /// Whether the digest is held (recorded as such, kept by later locks).
+    pub fn holds(self) -> bool {
+        matches!(
+            self,
+            PinReason::HoldAsked | PinReason::WrittenByHand | PinReason::Held
+        )
+    }
+
+    /// Which of two uses' reasons decides their shared reference: an explicit hold, then a
+    /// digest written by hand, then the previous hold, then the tag.
+    fn rank(self) -> u8 {
+        match self {
+            PinReason::HoldAsked => 4,
+            PinReason::WrittenByHand | PinReason::AsWritten => 3,
+            PinReason::Held => 2,
+            PinReason::Tag | PinReason::DigestOnly => 1,
+        }
+    }
+}
+
+fn resolved_digest(
+    resolved: &BTreeMap<ImageRef, Resolved>,
+    u: &ImageUse,
+) -> Result<Digest, LockError> {
+    resolved
+        .get(&lookup_key(&u.reference))
+        .map(|r| r.digest.clone())
+        .ok_or_else(|| LockError::Unresolved(u.written.clone()))
+}
+
+/// One pin per tagged reference (as written, without a digest), so that every use of it
+/// carries the same digest: the strongest reason among its uses decides (see
+/// [`PinReason::rank`]); two different digests written by hand are the author's to settle.
+/// (digest, reason, the tag's digest now) by reference.
+fn decide_pins(
+    scan: &ScannedDir,
+    previous: Option<&Lockfile>,
+    resolved: &BTreeMap<ImageRef, Resolved>,
+    holds: &Holds,
+) -> Result<BTreeMap<String, (Digest, PinReason, Digest)>, LockError> {
+    let mut decided: BTreeMap<String, (Digest, PinReason, Digest, String)> = BTreeMap::new();
+    for u in scan.uses.iter().filter(|u| u.reference.tag().is_some()) {
+        let tag_digest = resolved_digest(resolved, u)?;
+        let (digest, reason) = pin_target(u, previous, holds, &tag_digest);
+        let key = crate::model::strip_digest(&u.written).to_owned();
+        match decided.get(&key) {
+            Some((first, PinReason::WrittenByHand | PinReason::AsWritten, _, first_at))
+                if reason.rank() == 3 && *first != digest =>
+            {
+                return Err(LockError::ConflictingPins {
+                    reference: key,
+                    first: first.clone(),
+                    first_at: first_at.clone(),
+                    second: digest,
+                    second_at: u.location(),
+                });
+            }
+            Some((_, decided_reason, _, _)) if decided_reason.rank() >= reason.rank() => {}
+            _ => {
+                decided.insert(key, (digest, reason, tag_digest, u.location()));
+            }
+        }
+    }
+    Ok(decided
+        .into_iter()
+        .map(|(k, (d, r, t, _))| (k, (d, r, t)))
+        .collect())
+}
+
+/// A digest an entry of the lockfile moves to (or gets first), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestChange {
+    /// The reference as written, without a digest.
+    pub reference: String,
+    /// The previous lockfile's digest, if it has the entry.
+    pub from: Option<Digest>,
+    pub to: Digest,
+    pub reason: PinReason,
+}
+
 /// Whether `u`'s digest is one lockstep wrote: the previous lockfile pins this reference to
 /// exactly that digest. Such pins follow their tag on the next lock; a digest the author
 /// wrote by hand is kept (with a warning when its tag has moved).
@@ -206,12 +387,29 @@ pub fn pinned_by_lockstep(u: &ImageUse, previous: Option<&Lockfile>) -> bool {
 /// written, to follow or warn about a moved tag), and the digest itself for digests the
 /// author wrote (to confirm it exists and learn its media type). A no-op lock therefore
 /// costs one request per distinct tag.
-pub fn resolution_targets(uses: &[ImageUse], previous: Option<&Lockfile>) -> Vec<ImageRef> {
+/// Held digests (`--hold`, or the previous lockfile's holds) are confirmed the same way.
+pub fn resolution_targets(
+    uses: &[ImageUse],
+    previous: Option<&Lockfile>,
+    holds: &Holds,
+) -> Vec<ImageRef> {
     let mut set: BTreeSet<ImageRef> = BTreeSet::new();
     for u in uses {
         set.insert(lookup_key(&u.reference));
         if !pinned_by_lockstep(u, previous)
             && let Some(by_digest) = u.reference.by_digest()
+        {
+            set.insert(by_digest);
+        }
+        let held = holds.asked(u).cloned().or_else(|| {
+            previous
+                .and_then(|p| p.entry(&u.written))
+                .filter(|e| e.held && !holds.released(u))
+                .map(|e| e.digest.clone())
+        });
+        if let Some(digest) = held
+            && u.reference.tag().is_some()
+            && let Some(by_digest) = u.reference.pin(digest).image().by_digest()
         {
             set.insert(by_digest);
         }
@@ -236,44 +434,59 @@ pub struct Pinned {
     /// The scan of the pinned files.
     pub scan: ScannedDir,
     pub warnings: Vec<TagMoved>,
+    /// The references (as written, without a digest) held at their digest.
+    pub held: BTreeSet<String>,
+    /// Every entry whose digest this lock sets differently from the previous lockfile.
+    pub changes: Vec<DigestChange>,
 }
 
-/// Pin every image: a tag gets its resolved digest, also when lockstep pinned it before (see
-/// [`pinned_by_lockstep`]); a digest the author wrote is kept (with a warning when its tag
-/// has moved).
+/// Pin every image (see [`pin_target`]): a tag gets its resolved digest, also when lockstep
+/// pinned it before (see [`pinned_by_lockstep`]); a held digest is kept (with a warning when
+/// its tag has moved) until released.
 pub fn pin_files(
     files: &SourceFiles,
     scan: &ScannedDir,
     previous: Option<&Lockfile>,
     resolved: &BTreeMap<ImageRef, Resolved>,
+    holds: &Holds,
 ) -> Result<Pinned, LockError> {
     let mut by_file: BTreeMap<&str, Vec<&ImageUse>> = BTreeMap::new();
     let mut warnings = Vec::new();
     let mut target: BTreeMap<(String, usize), Digest> = BTreeMap::new();
+    let mut held = BTreeSet::new();
+    let mut changes: BTreeMap<String, DigestChange> = BTreeMap::new();
+    let decided = decide_pins(scan, previous, resolved, holds)?;
     for u in &scan.uses {
-        let answer = resolved
-            .get(&lookup_key(&u.reference))
-            .ok_or_else(|| LockError::Unresolved(u.written.clone()))?;
-        let keep = u
-            .reference
-            .digest()
-            .filter(|_| !pinned_by_lockstep(u, previous));
-        target.insert(
-            (u.file.clone(), u.span.start),
-            keep.unwrap_or(&answer.digest).clone(),
-        );
-        if let Some(written) = keep
-            && u.reference.tag().is_some()
-            && *written != answer.digest
-        {
-            {
+        let key = crate::model::strip_digest(&u.written).to_owned();
+        let (digest, reason, tag_digest) = if u.reference.tag().is_some() {
+            decided[&key].clone()
+        } else {
+            let tag_digest = resolved_digest(resolved, u)?;
+            let (digest, reason) = pin_target(u, previous, holds, &tag_digest);
+            (digest, reason, tag_digest)
+        };
+        if reason.holds() {
+            held.insert(key.clone());
+            if digest != tag_digest {
                 warnings.push(TagMoved {
                     location: u.location(),
                     written: u.written.clone(),
-                    registry_digest: answer.digest.clone(),
+                    registry_digest: tag_digest.clone(),
                 });
             }
         }
+        let from = previous
+            .and_then(|p| p.entry(&u.written))
+            .map(|e| e.digest.clone());
+        if from.as_ref() != Some(&digest) {
+            changes.entry(key.clone()).or_insert(DigestChange {
+                reference: key,
+                from,
+                to: digest.clone(),
+                reason,
+            });
+        }
+        target.insert((u.file.clone(), u.span.start), digest);
         by_file.entry(u.file.as_str()).or_default().push(u);
     }
     let mut out = files.clone();
@@ -299,6 +512,8 @@ pub fn pin_files(
         changed,
         scan,
         warnings,
+        held,
+        changes: changes.into_values().collect(),
     })
 }
 
@@ -336,6 +551,9 @@ pub fn next_lockfile(
     );
     if let Some(previous) = previous {
         carry_mirrors(&mut lock, previous);
+    }
+    for entry in &mut lock.images {
+        entry.held = pinned.held.contains(&entry.reference);
     }
     lock.environment = options.environment.clone();
     lock.expires = options
@@ -522,8 +740,70 @@ mod tests {
         let u = &uses(&format!("r.example/app:1.0@{old}"))[0];
         assert!(pinned_by_lockstep(u, Some(&previous)));
         // Only the tag is asked about: a no-op lock costs one request per tag.
-        let targets = resolution_targets(std::slice::from_ref(u), Some(&previous));
+        let targets =
+            resolution_targets(std::slice::from_ref(u), Some(&previous), &Holds::default());
         assert_eq!(targets, vec![ImageRef::parse("r.example/app:1.0").unwrap()]);
+    }
+
+    /// Regression (issue 10): a hand-written `tag@digest` (a rollback) was kept once, then
+    /// the next unrelated lock re-pinned it to the tag with no notice. It is held now.
+    #[test]
+    fn regression_a_digest_written_by_hand_stays_held_across_later_locks() {
+        let (tag_now, rollback) = (Digest::of(b"tag now"), Digest::of(b"rollback"));
+        let none = Holds::default();
+        // Lock 1: the author wrote the rollback digest by hand.
+        let previous = lock_pinning("r.example/app:1.0", &tag_now);
+        let u = &uses(&format!("r.example/app:1.0@{rollback}"))[0];
+        assert_eq!(
+            pin_target(u, Some(&previous), &none, &tag_now),
+            (rollback.clone(), PinReason::WrittenByHand)
+        );
+        // Lock 2: the manifest now carries the pin lock 1 wrote, and its lockfile holds it.
+        let mut held = lock_pinning("r.example/app:1.0", &rollback);
+        held.images[0].held = true;
+        assert_eq!(
+            pin_target(u, Some(&held), &none, &tag_now),
+            (rollback.clone(), PinReason::Held)
+        );
+        // Its held digest is confirmed with the registry, not only the tag.
+        let targets = resolution_targets(std::slice::from_ref(u), Some(&held), &none);
+        assert!(targets.contains(&ImageRef::parse(&format!("r.example/app@{rollback}")).unwrap()));
+        // Released: it follows the tag again.
+        let release = Holds {
+            release: [ImageRef::parse("r.example/app:1.0").unwrap()].into(),
+            ..Holds::default()
+        };
+        assert_eq!(
+            pin_target(u, Some(&held), &release, &tag_now),
+            (tag_now.clone(), PinReason::Tag)
+        );
+        // Without a hold, lockstep's own pin follows the tag as before.
+        let ours = lock_pinning("r.example/app:1.0", &rollback);
+        assert_eq!(
+            pin_target(u, Some(&ours), &none, &tag_now),
+            (tag_now, PinReason::Tag)
+        );
+    }
+
+    #[test]
+    fn hold_pins_every_use_of_its_reference_and_names_unused_ones() {
+        let (tag_now, old) = (Digest::of(b"tag now"), Digest::of(b"old"));
+        let hold = Holds {
+            hold: [(ImageRef::parse("r.example/app:1.0").unwrap(), old.clone())].into(),
+            ..Holds::default()
+        };
+        let u = &uses("r.example/app:1.0")[0];
+        assert_eq!(
+            pin_target(u, None, &hold, &tag_now),
+            (old, PinReason::HoldAsked)
+        );
+        let other = &uses("r.example/other:1.0")[0];
+        assert_eq!(pin_target(other, None, &hold, &tag_now).1, PinReason::Tag);
+        assert!(hold.unused(std::slice::from_ref(u)).is_empty());
+        assert_eq!(
+            hold.unused(std::slice::from_ref(other)),
+            [&ImageRef::parse("r.example/app:1.0").unwrap()]
+        );
     }
 
     #[test]
@@ -533,7 +813,7 @@ mod tests {
         let u = &uses(&format!("r.example/app:1.0@{mine}"))[0];
         assert!(!pinned_by_lockstep(u, Some(&previous)));
         assert!(!pinned_by_lockstep(u, None));
-        let targets = resolution_targets(std::slice::from_ref(u), None);
+        let targets = resolution_targets(std::slice::from_ref(u), None, &Holds::default());
         let by_digest = ImageRef::parse(&format!("r.example/app@{mine}")).unwrap();
         assert_eq!(targets.len(), 2);
         assert!(targets.contains(&ImageRef::parse("r.example/app:1.0").unwrap()));

@@ -268,6 +268,7 @@ mod tests {
             media_type: crate::registry::OCI_MANIFEST.into(),
             platforms: vec![],
             mirrors: vec![],
+            held: false,
             uses: vec![],
         }
     }

@@ -11,8 +11,8 @@ use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::lock::{
-    ContinuationTrust, LockDecision, LockOptions, Pinned, PreviousError, next_lockfile, pin_files,
-    resolution_targets, verify_previous,
+    ContinuationTrust, Holds, LockDecision, LockOptions, PinReason, Pinned, PreviousError,
+    next_lockfile, pin_files, resolution_targets, verify_previous,
 };
 use crate::lockfile::{self, Lockfile};
 use crate::model::ImageRef;
@@ -46,6 +46,8 @@ pub struct LockSettings {
     pub new_history: bool,
     /// `--strict`: refuse objects holding images lockstep does not pin.
     pub strict: bool,
+    /// `--hold` and `--release`.
+    pub holds: Holds,
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -161,7 +163,13 @@ async fn resolve(
     previous: Option<&Lockfile>,
     printer: Printer,
 ) -> Result<BTreeMap<ImageRef, Resolved>, CliError> {
-    let targets = resolution_targets(&scan.uses, previous);
+    let unused = settings.holds.unused(&scan.uses);
+    if let Some(image) = unused.first() {
+        return Err(CliError::usage(Message(format!(
+            "--hold/--release {image}: no manifest uses this image (name it as the manifests do, with its tag)"
+        ))));
+    }
+    let targets = resolution_targets(&scan.uses, previous, &settings.holds);
     let known = previous
         .map(Lockfile::known_resolutions)
         .unwrap_or_default();
@@ -190,13 +198,15 @@ fn pin(
     resolved: &BTreeMap<ImageRef, Resolved>,
     printer: Printer,
 ) -> Result<(Pinned, LockDecision), CliError> {
-    let pinned = pin_files(files, scan, previous, resolved).map_err(CliError::check)?;
+    let pinned =
+        pin_files(files, scan, previous, resolved, &settings.holds).map_err(CliError::check)?;
     for w in &pinned.warnings {
         printer.warn(format!(
-            "{}: {} keeps its digest, but its tag now points to {} in the registry",
+            "{}: {} keeps its digest (held), but its tag now points to {} in the registry",
             w.location, w.written, w.registry_digest
         ));
     }
+    report_changes(&pinned, printer);
     let decision = next_lockfile(
         previous,
         settings.created,
@@ -206,6 +216,38 @@ fn pin(
     )
     .map_err(CliError::check)?;
     Ok((pinned, decision))
+}
+
+/// Every digest this lock changes, and why; every image still held.
+fn report_changes(pinned: &Pinned, printer: Printer) {
+    for c in &pinned.changes {
+        let why = match c.reason {
+            PinReason::Tag => "its tag's digest".to_owned(),
+            PinReason::HoldAsked => "held by --hold".to_owned(),
+            PinReason::WrittenByHand => format!(
+                "written in the manifest by hand: held (`--release {}` lets it follow its tag)",
+                c.reference
+            ),
+            PinReason::Held => "held".to_owned(),
+            PinReason::AsWritten => format!(
+                "as written; not held, so the next lock follows its tag (`--hold {}@{}` keeps it)",
+                c.reference, c.to
+            ),
+            PinReason::DigestOnly => "digest-only reference".to_owned(),
+        };
+        let from = c
+            .from
+            .as_ref()
+            .map_or_else(|| "(new)".to_owned(), ToString::to_string);
+        printer.note(format!("{}: {from} -> {} ({why})", c.reference, c.to));
+    }
+    for reference in &pinned.held {
+        if !pinned.changes.iter().any(|c| c.reference == *reference) {
+            printer.note(format!(
+                "{reference}: held at its digest (`--release {reference}` lets it follow its tag)"
+            ));
+        }
+    }
 }
 
 /// `lock --check`: write nothing; a lockfile that is not the one `lock` would write fails.

@@ -133,6 +133,8 @@ pub struct ImageEntry {
     /// Mirror repositories holding this digest (see `lockstep mirror`): normalized
     /// `registry/repository` names, without tag or digest, sorted, unique.
     pub mirrors: Vec<String>,
+    /// Held at this digest: later locks keep it until released (see `lock::Holds`).
+    pub held: bool,
     pub uses: Vec<UseSite>,
 }
 
@@ -198,6 +200,7 @@ impl Lockfile {
                     media_type,
                     platforms,
                     mirrors: Vec::new(),
+                    held: false,
                     uses: Vec::new(),
                 }
             });
@@ -379,6 +382,7 @@ impl From<&Lockfile> for WireLockfile {
                         })
                         .collect(),
                     mirrors: e.mirrors.clone(),
+                    held: e.held,
                     uses: e
                         .uses
                         .iter()
@@ -483,6 +487,7 @@ impl TryFrom<WireLockfile> for Lockfile {
                 media_type: wi.media_type,
                 platforms,
                 mirrors,
+                held: wi.held,
                 uses,
             });
         }
@@ -525,6 +530,7 @@ mod tests {
                     digest: Digest::of(b"amd64"),
                 }],
                 mirrors: vec!["mirror.example:5000/backup/shop/api".into()],
+                held: false,
                 uses: vec![UseSite {
                     file: "a.yaml".into(),
                     kind: "Deployment".into(),

@@ -63,6 +63,10 @@ pub struct WireImage {
     /// every platform's manifest: copies made by `lockstep mirror`, sorted.
     #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<String>,
+    /// The digest is *held* (`lockstep lock --hold`, or written by hand): later locks keep
+    /// it, whatever the tag says, until `lockstep lock --release` lets it follow the tag.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Every place the image is used.
     #[serde(rename = "use")]
     pub uses: Vec<WireUse>,
