@@ -443,10 +443,26 @@ fn tampering_and_untrusted_keys_fail_verification_with_reasons() {
     let out = p.verify(&[]);
     assert_eq!(code(&out), 1);
     assert!(
-        stderr(&out).contains("not the ones locked"),
+        stderr(&out).contains("not the ones locked")
+            && stderr(&out).contains("; changed: apps/api.yaml\n"),
         "{}",
         stderr(&out)
     );
+    // A file added and one removed are named too (regression, issue 10: the mismatch named
+    // no file).
+    std::fs::write(p.dir.join("apps/new.yaml"), "# new\n").unwrap();
+    let web = std::fs::read(p.dir.join("apps/web.yaml")).unwrap();
+    std::fs::remove_file(p.dir.join("apps/web.yaml")).unwrap();
+    let out = p.verify(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out)
+            .contains("; changed: apps/api.yaml; added: apps/new.yaml; removed: apps/web.yaml"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(p.dir.join("apps/new.yaml")).unwrap();
+    std::fs::write(p.dir.join("apps/web.yaml"), web).unwrap();
     std::fs::write(&file, &text).unwrap();
 
     // A key nobody trusts.

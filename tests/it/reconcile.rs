@@ -892,7 +892,7 @@ async fn bad_commits_are_refused_and_the_last_good_state_kept() {
         &sync.pass().await,
         &unpinned,
         "BindingMismatch",
-        "not the ones locked",
+        "; changed: app.yaml; removed: extra.yaml",
     );
     unchanged().await;
 

@@ -161,8 +161,15 @@ fn refusal_kind(
                     locked_files,
                     actual_digest,
                     actual_files,
+                    diff,
                 },
-            ] if locked_files == actual_files && locked_digest != actual_digest => {
+            ] if locked_files == actual_files
+                && locked_digest != actual_digest
+                // The one mutated manifest is named, nothing else.
+                && diff.changed.len() == 1
+                && diff.added.is_empty()
+                && diff.removed.is_empty() =>
+            {
                 Some("manifest: binding mismatch")
             }
             _ => None,

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::lockfile::{Lockfile, ManifestBinding, UseSite};
+use crate::lockfile::{BindingDiff, Lockfile, ManifestBinding, UseSite};
 use crate::model::{ImageUse, strip_digest};
 
 /// One reason a manifests directory does not match its lockfile.
@@ -22,6 +22,8 @@ pub enum Finding {
         locked_files: usize,
         actual_digest: String,
         actual_files: usize,
+        /// The files that differ, when the lockfile records its file listing.
+        diff: BindingDiff,
     },
     /// An image is used by tag alone.
     Unpinned {
@@ -59,10 +61,23 @@ impl fmt::Display for Finding {
                 locked_files,
                 actual_digest,
                 actual_files,
-            } => write!(
-                f,
-                "the manifests are not the ones locked: lockfile binds {locked_files} files ({locked_digest}), found {actual_files} files ({actual_digest})"
-            ),
+                diff,
+            } => {
+                write!(
+                    f,
+                    "the manifests are not the ones locked: lockfile binds {locked_files} files ({locked_digest}), found {actual_files} files ({actual_digest})"
+                )?;
+                for (what, paths) in [
+                    ("changed", &diff.changed),
+                    ("added", &diff.added),
+                    ("removed", &diff.removed),
+                ] {
+                    if !paths.is_empty() {
+                        write!(f, "; {what}: {}", named(paths))?;
+                    }
+                }
+                Ok(())
+            }
             Finding::Unpinned {
                 location,
                 object,
@@ -113,12 +128,16 @@ impl fmt::Display for Finding {
 
 /// The finding when the files are not the ones the lockfile binds (hashes only: checked
 /// before anything is parsed).
+///
+/// The diff names files by path only: their names are in the signed lockfile and in the
+/// file set, nothing is parsed to find them.
 pub fn binding_finding(lock: &Lockfile, binding: &ManifestBinding) -> Option<Finding> {
     (*binding != lock.manifests).then(|| Finding::BindingMismatch {
         locked_digest: lock.manifests.digest.to_string(),
         locked_files: lock.manifests.files,
         actual_digest: binding.digest.to_string(),
         actual_files: binding.files,
+        diff: lock.manifests.differences(binding),
     })
 }
 
@@ -186,4 +205,16 @@ pub fn check(lock: &Lockfile, uses: &[ImageUse], binding: &ManifestBinding) -> V
         }
     }
     findings
+}
+
+/// Up to ten paths, then how many more.
+fn named(paths: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut shown: Vec<&str> = paths.iter().take(SHOWN).map(String::as_str).collect();
+    let more = paths.len().saturating_sub(SHOWN);
+    let rest = format!("and {more} more");
+    if more > 0 {
+        shown.push(&rest);
+    }
+    shown.join(", ")
 }

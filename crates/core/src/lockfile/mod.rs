@@ -12,13 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
-use sha2::{Digest as _, Sha256};
 
 use crate::error_chain::Quoting;
 use crate::model::{Digest, ImageRef, ImageUse, ObjectRef, RefError, strip_digest};
 use crate::registry::{PlatformDigest, Resolved};
 use crate::signing::Verified;
-use wire::{WireBinding, WireImage, WireLockfile, WirePlatform, WireUse};
+use wire::{WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WireUse};
 
 /// The lockfile's name inside the manifests directory.
 pub const FILE_NAME: &str = "lockstep.lock";
@@ -68,29 +67,82 @@ pub enum LockfileError {
 }
 
 /// The binding between a lockfile and the exact bytes of the manifests it pins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two bindings are equal when their digest and file count are: the listing is what the
+/// digest is computed from (checked when a lockfile is read), kept to name the files a
+/// mismatch is about, and absent from lockfiles written before it was recorded.
+#[derive(Debug, Clone)]
 pub struct ManifestBinding {
     pub digest: Digest,
     pub files: usize,
+    /// Each bound file and the sha256 of its bytes, sorted by path bytes (may be empty).
+    pub listing: Vec<(String, Digest)>,
 }
+
+impl PartialEq for ManifestBinding {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.files == other.files
+    }
+}
+
+impl Eq for ManifestBinding {}
 
 impl ManifestBinding {
     /// sha256 over `<path>\0<hex sha256 of content>\n` for each file, sorted by path bytes.
     pub fn compute<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut entries: Vec<(&str, String)> = files
+        let mut listing: Vec<(String, Digest)> = files
             .into_iter()
-            .map(|(p, b)| (p, hex::encode(Sha256::digest(b))))
+            .map(|(p, b)| (p.to_owned(), Digest::of(b)))
             .collect();
-        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut listing = String::new();
-        for (path, hash) in &entries {
-            let _ = writeln!(listing, "{path}\0{hash}");
-        }
+        listing.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         ManifestBinding {
-            digest: Digest::of(listing.as_bytes()),
-            files: entries.len(),
+            digest: listing_digest(&listing),
+            files: listing.len(),
+            listing,
         }
     }
+
+    /// The files that differ between `self` (locked) and `now`: changed, added, removed.
+    /// Empty lists when the locked binding has no listing.
+    pub fn differences(&self, now: &ManifestBinding) -> BindingDiff {
+        let mut diff = BindingDiff::default();
+        if self.listing.is_empty() {
+            return diff;
+        }
+        let locked: BTreeMap<&str, &Digest> =
+            self.listing.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        let found: BTreeMap<&str, &Digest> =
+            now.listing.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        for (path, digest) in &found {
+            match locked.get(path) {
+                Some(d) if d == digest => {}
+                Some(_) => diff.changed.push((*path).to_owned()),
+                None => diff.added.push((*path).to_owned()),
+            }
+        }
+        diff.removed = locked
+            .keys()
+            .filter(|p| !found.contains_key(*p))
+            .map(|p| (*p).to_owned())
+            .collect();
+        diff
+    }
+}
+
+/// What [`ManifestBinding::differences`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BindingDiff {
+    pub changed: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+fn listing_digest(listing: &[(String, Digest)]) -> Digest {
+    let mut text = String::new();
+    for (path, digest) in listing {
+        let _ = writeln!(text, "{path}\0{}", digest.hex());
+    }
+    Digest::of(text.as_bytes())
 }
 
 /// Where an image is used, as recorded in the lockfile.
@@ -352,6 +404,43 @@ fn mirror_names(reference: &str, names: Vec<String>) -> Result<Vec<String>, Lock
     Ok(names)
 }
 
+/// `binding` with the listing a lockfile recorded, which must be sorted, unique and hash to
+/// the recorded digest and count.
+fn with_listing(
+    mut binding: ManifestBinding,
+    listing: Vec<WireBoundFile>,
+) -> Result<ManifestBinding, LockfileError> {
+    if listing.is_empty() {
+        return Ok(binding);
+    }
+    let bad = |what: String| LockfileError::Image {
+        reference: "[manifests]".into(),
+        what,
+    };
+    let mut parsed: Vec<(String, Digest)> = Vec::with_capacity(listing.len());
+    for file in listing {
+        let digest = file
+            .sha256
+            .parse::<Digest>()
+            .map_err(|e| bad(format!("file {:?}: {}", file.path, e.reason)))?;
+        if let Some((last, _)) = parsed.last()
+            && last.as_bytes() >= file.path.as_bytes()
+        {
+            return Err(bad(
+                "the file listing must be sorted by path and unique".into()
+            ));
+        }
+        parsed.push((file.path, digest));
+    }
+    if parsed.len() != binding.files || listing_digest(&parsed) != binding.digest {
+        return Err(bad(
+            "the file listing does not hash to the manifests digest".into(),
+        ));
+    }
+    binding.listing = parsed;
+    Ok(binding)
+}
+
 impl From<&Lockfile> for WireLockfile {
     fn from(l: &Lockfile) -> Self {
         WireLockfile {
@@ -363,6 +452,15 @@ impl From<&Lockfile> for WireLockfile {
             manifests: WireBinding {
                 digest: l.manifests.digest.to_string(),
                 files: l.manifests.files,
+                listing: l
+                    .manifests
+                    .listing
+                    .iter()
+                    .map(|(path, sha256)| WireBoundFile {
+                        path: path.clone(),
+                        sha256: sha256.to_string(),
+                    })
+                    .collect(),
             },
             images: l
                 .images
@@ -425,7 +523,9 @@ impl TryFrom<WireLockfile> for Lockfile {
                     what: e.reason,
                 })?,
             files: w.manifests.files,
+            listing: Vec::new(),
         };
+        let manifests = with_listing(manifests, w.manifests.listing)?;
         if w.images.len() > MAX_IMAGES {
             return Err(LockfileError::TooManyImages {
                 count: w.images.len(),
@@ -660,6 +760,38 @@ mod tests {
         let x = ManifestBinding::compute([("a", &b"b"[..])]);
         let y = ManifestBinding::compute([("a\0b", &b""[..])]);
         assert_ne!(x.digest, y.digest);
+    }
+
+    #[test]
+    fn a_binding_names_the_files_that_differ_and_its_listing_must_hash_to_its_digest() {
+        let locked = ManifestBinding::compute([("a.yaml", &b"a"[..]), ("b.yaml", &b"b"[..])]);
+        let now = ManifestBinding::compute([("a.yaml", &b"A"[..]), ("c.yaml", &b"c"[..])]);
+        assert_eq!(
+            locked.differences(&now),
+            BindingDiff {
+                changed: vec!["a.yaml".into()],
+                added: vec!["c.yaml".into()],
+                removed: vec!["b.yaml".into()],
+            }
+        );
+        // Written and read back, the listing stays; bindings compare by digest and count.
+        let mut lock = sample();
+        lock.manifests = locked.clone();
+        let read = Lockfile::parse_unverified(&lock.to_bytes()).unwrap();
+        assert_eq!(read.manifests.listing, locked.listing);
+        let unlisted = ManifestBinding {
+            listing: Vec::new(),
+            ..locked.clone()
+        };
+        assert_eq!(unlisted, locked);
+        assert_eq!(unlisted.differences(&now), BindingDiff::default());
+        // A listing that does not hash to the digest is refused.
+        let text = String::from_utf8(lock.to_bytes()).unwrap();
+        let hash_of_a = Digest::of(b"a").to_string();
+        let forged = text.replace(&hash_of_a, &Digest::of(b"x").to_string());
+        assert_ne!(forged, text);
+        let err = Lockfile::parse_unverified(forged.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("does not hash"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub struct WireBinding {
     pub digest: String,
     /// How many files the digest covers.
     pub files: usize,
+    /// The lines the digest is computed over, one per bound file: so that a mismatch can
+    /// name the files that changed. Must hash to `digest`. Absent in older lockfiles.
+    #[serde(default, rename = "file", skip_serializing_if = "Vec::is_empty")]
+    pub listing: Vec<WireBoundFile>,
+}
+
+/// One bound file and the sha256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireBoundFile {
+    /// Relative to the lockfile's directory.
+    pub path: String,
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub sha256: String,
 }
 
 /// One image reference and the digest it is pinned to.
