@@ -110,39 +110,7 @@ pub fn judge(
     let current_spec = status.observed_generation == generation;
 
     if let Some(commit) = applied {
-        // Objects of the commit another sync owns were not applied: the commit is not what
-        // runs, and only a human can settle whose they are.
-        if let Some(r) = condition("Ready")
-            && r.status == "False"
-            && r.reason == "OwnershipConflict"
-        {
-            return Verdict::Failed(Failure {
-                commit: commit.to_owned(),
-                reason: r.reason.clone(),
-                message: r.message.clone(),
-            });
-        }
-        // Healthy describes the applied commit's objects: written by the pass that applied
-        // it and re-judged by every later pass, refused ones too.
-        return match condition("Healthy") {
-            Some(h) if h.status == "True" => Verdict::Succeeded(Success {
-                commit: commit.to_owned(),
-                generation: status.applied_generation,
-                signers: status.signers.clone(),
-                health: h.message.clone(),
-            }),
-            Some(h) if h.status == "False" && h.reason == "Failed" => Verdict::Failed(Failure {
-                commit: commit.to_owned(),
-                reason: "Unhealthy".into(),
-                message: h.message.clone(),
-            }),
-            Some(h) => Verdict::Waiting(format!(
-                "commit {} is applied, rolling out: {}",
-                short(commit),
-                h.message
-            )),
-            None => Verdict::Waiting(format!("commit {} is applied", short(commit))),
-        };
+        return judge_applied(status, commit);
     }
     if let Some(commit) = observed
         && current_spec
@@ -168,6 +136,44 @@ pub fn judge(
         });
     }
     Verdict::Waiting(state(status, observed.is_some(), current_spec))
+}
+
+/// The verdict on a wanted commit that is the applied one.
+fn judge_applied(status: &LockstepSyncStatus, commit: &str) -> Verdict {
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    // Objects of the commit another sync owns were not applied: the commit is not what
+    // runs, and only a human can settle whose they are.
+    if let Some(r) = condition("Ready")
+        && r.status == "False"
+        && r.reason == "OwnershipConflict"
+    {
+        return Verdict::Failed(Failure {
+            commit: commit.to_owned(),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+        });
+    }
+    // Healthy describes the applied commit's objects: written by the pass that applied
+    // it and re-judged by every later pass, refused ones too.
+    match condition("Healthy") {
+        Some(h) if h.status == "True" => Verdict::Succeeded(Success {
+            commit: commit.to_owned(),
+            generation: status.applied_generation,
+            signers: status.signers.clone(),
+            health: h.message.clone(),
+        }),
+        Some(h) if h.status == "False" && h.reason == "Failed" => Verdict::Failed(Failure {
+            commit: commit.to_owned(),
+            reason: "Unhealthy".into(),
+            message: h.message.clone(),
+        }),
+        Some(h) => Verdict::Waiting(format!(
+            "commit {} is applied, rolling out: {}",
+            short(commit),
+            h.message
+        )),
+        None => Verdict::Waiting(format!("commit {} is applied", short(commit))),
+    }
 }
 
 /// Reasons of a refusal before any commit is fetched that only a human can lift.

@@ -507,12 +507,6 @@ impl TryFrom<WireLockfile> for Lockfile {
                 found: i64::from(w.version),
             });
         }
-        let digest = |reference: &str, d: &str| {
-            d.parse::<Digest>().map_err(|e| LockfileError::Image {
-                reference: reference.to_owned(),
-                what: e.reason,
-            })
-        };
         let manifests = ManifestBinding {
             digest: w
                 .manifests
@@ -539,57 +533,7 @@ impl TryFrom<WireLockfile> for Lockfile {
                     reference: wi.reference,
                 });
             }
-            if wi.reference.contains('@') {
-                return Err(LockfileError::Image {
-                    reference: wi.reference,
-                    what: "`reference` must be written without a digest".into(),
-                });
-            }
-            let image =
-                ImageRef::parse(&wi.reference).map_err(|source| LockfileError::Reference {
-                    reference: wi.reference.clone(),
-                    source,
-                })?;
-            if image.name() != wi.name || image.tag() != wi.tag.as_deref() {
-                return Err(LockfileError::Image {
-                    reference: wi.reference,
-                    what: format!(
-                        "`name`/`tag` disagree with the reference (it normalizes to {image})"
-                    ),
-                });
-            }
-            let platforms = wi
-                .platforms
-                .iter()
-                .map(|p| {
-                    Ok(PlatformDigest {
-                        platform: p.platform.clone(),
-                        digest: digest(&wi.reference, &p.digest)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, LockfileError>>()?;
-            let uses = wi
-                .uses
-                .into_iter()
-                .map(|u| UseSite {
-                    file: u.file,
-                    kind: u.kind,
-                    namespace: u.namespace,
-                    name: u.name,
-                    container: u.container,
-                })
-                .collect();
-            let mirrors = mirror_names(&wi.reference, wi.mirrors)?;
-            images.push(ImageEntry {
-                digest: digest(&wi.reference, &wi.digest)?,
-                reference: wi.reference,
-                image,
-                media_type: wi.media_type,
-                platforms,
-                mirrors,
-                held: wi.held,
-                uses,
-            });
+            images.push(image_from_wire(wi)?);
         }
         images.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(Lockfile {
@@ -605,6 +549,65 @@ impl TryFrom<WireLockfile> for Lockfile {
             images,
         })
     }
+}
+
+/// One image entry as read: its reference, name and tag agree, its digests parse, its
+/// mirrors are normalized names.
+fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
+    let digest = |reference: &str, d: &str| {
+        d.parse::<Digest>().map_err(|e| LockfileError::Image {
+            reference: reference.to_owned(),
+            what: e.reason,
+        })
+    };
+    if wi.reference.contains('@') {
+        return Err(LockfileError::Image {
+            reference: wi.reference,
+            what: "`reference` must be written without a digest".into(),
+        });
+    }
+    let image = ImageRef::parse(&wi.reference).map_err(|source| LockfileError::Reference {
+        reference: wi.reference.clone(),
+        source,
+    })?;
+    if image.name() != wi.name || image.tag() != wi.tag.as_deref() {
+        return Err(LockfileError::Image {
+            reference: wi.reference,
+            what: format!("`name`/`tag` disagree with the reference (it normalizes to {image})"),
+        });
+    }
+    let platforms = wi
+        .platforms
+        .iter()
+        .map(|p| {
+            Ok(PlatformDigest {
+                platform: p.platform.clone(),
+                digest: digest(&wi.reference, &p.digest)?,
+            })
+        })
+        .collect::<Result<Vec<_>, LockfileError>>()?;
+    let uses = wi
+        .uses
+        .into_iter()
+        .map(|u| UseSite {
+            file: u.file,
+            kind: u.kind,
+            namespace: u.namespace,
+            name: u.name,
+            container: u.container,
+        })
+        .collect();
+    let mirrors = mirror_names(&wi.reference, wi.mirrors)?;
+    Ok(ImageEntry {
+        digest: digest(&wi.reference, &wi.digest)?,
+        reference: wi.reference,
+        image,
+        media_type: wi.media_type,
+        platforms,
+        mirrors,
+        held: wi.held,
+        uses,
+    })
 }
 
 #[cfg(test)]
