@@ -210,21 +210,16 @@ fn prune_record(pruned: &PruneReport, commit: &str, now: Timestamp) -> PruneReco
 
 /// What another sync owns, for `Ready` and the Event.
 pub(super) fn conflict_message(pass: &AppliedPass) -> String {
-    const SHOWN: usize = 10;
-    let mut named: Vec<String> = pass
-        .conflicts
-        .iter()
-        .take(SHOWN)
-        .map(|c| format!("{} (owned by LockstepSync {})", c.object, c.owner))
-        .collect();
-    if pass.conflicts.len() > SHOWN {
-        named.push(format!("and {} more", pass.conflicts.len() - SHOWN));
-    }
+    let named = list_with(
+        &pass.conflicts,
+        |c| format!("{} (owned by LockstepSync {})", c.object, c.owner),
+        ", ",
+    );
     format!(
         "commit {}: {} object(s) carry another LockstepSync's lockstep.dev/sync annotation and were not applied: {}; remove them from one of the two commits, or delete the object (or its annotation) to hand it over",
         short(&pass.commit),
         pass.conflicts.len(),
-        named.join(", ")
+        named
     )
 }
 
@@ -301,17 +296,12 @@ pub(super) fn applied_message(pass: &AppliedPass) -> String {
         message.push_str(&format!("; {verb} {}", list(&pruned.deleted)));
     }
     if !pruned.kept.is_empty() {
-        const SHOWN: usize = 10;
-        let mut kept: Vec<String> = pruned
-            .kept
-            .iter()
-            .take(SHOWN)
-            .map(|k| format!("{} ({})", k.object, k.reason))
-            .collect();
-        if pruned.kept.len() > SHOWN {
-            kept.push(format!("and {} more", pruned.kept.len() - SHOWN));
-        }
-        message.push_str(&format!("; not pruned: {}", kept.join("; ")));
+        let kept = list_with(
+            &pruned.kept,
+            |k| format!("{} ({})", k.object, k.reason),
+            "; ",
+        );
+        message.push_str(&format!("; not pruned: {kept}"));
     }
     if !pass.conflicts.is_empty() {
         message.push_str(&format!(
@@ -323,16 +313,17 @@ pub(super) fn applied_message(pass: &AppliedPass) -> String {
 }
 
 pub(super) fn list(objects: &[ObjectRef]) -> String {
+    list_with(objects, ToString::to_string, ", ")
+}
+
+/// The first ten of `items`, each as `name` writes it, then how many more, joined by `sep`.
+fn list_with<T>(items: &[T], name: impl Fn(&T) -> String, sep: &str) -> String {
     const SHOWN: usize = 10;
-    let mut names: Vec<String> = objects
-        .iter()
-        .take(SHOWN)
-        .map(ToString::to_string)
-        .collect();
-    if objects.len() > SHOWN {
-        names.push(format!("and {} more", objects.len() - SHOWN));
+    let mut names: Vec<String> = items.iter().take(SHOWN).map(name).collect();
+    if items.len() > SHOWN {
+        names.push(format!("and {} more", items.len() - SHOWN));
     }
-    names.join(", ")
+    names.join(sep)
 }
 
 /// Write the status (server-side apply of the status subresource), unless it is unchanged.
