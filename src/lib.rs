@@ -31,11 +31,12 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod hydrate;
 pub mod resolve;
 pub mod source;
 
 // The pure core, under the names the edges and the tests use.
 pub use lockstep_core::{
     audit, check, error_chain, exists, files, lock, lockfile, manifest, mirror, model, registry,
-    signing, verify,
+    render, signing, verify,
 };

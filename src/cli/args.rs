@@ -101,7 +101,29 @@ pub struct LockArgs {
     #[arg(long, value_name = "REF")]
     pub release: Vec<String>,
     #[command(flatten)]
+    pub tools: ToolArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// The renderers `[[render]]` steps run (found on PATH when not given).
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    /// The kustomize binary for `kustomize` render steps (default: `kustomize` on PATH).
+    #[arg(long, value_name = "PATH", env = "LOCKSTEP_KUSTOMIZE")]
+    pub kustomize: Option<PathBuf>,
+    /// The helm binary for `helm` render steps (default: `helm` on PATH).
+    #[arg(long, value_name = "PATH", env = "LOCKSTEP_HELM")]
+    pub helm: Option<PathBuf>,
+}
+
+impl ToolArgs {
+    pub fn tools(&self) -> crate::hydrate::Tools {
+        crate::hydrate::Tools {
+            kustomize: self.kustomize.clone(),
+            helm: self.helm.clone(),
+        }
+    }
 }
 
 /// Whom to believe about the lockfile already on disk, besides the signing key itself.
@@ -218,6 +240,13 @@ pub struct VerifyArgs {
     /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// Also re-run every render step from the inputs read (work tree or --rev) and require
+    /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.
+    /// Needs the renderers; without it verify runs no tool.
+    #[arg(long)]
+    pub rerender: bool,
+    #[command(flatten)]
+    pub tools: ToolArgs,
 }
 
 #[derive(Debug, Args)]

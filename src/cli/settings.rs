@@ -32,8 +32,10 @@ pub(super) fn lock(
     let options = crate::lock::LockOptions {
         lifetime: a.expires_in.map(lifetime).transpose()?,
         environment: a.environment.clone(),
+        renders: Vec::new(),
     };
     let settings = commands::lock::LockSettings {
+        tools: a.tools.tools(),
         holds: holds(&a.hold, &a.release)?,
         options,
         trust: load_trust(&a.trust, &a.dir, printer)?,
@@ -147,6 +149,7 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
+        rerender: a.rerender.then(|| a.tools.tools()),
     })
 }
 

@@ -68,6 +68,33 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Sour
 /// entries; a symlink, a refused name ([`classify`]) or a file that is not a regular file is
 /// an error naming its path.
 pub fn read_dir(dir: &Path) -> Result<SourceFiles, SourceError> {
+    walk(dir, true)
+}
+
+/// Every regular file under the render input root `root` (relative to the manifests
+/// directory `dir`; a file root is that file), as (path relative to `dir`, bytes): the
+/// same walk as [`read_dir`] — `.git` skipped, symlinks refused, the same limits — but any
+/// name is read (a kustomization, a `Chart.yaml`, JSON), as the renderer reads them.
+pub fn read_input_root(dir: &Path, root: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let path = dir.join(root);
+    let meta = fs::symlink_metadata(&path).map_err(io_error("cannot read", &path))?;
+    if meta.file_type().is_symlink() {
+        return Err(SourceError::Symlink { path });
+    }
+    if meta.is_file() {
+        let bytes = read_limited(&path, root, &SourceFiles::default())?;
+        return Ok(vec![(root.to_owned(), bytes)]);
+    }
+    let files = walk(&path, false)?;
+    Ok(files
+        .files
+        .into_iter()
+        .map(|(rel, bytes)| (format!("{root}/{rel}"), bytes))
+        .collect())
+}
+
+/// The walk of [`read_dir`]; `classify`: refuse names lockstep does not read as inputs.
+fn walk(dir: &Path, classify_names: bool) -> Result<SourceFiles, SourceError> {
     let meta = fs::metadata(dir).map_err(io_error("cannot read", dir))?;
     if !meta.is_dir() {
         return Err(SourceError::NotADirectory {
@@ -107,7 +134,9 @@ pub fn read_dir(dir: &Path) -> Result<SourceFiles, SourceError> {
             stack.push((rel, listing.into_iter()));
             continue;
         }
-        classify(&rel).map_err(|refusal| refused(&path, refusal))?;
+        if classify_names {
+            classify(&rel).map_err(|refusal| refused(&path, refusal))?;
+        }
         if !file_type.is_file() {
             return Err(SourceError::NotAFile { path });
         }

@@ -308,6 +308,10 @@ fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in entries.flatten() {
         let p = e.path();
+        // Helm chart templates are Go templates, not manifests (fixtures/hydrate).
+        if p.is_dir() && p.file_name().is_some_and(|n| n == "templates") {
+            continue;
+        }
         if p.is_dir() {
             manifest_files(&p, out);
         } else if p

@@ -12,6 +12,7 @@ mod git_http_server;
 mod git_https;
 mod harness;
 mod holds;
+mod hydrate;
 mod images;
 /// The fuzzing invariants and fixed inputs, shared with the cargo-fuzz targets.
 #[allow(dead_code)]

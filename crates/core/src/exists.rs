@@ -213,6 +213,7 @@ mod tests {
             uses: Vec::new(),
         };
         Lockfile {
+            renders: Vec::new(),
             generation: 1,
             created: jiff::Timestamp::UNIX_EPOCH,
             expires: None,

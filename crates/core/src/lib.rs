@@ -32,5 +32,6 @@ pub mod model;
 pub mod plan;
 pub mod prune;
 pub mod registry;
+pub mod render;
 pub mod signing;
 pub mod verify;

@@ -199,6 +199,8 @@ pub struct LockOptions {
     /// `--environment`: the environment the lockfile is for. Without it, none (a change from
     /// a bound lockfile, hence a new generation).
     pub environment: Option<String>,
+    /// The provenance of every rendered output (`[[render]]` steps), sorted by output.
+    pub renders: Vec<crate::render::RenderRecord>,
 }
 
 /// `lock --hold` and `--release`: images kept at a digest across locks, and images let go
@@ -556,6 +558,7 @@ pub fn next_lockfile(
         entry.held = pinned.held.contains(&entry.reference);
     }
     lock.environment = options.environment.clone();
+    lock.renders = options.renders.clone();
     lock.expires = options
         .lifetime
         .map(|lifetime| expiry(created, lifetime))

@@ -275,6 +275,7 @@ mod tests {
 
     fn lock(entries: Vec<ImageEntry>) -> Lockfile {
         Lockfile {
+            renders: Vec::new(),
             generation: 1,
             created: Timestamp::UNIX_EPOCH,
             expires: None,

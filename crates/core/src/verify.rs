@@ -184,6 +184,8 @@ pub enum VerifyError {
     },
     #[error("{} problem(s) between the manifests and the signed lockfile:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
     Findings(Vec<Finding>),
+    #[error("{} problem(s) between the render steps, their inputs and the signed lockfile:\n{}", .0.len(), .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
+    Renders(Vec<crate::render::RenderFinding>),
     #[error("{} object(s) hold images lockstep does not pin or check (--strict):\n{}", .0.len(), .0.iter().map(|n| format!("  {n}")).collect::<Vec<_>>().join("\n"))]
     UnscannedImages(Vec<Notice>),
 }
@@ -302,6 +304,26 @@ pub fn verify_dir<'a>(
         signers,
         scan,
     })
+}
+
+/// The render steps of a verified directory against the signed records: every declared
+/// step recorded with its command, and every input file hashing as it did when the output
+/// was rendered (hashes only). `reader` reads the inputs from the same source as the
+/// directory (work tree or commit).
+pub fn check_render_inputs(
+    verified: &VerifiedDir<'_>,
+    reader: &dyn crate::render::InputReader,
+) -> Result<(), VerifyError> {
+    let findings = crate::render::check_renders(
+        &verified.lock.renders,
+        verified.scan.config.renders(),
+        reader,
+    );
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::Renders(findings))
+    }
 }
 
 /// `--strict`: refuse objects of kinds lockstep has no image paths for that hold images.

@@ -10,6 +10,7 @@ use super::publish::{Publication, Signed, signer_name};
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
+use crate::hydrate::{self, HydrateError};
 use crate::lock::{
     ContinuationTrust, Holds, LockDecision, LockOptions, PinReason, Pinned, PreviousError,
     next_lockfile, pin_files, resolution_targets, verify_previous,
@@ -48,6 +49,8 @@ pub struct LockSettings {
     pub strict: bool,
     /// `--hold` and `--release`.
     pub holds: Holds,
+    /// The renderers for `[[render]]` steps.
+    pub tools: crate::hydrate::Tools,
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -108,9 +111,12 @@ pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSig
 
 /// `lock`, top-down: read and scan → resolve → pin → the next lockfile → (`--check`: judge
 /// it) → sign → write → commit.
-pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliError> {
-    let (files, scan) = read_and_scan(&settings, printer)?;
-    let previous = previous_lockfile(&settings, &files, printer)?;
+pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), CliError> {
+    let disk = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
+    let previous = previous_lockfile(&settings, &disk, printer)?;
+    let (files, renders) = render_steps(&settings, disk, previous.as_ref(), printer)?;
+    settings.options.renders = renders.records.clone();
+    let scan = scan(&settings, &files, printer)?;
     let resolved = resolve(&settings, &files, &scan, previous.as_ref(), printer).await?;
     let (pinned, decision) = pin(
         &settings,
@@ -129,29 +135,142 @@ pub async fn run(settings: LockSettings, printer: Printer) -> Result<(), CliErro
         .expect("the key is required unless --check");
     let signer = signer_name(settings.signer.as_deref(), key);
     let generation = Generation::of(decision, &files);
-    if !generation.new && signed_by(&files, &signer, &generation.bytes, key, settings.created) {
+    let outputs = renders.changed_outputs(&pinned);
+    if !generation.new
+        && outputs.is_empty()
+        && signed_by(&files, &signer, &generation.bytes, key, settings.created)
+    {
         return report_up_to_date(&generation.lock, printer);
     }
-    let publication = sign(key, &signer, &files, &pinned, &generation)?;
-    let commit = publication.write(&settings.dir, &files, settings.commit.as_deref(), printer)?;
+    let publication = sign(key, &signer, &files, &pinned, &outputs, &generation)?;
+    renders.make_parents(&settings.dir, &renders.outputs)?;
+    let commit = publication.write(
+        &settings.dir,
+        &renders.disk,
+        settings.commit.as_deref(),
+        printer,
+    )?;
     report_locked(&generation, &publication, &signer, commit, printer);
     Ok(())
 }
 
-/// Read the directory and scan its manifests (`--strict`: refuse images it cannot pin).
-fn read_and_scan(
+/// Scan the manifests, rendered outputs included (`--strict`: refuse images it cannot pin).
+fn scan(
     settings: &LockSettings,
+    files: &SourceFiles,
     printer: Printer,
-) -> Result<(SourceFiles, ScannedDir), CliError> {
-    let files = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
-    let scan = scan_dir(&files).map_err(CliError::check)?;
+) -> Result<ScannedDir, CliError> {
+    let scan = scan_dir(files).map_err(CliError::check)?;
     for notice in &scan.notices {
         printer.note(format!("note: {notice}"));
     }
     if settings.strict {
         refuse_unscanned_images(&scan.notices).map_err(CliError::check)?;
     }
-    Ok((files, scan))
+    Ok(scan)
+}
+
+/// What the render steps made: the directory with each output as rendered, and as on disk.
+struct Renders {
+    disk: SourceFiles,
+    outputs: Vec<String>,
+    records: Vec<crate::render::RenderRecord>,
+}
+
+impl Renders {
+    /// The outputs whose pinned bytes are not the ones on disk: to be written.
+    fn changed_outputs(&self, pinned: &Pinned) -> Vec<String> {
+        self.outputs
+            .iter()
+            .filter(|o| {
+                !pinned.changed.contains(o) && pinned.files.files.get(*o) != self.disk.files.get(*o)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Create the directories the outputs go to.
+    fn make_parents(&self, dir: &std::path::Path, outputs: &[String]) -> Result<(), CliError> {
+        for output in outputs {
+            if let Some((parent, _)) = output.rsplit_once('/') {
+                std::fs::create_dir_all(dir.join(parent)).map_err(|e| {
+                    CliError::usage(Message(format!(
+                        "cannot create {}: {e}",
+                        dir.join(parent).display()
+                    )))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run every `[[render]]` step of `lockstep.toml` with the real tool and put its output in
+/// the directory's files, to be pinned and bound like any manifest. An output that exists on
+/// disk must be one the previous lockfile records as rendered: a hand-written manifest is
+/// never overwritten.
+fn render_steps(
+    settings: &LockSettings,
+    disk: SourceFiles,
+    previous: Option<&Lockfile>,
+    printer: Printer,
+) -> Result<(SourceFiles, Renders), CliError> {
+    let config = match disk.config() {
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                CliError::check(Message(format!("{} is not UTF-8", source::CONFIG_FILE)))
+            })?;
+            crate::manifest::config::ScanConfig::parse(text, source::CONFIG_FILE)
+                .map_err(CliError::check)?
+        }
+        None => Default::default(),
+    };
+    let mut files = disk.clone();
+    let mut renders = Renders {
+        disk,
+        outputs: Vec::new(),
+        records: Vec::new(),
+    };
+    if config.renders().is_empty() {
+        return Ok((files, renders));
+    }
+    let fail = |e: HydrateError| {
+        if e.is_environment() {
+            CliError::usage(e)
+        } else {
+            CliError::check(e).hint("nothing was written")
+        }
+    };
+    let anchor = hydrate::anchor_of(&settings.dir).map_err(fail)?;
+    let reader = hydrate::FsInputs { dir: &settings.dir };
+    for step in config.renders() {
+        let recorded = previous.is_some_and(|p| p.renders.iter().any(|r| r.output == step.output));
+        if renders.disk.files.contains_key(&step.output) && !recorded {
+            return Err(fail(HydrateError::HandWritten {
+                output: step.output.clone(),
+            }));
+        }
+        let tool = settings
+            .tools
+            .find(step.renderer(), &step.output)
+            .map_err(fail)?;
+        let roots = hydrate::roots_of(&settings.dir, step, &reader).map_err(fail)?;
+        let rendered = hydrate::render(step, roots, &reader, &anchor, &tool).map_err(fail)?;
+        printer.note(format!(
+            "rendered {} with {} {} ({} input files)",
+            step.output,
+            step.renderer(),
+            tool.version,
+            rendered.record.inputs.files
+        ));
+        files
+            .insert(step.output.clone(), rendered.bytes)
+            .map_err(|e| CliError::check(e).hint("nothing was written"))?;
+        renders.outputs.push(step.output.clone());
+        renders.records.push(rendered.record);
+    }
+    renders.records.sort_by(|a, b| a.output.cmp(&b.output));
+    Ok((files, renders))
 }
 
 /// Ask the registries for every reference the manifests use that the previous lockfile does
@@ -314,11 +433,13 @@ fn sign(
     signer: &str,
     files: &SourceFiles,
     pinned: &Pinned,
+    outputs: &[String],
     generation: &Generation,
 ) -> Result<Publication, CliError> {
     let manifests = pinned
         .changed
         .iter()
+        .chain(outputs)
         .map(|f| (f.clone(), pinned.files.files[f].clone()))
         .collect();
     let lockfile = if generation.new {

@@ -7,10 +7,12 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
+use crate::hydrate::{self, FsInputs, GitInputs};
 use crate::mirror::{MirrorTarget, objects_from_mirror};
+use crate::render::InputReader;
 use crate::signing::AllowedSigners;
 use crate::source::{SourceFiles, fs, git};
-use crate::verify::{TrustPolicy, VerifiedDir, render_objects, verify_dir};
+use crate::verify::{TrustPolicy, VerifiedDir, check_render_inputs, render_objects, verify_dir};
 
 /// Validated settings shared by verify and render.
 pub struct VerifySettings {
@@ -23,6 +25,8 @@ pub struct VerifySettings {
     pub environment: Option<String>,
     /// `--strict`: refuse objects holding images lockstep does not pin.
     pub strict: bool,
+    /// `--rerender`, with the renderers to run.
+    pub rerender: Option<crate::hydrate::Tools>,
 }
 
 /// What was read: the files, and the commit they came from with `--rev`.
@@ -102,7 +106,26 @@ fn verified<'a>(
         environment: settings.environment.as_deref(),
         strict: settings.strict,
     };
-    verify_dir(&read.files, &policy).map_err(CliError::check)
+    let v = verify_dir(&read.files, &policy).map_err(CliError::check)?;
+    let inputs: Box<dyn InputReader + '_> = match (&settings.rev, &read.commit) {
+        (Some(_), Some(commit)) => Box::new(GitInputs {
+            dir: &settings.dir,
+            rev: commit,
+        }),
+        _ => Box::new(FsInputs { dir: &settings.dir }),
+    };
+    check_render_inputs(&v, &*inputs).map_err(CliError::check)?;
+    if let Some(tools) = &settings.rerender {
+        let anchor = hydrate::anchor_of(&settings.dir).map_err(CliError::usage)?;
+        hydrate::rerender(&v, &read.files, &*inputs, &anchor, tools).map_err(|e| {
+            if e.is_environment() {
+                CliError::usage(e)
+            } else {
+                CliError::check(e)
+            }
+        })?;
+    }
+    Ok(v)
 }
 
 pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {

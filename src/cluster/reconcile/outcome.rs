@@ -145,6 +145,7 @@ pub fn verify_reason(error: &VerifyError) -> &'static str {
         VerifyError::WrongEnvironment { .. } => "EnvironmentMismatch",
         VerifyError::Scan(_) => "ManifestsInvalid",
         VerifyError::UnscannedImages(_) => "UnscannedImages",
+        VerifyError::Renders(_) => "RenderMismatch",
         VerifyError::Findings(findings) => {
             if findings
                 .iter()

@@ -25,7 +25,9 @@ mod transport;
 pub use commit::commit;
 pub use fetch::{FETCH_DEADLINE, FetchRef, fetch, fetch_within};
 pub use history::{HistoryCommit, read_history};
-pub use read::{read_at_rev, read_commit, uncommitted_inputs};
+pub use read::{
+    read_at_rev, read_commit, read_input_root_at_rev, read_input_root_in_cache, uncommitted_inputs,
+};
 pub use ssh::SshCredentials;
 pub use transport::{GitCredentials, HTTP_TIMEOUT, HttpCredentials};
 

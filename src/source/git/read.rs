@@ -112,8 +112,95 @@ pub(super) fn read_located(
         }
     };
     let mut files = SourceFiles::default();
-    read_tree(located, dir_tree, &mut files)?;
+    read_tree(located, dir_tree, &mut files, true)?;
     Ok((files, info))
+}
+
+/// Every file under the render input root `root` (relative to the manifests directory
+/// `dir`; a file root is that file) as it is in commit `rev`, as (path relative to `dir`,
+/// bytes): the walk of [`read_at_rev`] without its name rules. A root outside the
+/// repository is an error.
+pub fn read_input_root_at_rev(
+    dir: &Path,
+    rev: &str,
+    root: &str,
+) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+    read_input_root(&locate(dir)?, rev, root)
+}
+
+/// [`read_input_root_at_rev`] for the manifests directory `path` of `commit` in the
+/// reconciler's cache repository.
+pub fn read_input_root_in_cache(
+    cache: &Path,
+    commit: &str,
+    path: &str,
+    root: &str,
+) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+    let oid = parse_commit_id(commit)?;
+    let repo = gix::open(cache).map_err(|source| GitError::Discover {
+        dir: cache.to_owned(),
+        source,
+    })?;
+    let located = Located {
+        repo,
+        prefix: normalize_dir_path(path)?,
+    };
+    read_input_root(&located, &oid.to_string(), root)
+}
+
+fn read_input_root(
+    located: &Located,
+    rev: &str,
+    root: &str,
+) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+    let commit = resolve_commit(&located.repo, rev)?;
+    let joined = if located.prefix.is_empty() {
+        root.to_owned()
+    } else {
+        format!("{}/{root}", located.prefix)
+    };
+    let repo_path = crate::render::normalize(&joined)
+        .ok()
+        .filter(|p| !p.starts_with(".."))
+        .ok_or_else(|| GitError::InvalidDirPath {
+            path: root.to_owned(),
+            reason: "the render input lies outside the repository",
+        })?;
+    let tree = commit.tree().map_err(gix_error(format!(
+        "cannot read the tree of commit {}",
+        commit.id
+    )))?;
+    let entry = tree
+        .lookup_entry_by_path(&repo_path)
+        .map_err(gix_error(format!("cannot look up {repo_path}")))?
+        .ok_or_else(|| GitError::DirNotInCommit {
+            path: repo_path.clone(),
+            commit: commit.id.to_string(),
+        })?;
+    if entry.mode().is_blob() {
+        let mut blob = located
+            .repo
+            .find_blob(entry.object_id())
+            .map_err(gix_error(format!("cannot read {repo_path}")))?;
+        crate::source::check_size(&repo_path, blob.data.len() as u64)?;
+        return Ok(vec![(root.to_owned(), blob.take_data())]);
+    }
+    if !entry.mode().is_tree() {
+        return Err(GitError::Symlink {
+            path: located.repo_path(root),
+        });
+    }
+    let at_root = Located {
+        repo: located.repo.clone(),
+        prefix: repo_path,
+    };
+    let mut files = SourceFiles::default();
+    read_tree(&at_root, entry.object_id(), &mut files, false)?;
+    Ok(files
+        .files
+        .into_iter()
+        .map(|(rel, bytes)| (format!("{root}/{rel}"), bytes))
+        .collect())
 }
 
 pub(super) fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
@@ -135,6 +222,7 @@ fn read_tree(
     located: &Located,
     dir_tree: ObjectId,
     files: &mut SourceFiles,
+    classify_names: bool,
 ) -> Result<(), GitError> {
     let repo = &located.repo;
     let mut budget = WalkBudget::default();
@@ -176,7 +264,9 @@ fn read_tree(
                 path: located.repo_path(&rel),
             });
         } else {
-            classify(&rel).map_err(|refusal| refused(located, &rel, refusal))?;
+            if classify_names {
+                classify(&rel).map_err(|refusal| refused(located, &rel, refusal))?;
+            }
             let header = repo
                 .find_header(oid)
                 .map_err(gix_error(format!("cannot read blob {oid} ({rel})")))?;

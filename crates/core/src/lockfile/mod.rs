@@ -16,8 +16,11 @@ use jiff::Timestamp;
 use crate::error_chain::Quoting;
 use crate::model::{Digest, ImageRef, ImageUse, ObjectRef, RefError, strip_digest};
 use crate::registry::{PlatformDigest, Resolved};
+use crate::render::{RenderRecord, Renderer};
 use crate::signing::Verified;
-use wire::{WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WireUse};
+use wire::{
+    WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WireRender, WireUse,
+};
 
 /// The lockfile's name inside the manifests directory.
 pub const FILE_NAME: &str = "lockstep.lock";
@@ -215,6 +218,8 @@ pub struct Lockfile {
     pub manifests: ManifestBinding,
     /// Sorted by `reference`, unique.
     pub images: Vec<ImageEntry>,
+    /// The rendered outputs' provenance, sorted by output, unique.
+    pub renders: Vec<RenderRecord>,
 }
 
 impl Lockfile {
@@ -273,6 +278,7 @@ impl Lockfile {
             environment: None,
             manifests,
             images,
+            renders: Vec::new(),
         }
     }
 
@@ -329,6 +335,7 @@ impl Lockfile {
             && self.environment == other.environment
             && self.manifests == other.manifests
             && self.images == other.images
+            && self.renders == other.renders
     }
 
     /// The registry facts this lockfile recorded, keyed like `resolve_all`'s answers.
@@ -452,15 +459,7 @@ impl From<&Lockfile> for WireLockfile {
             manifests: WireBinding {
                 digest: l.manifests.digest.to_string(),
                 files: l.manifests.files,
-                listing: l
-                    .manifests
-                    .listing
-                    .iter()
-                    .map(|(path, sha256)| WireBoundFile {
-                        path: path.clone(),
-                        sha256: sha256.to_string(),
-                    })
-                    .collect(),
+                listing: listing_to_wire(&l.manifests.listing),
             },
             images: l
                 .images
@@ -494,8 +493,61 @@ impl From<&Lockfile> for WireLockfile {
                         .collect(),
                 })
                 .collect(),
+            renders: l.renders.iter().map(render_to_wire).collect(),
         }
     }
+}
+
+fn listing_to_wire(listing: &[(String, Digest)]) -> Vec<WireBoundFile> {
+    listing
+        .iter()
+        .map(|(path, sha256)| WireBoundFile {
+            path: path.clone(),
+            sha256: sha256.to_string(),
+        })
+        .collect()
+}
+
+fn render_to_wire(r: &RenderRecord) -> WireRender {
+    WireRender {
+        output: r.output.clone(),
+        renderer: r.renderer.name().to_owned(),
+        version: r.version.clone(),
+        args: r.args.clone(),
+        roots: r.roots.clone(),
+        inputs: r.inputs.digest.to_string(),
+        files: r.inputs.files,
+        listing: listing_to_wire(&r.inputs.listing),
+    }
+}
+
+/// One render record as read: a known renderer, an input listing that hashes to its digest.
+fn render_from_wire(w: WireRender) -> Result<RenderRecord, LockfileError> {
+    let what = format!("[render] {:?}", w.output);
+    let bad = |why: String| LockfileError::Image {
+        reference: what.clone(),
+        what: why,
+    };
+    let renderer = Renderer::parse(&w.renderer)
+        .ok_or_else(|| bad(format!("unknown renderer {:?}", w.renderer)))?;
+    let digest = w.inputs.parse::<Digest>().map_err(|e| bad(e.reason))?;
+    let inputs = with_listing(
+        ManifestBinding {
+            digest,
+            files: w.files,
+            listing: Vec::new(),
+        },
+        w.listing,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(RenderRecord {
+        output: w.output,
+        renderer,
+        version: w.version,
+        args: w.args,
+        roots: w.roots,
+        inputs,
+    })
 }
 
 impl TryFrom<WireLockfile> for Lockfile {
@@ -536,6 +588,18 @@ impl TryFrom<WireLockfile> for Lockfile {
             images.push(image_from_wire(wi)?);
         }
         images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        let mut renders = w
+            .renders
+            .into_iter()
+            .map(render_from_wire)
+            .collect::<Result<Vec<_>, _>>()?;
+        renders.sort_by(|a, b| a.output.cmp(&b.output));
+        if let Some(pair) = renders.windows(2).find(|p| p[0].output == p[1].output) {
+            return Err(LockfileError::Image {
+                reference: format!("[render] {:?}", pair[0].output),
+                what: "the output is listed twice".into(),
+            });
+        }
         Ok(Lockfile {
             generation: w.generation,
             created: parse_time("created", &w.created)?,
@@ -547,6 +611,7 @@ impl TryFrom<WireLockfile> for Lockfile {
             environment: w.environment,
             manifests,
             images,
+            renders,
         })
     }
 }
@@ -618,6 +683,7 @@ mod tests {
         let d = Digest::of(b"api");
         let image = ImageRef::parse("127.0.0.1:5000/shop/api:1.4").unwrap();
         Lockfile {
+            renders: Vec::new(),
             generation: 3,
             created: Timestamp::from_second(1_700_000_000).unwrap(),
             expires: None,

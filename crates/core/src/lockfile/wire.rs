@@ -29,6 +29,35 @@ pub struct WireLockfile {
     /// One entry per distinct reference as written (without any digest), sorted.
     #[serde(default, rename = "image")]
     pub images: Vec<WireImage>,
+    /// One entry per rendered output (a `[[render]]` step of `lockstep.toml`), sorted by
+    /// output: the tool, its version, its arguments and every input file it could read.
+    #[serde(default, rename = "render", skip_serializing_if = "Vec::is_empty")]
+    pub renders: Vec<WireRender>,
+}
+
+/// How one rendered output was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireRender {
+    /// The rendered file, relative to the lockfile's directory (also in `[manifests]`).
+    pub output: String,
+    /// `kustomize` or `helm`.
+    pub renderer: String,
+    /// The tool's version, as it reported it.
+    pub version: String,
+    /// The tool's arguments, run from the lockfile's directory.
+    pub args: Vec<String>,
+    /// The input trees and files (relative to the lockfile's directory), sorted.
+    pub roots: Vec<String>,
+    /// sha256 over the lines `<path>\0<hex sha256>\n` of every file under `roots`, sorted
+    /// by path bytes (as `[manifests]`).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub inputs: String,
+    /// How many files `inputs` covers.
+    pub files: usize,
+    /// The lines `inputs` is computed over; must hash to it.
+    #[serde(default, rename = "input", skip_serializing_if = "Vec::is_empty")]
+    pub listing: Vec<WireBoundFile>,
 }
 
 /// Binds the lockfile to the exact manifest bytes.

@@ -23,6 +23,8 @@ use std::fmt;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::render::{RenderSource, RenderStep, normalize};
+
 /// The name of the scan configuration file in the manifests directory.
 pub const CONFIG_FILE: &str = "lockstep.toml";
 
@@ -30,6 +32,7 @@ pub const CONFIG_FILE: &str = "lockstep.toml";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanConfig {
     custom: Vec<CustomPaths>,
+    render: Vec<RenderStep>,
 }
 
 /// The image locations declared for one apiVersion/kind.
@@ -138,7 +141,13 @@ impl ScanConfig {
                 images,
             });
         }
-        Ok(ScanConfig { custom })
+        let render = parse_renders(wire.render, &invalid)?;
+        Ok(ScanConfig { custom, render })
+    }
+
+    /// The declared render steps, in file order.
+    pub fn renders(&self) -> &[RenderStep] {
+        &self.render
     }
 
     /// The declared custom resource entries, in file order.
@@ -272,6 +281,116 @@ fn line_of(text: &str, at: usize) -> usize {
 struct WireConfig {
     #[serde(default)]
     custom: Vec<Spanned<WireCustom>>,
+    #[serde(default)]
+    render: Vec<Spanned<WireRender>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRender {
+    kustomize: Option<Spanned<String>>,
+    helm: Option<Spanned<WireHelm>>,
+    output: Spanned<String>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireHelm {
+    chart: Spanned<String>,
+    release: Spanned<String>,
+    namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    values: Vec<Spanned<String>>,
+    kube_version: Option<Spanned<String>>,
+}
+
+/// A Helm release name: what `helm template` accepts (lowercase DNS-1123, at most 53).
+fn valid_release(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 53
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The `[[render]]` entries, validated: exactly one of `kustomize` and `helm`, an output
+/// that is a manifest file inside the locked directory (each output once), relative input
+/// paths, a valid release name, a chart in the repository.
+fn parse_renders(
+    wire: Vec<Spanned<WireRender>>,
+    invalid: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Vec<RenderStep>, ConfigError> {
+    let path = |p: &Spanned<String>| normalize(p.get_ref()).map_err(|r| invalid(p.span(), r));
+    let mut steps: Vec<RenderStep> = Vec::with_capacity(wire.len());
+    for entry in wire {
+        let span = entry.span();
+        let entry = entry.into_inner();
+        let source = match (entry.kustomize, entry.helm) {
+            (Some(dir), None) => RenderSource::Kustomize { dir: path(&dir)? },
+            (None, Some(helm)) => {
+                let helm = helm.into_inner();
+                let chart = helm.chart.get_ref();
+                if chart.contains("://") {
+                    return Err(invalid(
+                        helm.chart.span(),
+                        format!(
+                            "chart {chart:?} is not in the repository: rendering must not depend on the network; vendor it (`helm pull {chart} --untar --untardir charts`) and name its directory"
+                        ),
+                    ));
+                }
+                if !valid_release(helm.release.get_ref()) {
+                    return Err(invalid(
+                        helm.release.span(),
+                        format!(
+                            "release {:?} must be a lowercase DNS name of at most 53 characters",
+                            helm.release.get_ref()
+                        ),
+                    ));
+                }
+                RenderSource::Helm {
+                    chart: path(&helm.chart)?,
+                    release: helm.release.into_inner(),
+                    namespace: helm.namespace.map(Spanned::into_inner),
+                    values: helm.values.iter().map(path).collect::<Result<_, _>>()?,
+                    kube_version: helm.kube_version.map(Spanned::into_inner),
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    span,
+                    "a [[render]] entry names exactly one of `kustomize` and `helm`".into(),
+                ));
+            }
+        };
+        let output = path(&entry.output)?;
+        let is_manifest = !output.starts_with("../")
+            && crate::files::classify(&output) == Ok(crate::files::FileRole::Manifest);
+        if !is_manifest {
+            return Err(invalid(
+                entry.output.span(),
+                format!(
+                    "output {output:?} must be a .yaml or .yml file inside the locked directory"
+                ),
+            ));
+        }
+        if steps.iter().any(|s| s.output == output) {
+            return Err(invalid(
+                entry.output.span(),
+                format!("output {output:?} is written by two render steps"),
+            ));
+        }
+        let inputs = entry.inputs.iter().map(path).collect::<Result<_, _>>()?;
+        steps.push(RenderStep {
+            source,
+            output,
+            inputs,
+        });
+    }
+    Ok(steps)
 }
 
 #[derive(Deserialize)]
@@ -457,5 +576,70 @@ images = ["spec.image", "spec.sidecars[].image", "spec.extra[]"]
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn render_steps_are_parsed_with_their_paths_normalized() {
+        let text = r#"[[render]]
+kustomize = "../overlays/prod/"
+output = "./rendered/shop.yaml"
+
+[[render]]
+helm = { chart = "../charts/api", release = "api", namespace = "shop", values = ["../values/prod.yaml"] }
+output = "api.yml"
+inputs = ["../lib/"]
+"#;
+        let config = ScanConfig::parse(text, "lockstep.toml").unwrap();
+        let steps = config.renders();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(
+            steps[0].source,
+            RenderSource::Kustomize {
+                dir: "../overlays/prod".into()
+            }
+        );
+        assert_eq!(steps[0].output, "rendered/shop.yaml");
+        assert_eq!(steps[1].inputs, ["../lib"]);
+    }
+
+    #[test]
+    fn bad_render_steps_are_refused_with_their_line() {
+        let refused = |text: &str| {
+            ScanConfig::parse(text, "lockstep.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let both = "[[render]]\nkustomize = \"a\"\nhelm = { chart = \"c\", release = \"r\" }\noutput = \"o.yaml\"\n";
+        assert!(
+            refused(both).contains("exactly one of `kustomize` and `helm`"),
+            "{}",
+            refused(both)
+        );
+        for (output, why) in [
+            ("../o.yaml", "inside the locked directory"),
+            ("o.json", ".yaml or .yml"),
+            ("lockstep.lock", ".yaml or .yml"),
+            ("/tmp/o.yaml", "absolute"),
+        ] {
+            let text = format!("\n[[render]]\nkustomize = \"../k\"\noutput = \"{output}\"\n");
+            let err = refused(&text);
+            assert!(
+                err.starts_with("lockstep.toml:4:") && err.contains(why),
+                "{output}: {err}"
+            );
+        }
+        let twice = "[[render]]\nkustomize = \"../a\"\noutput = \"o.yaml\"\n[[render]]\nkustomize = \"../b\"\noutput = \"./o.yaml\"\n";
+        assert!(refused(twice).contains("written by two render steps"));
+        let remote = "[[render]]\nhelm = { chart = \"oci://r.io/charts/api\", release = \"api\" }\noutput = \"o.yaml\"\n";
+        assert!(refused(remote).contains("vendor it"), "{}", refused(remote));
+        let release =
+            "[[render]]\nhelm = { chart = \"../c\", release = \"API\" }\noutput = \"o.yaml\"\n";
+        assert!(refused(release).contains("lowercase DNS name"));
+        let typo = "[[render]]\nkustomise = \"../a\"\noutput = \"o.yaml\"\n";
+        assert!(
+            refused(typo).contains("lockstep.toml:2"),
+            "{}",
+            refused(typo)
+        );
     }
 }
