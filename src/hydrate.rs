@@ -203,6 +203,21 @@ impl InputReader for GitInputs<'_> {
     }
 }
 
+/// Render inputs as they are in `commit` of the reconciler's cache repository, for the
+/// manifests directory `path`.
+pub struct CacheInputs<'a> {
+    pub cache: &'a Path,
+    pub commit: &'a str,
+    pub path: &'a str,
+}
+
+impl InputReader for CacheInputs<'_> {
+    fn read_root(&self, root: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        git::read_input_root_in_cache(self.cache, self.commit, self.path, root)
+            .map_err(|e| crate::error_chain::one_line(&e))
+    }
+}
+
 /// The input roots of `step`: the ones it names and, for kustomize, every local directory its
 /// kustomizations refer to (resources, bases, components, generators, transformers,
 /// validators), followed transitively. A reference that is not a path in the repository

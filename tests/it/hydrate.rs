@@ -14,7 +14,7 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hydrate");
 
 /// (kustomize, helm): from LOCKSTEP_KUSTOMIZE / LOCKSTEP_HELM (scripts/test exports them),
 /// else built by `scripts/tools build`.
-fn tools() -> &'static (String, String) {
+pub(crate) fn tools() -> &'static (String, String) {
     static TOOLS: OnceLock<(String, String)> = OnceLock::new();
     TOOLS.get_or_init(|| {
         if let (Ok(k), Ok(h)) = (
@@ -379,4 +379,29 @@ fn a_hand_written_output_or_a_missing_tool_is_refused() {
         stderr(&out)
     );
     assert!(!dir.join("lockstep.lock").exists());
+}
+
+#[test]
+fn lock_commit_refuses_uncommitted_render_inputs_and_commits_a_commit_that_verifies() {
+    let h = Hydrated::new();
+    h.write("values/prod.yaml", "replicas: 4\n");
+    let out = h.lock("prod", &["--commit"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the inputs of rendered/api.yaml have uncommitted changes (../../values/prod.yaml)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!h.dir("prod").join("lockstep.lock").exists());
+    git(&h.repo, &["commit", "-qam", "four replicas"]);
+    let out = h.lock("prod", &["--commit"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = h.verify("prod", &["--rev", "HEAD", "--rerender"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        h.read("deploy/prod/rendered/api.yaml")
+            .contains("replicas: 4")
+    );
 }

@@ -35,6 +35,7 @@ use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
 mod prune;
+mod render;
 mod webhook;
 
 // ------------------------------------------------------------------ the control plane

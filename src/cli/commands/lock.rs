@@ -270,7 +270,37 @@ fn render_steps(
         renders.records.push(rendered.record);
     }
     renders.records.sort_by(|a, b| a.output.cmp(&b.output));
+    if settings.commit.is_some() {
+        refuse_uncommitted_render_inputs(&settings.dir, &renders.records)?;
+    }
     Ok((files, renders))
+}
+
+/// `--commit` commits the rendered outputs and the lockfile that hashes their inputs; inputs
+/// left uncommitted would make that commit fail its own verification.
+fn refuse_uncommitted_render_inputs(
+    dir: &std::path::Path,
+    records: &[crate::render::RenderRecord],
+) -> Result<(), CliError> {
+    let head = hydrate::GitInputs { dir, rev: "HEAD" };
+    for record in records {
+        let committed = crate::render::input_binding(&record.roots, &head);
+        if committed.as_ref().ok() != Some(&record.inputs) {
+            let what = match committed {
+                Ok(at_head) => {
+                    let d = at_head.differences(&record.inputs);
+                    [d.changed, d.added, d.removed].concat().join(", ")
+                }
+                Err(e) => e,
+            };
+            return Err(CliError::usage(Message(format!(
+                "--commit would leave out what is signed: the inputs of {} have uncommitted changes ({what})",
+                record.output
+            )))
+            .hint("commit the sources first (or run without --commit and commit everything yourself); nothing was written"));
+        }
+    }
+    Ok(())
 }
 
 /// Ask the registries for every reference the manifests use that the previous lockfile does

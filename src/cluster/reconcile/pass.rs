@@ -26,7 +26,7 @@ use crate::mirror::MirrorTarget;
 use crate::model::{ImageRef, ObjectRef};
 use crate::resolve::Resolved;
 use crate::signing::{self, AllowedSigners};
-use crate::verify::{TrustPolicy, verify_dir};
+use crate::verify::{TrustPolicy, check_render_inputs, verify_dir};
 
 /// One pass, up to the outcome.
 pub(super) async fn pass(sync: &LockstepSync, ctx: &Context) -> PassOutcome {
@@ -67,13 +67,24 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
         trust,
         credentials,
     } = read_inputs(&ctx.client, sync).await?;
-    let Fetched { files, commit } = fetch(ctx, &id, &sync.spec, revision, credentials).await?;
+    let Fetched {
+        files,
+        commit,
+        cache,
+    } = fetch(ctx, &id, &sync.spec, revision, credentials).await?;
     let at_commit = |mut refusal: Refusal| {
         refusal.commit = Some(commit.clone());
         refusal
     };
-    let verified =
-        verify(ctx, sync, &trust, mirror.as_ref(), &files, &commit).map_err(at_commit)?;
+    let verified = verify(
+        ctx,
+        sync,
+        &trust,
+        mirror.as_ref(),
+        &files,
+        (&cache, &commit),
+    )
+    .map_err(at_commit)?;
     let released = gate(ctx, sync, &status, &trust, &verified, &commit)
         .await
         .map_err(at_commit)?;
@@ -138,7 +149,7 @@ fn verify(
     trust: &AllowedSigners,
     mirror: Option<&MirrorTarget>,
     files: &SourceFiles,
-    commit: &str,
+    (cache, commit): (&std::path::Path, &str),
 ) -> Result<Verified, Refusal> {
     let spec = &sync.spec;
     let policy = TrustPolicy {
@@ -149,6 +160,20 @@ fn verify(
         strict: spec.strict,
     };
     let verified = verify_dir(files, &policy).map_err(|e| {
+        Refusal::new(
+            FailedStep::Verify,
+            verify_reason(&e),
+            format!("commit {}: {}", short(commit), describe(&e)),
+        )
+    })?;
+    // The rendered outputs are applied as signed; their sources in the same commit must
+    // still hash as recorded (hashes only; nothing is rendered in the cluster).
+    let inputs = crate::hydrate::CacheInputs {
+        cache,
+        commit,
+        path: &spec.path,
+    };
+    check_render_inputs(&verified, &inputs).map_err(|e| {
         Refusal::new(
             FailedStep::Verify,
             verify_reason(&e),

@@ -17,6 +17,8 @@ use crate::source::git::{self, FetchRef, GitCredentials};
 pub(super) struct Fetched {
     pub files: SourceFiles,
     pub commit: String,
+    /// The cache repository the commit was read from (render inputs are read from it too).
+    pub cache: std::path::PathBuf,
 }
 
 /// Fetch `revision` of `spec.url` and read `spec.path` at it. An unreachable remote is
@@ -29,6 +31,7 @@ pub(super) async fn fetch(
     credentials: Option<GitCredentials>,
 ) -> Result<Fetched, Refusal> {
     let cache = cache_path(ctx, id, &spec.url);
+    let cache_dir = cache.clone();
     let url = spec.url.clone();
     let path = spec.path.clone();
     let read = tokio::task::spawn_blocking(move || {
@@ -46,6 +49,7 @@ pub(super) async fn fetch(
         Ok(Ok((files, info))) => Ok(Fetched {
             files,
             commit: info.id,
+            cache: cache_dir,
         }),
         Ok(Err((step, commit, error))) => {
             let reason = match step {
