@@ -251,7 +251,39 @@ pub fn roots_of(
             }
         }
     }
-    Ok(minimal_roots(roots))
+    let roots = minimal_roots(roots);
+    refuse_outside_repository(dir, step, &roots)?;
+    Ok(roots)
+}
+
+/// In a Git work tree, every root must lie inside it: a commit can hold nothing else, so an
+/// input outside would make the committed lockfile fail `verify --rev` and the reconciler.
+fn refuse_outside_repository(
+    dir: &Path,
+    step: &RenderStep,
+    roots: &[String],
+) -> Result<(), HydrateError> {
+    let Ok(canonical) = dir.canonicalize() else {
+        return Ok(());
+    };
+    let Some(depth) = canonical
+        .ancestors()
+        .position(|a| a.join(crate::files::GIT_DIR_NAME).exists())
+    else {
+        return Ok(());
+    };
+    match roots
+        .iter()
+        .find(|r| r.split('/').take_while(|c| *c == "..").count() > depth)
+    {
+        Some(root) => Err(invalid(
+            step,
+            format!(
+                "the input {root:?} lies outside the Git repository the locked directory is in"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn invalid(step: &RenderStep, reason: String) -> HydrateError {

@@ -198,6 +198,12 @@ fn an_overlay_and_a_chart_are_rendered_pinned_bound_and_re_rendered() {
 
     let out = h.verify("prod", &["--rerender"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("; 2 rendered outputs re-rendered byte for byte from their unchanged inputs"),
+        "{}",
+        stdout(&out)
+    );
 
     // Rendering is deterministic: a second lock changes nothing.
     let before = snapshot(&h.dir("prod"));
@@ -317,6 +323,19 @@ fn remote_bases_and_broken_kustomizations_are_refused_and_nothing_is_written() {
     );
     assert_eq!(snapshot(&h.dir("staging")), before);
 
+    // An input outside the repository could never be committed with the lockfile.
+    git(&h.repo, &["checkout", "--", "overlays"]);
+    h.write(
+        "deploy/staging/lockstep.toml",
+        "[[render]]\nkustomize = \"../../overlays/staging\"\noutput = \"shop.yaml\"\ninputs = [\"../../../outside\"]\n",
+    );
+    let err = stderr(&h.lock("staging", &[]));
+    assert!(
+        err.contains("the input \"../../../outside\" lies outside the Git repository"),
+        "{err}"
+    );
+    git(&h.repo, &["checkout", "--", "deploy"]);
+
     // kustomize's own error, with the step and the command.
     h.write(
         "overlays/staging/kustomization.yaml",
@@ -404,4 +423,52 @@ fn lock_commit_refuses_uncommitted_render_inputs_and_commits_a_commit_that_verif
         h.read("deploy/prod/rendered/api.yaml")
             .contains("replicas: 4")
     );
+}
+
+/// An image tag set in a source (the overlay's `images:`) that moves in the registry is
+/// noticed by `lock --check`, which renders again and writes nothing.
+#[test]
+fn lock_check_renders_again_and_notices_a_moved_tag_set_in_the_sources() {
+    let h = Hydrated::new();
+    assert_eq!(code(&h.lock("prod", &[])), 0);
+    let check = |h: &Hydrated| {
+        let (k, hm) = tools();
+        let dir = h.dir("prod");
+        run(
+            &[
+                "lock",
+                dir.to_str().unwrap(),
+                "--check",
+                "--kustomize",
+                k,
+                "--helm",
+                hm,
+            ],
+            &[],
+        )
+    };
+    let out = check(&h);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A source changed and not rendered yet.
+    h.write("values/prod.yaml", "replicas: 6\n");
+    let out = check(&h);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "rendered/api.yaml: not what its render step renders, pinned to the current digests"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    git(&h.repo, &["checkout", "--", "values"]);
+    h.registry.push_image("shop/web", "1.1", b"rebuilt");
+    let before = snapshot(&h.dir("prod"));
+    let out = check(&h);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/shop/web:1.1: digest changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&h.dir("prod")), before);
 }

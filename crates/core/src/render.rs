@@ -222,8 +222,20 @@ pub fn input_binding(
     reader: &dyn InputReader,
 ) -> Result<ManifestBinding, String> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total: u64 = 0;
     for root in roots {
-        files.extend(reader.read_root(root)?);
+        for (path, bytes) in reader.read_root(root)? {
+            // Each root is bounded by its walk; all of them together by the input limits.
+            total += bytes.len() as u64;
+            if files.len() >= crate::files::MAX_FILES || total > crate::files::MAX_TOTAL_BYTES {
+                return Err(format!(
+                    "the render inputs reach more than {} files or {} bytes (at {path})",
+                    crate::files::MAX_FILES,
+                    crate::files::MAX_TOTAL_BYTES
+                ));
+            }
+            files.push((path, bytes));
+        }
     }
     Ok(ManifestBinding::compute(
         files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),

@@ -127,7 +127,16 @@ pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), Cli
         printer,
     )?;
     if settings.check {
-        return judge_staleness(decision, previous.as_ref(), &pinned, printer);
+        // What differs from the disk: a rendered output is pinned on every lock, and is
+        // stale only when the pinned result is not the file there.
+        let changed: Vec<String> = pinned
+            .changed
+            .iter()
+            .filter(|f| pinned.files.files.get(*f) != renders.disk.files.get(*f))
+            .cloned()
+            .chain(renders.changed_outputs(&pinned))
+            .collect();
+        return judge_staleness(decision, previous.as_ref(), &changed, printer);
     }
     let key = settings
         .key
@@ -403,7 +412,7 @@ fn report_changes(pinned: &Pinned, printer: Printer) {
 fn judge_staleness(
     decision: LockDecision,
     previous: Option<&Lockfile>,
-    pinned: &Pinned,
+    changed: &[String],
     printer: Printer,
 ) -> Result<(), CliError> {
     match decision {
@@ -417,7 +426,7 @@ fn judge_staleness(
             Ok(())
         }
         LockDecision::New(lock) => {
-            let why = stale_reasons(previous, &lock, &pinned.changed);
+            let why = stale_reasons(previous, &lock, changed);
             printer.json(&json!({"ok": false, "up_to_date": false, "reasons": why}));
             Err(CliError::check(Message(format!(
                 "{} is stale:\n  {}",
@@ -555,7 +564,12 @@ fn stale_reasons(previous: Option<&Lockfile>, new: &Lockfile, changed: &[String]
     };
     let mut reasons = Vec::new();
     for f in changed {
-        reasons.push(format!("{f}: images not pinned to their current digests"));
+        let rendered = new.renders.iter().any(|r| r.output == *f);
+        reasons.push(if rendered {
+            format!("{f}: not what its render step renders, pinned to the current digests")
+        } else {
+            format!("{f}: images not pinned to their current digests")
+        });
     }
     for e in &new.images {
         match prev.entry(&e.reference) {

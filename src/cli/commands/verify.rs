@@ -163,6 +163,17 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
     if let Some(t) = lock.expires {
         bound.push_str(&format!("; expires {t}"));
     }
+    if !lock.renders.is_empty() {
+        let how = if settings.rerender.is_some() {
+            "re-rendered byte for byte from"
+        } else {
+            "bound to"
+        };
+        bound.push_str(&format!(
+            "; {} rendered outputs {how} their unchanged inputs",
+            lock.renders.len()
+        ));
+    }
     let mirrored = lock.images.iter().filter(|e| !e.mirrors.is_empty()).count();
     if mirrored > 0 {
         bound.push_str(&format!(
@@ -189,6 +200,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "signers": signers,
         "environment": lock.environment,
         "expires": lock.expires.map(|t| t.to_string()),
+        "renders": lock.renders.iter().map(|r| json!({"output": r.output, "renderer": r.renderer.name(), "version": r.version, "inputs": r.inputs.digest.to_string(), "rerendered": settings.rerender.is_some()})).collect::<Vec<_>>(),
     }));
     Ok(())
 }
