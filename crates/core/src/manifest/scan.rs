@@ -1823,6 +1823,11 @@ data:
             crlf: bool,
             prefix in prop_oneof![Just(""), Just("\u{feff}"), Just("---\n"), Just("# \u{2603} snow\n---\n")],
         ) {
+            // Plain `y`, `n`, `on`, … are booleans to Kubernetes' reader (YAML 1.1): refused
+            // as ambiguous, rightly (a generated case found on CI's machine, 2026-12-04).
+            prop_assume!(
+                style != 0 || !matches!(image.as_str(), "y" | "n" | "yes" | "no" | "on" | "off")
+            );
             let text = doc_with_image(style, &image, crlf, prefix);
             let s = scan(&text).unwrap();
             prop_assert_eq!(s.uses.len(), 2);
