@@ -8,6 +8,7 @@
 //! and an HTTP proxy that refuses every connection), no cluster, a deadline and a bounded
 //! output; whatever it writes stays in the sandbox, which is deleted.
 
+use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -81,6 +82,8 @@ pub enum HydrateError {
     HandWritten { output: String },
     #[error("the render sandbox: {0}")]
     Sandbox(#[source] std::io::Error),
+    #[error("the Git work tree of the locked directory: {0}")]
+    WorkTree(String),
 }
 
 impl HydrateError {
@@ -91,6 +94,7 @@ impl HydrateError {
             HydrateError::ToolMissing { .. }
                 | HydrateError::ToolVersion { .. }
                 | HydrateError::Sandbox(_)
+                | HydrateError::WorkTree(_)
         )
     }
 }
@@ -119,7 +123,7 @@ impl Tools {
             ),
             Renderer::Helm => (
                 &self.helm,
-                "install it (`go install helm.sh/helm/v3/cmd/helm@v3.18.4`) or pass --helm PATH",
+                "install it (`go install helm.sh/helm/v3/cmd/helm@v3.21.4`) or pass --helm PATH",
             ),
         };
         let missing = || HydrateError::ToolMissing {
@@ -131,6 +135,8 @@ impl Tools {
             Some(p) => p.clone(),
             None => on_path(renderer.name()).ok_or_else(missing)?,
         };
+        // The tool runs from inside the sandbox: a relative path would not find it there.
+        let path = std::path::absolute(&path).map_err(|_| missing())?;
         let args: &[&str] = match renderer {
             Renderer::Kustomize => &["version"],
             Renderer::Helm => &["version", "--template", "{{.Version}}"],
@@ -179,14 +185,178 @@ fn on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// Render inputs in the work tree, below or beside the manifests directory `dir`.
+/// Where a locked directory's render inputs may come from: the Git work tree it is in.
+#[derive(Debug)]
+pub struct Frame {
+    /// The locked directory, canonical.
+    dir: PathBuf,
+    /// The tree no input may leave: the Git work tree's root.
+    top: PathBuf,
+    /// The locked directory's path components below `top`.
+    anchor: Vec<String>,
+    /// The paths (relative to `top`) Git tracks, when every input must be one of them.
+    tracked: Option<BTreeSet<String>>,
+}
+
+impl Frame {
+    /// The frame `lock` renders in: the Git work tree of `dir`, every input a file Git
+    /// tracks (a commit holds nothing else, so an ignored or new file would make the lockfile
+    /// fail `verify --rev` and the reconciler — or carry a secret into a rendered output).
+    /// Outside Git the locked directory itself is the top: nothing would bound what `..`
+    /// reaches, and no one else could verify inputs that no repository holds.
+    pub fn for_lock(dir: &Path) -> Result<Frame, HydrateError> {
+        let dir = dir.canonicalize().map_err(HydrateError::Sandbox)?;
+        Ok(match git::work_tree_of(&dir).map_err(work_tree_error)? {
+            Some(tree) => Frame {
+                dir,
+                top: tree.root,
+                anchor: components(&tree.prefix),
+                tracked: Some(tree.tracked),
+            },
+            None => Frame {
+                top: dir.clone(),
+                dir,
+                anchor: Vec::new(),
+                tracked: None,
+            },
+        })
+    }
+
+    /// The frame `verify` reads a tree as it is in: the Git work tree, or (an exported tree
+    /// in no repository) the whole filesystem, the paths hashed whether tracked or not.
+    pub fn for_reading(dir: &Path) -> Result<Frame, HydrateError> {
+        let dir = dir.canonicalize().map_err(HydrateError::Sandbox)?;
+        Ok(match git::work_tree_of(&dir).map_err(work_tree_error)? {
+            Some(tree) => Frame {
+                dir,
+                top: tree.root,
+                anchor: components(&tree.prefix),
+                tracked: None,
+            },
+            None => Frame {
+                anchor: dir
+                    .components()
+                    .filter_map(|c| match c {
+                        std::path::Component::Normal(name) => {
+                            Some(name.to_string_lossy().into_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                top: PathBuf::from("/"),
+                dir,
+                tracked: None,
+            },
+        })
+    }
+
+    /// The locked directory's path components below the top.
+    pub fn anchor(&self) -> &[String] {
+        &self.anchor
+    }
+
+    /// `path` (relative to the locked directory, normalized) relative to the top; `None`
+    /// above it, empty for the top itself.
+    fn in_top(&self, path: &str) -> Option<String> {
+        let mut parts: Vec<&str> = self.anchor.iter().map(String::as_str).collect();
+        for part in path.split('/') {
+            if part == ".." {
+                parts.pop()?;
+            } else {
+                parts.push(part);
+            }
+        }
+        Some(parts.join("/"))
+    }
+
+    /// Every root inside the top and apart from the locked directory: every file in the
+    /// locked directory is a manifest or a bound file of its lockfile (rewritten by `lock`),
+    /// so an input there, or one holding it, would be an input of its own output.
+    fn check_roots(&self, step: &RenderStep, roots: &[String]) -> Result<(), HydrateError> {
+        let locked = self.anchor.join("/");
+        for root in roots {
+            let Some(in_top) = self.in_top(root) else {
+                let place = if self.tracked.is_some() || self.top != self.dir {
+                    "outside the Git work tree the locked directory is in"
+                } else {
+                    "outside the locked directory, which is in no Git work tree (run `lockstep lock` in the repository that holds the sources)"
+                };
+                return Err(invalid(step, format!("the input {root:?} lies {place}")));
+            };
+            if in_top.is_empty() || is_within(&locked, &in_top) {
+                return Err(invalid(
+                    step,
+                    format!(
+                        "the input {root:?} holds the locked directory, whose files (the lockfile, the outputs) cannot be inputs of themselves; name the directories the step reads"
+                    ),
+                ));
+            }
+            if !root.starts_with("..") {
+                return Err(invalid(
+                    step,
+                    format!(
+                        "the input {root:?} lies inside the locked directory, where every file is a manifest or bound by the lockfile; keep sources outside it (e.g. ../charts, ../overlays)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn components(prefix: &str) -> Vec<String> {
+    prefix
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn work_tree_error(e: git::GitError) -> HydrateError {
+    HydrateError::WorkTree(crate::error_chain::one_line(&e))
+}
+
+/// Render inputs in the work tree, inside the frame of the locked directory.
 pub struct FsInputs<'a> {
-    pub dir: &'a Path,
+    pub frame: &'a Frame,
+}
+
+impl FsInputs<'_> {
+    /// What `root` names, found without following a symlink.
+    fn kind(&self, root: &str) -> Result<Option<fs::InputKind>, String> {
+        fs::resolve_input(&self.frame.dir, &self.frame.top, root)
+            .map(|found| found.map(|(_, kind)| kind))
+            .map_err(|e| crate::error_chain::one_line(&e))
+    }
 }
 
 impl InputReader for FsInputs<'_> {
     fn read_root(&self, root: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        fs::read_input_root(self.dir, root).map_err(|e| crate::error_chain::one_line(&e))
+        let files = fs::read_input_root(&self.frame.dir, &self.frame.top, root)
+            .map_err(|e| crate::error_chain::one_line(&e))?;
+        if let Some(tracked) = &self.frame.tracked {
+            for (path, _) in &files {
+                if !self
+                    .frame
+                    .in_top(path)
+                    .is_some_and(|p| tracked.contains(&p))
+                {
+                    return Err(format!(
+                        "{path} is not tracked by Git (new, or ignored): a commit would not hold it; `git add` it, or remove it from the input"
+                    ));
+                }
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// The reader for a lockfile without render records, which is never asked for a root.
+pub struct NoInputs;
+
+impl InputReader for NoInputs {
+    fn read_root(&self, root: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        Err(format!("{root}: the lockfile records no render step"))
     }
 }
 
@@ -218,20 +388,19 @@ impl InputReader for CacheInputs<'_> {
     }
 }
 
-/// The input roots of `step`: the ones it names and, for kustomize, every local directory its
+/// The input roots of `step`: the ones it names and, for kustomize, every local path its
 /// kustomizations refer to (resources, bases, components, generators, transformers,
-/// validators), followed transitively. A reference that is not a path in the repository
-/// (a URL, `github.com/…`, `?ref=`) is refused before anything runs. The sandbox, not this
-/// walk, guarantees that nothing else is read: a root it misses makes the render fail.
-pub fn roots_of(
-    dir: &Path,
-    step: &RenderStep,
-    reader: &dyn InputReader,
-) -> Result<Vec<String>, HydrateError> {
+/// validators), directories followed transitively. A reference that is not a path in the
+/// repository (a URL, `github.com/…`, `?ref=`) or names nothing is refused before anything
+/// runs, and so is a root outside the frame or holding the locked directory. The sandbox,
+/// not this walk, guarantees that nothing else is read: a root it misses makes the render
+/// fail.
+pub fn roots_of(inputs: &FsInputs<'_>, step: &RenderStep) -> Result<Vec<String>, HydrateError> {
     let mut roots = step.named_roots();
+    inputs.frame.check_roots(step, &roots)?;
     if let RenderSource::Kustomize { dir: start } = &step.source {
         let mut queue = vec![start.clone()];
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         while let Some(kdir) = queue.pop() {
             if !seen.insert(kdir.clone()) {
                 continue;
@@ -242,48 +411,37 @@ pub fn roots_of(
                     format!("the kustomizations reach more than {MAX_ROOTS} directories"),
                 ));
             }
-            for entry in kustomization_refs(dir, step, &kdir, reader)? {
+            let (file, refs) = kustomization_refs(inputs, step, &kdir)?;
+            for entry in refs {
                 let target = normalize(&format!("{kdir}/{entry}")).map_err(|r| invalid(step, r))?;
-                if dir.join(&target).is_dir() {
-                    roots.push(target.clone());
-                    queue.push(target);
+                inputs
+                    .frame
+                    .check_roots(step, std::slice::from_ref(&target))?;
+                match inputs
+                    .kind(&target)
+                    .map_err(|reason| HydrateError::Inputs {
+                        output: step.output.clone(),
+                        root: target.clone(),
+                        reason,
+                    })? {
+                    Some(fs::InputKind::Dir) => {
+                        roots.push(target.clone());
+                        queue.push(target);
+                    }
+                    Some(fs::InputKind::File) => roots.push(target),
+                    None => {
+                        return Err(invalid(
+                            step,
+                            format!("{file} refers to {entry:?}, which does not exist"),
+                        ));
+                    }
                 }
             }
         }
     }
     let roots = minimal_roots(roots);
-    refuse_outside_repository(dir, step, &roots)?;
+    inputs.frame.check_roots(step, &roots)?;
     Ok(roots)
-}
-
-/// In a Git work tree, every root must lie inside it: a commit can hold nothing else, so an
-/// input outside would make the committed lockfile fail `verify --rev` and the reconciler.
-fn refuse_outside_repository(
-    dir: &Path,
-    step: &RenderStep,
-    roots: &[String],
-) -> Result<(), HydrateError> {
-    let Ok(canonical) = dir.canonicalize() else {
-        return Ok(());
-    };
-    let Some(depth) = canonical
-        .ancestors()
-        .position(|a| a.join(crate::files::GIT_DIR_NAME).exists())
-    else {
-        return Ok(());
-    };
-    match roots
-        .iter()
-        .find(|r| r.split('/').take_while(|c| *c == "..").count() > depth)
-    {
-        Some(root) => Err(invalid(
-            step,
-            format!(
-                "the input {root:?} lies outside the Git repository the locked directory is in"
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn invalid(step: &RenderStep, reason: String) -> HydrateError {
@@ -293,28 +451,35 @@ fn invalid(step: &RenderStep, reason: String) -> HydrateError {
     }
 }
 
-/// The path entries of the kustomization in `kdir`. Read only to find more input roots; the
-/// tool itself reads it for rendering.
+/// The kustomization in `kdir` and the local paths it refers to. Read only to find more
+/// input roots and refuse what would reach the network; the tool itself reads it for
+/// rendering.
 fn kustomization_refs(
-    dir: &Path,
+    inputs: &FsInputs<'_>,
     step: &RenderStep,
     kdir: &str,
-    reader: &dyn InputReader,
-) -> Result<Vec<String>, HydrateError> {
-    let Some(name) = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
-        .into_iter()
-        .find(|n| dir.join(kdir).join(n).is_file())
-    else {
+) -> Result<(String, Vec<String>), HydrateError> {
+    let unreadable = |root: String| {
+        move |reason| HydrateError::Inputs {
+            output: step.output.clone(),
+            root,
+            reason,
+        }
+    };
+    let mut name = None;
+    for candidate in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
+        let path = format!("{kdir}/{candidate}");
+        if inputs.kind(&path).map_err(unreadable(path.clone()))? == Some(fs::InputKind::File) {
+            name = Some(path);
+            break;
+        }
+    }
+    let Some(file) = name else {
         return Err(invalid(step, format!("{kdir} has no kustomization.yaml")));
     };
-    let file = format!("{kdir}/{name}");
-    let bytes = reader
+    let bytes = inputs
         .read_root(&file)
-        .map_err(|reason| HydrateError::Inputs {
-            output: step.output.clone(),
-            root: file.clone(),
-            reason,
-        })?
+        .map_err(unreadable(file.clone()))?
         .pop()
         .map(|(_, b)| b)
         .unwrap_or_default();
@@ -327,6 +492,17 @@ fn kustomization_refs(
             file,
         });
     }
+    let remote = |entry: &str| HydrateError::Remote {
+        output: step.output.clone(),
+        file: file.clone(),
+        entry: entry.to_owned(),
+    };
+    // Files kustomize loads by path, which its loader would also fetch from an http(s) URL.
+    for entry in file_entries(&doc) {
+        if is_url(entry) {
+            return Err(remote(entry));
+        }
+    }
     let mut refs = Vec::new();
     for key in [
         "resources",
@@ -336,31 +512,78 @@ fn kustomization_refs(
         "transformers",
         "validators",
     ] {
-        for entry in doc
+        for entry in strings(doc.get(key)) {
+            // A generator or transformer given inline, as YAML, is no path.
+            if entry.contains('\n') {
+                continue;
+            }
+            if is_remote(entry) {
+                return Err(remote(entry));
+            }
+            refs.push(entry.to_owned());
+        }
+    }
+    Ok((file, refs))
+}
+
+/// The strings of a list (other entries skipped).
+fn strings(value: Option<&serde_json::Value>) -> impl Iterator<Item = &str> {
+    value
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+}
+
+/// The file paths a kustomization names outside `resources` and its kin: CRDs,
+/// configurations, patches, replacements, the OpenAPI schema, generator sources.
+fn file_entries(doc: &serde_json::Value) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for key in ["crds", "configurations", "patchesStrategicMerge"] {
+        out.extend(strings(doc.get(key)).filter(|s| !s.contains('\n')));
+    }
+    for key in ["patchesJson6902", "patches", "replacements"] {
+        for item in doc
             .get(key)
             .and_then(serde_json::Value::as_array)
             .into_iter()
             .flatten()
         {
-            let Some(entry) = entry.as_str() else {
-                continue;
-            };
-            if is_remote(entry) {
-                return Err(HydrateError::Remote {
-                    output: step.output.clone(),
-                    file,
-                    entry: entry.to_owned(),
-                });
-            }
-            refs.push(entry.to_owned());
+            out.extend(item.get("path").and_then(serde_json::Value::as_str));
         }
     }
-    Ok(refs)
+    out.extend(
+        doc.get("openapi")
+            .and_then(|o| o.get("path"))
+            .and_then(serde_json::Value::as_str),
+    );
+    for key in ["configMapGenerator", "secretGenerator"] {
+        for item in doc
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(
+                strings(item.get("files")).map(|f| f.split_once('=').map_or(f, |(_, path)| path)),
+            );
+            out.extend(strings(item.get("envs")));
+            out.extend(item.get("env").and_then(serde_json::Value::as_str));
+        }
+    }
+    out
+}
+
+/// An http(s) URL, in any case.
+fn is_url(entry: &str) -> bool {
+    let lower = entry.trim_start().to_ascii_lowercase();
+    lower.starts_with("http:") || lower.starts_with("https:")
 }
 
 /// A kustomize reference to something outside the repository.
 fn is_remote(entry: &str) -> bool {
-    entry.contains("://")
+    is_url(entry)
+        || entry.contains("://")
         || entry.starts_with("git@")
         || entry.contains("?ref=")
         || entry.contains("?version=")
@@ -398,6 +621,18 @@ pub fn render(
                     reason,
                 })?,
         );
+        // Each root is bounded by its walk; all of them together, before more are held.
+        let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        if files.len() > crate::files::MAX_FILES || total > crate::files::MAX_TOTAL_BYTES {
+            return Err(invalid(
+                step,
+                format!(
+                    "the render inputs reach more than {} files or {} bytes (at {root})",
+                    crate::files::MAX_FILES,
+                    crate::files::MAX_TOTAL_BYTES
+                ),
+            ));
+        }
     }
     if let Some(inside) = roots.iter().find(|r| is_within(&step.output, r)) {
         return Err(invalid(
@@ -437,6 +672,42 @@ impl InputReader for Preloaded<'_> {
             .cloned()
             .collect())
     }
+}
+
+/// `unshare` arguments that run a program in new user and network namespaces: no network
+/// interface but a loopback of its own, so no connection leaves the sandbox — not to the
+/// internet, not to a service on the machine's loopback (which a proxy setting cannot stop).
+const UNSHARE_ARGS: &[&str] = &["--user", "--map-root-user", "--net", "--"];
+
+/// The `unshare` program, when this machine lets an unprivileged process make the
+/// namespaces (probed once). Without it the tool runs with only the refusing proxy and the
+/// reference checks between it and the network.
+fn network_isolation() -> Option<&'static Path> {
+    static UNSHARE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    UNSHARE
+        .get_or_init(|| {
+            ["/usr/bin/unshare", "/bin/unshare"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|unshare| {
+                    Command::new(unshare)
+                        .args(UNSHARE_ARGS)
+                        .arg(unshare)
+                        .arg("--version")
+                        .env_clear()
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+        })
+        .as_deref()
+}
+
+/// Whether render steps run without a network on this machine.
+pub fn network_isolated() -> bool {
+    network_isolation().is_some()
 }
 
 /// The temporary tree a step runs in.
@@ -495,7 +766,14 @@ impl Sandbox {
     fn run(&self, step: &RenderStep, tool: &Tool) -> Result<Vec<u8>, HydrateError> {
         let home = self.temp.path().join("home");
         let command = format!("{} {}", step.renderer(), step.args().join(" "));
-        let mut cmd = Command::new(&tool.path);
+        let mut cmd = match network_isolation() {
+            Some(unshare) => {
+                let mut cmd = Command::new(unshare);
+                cmd.args(UNSHARE_ARGS).arg(&tool.path);
+                cmd
+            }
+            None => Command::new(&tool.path),
+        };
         cmd.args(step.args())
             .current_dir(self.temp.path().join("tree").join(&self.locked))
             .env_clear()
@@ -561,18 +839,6 @@ impl Sandbox {
         }
         Ok(stdout)
     }
-}
-
-/// The components of `dir`'s absolute path.
-pub fn anchor_of(dir: &Path) -> Result<Vec<String>, HydrateError> {
-    let canonical = dir.canonicalize().map_err(HydrateError::Sandbox)?;
-    Ok(canonical
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect())
 }
 
 /// `verify --rerender` found an output that is not what its step renders.

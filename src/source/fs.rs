@@ -51,6 +51,12 @@ pub enum SourceError {
     /// A size limit was exceeded.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// A render input above the tree inputs may come from.
+    #[error(
+        "the input {root:?} lies outside {} (inputs must be inside the Git work tree of the locked directory, or inside the locked directory when it is in no Git work tree)",
+        top.display()
+    )]
+    OutsideTop { root: String, top: PathBuf },
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SourceError + use<> {
@@ -71,17 +77,73 @@ pub fn read_dir(dir: &Path) -> Result<SourceFiles, SourceError> {
     walk(dir, true)
 }
 
-/// Every regular file under the render input root `root` (relative to the manifests
-/// directory `dir`; a file root is that file), as (path relative to `dir`, bytes): the
-/// same walk as [`read_dir`] — `.git` skipped, symlinks refused, the same limits — but any
-/// name is read (a kustomization, a `Chart.yaml`, JSON), as the renderer reads them.
-pub fn read_input_root(dir: &Path, root: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-    let path = dir.join(root);
-    let meta = fs::symlink_metadata(&path).map_err(io_error("cannot read", &path))?;
-    if meta.file_type().is_symlink() {
-        return Err(SourceError::Symlink { path });
+/// What a render input path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    File,
+    Dir,
+}
+
+/// `root` (relative to the canonical directory `dir`, normalized so that `..` is only
+/// leading) as a path inside `top` (canonical, `dir` or an ancestor of it), found without
+/// following a symlink; `None` when nothing is there. A `..` above `top`, a symlink on the
+/// way, or an entry that is neither a file nor a directory is an error naming it.
+pub fn resolve_input(
+    dir: &Path,
+    top: &Path,
+    root: &str,
+) -> Result<Option<(PathBuf, InputKind)>, SourceError> {
+    let mut path = dir.to_owned();
+    let mut parts = root.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if part == ".." {
+            if path == top || !path.pop() || !path.starts_with(top) {
+                return Err(SourceError::OutsideTop {
+                    root: root.to_owned(),
+                    top: top.to_owned(),
+                });
+            }
+            continue;
+        }
+        path.push(part);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io_error("cannot stat", &path)(err)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(SourceError::Symlink { path });
+        }
+        let last = parts.peek().is_none();
+        match (meta.is_dir(), meta.is_file(), last) {
+            (true, _, _) if last => return Ok(Some((path, InputKind::Dir))),
+            (true, _, _) => {}
+            (_, true, true) => return Ok(Some((path, InputKind::File))),
+            // A file where a directory should be: nothing is at `root`.
+            (_, true, false) => return Ok(None),
+            _ => return Err(SourceError::NotAFile { path }),
+        }
     }
-    if meta.is_file() {
+    // Only `..` components: a directory above `dir`, inside `top`.
+    Ok(Some((path, InputKind::Dir)))
+}
+
+/// Every regular file under the render input root `root` (resolved by [`resolve_input`]; a
+/// file root is that file), as (path relative to `dir`, bytes): the same walk as
+/// [`read_dir`] — `.git` skipped, symlinks refused, the same limits — but any name is read
+/// (a kustomization, a `Chart.yaml`, JSON), as the renderer reads them.
+pub fn read_input_root(
+    dir: &Path,
+    top: &Path,
+    root: &str,
+) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let Some((path, kind)) = resolve_input(dir, top, root)? else {
+        let path = dir.join(root);
+        return Err(io_error("cannot read", &path)(
+            io::ErrorKind::NotFound.into(),
+        ));
+    };
+    if kind == InputKind::File {
         let bytes = read_limited(&path, root, &SourceFiles::default())?;
         return Ok(vec![(root.to_owned(), bytes)]);
     }
@@ -592,5 +654,34 @@ mod tests {
         let err =
             write_files(tmp.path(), &[("missing/a.yaml".into(), b"x".to_vec())], &[]).unwrap_err();
         assert!(err.to_string().contains("a.yaml"), "{err}");
+    }
+
+    #[test]
+    fn an_input_is_resolved_inside_its_top_without_following_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().canonicalize().unwrap();
+        let dir = top.join("deploy/prod");
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(top.join("charts/api")).unwrap();
+        fs::write(top.join("values.yaml"), "x: 1\n").unwrap();
+        let found = |root: &str| resolve_input(&dir, &top, root).map(|f| f.map(|(_, k)| k));
+        assert_eq!(found("../../charts").unwrap(), Some(InputKind::Dir));
+        assert_eq!(found("../../values.yaml").unwrap(), Some(InputKind::File));
+        assert_eq!(found("../..").unwrap(), Some(InputKind::Dir));
+        assert_eq!(found("../../missing").unwrap(), None);
+        // A file where a directory should be is nothing, not an error.
+        assert_eq!(found("../../values.yaml/x").unwrap(), None);
+        assert!(matches!(
+            found("../../../etc").unwrap_err(),
+            SourceError::OutsideTop { .. }
+        ));
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("api")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), top.join("linked")).unwrap();
+        let err = found("../../linked/api").unwrap_err();
+        assert!(
+            matches!(&err, SourceError::Symlink { path } if *path == top.join("linked")),
+            "{err}"
+        );
     }
 }

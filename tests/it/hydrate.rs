@@ -101,16 +101,26 @@ impl Hydrated {
 
     fn lock(&self, env: &str, extra: &[&str]) -> std::process::Output {
         let (k, h) = tools();
-        let dir = self.dir(env);
+        self.lock_dir(&self.dir(env), k, h, extra)
+    }
+
+    /// `lock` of any directory, with the given tools.
+    fn lock_dir(
+        &self,
+        dir: &Path,
+        kustomize: &str,
+        helm: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
         let mut args = vec![
             "lock",
             dir.to_str().unwrap(),
             "--key",
             self.key.to_str().unwrap(),
             "--kustomize",
-            k,
+            kustomize,
             "--helm",
-            h,
+            helm,
         ];
         args.extend_from_slice(extra);
         run(&args, &[("SOURCE_DATE_EPOCH", "1700000000")])
@@ -179,10 +189,17 @@ fn an_overlay_and_a_chart_are_rendered_pinned_bound_and_re_rendered() {
 
     // The lockfile records each renderer, version, command and input.
     let lock = lockfile_text(&h.dir("prod"));
+    let helm_version = std::process::Command::new(&tools().1)
+        .args(["version", "--template", "{{.Version}}"])
+        .output()
+        .unwrap()
+        .stdout;
+    let helm_version = String::from_utf8(helm_version).unwrap();
+    assert!(helm_version.starts_with("v3."), "{helm_version}");
     assert!(
-        lock.contains(
-            "[[render]]\noutput = \"rendered/api.yaml\"\nrenderer = \"helm\"\nversion = \"v3.18.4\""
-        ),
+        lock.contains(&format!(
+            "[[render]]\noutput = \"rendered/api.yaml\"\nrenderer = \"helm\"\nversion = \"{helm_version}\""
+        )),
         "{lock}"
     );
     assert!(lock.contains("args = [\"build\", \"../../overlays/prod\", \"--load-restrictor\", \"LoadRestrictionsRootOnly\"]"), "{lock}");
@@ -331,7 +348,9 @@ fn remote_bases_and_broken_kustomizations_are_refused_and_nothing_is_written() {
     );
     let err = stderr(&h.lock("staging", &[]));
     assert!(
-        err.contains("the input \"../../../outside\" lies outside the Git repository"),
+        err.contains(
+            "the input \"../../../outside\" lies outside the Git work tree the locked directory is in"
+        ),
         "{err}"
     );
     git(&h.repo, &["checkout", "--", "deploy"]);
@@ -339,7 +358,7 @@ fn remote_bases_and_broken_kustomizations_are_refused_and_nothing_is_written() {
     // kustomize's own error, with the step and the command.
     h.write(
         "overlays/staging/kustomization.yaml",
-        "resources:\n  - ../../base\n  - missing.yaml\n",
+        "resources:\n  - ../../base\npatches:\n  - path: missing.yaml\n",
     );
     let out = h.lock("staging", &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -471,4 +490,258 @@ fn lock_check_renders_again_and_notices_a_moved_tag_set_in_the_sources() {
         stderr(&out)
     );
     assert_eq!(snapshot(&h.dir("prod")), before);
+}
+
+/// Regression: the work-tree reader checked only the last component of an input for a
+/// symlink, so `charts -> /elsewhere` copied files from outside the repository into the
+/// render (and its hash).
+#[test]
+fn a_symlink_on_the_way_to_a_render_input_is_refused() {
+    let h = Hydrated::new();
+    let outside = tempfile::tempdir().unwrap();
+    copy_tree(
+        &h.repo.join("charts"),
+        &outside.path().join("charts"),
+        &h.registry.host(),
+    );
+    std::fs::write(outside.path().join("charts/api/token.txt"), "hunter2").unwrap();
+    std::fs::remove_dir_all(h.repo.join("charts")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("charts"), h.repo.join("charts")).unwrap();
+    let before = snapshot(&h.dir("prod"));
+    let out = h.lock("prod", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("rendered/api.yaml: the input \"../../charts/api\" cannot be read"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{} is a symbolic link",
+            h.repo.canonicalize().unwrap().join("charts").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(snapshot(&h.dir("prod")), before);
+}
+
+/// Regression: a file Git ignores, or one never added, under an input root was copied into
+/// the render and hashed, though no commit holds it — a secret could reach a rendered output
+/// and the lockfile could not verify at its commit.
+#[test]
+fn an_ignored_or_untracked_file_under_a_render_input_is_refused() {
+    let h = Hydrated::new();
+    h.write(".gitignore", "*.secret\n");
+    git(&h.repo, &["add", ".gitignore"]);
+    git(&h.repo, &["commit", "-qm", "ignore secrets"]);
+    h.write("charts/api/token.secret", "hunter2\n");
+    let before = snapshot(&h.dir("prod"));
+    let out = h.lock("prod", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "../../charts/api/token.secret is not tracked by Git (new, or ignored): a commit would not hold it"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&h.dir("prod")), before);
+    std::fs::remove_file(h.repo.join("charts/api/token.secret")).unwrap();
+
+    // A new file is refused until it is added; then the same lock works.
+    h.write(
+        "overlays/prod/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n",
+    );
+    let err = stderr(&h.lock("prod", &[]));
+    assert!(
+        err.contains("../../overlays/prod/extra.yaml is not tracked by Git"),
+        "{err}"
+    );
+    git(&h.repo, &["add", "overlays/prod/extra.yaml"]);
+    let out = h.lock("prod", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// Regression: a kustomization entry naming nothing was skipped, so the render failed later
+/// (or, through a symlink, read elsewhere) without saying which entry was wrong.
+#[test]
+fn a_kustomization_entry_that_names_nothing_is_refused_naming_it() {
+    let h = Hydrated::new();
+    h.write(
+        "overlays/staging/kustomization.yaml",
+        "resources:\n  - ../../base\n  - ../../nowhere\n",
+    );
+    let before = snapshot(&h.dir("staging"));
+    let out = h.lock("staging", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "shop.yaml: ../../overlays/staging/kustomization.yaml refers to \"../../nowhere\", which does not exist"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&h.dir("staging")), before);
+}
+
+/// Regression: only resources/bases/components were checked for URLs, but kustomize's loader
+/// fetches any file it loads from an http(s) URL — patches, generator files, CRDs, the
+/// OpenAPI schema — and a loopback URL bypasses a proxy setting.
+#[test]
+fn a_patch_generator_or_schema_file_given_as_a_url_is_refused() {
+    let h = Hydrated::new();
+    let before = snapshot(&h.dir("staging"));
+    for (yaml, entry) in [
+        (
+            "patches:\n  - path: https://example.com/p.yaml\n",
+            "https://example.com/p.yaml",
+        ),
+        (
+            "patchesStrategicMerge:\n  - http://127.0.0.1:1/p.yaml\n",
+            "http://127.0.0.1:1/p.yaml",
+        ),
+        (
+            "configMapGenerator:\n  - name: c\n    files:\n      - conf=HTTP://127.0.0.1:1/x\n",
+            "HTTP://127.0.0.1:1/x",
+        ),
+        (
+            "secretGenerator:\n  - name: s\n    envs:\n      - https://example.com/.env\n",
+            "https://example.com/.env",
+        ),
+        (
+            "crds:\n  - http://localhost:8080/crd.yaml\n",
+            "http://localhost:8080/crd.yaml",
+        ),
+        (
+            "openapi:\n  path: https://example.com/schema.json\n",
+            "https://example.com/schema.json",
+        ),
+        (
+            "replacements:\n  - path: https://example.com/r.yaml\n",
+            "https://example.com/r.yaml",
+        ),
+    ] {
+        h.write(
+            "overlays/staging/kustomization.yaml",
+            &format!("resources:\n  - ../../base\n{yaml}"),
+        );
+        let out = h.lock("staging", &[]);
+        assert_eq!(code(&out), 1, "{yaml}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "../../overlays/staging/kustomization.yaml refers to {entry:?}, which would make rendering depend on the network"
+            )),
+            "{yaml}: {}",
+            stderr(&out)
+        );
+        assert_eq!(snapshot(&h.dir("staging")), before);
+    }
+}
+
+/// Regression: an input root holding the locked directory (`..`, or a kustomize resource
+/// reaching back to it) made the lockfile and the outputs inputs of themselves, so no lock
+/// could ever verify; a root inside it hashed manifests `lock` then rewrites.
+#[test]
+fn an_input_holding_or_inside_the_locked_directory_is_refused() {
+    let h = Hydrated::new();
+    let step = |inputs: &str| {
+        format!(
+            "[[render]]\nkustomize = \"../../overlays/staging\"\noutput = \"shop.yaml\"\ninputs = [{inputs}]\n"
+        )
+    };
+    let before = snapshot(&h.dir("staging"));
+    for (toml, why) in [
+        (
+            step("\"..\""),
+            "the input \"..\" holds the locked directory",
+        ),
+        (
+            step("\"../staging\""),
+            "the input \"../staging\" holds the locked directory",
+        ),
+        (
+            step("\"../../..\""),
+            "the input \"../../..\" lies outside the Git work tree",
+        ),
+        (
+            step("\"notes\""),
+            "the input \"notes\" lies inside the locked directory",
+        ),
+    ] {
+        h.write("deploy/staging/lockstep.toml", &toml);
+        let out = h.lock("staging", &[]);
+        assert_eq!(code(&out), 1, "{toml}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{toml}: {}", stderr(&out));
+    }
+    git(&h.repo, &["checkout", "--", "deploy"]);
+    h.write(
+        "overlays/staging/kustomization.yaml",
+        "resources:\n  - ../../base\n  - ../../deploy/staging\n",
+    );
+    let out = h.lock("staging", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the input \"../../deploy/staging\" holds the locked directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&h.dir("staging")), before);
+}
+
+/// Regression: outside any Git work tree nothing bounded what an input's `..` reached.
+#[test]
+fn a_render_step_in_no_git_work_tree_may_not_reach_above_the_locked_directory() {
+    let h = Hydrated::new();
+    let plain = tempfile::tempdir().unwrap();
+    copy_tree(Path::new(FIXTURE), plain.path(), &h.registry.host());
+    let dir = plain.path().join("deploy/prod");
+    let before = snapshot(&dir);
+    let (k, helm) = tools();
+    let out = h.lock_dir(&dir, k, helm, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the input \"../../overlays/prod\" lies outside the locked directory, which is in no Git work tree"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&dir), before);
+}
+
+/// A mock renderer (`mock-dialing-helm`, a shell script) that dials a listener on the
+/// machine's loopback — what no real chart makes helm do, and what a proxy setting cannot
+/// stop: the render runs in a network namespace of its own, so the listener sees nothing.
+#[test]
+fn a_renderer_that_dials_the_loopback_reaches_nothing() {
+    let h = Hydrated::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mock = h._tmp.path().join("mock-dialing-helm");
+    std::fs::write(
+        &mock,
+        format!(
+            "#!/bin/bash\nif [ \"$1\" = version ]; then printf v3.99.0; exit 0; fi\nif exec 3<>/dev/tcp/127.0.0.1/{port}; then echo reached; exit 0; fi\necho the network is unreachable >&2\nexit 3\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&mock, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&h.dir("staging"));
+    let out = h.lock_dir(&h.dir("staging"), &tools().0, mock.to_str().unwrap(), &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api.yaml: `helm template api")
+            && stderr(&out).contains("the network is unreachable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the renderer reached the loopback"
+    );
+    assert_eq!(snapshot(&h.dir("staging")), before);
 }

@@ -82,7 +82,9 @@ impl RenderStep {
         }
     }
 
-    /// The tool's arguments (after the program), run from the locked directory. Fixed flags
+    /// The tool's arguments (after the program), run from the locked directory. No path
+    /// argument starts with `-` ([`RenderStep`]'s paths are checked when parsed), every value
+    /// of a flag is joined to it, so nothing in `lockstep.toml` can become a flag. Fixed flags
     /// make the run independent of the tool's defaults and of any cluster: kustomize reads
     /// only inside each kustomization's root, runs no plugin, exec function or Helm;
     /// `helm template` never contacts a cluster and includes the chart's CRDs (a rendered
@@ -104,14 +106,15 @@ impl RenderStep {
                 kube_version,
             } => {
                 let mut args = vec!["template".to_owned(), release.clone(), chart.clone()];
+                // `--flag=value` in one argument: a value can never be read as a flag.
                 if let Some(ns) = namespace {
-                    args.extend(["--namespace".to_owned(), ns.clone()]);
+                    args.push(format!("--namespace={ns}"));
                 }
                 for v in values {
-                    args.extend(["--values".to_owned(), v.clone()]);
+                    args.push(format!("--values={v}"));
                 }
                 if let Some(kv) = kube_version {
-                    args.extend(["--kube-version".to_owned(), kv.clone()]);
+                    args.push(format!("--kube-version={kv}"));
                 }
                 args.push("--include-crds".to_owned());
                 args
@@ -419,10 +422,8 @@ mod tests {
                 "template",
                 "api",
                 "../charts/api",
-                "--namespace",
-                "shop",
-                "--values",
-                "../values/prod.yaml",
+                "--namespace=shop",
+                "--values=../values/prod.yaml",
                 "--include-crds"
             ]
         );

@@ -250,8 +250,8 @@ fn render_steps(
             CliError::check(e).hint("nothing was written")
         }
     };
-    let anchor = hydrate::anchor_of(&settings.dir).map_err(fail)?;
-    let reader = hydrate::FsInputs { dir: &settings.dir };
+    let frame = hydrate::Frame::for_lock(&settings.dir).map_err(fail)?;
+    let reader = hydrate::FsInputs { frame: &frame };
     for step in config.renders() {
         let recorded = previous.is_some_and(|p| p.renders.iter().any(|r| r.output == step.output));
         if renders.disk.files.contains_key(&step.output) && !recorded {
@@ -263,8 +263,9 @@ fn render_steps(
             .tools
             .find(step.renderer(), &step.output)
             .map_err(fail)?;
-        let roots = hydrate::roots_of(&settings.dir, step, &reader).map_err(fail)?;
-        let rendered = hydrate::render(step, roots, &reader, &anchor, &tool).map_err(fail)?;
+        let roots = hydrate::roots_of(&reader, step).map_err(fail)?;
+        let rendered =
+            hydrate::render(step, roots, &reader, frame.anchor(), &tool).map_err(fail)?;
         printer.note(format!(
             "rendered {} with {} {} ({} input files)",
             step.output,

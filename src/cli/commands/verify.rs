@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::hydrate::{self, FsInputs, GitInputs};
+use crate::hydrate::{self, FsInputs, GitInputs, NoInputs};
 use crate::mirror::{MirrorTarget, objects_from_mirror};
 use crate::render::InputReader;
 use crate::signing::AllowedSigners;
@@ -107,17 +107,23 @@ fn verified<'a>(
         strict: settings.strict,
     };
     let v = verify_dir(&read.files, &policy).map_err(CliError::check)?;
-    let inputs: Box<dyn InputReader + '_> = match (&settings.rev, &read.commit) {
-        (Some(_), Some(commit)) => Box::new(GitInputs {
+    let frame = if v.lockfile().renders.is_empty() {
+        None
+    } else {
+        Some(hydrate::Frame::for_reading(&settings.dir).map_err(CliError::usage)?)
+    };
+    let inputs: Box<dyn InputReader + '_> = match (&settings.rev, &read.commit, &frame) {
+        (Some(_), Some(commit), _) => Box::new(GitInputs {
             dir: &settings.dir,
             rev: commit,
         }),
-        _ => Box::new(FsInputs { dir: &settings.dir }),
+        (_, _, Some(frame)) => Box::new(FsInputs { frame }),
+        // No render records: nothing is read.
+        (_, _, None) => Box::new(NoInputs),
     };
     check_render_inputs(&v, &*inputs).map_err(CliError::check)?;
-    if let Some(tools) = &settings.rerender {
-        let anchor = hydrate::anchor_of(&settings.dir).map_err(CliError::usage)?;
-        hydrate::rerender(&v, &read.files, &*inputs, &anchor, tools).map_err(|e| {
+    if let (Some(tools), Some(frame)) = (&settings.rerender, &frame) {
+        hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools).map_err(|e| {
             if e.is_environment() {
                 CliError::usage(e)
             } else {

@@ -301,6 +301,46 @@ fn locate(dir: &Path) -> Result<Located, GitError> {
     Ok(Located { repo, prefix })
 }
 
+/// The Git work tree a directory is in.
+#[derive(Debug)]
+pub struct WorkTree {
+    /// The work tree's root, canonical.
+    pub root: PathBuf,
+    /// The directory's path below the root, '/'-separated; empty at the root.
+    pub prefix: String,
+    /// Every file path the index tracks, relative to the root.
+    pub tracked: std::collections::BTreeSet<String>,
+}
+
+/// The Git work tree `dir` is in, with the paths its index tracks; `None` when `dir` is in
+/// no repository or in a bare one.
+pub fn work_tree_of(dir: &Path) -> Result<Option<WorkTree>, GitError> {
+    if gix::discover(dir).is_err() {
+        return Ok(None);
+    }
+    let located = locate(dir)?;
+    let Some(workdir) = located.repo.workdir() else {
+        return Ok(None);
+    };
+    let root = workdir
+        .canonicalize()
+        .map_err(io_error("cannot resolve", workdir))?;
+    let index = located
+        .repo
+        .index_or_empty()
+        .map_err(gix_error("cannot read the Git index"))?;
+    let tracked = index
+        .entries()
+        .iter()
+        .map(|e| e.path(&index).to_string())
+        .collect();
+    Ok(Some(WorkTree {
+        root,
+        prefix: located.prefix,
+        tracked,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

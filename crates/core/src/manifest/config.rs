@@ -317,6 +317,27 @@ fn valid_release(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A namespace name: an RFC 1123 label, as the API server requires.
+fn valid_namespace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// A version `helm template --kube-version` accepts: `v1.33`, `1.33.0`, `v1.33.0-rc.1`.
+fn valid_kube_version(version: &str) -> bool {
+    let rest = version.strip_prefix('v').unwrap_or(version);
+    version.len() <= 64
+        && rest.starts_with(|c: char| c.is_ascii_digit())
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+}
+
 /// The `[[render]]` entries, validated: exactly one of `kustomize` and `helm`, an output
 /// that is a manifest file inside the locked directory (each output once), relative input
 /// paths, a valid release name, a chart in the repository.
@@ -324,7 +345,20 @@ fn parse_renders(
     wire: Vec<Spanned<WireRender>>,
     invalid: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
 ) -> Result<Vec<RenderStep>, ConfigError> {
-    let path = |p: &Spanned<String>| normalize(p.get_ref()).map_err(|r| invalid(p.span(), r));
+    let path = |p: &Spanned<String>| {
+        let normal = normalize(p.get_ref()).map_err(|r| invalid(p.span(), r))?;
+        // A path argument starting with `-` would be read by the tool as a flag.
+        if normal.starts_with('-') {
+            return Err(invalid(
+                p.span(),
+                format!(
+                    "{:?} starts with '-', which the renderer would read as a flag; rename it",
+                    p.get_ref()
+                ),
+            ));
+        }
+        Ok(normal)
+    };
     let mut steps: Vec<RenderStep> = Vec::with_capacity(wire.len());
     for entry in wire {
         let span = entry.span();
@@ -348,6 +382,28 @@ fn parse_renders(
                         format!(
                             "release {:?} must be a lowercase DNS name of at most 53 characters",
                             helm.release.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(ns) = &helm.namespace
+                    && !valid_namespace(ns.get_ref())
+                {
+                    return Err(invalid(
+                        ns.span(),
+                        format!(
+                            "namespace {:?} must be a lowercase DNS label of at most 63 characters",
+                            ns.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(kv) = &helm.kube_version
+                    && !valid_kube_version(kv.get_ref())
+                {
+                    return Err(invalid(
+                        kv.span(),
+                        format!(
+                            "kube-version {:?} must be a Kubernetes version such as \"v1.33.0\" or \"1.33\"",
+                            kv.get_ref()
                         ),
                     ));
                 }
@@ -641,5 +697,45 @@ inputs = ["../lib/"]
             "{}",
             refused(typo)
         );
+    }
+
+    /// Regression: a chart, values file or kustomize directory named `-…`, or a namespace or
+    /// kube-version holding a flag, was passed to the tool where it would read it as a flag.
+    #[test]
+    fn a_render_path_or_value_that_would_be_read_as_a_flag_is_refused() {
+        for (step, why) in [
+            (
+                "helm = { chart = \"-gf/chart\", release = \"api\" }",
+                "starts with '-'",
+            ),
+            (
+                "helm = { chart = \"./--post-renderer=x\", release = \"api\" }",
+                "starts with '-'",
+            ),
+            (
+                "helm = { chart = \"../c\", release = \"api\", values = [\"-\"] }",
+                "starts with '-'",
+            ),
+            ("kustomize = \"--enable-exec\"", "starts with '-'"),
+            (
+                "helm = { chart = \"../c\", release = \"api\", namespace = \"--post-renderer=/bin/sh\" }",
+                "lowercase DNS label",
+            ),
+            (
+                "helm = { chart = \"../c\", release = \"api\", kube-version = \"--dry-run=server\" }",
+                "Kubernetes version",
+            ),
+        ] {
+            let text = format!("[[render]]\n{step}\noutput = \"o.yaml\"\n");
+            let err = ScanConfig::parse(&text, "lockstep.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("lockstep.toml:2:") && err.contains(why),
+                "{step}: {err}"
+            );
+        }
+        let fine = "[[render]]\nhelm = { chart = \"../c/-x\", release = \"api\", namespace = \"shop\", kube-version = \"v1.33.0\" }\noutput = \"o.yaml\"\n";
+        assert!(ScanConfig::parse(fine, "lockstep.toml").is_ok());
     }
 }
