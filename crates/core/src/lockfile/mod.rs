@@ -540,6 +540,23 @@ fn render_from_wire(w: WireRender) -> Result<RenderRecord, LockfileError> {
         w.listing,
     )
     .map_err(|e| bad(e.to_string()))?;
+    // The roots as `lock` writes them: normalized, sorted, none inside another, the output
+    // a path inside the locked directory — so a reader never walks a path `lock` would not.
+    let normalized = w
+        .roots
+        .iter()
+        .all(|r| crate::render::normalize(r).as_deref() == Ok(r.as_str()));
+    if !normalized || crate::render::minimal_roots(w.roots.iter().cloned()) != w.roots {
+        return Err(bad(
+            "its roots are not normalized, sorted and disjoint as `lockstep lock` writes them"
+                .into(),
+        ));
+    }
+    if crate::render::normalize(&w.output).as_deref() != Ok(w.output.as_str())
+        || w.output.starts_with("..")
+    {
+        return Err(bad("its output is not a path inside the locked directory".into()));
+    }
     Ok(RenderRecord {
         output: w.output,
         renderer,
@@ -718,6 +735,39 @@ mod tests {
         let again = Lockfile::parse_unverified(&bytes).unwrap();
         assert_eq!(again, lock);
         assert_eq!(again.to_bytes(), bytes);
+    }
+
+    /// Regression: a signed lockfile's render roots were used as written, so one with
+    /// `../x/../../y` or a root inside another was walked where `lock` would never walk.
+    #[test]
+    fn render_records_with_roots_lock_would_not_write_are_refused() {
+        let with_roots = |roots: &[&str], output: &str| {
+            let mut lock = sample();
+            lock.renders.push(RenderRecord {
+                output: output.into(),
+                renderer: Renderer::Helm,
+                version: "v3.21.4".into(),
+                args: vec!["template".into()],
+                roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+                inputs: ManifestBinding::compute([("../c/Chart.yaml", &b"x"[..])]),
+            });
+            Lockfile::parse_unverified(&lock.to_bytes())
+        };
+        assert!(with_roots(&["../c", "../values.yaml"], "api.yaml").is_ok());
+        for roots in [
+            &["../c/../../x"][..],
+            &["../c", "../c/sub"],
+            &["../z", "../c"],
+            &["/etc"],
+            &["../c", "../c"],
+        ] {
+            let err = with_roots(roots, "api.yaml").unwrap_err().to_string();
+            assert!(err.contains("its roots are not normalized"), "{roots:?}: {err}");
+        }
+        for output in ["../api.yaml", "./api.yaml", "/api.yaml"] {
+            let err = with_roots(&["../c"], output).unwrap_err().to_string();
+            assert!(err.contains("its output is not a path"), "{output}: {err}");
+        }
     }
 
     #[test]
