@@ -8,7 +8,7 @@
 //! and an HTTP proxy that refuses every connection), no cluster, a deadline and a bounded
 //! output; whatever it writes stays in the sandbox, which is deleted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -84,6 +84,13 @@ pub enum HydrateError {
     Sandbox(#[source] std::io::Error),
     #[error("the Git work tree of the locked directory: {0}")]
     WorkTree(String),
+    #[error("{output}: the chart {reference} cannot be fetched: {source}")]
+    Chart {
+        output: String,
+        reference: String,
+        #[source]
+        source: Box<crate::registry::ResolveError>,
+    },
 }
 
 impl HydrateError {
@@ -95,7 +102,7 @@ impl HydrateError {
                 | HydrateError::ToolVersion { .. }
                 | HydrateError::Sandbox(_)
                 | HydrateError::WorkTree(_)
-        )
+        ) || matches!(self, HydrateError::Chart { source, .. } if !source.is_finding())
     }
 }
 
@@ -609,7 +616,14 @@ pub fn render(
     reader: &dyn InputReader,
     anchor: &[String],
     tool: &Tool,
+    chart: Option<&FetchedChart>,
 ) -> Result<Rendered, HydrateError> {
+    if step.oci_chart().is_some() != chart.is_some() {
+        return Err(invalid(
+            step,
+            "the chart from the OCI registry was not fetched".into(),
+        ));
+    }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for root in &roots {
         files.extend(
@@ -645,7 +659,15 @@ pub fn render(
     for (path, bytes) in &files {
         sandbox.place(path, bytes).map_err(HydrateError::Sandbox)?;
     }
-    let bytes = sandbox.run(step, tool)?;
+    let archive = match chart {
+        Some(chart) => Some(
+            sandbox
+                .place_chart(&chart.archive)
+                .map_err(HydrateError::Sandbox)?,
+        ),
+        None => None,
+    };
+    let bytes = sandbox.run(step, tool, archive.as_deref())?;
     Ok(Rendered {
         output: step.output.clone(),
         bytes,
@@ -656,8 +678,48 @@ pub fn render(
             args: step.args(),
             roots,
             inputs,
+            chart: chart.map(|c| c.pinned.clone()),
         },
     })
+}
+
+/// Fetch the charts `wanted` names (output → `oci://` reference, by version or pinned) from
+/// their registries, one at a time (a directory has a few).
+pub async fn fetch_charts(
+    registry: &crate::resolve::oci::OciRegistry,
+    wanted: Vec<(String, String)>,
+) -> Result<BTreeMap<String, FetchedChart>, HydrateError> {
+    let mut charts = BTreeMap::new();
+    for (output, reference) in wanted {
+        let written = reference
+            .strip_prefix(crate::render::OCI_SCHEME)
+            .unwrap_or(&reference);
+        let image = crate::model::ImageRef::parse(written).map_err(|e| HydrateError::Invalid {
+            output: output.clone(),
+            reason: format!("chart {reference:?}: {}", e.reason),
+        })?;
+        let (digest, archive) =
+            registry
+                .fetch_chart(&image)
+                .await
+                .map_err(|source| HydrateError::Chart {
+                    output: output.clone(),
+                    reference: reference.clone(),
+                    source: Box::new(source),
+                })?;
+        let pinned = crate::render::pinned_chart(&reference, &digest);
+        charts.insert(output, FetchedChart { pinned, archive });
+    }
+    Ok(charts)
+}
+
+/// A Helm chart fetched from an OCI registry, its digests checked.
+#[derive(Clone, Debug)]
+pub struct FetchedChart {
+    /// `oci://registry/repository:version@sha256:…`, as the lockfile records it.
+    pub pinned: String,
+    /// The chart archive (`.tgz`).
+    pub archive: Vec<u8>,
 }
 
 /// Files already read, served again (so a render hashes exactly the bytes it copies).
@@ -762,10 +824,30 @@ impl Sandbox {
         std::fs::write(target, bytes)
     }
 
-    /// Run the tool from the locked directory's place; its standard output, bounded.
-    fn run(&self, step: &RenderStep, tool: &Tool) -> Result<Vec<u8>, HydrateError> {
+    /// Put a fetched chart archive beside the tree; its path, for the tool.
+    fn place_chart(&self, archive: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.temp.path().join("chart.tgz");
+        std::fs::write(&path, archive)?;
+        Ok(path)
+    }
+
+    /// Run the tool from the locked directory's place (a fetched chart given as its archive
+    /// in place of its reference); its standard output, bounded.
+    fn run(
+        &self,
+        step: &RenderStep,
+        tool: &Tool,
+        archive: Option<&Path>,
+    ) -> Result<Vec<u8>, HydrateError> {
         let home = self.temp.path().join("home");
         let command = format!("{} {}", step.renderer(), step.args().join(" "));
+        let mut args = step.args();
+        if let (Some(archive), Some(reference)) = (archive, step.oci_chart()) {
+            let declared = format!("{}{reference}", crate::render::OCI_SCHEME);
+            for arg in args.iter_mut().filter(|a| **a == declared) {
+                *arg = archive.display().to_string();
+            }
+        }
         let mut cmd = match network_isolation() {
             Some(unshare) => {
                 let mut cmd = Command::new(unshare);
@@ -774,7 +856,7 @@ impl Sandbox {
             }
             None => Command::new(&tool.path),
         };
-        cmd.args(step.args())
+        cmd.args(&args)
             .current_dir(self.temp.path().join("tree").join(&self.locked))
             .env_clear()
             .env("HOME", &home)
@@ -865,6 +947,7 @@ pub fn rerender(
     reader: &dyn InputReader,
     anchor: &[String],
     tools: &Tools,
+    charts: &BTreeMap<String, FetchedChart>,
 ) -> Result<Vec<String>, RerenderError> {
     let lock = verified.lockfile();
     let mut differs = Vec::new();
@@ -874,7 +957,14 @@ pub fn rerender(
             continue;
         };
         let tool = tools.find(step.renderer(), &step.output)?;
-        let rendered = render(step, record.roots.clone(), reader, anchor, &tool)?;
+        let rendered = render(
+            step,
+            record.roots.clone(),
+            reader,
+            anchor,
+            &tool,
+            charts.get(&step.output),
+        )?;
         let signed = files.files.get(&step.output).map(Vec::as_slice);
         let version_note = if tool.version == record.version {
             String::new()

@@ -247,6 +247,9 @@ pub struct VerifyArgs {
     pub rerender: bool,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// How --rerender reaches the registries of charts pinned there (by digest).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

@@ -149,7 +149,13 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
-        rerender: a.rerender.then(|| a.tools.tools()),
+        rerender: match a.rerender {
+            true => Some(commands::verify::Rerender {
+                tools: a.tools.tools(),
+                registry: registry(&a.registry)?,
+            }),
+            false => None,
+        },
     })
 }
 

@@ -40,6 +40,11 @@ mod copy;
 /// The largest manifest accepted. Real manifests and indexes are a few KiB; the OCI
 /// distribution spec suggests registries refuse manifests above 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// The largest Helm chart archive fetched (charts are kilobytes; the biggest public ones a
+/// few megabytes).
+pub const MAX_CHART_BYTES: usize = 16 * 1024 * 1024;
+/// The layer of a Helm chart pushed to an OCI registry.
+const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 /// How much of an error answer is read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
@@ -189,6 +194,74 @@ impl OciRegistry {
         }
         // No usable digest header, or HEAD refused (401, 405, ...): the GET tells.
         self.get_manifest(&url, &auth, wanted).await
+    }
+
+    /// The Helm chart `image` names (an OCI artifact, as `helm push` stores it): the
+    /// manifest's digest and the chart archive, each checked against its digest. A reference
+    /// with a digest is fetched by it alone.
+    pub async fn fetch_chart(&self, image: &ImageRef) -> Result<(Digest, Vec<u8>), ResolveError> {
+        self.fetch_chart_inner(image)
+            .await
+            .map_err(|t| t.into_error(image, self.settings.timeout))
+    }
+
+    async fn fetch_chart_inner(&self, image: &ImageRef) -> Result<(Digest, Vec<u8>), Trouble> {
+        // A pinned chart is fetched by its digest alone: its tag may have moved since.
+        let digest_of_manifest = match image.digest() {
+            Some(digest) => digest.clone(),
+            None => self.resolve_inner(image, None).await?.digest,
+        };
+        let endpoint = self.endpoint(image.registry()).await?;
+        let auth = endpoint
+            .authorization(image.repository(), Access::Pull)
+            .await?;
+        let url = endpoint.manifest_url(image.repository(), digest_of_manifest.as_str());
+        let manifest = self
+            .fetch_manifest(&url, &auth, Some(&digest_of_manifest))
+            .await?;
+        if is_index(&manifest.media_type) {
+            return Err(Trouble::BadManifest(
+                "an image index, not a Helm chart".into(),
+            ));
+        }
+        let layer = manifest
+            .body
+            .layers
+            .iter()
+            .find(|l| l.media_type.as_deref() == Some(HELM_CHART_LAYER))
+            .ok_or_else(|| {
+                Trouble::BadManifest(format!(
+                    "no {HELM_CHART_LAYER} layer: not a Helm chart (push one with `helm push`)"
+                ))
+            })?;
+        let digest: Digest = layer
+            .digest
+            .parse()
+            .map_err(|_| Trouble::BadManifest(format!("bad layer digest {:?}", layer.digest)))?;
+        let too_large =
+            || Trouble::BadManifest(format!("the chart archive is over {MAX_CHART_BYTES} bytes"));
+        if layer.size.is_some_and(|n| n > MAX_CHART_BYTES as u64) {
+            return Err(too_large());
+        }
+        let blob_url = format!("{}/v2/{}/blobs/{digest}", endpoint.base, image.repository());
+        let answer = self
+            .request_limited(Method::GET, &blob_url, &auth, &|b| b, MAX_CHART_BYTES)
+            .await
+            .map_err(|t| match t {
+                Trouble::TooLarge => too_large(),
+                other => other,
+            })?;
+        if !answer.status.is_success() {
+            return Err(status_trouble(answer.status, &answer.body));
+        }
+        let computed = Digest::of(&answer.body);
+        if computed != digest {
+            return Err(Trouble::DigestMismatch {
+                claimed: digest,
+                computed,
+            });
+        }
+        Ok((digest_of_manifest, answer.body))
     }
 
     /// GET a manifest, hash it, check the hash against the claimed and wanted digests.
@@ -379,12 +452,25 @@ impl OciRegistry {
         auth: &Auth,
         customize: Customize<'_>,
     ) -> Result<Answer, Trouble> {
+        self.request_limited(method, url, auth, customize, MAX_MANIFEST_BYTES)
+            .await
+    }
+
+    /// [`Self::request_with`], a successful answer's body read up to `limit` bytes.
+    async fn request_limited(
+        &self,
+        method: Method,
+        url: &str,
+        auth: &Auth,
+        customize: Customize<'_>,
+        limit: usize,
+    ) -> Result<Answer, Trouble> {
         // An answer whose status is not worth retrying, or the last one, is the caller's to
         // judge: it comes back as `Ok` whatever its status.
         let outcome = with_retries(&self.retry, |retry| {
             let method = method.clone();
             async move {
-                match self.attempt(method, url, auth, customize).await {
+                match self.attempt(method, url, auth, customize, limit).await {
                     Ok(answer) if answer.status.is_success() => Ok(answer),
                     Ok(answer) => {
                         let retry_after = answer
@@ -417,6 +503,7 @@ impl OciRegistry {
         url: &str,
         auth: &Auth,
         customize: Customize<'_>,
+        success_limit: usize,
     ) -> Result<Answer, AttemptError> {
         let is_head = method == Method::HEAD;
         let builder = self
@@ -428,7 +515,7 @@ impl OciRegistry {
         let status = response.status();
         let headers = response.headers().clone();
         let limit = if status.is_success() {
-            MAX_MANIFEST_BYTES
+            success_limit
         } else {
             MAX_ERROR_BODY_BYTES
         };
@@ -907,6 +994,8 @@ struct ManifestBody {
 /// A content descriptor: a blob's digest and, for non-distributable layers, where it lives.
 #[derive(serde::Deserialize)]
 struct Descriptor {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
     digest: String,
     /// The blob's size in bytes, as the (hashed) manifest declares it.
     size: Option<u64>,

@@ -745,3 +745,130 @@ fn a_renderer_that_dials_the_loopback_reaches_nothing() {
     );
     assert_eq!(snapshot(&h.dir("staging")), before);
 }
+
+/// `helm package` the chart at `chart` (relative to the repository) and `helm push` it to the
+/// test registry under `charts/`; the manifest digest helm reports.
+fn push_chart(h: &Hydrated, chart: &str) -> String {
+    let helm = &tools().1;
+    let work = tempfile::tempdir().unwrap();
+    let helm_run = |args: &[&str]| {
+        let out = std::process::Command::new(helm)
+            .args(args)
+            .env_clear()
+            .env("HOME", work.path())
+            .env("HELM_CACHE_HOME", work.path().join("cache"))
+            .env("HELM_CONFIG_HOME", work.path().join("config"))
+            .env("HELM_DATA_HOME", work.path().join("data"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "helm {args:?}: {text}");
+        text
+    };
+    let packaged = helm_run(&[
+        "package",
+        h.repo.join(chart).to_str().unwrap(),
+        "-d",
+        work.path().to_str().unwrap(),
+    ]);
+    let archive = packaged.trim().rsplit(' ').next().unwrap().to_owned();
+    let pushed = helm_run(&[
+        "push",
+        &archive,
+        &format!("oci://{}/charts", h.registry.host()),
+        "--plain-http",
+    ]);
+    pushed
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no digest in {pushed}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_chart_from_an_oci_registry_is_pinned_by_digest_and_re_rendered_from_it() {
+    let h = Hydrated::new();
+    let pushed = push_chart(&h, "charts/api");
+    assert!(pushed.starts_with("sha256:"), "{pushed}");
+    let host = h.registry.host();
+    h.write(
+        "deploy/oci/lockstep.toml",
+        &format!(
+            "[[render]]\nhelm = {{ chart = \"oci://{host}/charts/api:0.1.0\", release = \"api\", namespace = \"shop\", values = [\"../../values/prod.yaml\"] }}\noutput = \"api.yaml\"\n"
+        ),
+    );
+    git(&h.repo, &["add", "-A"]);
+    git(&h.repo, &["commit", "-qm", "a chart from the registry"]);
+
+    let out = h.lock("oci", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lock = lockfile_text(&h.dir("oci"));
+    assert!(
+        lock.contains(&format!(
+            "chart = \"oci://{host}/charts/api:0.1.0@{pushed}\"\nroots = [\"../../values/prod.yaml\"]"
+        )),
+        "{lock}"
+    );
+    let api = h.read("deploy/oci/api.yaml");
+    assert!(
+        api.contains("replicas: 2") && api.contains("/shop/api:2.0@sha256:"),
+        "{api}"
+    );
+    // Offline verify needs no registry for the chart; --rerender fetches it by digest.
+    let out = h.verify("oci", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = h.verify("oci", &["--rerender"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // The version's tag moves to another chart: `lock --check` notices; the signed
+    // lockfile still re-renders from the chart it pinned.
+    h.write(
+        "charts/api/values.yaml",
+        &format!(
+            "{}\nextra: moved\n",
+            h.read("charts/api/values.yaml").trim_end()
+        ),
+    );
+    h.write(
+        "charts/api/templates/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: moved\n",
+    );
+    let moved = push_chart(&h, "charts/api");
+    assert_ne!(moved, pushed);
+    let out = h.lock("oci", &["--check"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = h.verify("oci", &["--rerender"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = h.lock("oci", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        lockfile_text(&h.dir("oci")).contains(&format!("charts/api:0.1.0@{moved}")),
+        "{}",
+        lockfile_text(&h.dir("oci"))
+    );
+    assert!(h.read("deploy/oci/api.yaml").contains("name: moved"));
+
+    // A chart the registry does not have: refused, named, nothing written.
+    h.write(
+        "deploy/oci/lockstep.toml",
+        &format!(
+            "[[render]]\nhelm = {{ chart = \"oci://{host}/charts/missing:1.0.0\", release = \"api\" }}\noutput = \"api.yaml\"\n"
+        ),
+    );
+    let before = snapshot(&h.dir("oci"));
+    let out = h.lock("oci", &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "api.yaml: the chart oci://{host}/charts/missing:1.0.0 cannot be fetched"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&h.dir("oci")), before);
+}

@@ -280,7 +280,7 @@ pub fn pin_written(written: &str, digest: &Digest) -> String {
 
 /// Whether a reference without a digest spells a tag: a `:` after the last `/` (a `:`
 /// before it is a registry port).
-fn has_written_tag(without_digest: &str) -> bool {
+pub(crate) fn has_written_tag(without_digest: &str) -> bool {
     let last = without_digest
         .rfind('/')
         .map_or(without_digest, |i| &without_digest[i + 1..]);

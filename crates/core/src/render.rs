@@ -64,6 +64,19 @@ pub enum RenderSource {
     },
 }
 
+/// How a Helm chart in an OCI registry is named: `oci://registry/repository:version`.
+pub const OCI_SCHEME: &str = "oci://";
+
+/// A chart reference pinned to `digest` (its manifest's), as the lockfile records it: the
+/// reference as written, `@digest` appended unless it carries one.
+pub fn pinned_chart(written: &str, digest: &crate::model::Digest) -> String {
+    if written.contains('@') {
+        written.to_owned()
+    } else {
+        format!("{written}@{digest}")
+    }
+}
+
 /// One `[[render]]` entry of `lockstep.toml`, its paths normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenderStep {
@@ -122,12 +135,25 @@ impl RenderStep {
         }
     }
 
-    /// The roots the step names itself: its source, its values files, `inputs`.
+    /// The chart reference (after `oci://`) of a Helm step whose chart is in an OCI
+    /// registry.
+    pub fn oci_chart(&self) -> Option<&str> {
+        match &self.source {
+            RenderSource::Helm { chart, .. } => chart.strip_prefix(OCI_SCHEME),
+            RenderSource::Kustomize { .. } => None,
+        }
+    }
+
+    /// The roots the step names itself: its source (unless a chart in a registry), its values
+    /// files, `inputs`.
     pub fn named_roots(&self) -> Vec<String> {
         let mut roots = match &self.source {
             RenderSource::Kustomize { dir } => vec![dir.clone()],
             RenderSource::Helm { chart, values, .. } => {
-                let mut r = vec![chart.clone()];
+                let mut r = Vec::new();
+                if !chart.starts_with(OCI_SCHEME) {
+                    r.push(chart.clone());
+                }
                 r.extend(values.iter().cloned());
                 r
             }
@@ -152,6 +178,9 @@ pub struct RenderRecord {
     pub roots: Vec<String>,
     /// Every file under the roots and its sha256 (paths relative to the locked directory).
     pub inputs: ManifestBinding,
+    /// A chart from an OCI registry, pinned: `oci://registry/repository:version@sha256:…`
+    /// (the digest of its manifest, which names the chart archive's digest).
+    pub chart: Option<String>,
 }
 
 /// `path` (relative to the locked directory) made lexical: `/`-separated, no `.` or empty
@@ -258,7 +287,11 @@ pub fn check_renders(
             None => findings.push(RenderFinding::NotLocked {
                 output: step.output.clone(),
             }),
-            Some(r) if r.renderer != step.renderer() || r.args != step.args() => {
+            Some(r)
+                if r.renderer != step.renderer()
+                    || r.args != step.args()
+                    || !chart_agrees(r.chart.as_deref(), step.oci_chart()) =>
+            {
                 findings.push(RenderFinding::CommandDiffers {
                     output: step.output.clone(),
                     locked: format!("{} {}", r.renderer, r.args.join(" ")),
@@ -290,6 +323,15 @@ pub fn check_renders(
         }
     }
     findings
+}
+
+/// Whether a record's pinned chart is the one a step declares (`declared` after `oci://`).
+fn chart_agrees(recorded: Option<&str>, declared: Option<&str>) -> bool {
+    match (recorded.and_then(|r| r.strip_prefix(OCI_SCHEME)), declared) {
+        (None, None) => recorded.is_none(),
+        (Some(r), Some(d)) => r == d || r.rsplit_once('@').is_some_and(|(name, _)| name == d),
+        _ => false,
+    }
 }
 
 /// One disagreement found by [`check_renders`].

@@ -114,7 +114,8 @@ pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSig
 pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), CliError> {
     let disk = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
     let previous = previous_lockfile(&settings, &disk, printer)?;
-    let (files, renders) = render_steps(&settings, disk, previous.as_ref(), printer)?;
+    let charts = fetch_charts(&settings, &disk).await?;
+    let (files, renders) = render_steps(&settings, disk, previous.as_ref(), &charts, printer)?;
     settings.options.renders = renders.records.clone();
     let scan = scan(&settings, &files, printer)?;
     let resolved = resolve(&settings, &files, &scan, previous.as_ref(), printer).await?;
@@ -214,6 +215,52 @@ impl Renders {
     }
 }
 
+/// `lockstep.toml` as parsed (the default when there is none).
+fn scan_config(disk: &SourceFiles) -> Result<crate::manifest::config::ScanConfig, CliError> {
+    match disk.config() {
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                CliError::check(Message(format!("{} is not UTF-8", source::CONFIG_FILE)))
+            })?;
+            crate::manifest::config::ScanConfig::parse(text, source::CONFIG_FILE)
+                .map_err(CliError::check)
+        }
+        None => Ok(Default::default()),
+    }
+}
+
+/// Fetch the charts of the render steps that name one in an OCI registry: its version
+/// resolved to a digest each lock, like an image tag.
+async fn fetch_charts(
+    settings: &LockSettings,
+    disk: &SourceFiles,
+) -> Result<BTreeMap<String, hydrate::FetchedChart>, CliError> {
+    let config = scan_config(disk)?;
+    let wanted: Vec<(String, String)> = config
+        .renders()
+        .iter()
+        .filter_map(|s| {
+            s.oci_chart().map(|c| {
+                (
+                    s.output.clone(),
+                    format!("{}{c}", crate::render::OCI_SCHEME),
+                )
+            })
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
+    hydrate::fetch_charts(&registry, wanted).await.map_err(|e| {
+        if e.is_environment() {
+            CliError::usage(e)
+        } else {
+            CliError::check(e).hint("nothing was written")
+        }
+    })
+}
+
 /// Run every `[[render]]` step of `lockstep.toml` with the real tool and put its output in
 /// the directory's files, to be pinned and bound like any manifest. An output that exists on
 /// disk must be one the previous lockfile records as rendered: a hand-written manifest is
@@ -222,18 +269,10 @@ fn render_steps(
     settings: &LockSettings,
     disk: SourceFiles,
     previous: Option<&Lockfile>,
+    charts: &BTreeMap<String, hydrate::FetchedChart>,
     printer: Printer,
 ) -> Result<(SourceFiles, Renders), CliError> {
-    let config = match disk.config() {
-        Some(bytes) => {
-            let text = std::str::from_utf8(bytes).map_err(|_| {
-                CliError::check(Message(format!("{} is not UTF-8", source::CONFIG_FILE)))
-            })?;
-            crate::manifest::config::ScanConfig::parse(text, source::CONFIG_FILE)
-                .map_err(CliError::check)?
-        }
-        None => Default::default(),
-    };
+    let config = scan_config(&disk)?;
     let mut files = disk.clone();
     let mut renders = Renders {
         disk,
@@ -264,8 +303,9 @@ fn render_steps(
             .find(step.renderer(), &step.output)
             .map_err(fail)?;
         let roots = hydrate::roots_of(&reader, step).map_err(fail)?;
+        let chart = charts.get(&step.output);
         let rendered =
-            hydrate::render(step, roots, &reader, frame.anchor(), &tool).map_err(fail)?;
+            hydrate::render(step, roots, &reader, frame.anchor(), &tool, chart).map_err(fail)?;
         printer.note(format!(
             "rendered {} with {} {} ({} input files)",
             step.output,

@@ -26,7 +26,14 @@ pub struct VerifySettings {
     /// `--strict`: refuse objects holding images lockstep does not pin.
     pub strict: bool,
     /// `--rerender`, with the renderers to run.
-    pub rerender: Option<crate::hydrate::Tools>,
+    pub rerender: Option<Rerender>,
+}
+
+/// What `--rerender` needs: the renderers, and how to reach the registries of pinned charts.
+#[derive(Clone, Debug)]
+pub struct Rerender {
+    pub tools: crate::hydrate::Tools,
+    pub registry: crate::resolve::oci::OciSettings,
 }
 
 /// What was read: the files, and the commit they came from with `--rev`.
@@ -122,16 +129,49 @@ fn verified<'a>(
         (_, _, None) => Box::new(NoInputs),
     };
     check_render_inputs(&v, &*inputs).map_err(CliError::check)?;
-    if let (Some(tools), Some(frame)) = (&settings.rerender, &frame) {
-        hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools).map_err(|e| {
-            if e.is_environment() {
-                CliError::usage(e)
-            } else {
-                CliError::check(e)
-            }
-        })?;
+    if let (Some(rerender), Some(frame)) = (&settings.rerender, &frame) {
+        let charts = recorded_charts(&v, &rerender.registry)?;
+        let tools = &rerender.tools;
+        hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools, &charts).map_err(
+            |e| {
+                if e.is_environment() {
+                    CliError::usage(e)
+                } else {
+                    CliError::check(e)
+                }
+            },
+        )?;
     }
     Ok(v)
+}
+
+/// The charts the lockfile pins in OCI registries, fetched by digest for `--rerender` (the
+/// one part of verify that asks the network, and only for such charts).
+fn recorded_charts(
+    v: &VerifiedDir<'_>,
+    registry: &crate::resolve::oci::OciSettings,
+) -> Result<std::collections::BTreeMap<String, hydrate::FetchedChart>, CliError> {
+    let wanted: Vec<(String, String)> = v
+        .lockfile()
+        .renders
+        .iter()
+        .filter_map(|r| r.chart.clone().map(|c| (r.output.clone(), c)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let registry =
+        crate::resolve::oci::OciRegistry::new(registry.clone()).map_err(CliError::usage)?;
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(hydrate::fetch_charts(&registry, wanted))
+    })
+    .map_err(|e| {
+        if e.is_environment() {
+            CliError::usage(e)
+        } else {
+            CliError::check(e)
+        }
+    })
 }
 
 pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {

@@ -514,6 +514,7 @@ fn render_to_wire(r: &RenderRecord) -> WireRender {
         renderer: r.renderer.name().to_owned(),
         version: r.version.clone(),
         args: r.args.clone(),
+        chart: r.chart.clone(),
         roots: r.roots.clone(),
         inputs: r.inputs.digest.to_string(),
         files: r.inputs.files,
@@ -555,9 +556,23 @@ fn render_from_wire(w: WireRender) -> Result<RenderRecord, LockfileError> {
     if crate::render::normalize(&w.output).as_deref() != Ok(w.output.as_str())
         || w.output.starts_with("..")
     {
-        return Err(bad("its output is not a path inside the locked directory".into()));
+        return Err(bad(
+            "its output is not a path inside the locked directory".into()
+        ));
+    }
+    if let Some(chart) = &w.chart {
+        let pinned = chart
+            .strip_prefix(crate::render::OCI_SCHEME)
+            .and_then(|r| crate::model::ImageRef::parse(r).ok())
+            .is_some_and(|r| r.digest().is_some());
+        if !pinned {
+            return Err(bad(format!(
+                "its chart {chart:?} is not oci://REGISTRY/REPOSITORY[:VERSION]@sha256:…"
+            )));
+        }
     }
     Ok(RenderRecord {
+        chart: w.chart,
         output: w.output,
         renderer,
         version: w.version,
@@ -750,6 +765,7 @@ mod tests {
                 args: vec!["template".into()],
                 roots: roots.iter().map(|r| (*r).to_owned()).collect(),
                 inputs: ManifestBinding::compute([("../c/Chart.yaml", &b"x"[..])]),
+                chart: None,
             });
             Lockfile::parse_unverified(&lock.to_bytes())
         };
@@ -762,7 +778,10 @@ mod tests {
             &["../c", "../c"],
         ] {
             let err = with_roots(roots, "api.yaml").unwrap_err().to_string();
-            assert!(err.contains("its roots are not normalized"), "{roots:?}: {err}");
+            assert!(
+                err.contains("its roots are not normalized"),
+                "{roots:?}: {err}"
+            );
         }
         for output in ["../api.yaml", "./api.yaml", "/api.yaml"] {
             let err = with_roots(&["../c"], output).unwrap_err().to_string();

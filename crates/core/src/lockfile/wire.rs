@@ -47,6 +47,11 @@ pub struct WireRender {
     pub version: String,
     /// The tool's arguments, run from the lockfile's directory.
     pub args: Vec<String>,
+    /// A chart from an OCI registry, pinned to its manifest's digest:
+    /// `oci://registry/repository:version@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^oci://[^@]+@sha256:[0-9a-f]{64}$"))]
+    pub chart: Option<String>,
     /// The input trees and files (relative to the lockfile's directory), sorted.
     pub roots: Vec<String>,
     /// sha256 over the lines `<path>\0<hex sha256>\n` of every file under `roots`, sorted

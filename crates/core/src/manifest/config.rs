@@ -368,11 +368,30 @@ fn parse_renders(
             (None, Some(helm)) => {
                 let helm = helm.into_inner();
                 let chart = helm.chart.get_ref();
-                if chart.contains("://") {
+                if let Some(reference) = chart.strip_prefix(crate::render::OCI_SCHEME) {
+                    let why = match crate::model::ImageRef::parse(reference) {
+                        // The parser defaults a missing tag to `latest`: ask what was written.
+                        Ok(r)
+                            if r.digest().is_some()
+                                || crate::model::has_written_tag(crate::model::strip_digest(
+                                    reference,
+                                )) =>
+                        {
+                            None
+                        }
+                        Ok(_) => Some(
+                            "names no version: write oci://REGISTRY/REPOSITORY:VERSION".to_owned(),
+                        ),
+                        Err(e) => Some(e.reason),
+                    };
+                    if let Some(why) = why {
+                        return Err(invalid(helm.chart.span(), format!("chart {chart:?} {why}")));
+                    }
+                } else if chart.contains("://") {
                     return Err(invalid(
                         helm.chart.span(),
                         format!(
-                            "chart {chart:?} is not in the repository: rendering must not depend on the network; vendor it (`helm pull {chart} --untar --untardir charts`) and name its directory"
+                            "chart {chart:?} is neither in the repository nor in an OCI registry: rendering must not depend on a chart repository; vendor it (`helm pull {chart} --untar --untardir charts`) and name its directory, or push it to an OCI registry and name it oci://REGISTRY/REPOSITORY:VERSION"
                         ),
                     ));
                 }
@@ -408,7 +427,11 @@ fn parse_renders(
                     ));
                 }
                 RenderSource::Helm {
-                    chart: path(&helm.chart)?,
+                    chart: if chart.starts_with(crate::render::OCI_SCHEME) {
+                        chart.clone()
+                    } else {
+                        path(&helm.chart)?
+                    },
                     release: helm.release.into_inner(),
                     namespace: helm.namespace.map(Spanned::into_inner),
                     values: helm.values.iter().map(path).collect::<Result<_, _>>()?,
@@ -686,8 +709,14 @@ inputs = ["../lib/"]
         }
         let twice = "[[render]]\nkustomize = \"../a\"\noutput = \"o.yaml\"\n[[render]]\nkustomize = \"../b\"\noutput = \"./o.yaml\"\n";
         assert!(refused(twice).contains("written by two render steps"));
-        let remote = "[[render]]\nhelm = { chart = \"oci://r.io/charts/api\", release = \"api\" }\noutput = \"o.yaml\"\n";
+        let remote = "[[render]]\nhelm = { chart = \"https://charts.example.com/api-1.0.tgz\", release = \"api\" }\noutput = \"o.yaml\"\n";
         assert!(refused(remote).contains("vendor it"), "{}", refused(remote));
+        let unversioned = "[[render]]\nhelm = { chart = \"oci://r.io/charts/api\", release = \"api\" }\noutput = \"o.yaml\"\n";
+        assert!(
+            refused(unversioned).contains("names no version"),
+            "{}",
+            refused(unversioned)
+        );
         let release =
             "[[render]]\nhelm = { chart = \"../c\", release = \"API\" }\noutput = \"o.yaml\"\n";
         assert!(refused(release).contains("lowercase DNS name"));
