@@ -100,6 +100,12 @@ pub struct LockArgs {
     /// Let a held image follow its tag again (from this lock on). Repeatable.
     #[arg(long, value_name = "REF")]
     pub release: Vec<String>,
+    /// Also write the locked digests into the sources of the render steps: each kustomize
+    /// `images:` entry with a `newTag` gets `digest:` (Helm values are left, and named).
+    /// With --check: exit 1 while a source is not pinned. With --commit: the sources are
+    /// committed too.
+    #[arg(long)]
+    pub pin_sources: bool,
     #[command(flatten)]
     pub tools: ToolArgs,
     #[command(flatten)]

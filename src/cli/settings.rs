@@ -36,6 +36,7 @@ pub(super) fn lock(
     };
     let settings = commands::lock::LockSettings {
         tools: a.tools.tools(),
+        pin_sources: a.pin_sources,
         holds: holds(&a.hold, &a.release)?,
         options,
         trust: load_trust(&a.trust, &a.dir, printer)?,

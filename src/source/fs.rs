@@ -298,6 +298,21 @@ fn refuse_symlinked_parents(dir: &Path, rel: &str) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// Replace a render input outside the manifests directory (`lock --pin-sources`) the way
+/// lockstep writes its own files: a temporary file beside it, renamed over it.
+pub fn rewrite_input(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
+    if fs::symlink_metadata(path)
+        .map_err(io_error("cannot stat", path))?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(SourceError::Symlink {
+            path: path.to_owned(),
+        });
+    }
+    write_atomically(path, bytes)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let parent = path.parent().unwrap_or(Path::new("."));

@@ -221,7 +221,7 @@ pub fn lockfile_text(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("lockstep.lock")).unwrap()
 }
 
-fn digest_in_lock(dir: &Path, reference_suffix: &str) -> String {
+pub fn digest_in_lock(dir: &Path, reference_suffix: &str) -> String {
     let lock: toml::Table = toml::from_str(&lockfile_text(dir)).unwrap();
     let images = lock["image"].as_array().unwrap();
     let entry = images

@@ -872,3 +872,67 @@ fn a_chart_from_an_oci_registry_is_pinned_by_digest_and_re_rendered_from_it() {
     );
     assert_eq!(snapshot(&h.dir("oci")), before);
 }
+
+/// `lock --pin-sources`: the overlay's `images:` entry gets the locked digest beside its
+/// tag (kustomize then renders `name:tag@digest` itself), `--check --pin-sources` fails while
+/// a source is unpinned, Helm values are named and left, and `--commit` commits the pinned
+/// source with the lock, in a commit that verifies and re-renders.
+#[test]
+fn lock_pin_sources_writes_the_digest_into_the_kustomization_and_commits_it() {
+    let h = Hydrated::new();
+    let overlay = "overlays/prod/kustomization.yaml";
+    let before = h.read(overlay);
+    let out = h.lock("prod", &["--check", "--pin-sources"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = h.lock("prod", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    git(&h.repo, &["add", "-A"]);
+    git(&h.repo, &["commit", "-qm", "locked"]);
+    let out = h.lock("prod", &["--check", "--pin-sources"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the sources are not pinned to the locked digests:\n  ../../overlays/prod/kustomization.yaml:10: ")
+            && stderr(&out).contains("/shop/web:1.1 → sha256:"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.read(overlay), before, "--check writes nothing");
+
+    let out = h.lock("prod", &["--pin-sources", "--commit"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rendered/api.yaml is rendered by helm; its images are pinned in the rendered output only"),
+        "{}",
+        stderr(&out)
+    );
+    let digest = crate::cli::digest_in_lock(&h.dir("prod"), "/shop/web:1.1");
+    let pinned = h.read(overlay);
+    assert_eq!(
+        pinned,
+        before.replace(
+            "    newTag: \"1.1\"\n",
+            &format!("    newTag: \"1.1\"\n    digest: \"{digest}\"\n")
+        )
+    );
+    // Committed together: nothing left over, and the commit verifies and re-renders.
+    let status = git(&h.repo, &["status", "--porcelain"]);
+    assert_eq!(status.trim(), "", "{status}");
+    let out = h.verify("prod", &["--rev", "HEAD", "--rerender"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        h.read("deploy/prod/rendered/shop.yaml")
+            .contains(&format!("/shop/web:1.1@{digest}"))
+    );
+    let out = h.lock("prod", &["--check", "--pin-sources"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // The tag moves: the next --pin-sources replaces the digest in the source.
+    h.registry.push_image("shop/web", "1.1", b"rebuilt");
+    let out = h.lock("prod", &["--pin-sources"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let moved = h.read(overlay);
+    assert!(!moved.contains(&digest), "{moved}");
+    assert_eq!(moved.matches("digest:").count(), 1, "{moved}");
+    let out = h.verify("prod", &["--rerender"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

@@ -51,6 +51,8 @@ pub struct LockSettings {
     pub holds: Holds,
     /// The renderers for `[[render]]` steps.
     pub tools: crate::hydrate::Tools,
+    /// `--pin-sources`: write the locked digests into the kustomizations rendered.
+    pub pin_sources: bool,
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -109,24 +111,79 @@ pub(crate) fn own_key_trust(key: &SigningKey, signer: &str) -> Result<AllowedSig
         .map_err(CliError::usage)
 }
 
-/// `lock`, top-down: read and scan → resolve → pin → the next lockfile → (`--check`: judge
-/// it) → sign → write → commit.
-pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), CliError> {
+/// One pass of `lock` up to the decision: what was read, rendered, scanned and pinned.
+struct Pass {
+    files: SourceFiles,
+    renders: Renders,
+    previous: Option<Lockfile>,
+    pinned: Pinned,
+    decision: LockDecision,
+}
+
+/// Read and render → scan → resolve → pin → the next lockfile. `pinned_sources`: sources
+/// this run rewrote (`--pin-sources`), to be committed with it.
+async fn pass(
+    settings: &mut LockSettings,
+    pinned_sources: &[String],
+    printer: Printer,
+) -> Result<Pass, CliError> {
     let disk = fs::read_dir(&settings.dir).map_err(CliError::usage)?;
-    let previous = previous_lockfile(&settings, &disk, printer)?;
-    let charts = fetch_charts(&settings, &disk).await?;
-    let (files, renders) = render_steps(&settings, disk, previous.as_ref(), &charts, printer)?;
+    let previous = previous_lockfile(settings, &disk, printer)?;
+    let charts = fetch_charts(settings, &disk).await?;
+    let (files, renders) = render_steps(
+        settings,
+        disk,
+        previous.as_ref(),
+        &charts,
+        pinned_sources,
+        printer,
+    )?;
     settings.options.renders = renders.records.clone();
-    let scan = scan(&settings, &files, printer)?;
-    let resolved = resolve(&settings, &files, &scan, previous.as_ref(), printer).await?;
+    let scan = scan(settings, &files, printer)?;
+    let resolved = resolve(settings, &files, &scan, previous.as_ref(), printer).await?;
     let (pinned, decision) = pin(
-        &settings,
+        settings,
         &files,
         &scan,
         previous.as_ref(),
         &resolved,
         printer,
     )?;
+    Ok(Pass {
+        files,
+        renders,
+        previous,
+        pinned,
+        decision,
+    })
+}
+
+/// `lock`, top-down: read and render → scan → resolve → pin → the next lockfile →
+/// (`--pin-sources`: write the digests into the sources and render again) → (`--check`:
+/// judge it) → sign → write → commit.
+pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), CliError> {
+    let mut first = pass(&mut settings, &[], printer).await?;
+    let mut pinned_sources = Vec::new();
+    if settings.pin_sources {
+        let lock = match &first.decision {
+            LockDecision::UpToDate(l) | LockDecision::New(l) => l,
+        };
+        let pins = super::pin_sources::plan(&settings.dir, &first.renders.records, lock, printer)?;
+        if settings.check && !pins.is_empty() {
+            return Err(super::pin_sources::stale(&pins, printer));
+        }
+        if !pins.is_empty() {
+            pinned_sources = super::pin_sources::write(&settings.dir, &pins, printer)?;
+            first = pass(&mut settings, &pinned_sources, printer).await?;
+        }
+    }
+    let Pass {
+        files,
+        renders,
+        previous,
+        pinned,
+        decision,
+    } = first;
     if settings.check {
         // What differs from the disk: a rendered output is pinned on every lock, and is
         // stale only when the pinned result is not the file there.
@@ -158,6 +215,7 @@ pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), Cli
         &settings.dir,
         &renders.disk,
         settings.commit.as_deref(),
+        &pinned_sources,
         printer,
     )?;
     report_locked(&generation, &publication, &signer, commit, printer);
@@ -270,6 +328,7 @@ fn render_steps(
     disk: SourceFiles,
     previous: Option<&Lockfile>,
     charts: &BTreeMap<String, hydrate::FetchedChart>,
+    pinned_sources: &[String],
     printer: Printer,
 ) -> Result<(SourceFiles, Renders), CliError> {
     let config = scan_config(&disk)?;
@@ -321,7 +380,7 @@ fn render_steps(
     }
     renders.records.sort_by(|a, b| a.output.cmp(&b.output));
     if settings.commit.is_some() {
-        refuse_uncommitted_render_inputs(&settings.dir, &renders.records)?;
+        refuse_uncommitted_render_inputs(&settings.dir, &renders.records, pinned_sources)?;
     }
     Ok((files, renders))
 }
@@ -331,18 +390,25 @@ fn render_steps(
 fn refuse_uncommitted_render_inputs(
     dir: &std::path::Path,
     records: &[crate::render::RenderRecord],
+    pinned_sources: &[String],
 ) -> Result<(), CliError> {
     let head = hydrate::GitInputs { dir, rev: "HEAD" };
     for record in records {
         let committed = crate::render::input_binding(&record.roots, &head);
-        if committed.as_ref().ok() != Some(&record.inputs) {
-            let what = match committed {
-                Ok(at_head) => {
-                    let d = at_head.differences(&record.inputs);
-                    [d.changed, d.added, d.removed].concat().join(", ")
-                }
-                Err(e) => e,
-            };
+        let uncommitted: Vec<String> = match &committed {
+            Ok(at_head) => {
+                let d = at_head.differences(&record.inputs);
+                [d.changed, d.added, d.removed]
+                    .concat()
+                    .into_iter()
+                    // What --pin-sources wrote is committed with the lock.
+                    .filter(|f| !pinned_sources.contains(f))
+                    .collect()
+            }
+            Err(e) => vec![e.clone()],
+        };
+        if !uncommitted.is_empty() {
+            let what = uncommitted.join(", ");
             return Err(CliError::usage(Message(format!(
                 "--commit would leave out what is signed: the inputs of {} have uncommitted changes ({what})",
                 record.output

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod keygen;
 pub mod lock;
 pub mod mirror;
+mod pin_sources;
 mod publish;
 pub mod sign;
 pub mod verify;

@@ -69,12 +69,14 @@ impl Publication {
     }
 
     /// Write the files into `dir` and remove the stale signatures; with a commit message,
-    /// commit exactly these changes on the current branch. The new commit's id.
+    /// commit exactly these changes on the current branch, with the `sources` that
+    /// `lock --pin-sources` rewrote (already written). The new commit's id.
     pub fn write(
         &self,
         dir: &Path,
         files: &SourceFiles,
         commit: Option<&str>,
+        sources: &[String],
         printer: Printer,
     ) -> Result<Option<String>, CliError> {
         if commit.is_some() {
@@ -92,7 +94,9 @@ impl Publication {
             return Ok(None);
         };
         let paths: Vec<String> = self.writes.iter().map(|(p, _)| p.clone()).collect();
-        match git::commit(dir, &paths, &self.removals, message).map_err(CliError::usage)? {
+        let committed = git::commit_with_sources(dir, &paths, &self.removals, sources, message)
+            .map_err(CliError::usage)?;
+        match committed {
             git::CommitOutcome::Committed(info) => {
                 printer.note(format!("committed {} {}", &info.id[..12], info.summary));
                 Ok(Some(info.id))

@@ -228,6 +228,7 @@ fn sign_and_write(
         &settings.dir,
         &current.files,
         settings.commit.as_deref(),
+        &[],
         printer,
     )?;
     Ok(WrittenGeneration {

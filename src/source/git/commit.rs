@@ -35,6 +35,19 @@ pub fn commit(
     removed: &[String],
     message: &str,
 ) -> Result<CommitOutcome, GitError> {
+    commit_with_sources(dir, paths, removed, &[], message)
+}
+
+/// [`commit`], and with it the work-tree contents of `sources`: files already tracked by
+/// Git that `lock --pin-sources` rewrote, relative to `dir` and possibly outside it
+/// (`../../overlays/prod/kustomization.yaml`).
+pub fn commit_with_sources(
+    dir: &Path,
+    paths: &[String],
+    removed: &[String],
+    sources: &[String],
+    message: &str,
+) -> Result<CommitOutcome, GitError> {
     check_request(paths, removed, message)?;
     let located = locate(dir)?;
     let repo = &located.repo;
@@ -52,7 +65,20 @@ pub fn commit(
     let author = identity(repo.author(), "author")?;
     let committer = identity(repo.committer(), "committer")?;
 
-    let staged = stage_files(&located, &workdir, paths, &index)?;
+    let mut repo_paths: Vec<String> = paths.iter().map(|rel| located.repo_path(rel)).collect();
+    for source in sources {
+        let tracked = located
+            .repo_path_climbing(source)
+            .filter(|p| index.entry_by_path(p.as_bytes().as_bstr()).is_some());
+        let Some(repo_path) = tracked else {
+            return Err(GitError::InvalidPath {
+                path: source.clone(),
+                reason: "not a file Git tracks in this work tree",
+            });
+        };
+        repo_paths.push(repo_path);
+    }
+    let staged = stage_files(&located, &workdir, &repo_paths, &index)?;
     let removed_paths: Vec<String> = removed.iter().map(|rel| located.repo_path(rel)).collect();
     let tree = write_tree(repo, base_tree, &staged, &removed_paths)?;
     let outcome = if tree == base_tree {
@@ -287,10 +313,11 @@ fn refuse_operation_in_progress(repo: &Repository) -> Result<(), GitError> {
 
 /// Write each path's work-tree bytes as a blob, refusing symlinks and anything Git's filters
 /// would store differently from the bytes on disk.
+/// Blobs for `repo_paths` (as the repository names them) from the work tree.
 fn stage_files(
     located: &Located,
     workdir: &Path,
-    paths: &[String],
+    repo_paths: &[String],
     index: &gix::index::File,
 ) -> Result<Vec<Staged>, GitError> {
     let repo = &located.repo;
@@ -301,9 +328,9 @@ fn stage_files(
         .config_snapshot()
         .boolean("core.fileMode")
         .unwrap_or(true);
-    let mut staged = Vec::with_capacity(paths.len());
-    for rel in paths {
-        let repo_path = located.repo_path(rel);
+    let mut staged = Vec::with_capacity(repo_paths.len());
+    for repo_path in repo_paths {
+        let repo_path = repo_path.clone();
         refuse_symlinks_on_path(workdir, &repo_path)?;
         let abs = workdir.join(&repo_path);
         let mut file = File::open(&abs).map_err(io_error("cannot open", &abs))?;

@@ -22,7 +22,7 @@ mod read;
 pub mod ssh;
 mod transport;
 
-pub use commit::commit;
+pub use commit::{commit, commit_with_sources};
 pub use fetch::{FETCH_DEADLINE, FetchRef, fetch, fetch_within};
 pub use history::{HistoryCommit, read_history};
 pub use read::{
@@ -254,6 +254,22 @@ impl Located {
             (false, true) => self.prefix.clone(),
             _ => self.repo_path(rel_dir),
         }
+    }
+
+    /// A path relative to the manifests directory that may climb out of it (`../base/x`),
+    /// as the repository names it; `None` when it climbs out of the work tree.
+    fn repo_path_climbing(&self, rel: &str) -> Option<String> {
+        let mut parts: Vec<&str> = self.prefix.split('/').filter(|p| !p.is_empty()).collect();
+        for part in rel.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join("/"))
     }
 
     fn repo_path(&self, rel: &str) -> String {

@@ -5,6 +5,7 @@
 //! splices pinned references into those spans and nowhere else.
 
 pub mod config;
+pub mod pin_sources;
 pub mod rewrite;
 pub mod scan;
 pub mod yaml;

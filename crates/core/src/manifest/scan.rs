@@ -954,7 +954,7 @@ fn unscanned_images(value: &Decoded, path: &mut String, found: &mut Vec<String>)
 
 /// The byte range of the scalar's content, if the file's bytes there are its value: the text
 /// equals the value (no escapes, no folding) and, when quoted, the quotes sit right around it.
-fn exact_span(
+pub(crate) fn exact_span(
     text: &str,
     node: &Node<'_>,
     value: &str,
