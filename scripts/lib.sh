@@ -75,11 +75,15 @@ ensure_go() {
     export PATH="$dir/bin:$PATH"
 }
 
-# free_port — print a TCP port nobody listens on at 127.0.0.1.
+# free_port — print a TCP port nobody listens on at 127.0.0.1, below the kernel's ephemeral
+# range (outgoing connections take their local ports from it, and a port taken that way
+# cannot be bound though nothing listens on it).
 free_port() {
-    local port
+    local port lo=10000 hi
+    hi=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    (( hi > lo + 1000 )) || hi=32768
     for _ in $(seq 1 200); do
-        port=$(( (RANDOM % 20000) + 30000 ))
+        port=$(( lo + (RANDOM * 32768 + RANDOM) % (hi - lo) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -91,11 +95,14 @@ free_port() {
 
 # start_registry DIR — run Debian's docker-registry on a free loopback port with storage in
 # DIR; sets REGISTRY_HOST and REGISTRY_PID. The caller stops it (kill "$REGISTRY_PID").
+# A port nobody listens on may still be bound (an outgoing connection's local port): a bind
+# that fails that way is retried on another port.
 start_registry() {
-    local dir=$1 port
-    port=$(free_port)
+    local dir=$1 port attempt
     mkdir -p "$dir/storage"
-    cat >"$dir/config.yml" <<YAML
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        cat >"$dir/config.yml" <<YAML
 version: 0.1
 log:
   level: error
@@ -109,14 +116,22 @@ storage:
 http:
   addr: 127.0.0.1:$port
 YAML
-    GOGC=400 docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    REGISTRY_PID=$!
-    REGISTRY_HOST=127.0.0.1:$port
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
+        GOGC=400 docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+        REGISTRY_PID=$!
+        REGISTRY_HOST=127.0.0.1:$port
+        for _ in $(seq 1 100); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+                return 0
+            fi
+            if ! kill -0 "$REGISTRY_PID" 2>/dev/null; then
+                break
+            fi
+            sleep 0.05
+        done
+        if ! grep -q "address already in use" "$dir/registry.log"; then
+            break
         fi
-        sleep 0.05
+        echo "port $port was taken (attempt $attempt); trying another" >&2
     done
     echo "docker-registry did not start; its log:" >&2
     cat "$dir/registry.log" >&2

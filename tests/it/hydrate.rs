@@ -926,13 +926,71 @@ fn lock_pin_sources_writes_the_digest_into_the_kustomization_and_commits_it() {
     let out = h.lock("prod", &["--check", "--pin-sources"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
-    // The tag moves: the next --pin-sources replaces the digest in the source.
-    h.registry.push_image("shop/web", "1.1", b"rebuilt");
+    // The tag moves, twice: each --pin-sources replaces the digest in the source and the
+    // lock follows the tag. Regression (review): the second render's digest was taken for
+    // one written by hand, so the image was held and stopped following its tag.
+    for rebuild in [&b"rebuilt"[..], &b"rebuilt again"[..]] {
+        let before = crate::cli::digest_in_lock(&h.dir("prod"), "/shop/web:1.1");
+        h.registry.push_image("shop/web", "1.1", rebuild);
+        let out = h.lock("prod", &["--pin-sources"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let now = crate::cli::digest_in_lock(&h.dir("prod"), "/shop/web:1.1");
+        assert_ne!(now, before, "{}", stderr(&out));
+        assert!(
+            !held(&h, "/shop/web:1.1"),
+            "{}",
+            lockfile_text(&h.dir("prod"))
+        );
+        let moved = h.read(overlay);
+        assert!(moved.contains(&format!("digest: \"{now}\"")), "{moved}");
+        assert_eq!(moved.matches("digest:").count(), 1, "{moved}");
+        let out = h.verify("prod", &["--rerender"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+
+    // A newTag bumped with the old digest line left in place: the digest written is the new
+    // tag's, not the stale one (which lockstep would otherwise hold as written by hand).
+    let stale = h.read(overlay);
+    h.write(
+        overlay,
+        &stale.replace("newTag: \"1.1\"", "newTag: \"1.0\""),
+    );
     let out = h.lock("prod", &["--pin-sources"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let moved = h.read(overlay);
-    assert!(!moved.contains(&digest), "{moved}");
-    assert_eq!(moved.matches("digest:").count(), 1, "{moved}");
-    let out = h.verify("prod", &["--rerender"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let web10 = crate::cli::digest_in_lock(&h.dir("prod"), "/shop/web:1.0");
+    assert!(!held(&h, "/shop/web:1.0"));
+    assert!(h.read(overlay).contains(&format!("digest: \"{web10}\"")));
+    assert!(
+        h.read("deploy/prod/rendered/shop.yaml")
+            .contains(&format!("/shop/web:1.0@{web10}"))
+    );
+
+    // A lock that fails after the sources were written puts them back: a detached HEAD
+    // refuses --commit.
+    git(&h.repo, &["add", "-A"]);
+    git(&h.repo, &["commit", "-qm", "web 1.0"]);
+    git(&h.repo, &["checkout", "-q", "--detach"]);
+    h.registry.push_image("shop/web", "1.0", b"rebuilt 1.0");
+    let before = h.read(overlay);
+    let out = h.lock("prod", &["--pin-sources", "--commit"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("put ../../overlays/prod/kustomization.yaml back as it was"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.read(overlay), before);
+}
+
+fn held(h: &Hydrated, suffix: &str) -> bool {
+    let lock: toml::Table = toml::from_str(&lockfile_text(&h.dir("prod"))).unwrap();
+    lock["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("{suffix} not in the lockfile"))
+        .get("held")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }

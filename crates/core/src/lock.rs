@@ -212,6 +212,9 @@ pub struct Holds {
     pub hold: BTreeMap<ImageRef, Digest>,
     /// `--release REF`.
     pub release: BTreeSet<ImageRef>,
+    /// The digests `lock --pin-sources` wrote into the render steps' sources in this run
+    /// (REF without digest → digest): lockstep's pins, not digests written by hand.
+    pub in_sources: BTreeMap<ImageRef, Digest>,
 }
 
 /// Why an image is pinned where it is.
@@ -241,6 +244,36 @@ impl Holds {
 
     fn released(&self, u: &ImageUse) -> bool {
         self.release.contains(&u.reference.without_digest())
+    }
+
+    /// Whether `u`'s digest is one `--pin-sources` wrote into a source this run.
+    fn pinned_in_sources(&self, u: &ImageUse) -> bool {
+        u.reference.digest().is_some()
+            && self.in_sources.get(&u.reference.without_digest()) == u.reference.digest()
+    }
+
+    /// The digest `lock --pin-sources` writes into a source for `reference` (`name:tag`,
+    /// as the rendered image names it), whatever digest the source carries now (a source's
+    /// digest is lockstep's to keep once it pins sources): `--hold` asks for one; else a
+    /// hold the previous lockfile records (until `--release`); else the tag's digest now.
+    pub fn source_digest(
+        &self,
+        written: &str,
+        reference: &ImageRef,
+        previous: Option<&Lockfile>,
+        tag_digest: &Digest,
+    ) -> Digest {
+        let key = reference.without_digest();
+        if let Some(asked) = self.hold.get(&key) {
+            return asked.clone();
+        }
+        if !self.release.contains(&key)
+            && let Some(entry) = previous.and_then(|p| p.entry(written))
+            && entry.held
+        {
+            return entry.digest.clone();
+        }
+        tag_digest.clone()
     }
 
     /// Each `--hold` and `--release` reference that no manifest uses (a typo, most likely).
@@ -275,6 +308,7 @@ fn pin_target(
     }
     if let Some(written) = u.reference.digest()
         && !pinned_by_lockstep(u, previous)
+        && !holds.pinned_in_sources(u)
     {
         let reason = if previous.is_some() {
             PinReason::WrittenByHand

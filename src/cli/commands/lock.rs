@@ -116,6 +116,7 @@ struct Pass {
     files: SourceFiles,
     renders: Renders,
     previous: Option<Lockfile>,
+    resolved: BTreeMap<ImageRef, Resolved>,
     pinned: Pinned,
     decision: LockDecision,
 }
@@ -153,6 +154,7 @@ async fn pass(
         files,
         renders,
         previous,
+        resolved,
         pinned,
         decision,
     })
@@ -162,28 +164,79 @@ async fn pass(
 /// (`--pin-sources`: write the digests into the sources and render again) → (`--check`:
 /// judge it) → sign → write → commit.
 pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), CliError> {
-    let mut first = pass(&mut settings, &[], printer).await?;
-    let mut pinned_sources = Vec::new();
-    if settings.pin_sources {
-        let lock = match &first.decision {
-            LockDecision::UpToDate(l) | LockDecision::New(l) => l,
+    let first = pass(&mut settings, &[], printer).await?;
+    if !settings.pin_sources {
+        return finish(&settings, first, &[], printer);
+    }
+    let edits = {
+        let previous = first.previous.as_ref();
+        let digest_for = |image: &str| {
+            let reference = ImageRef::parse(image).ok()?;
+            let tag = &first
+                .resolved
+                .get(&lockfile::lookup_key(&reference))?
+                .digest;
+            Some(
+                settings
+                    .holds
+                    .source_digest(image, &reference, previous, tag),
+            )
         };
-        let pins = super::pin_sources::plan(&settings.dir, &first.renders.records, lock, printer)?;
-        if settings.check && !pins.is_empty() {
-            return Err(super::pin_sources::stale(&pins, printer));
-        }
-        if !pins.is_empty() {
-            pinned_sources = super::pin_sources::write(&settings.dir, &pins, printer)?;
-            first = pass(&mut settings, &pinned_sources, printer).await?;
+        let steps = scan_config(&first.renders.disk)?;
+        super::pin_sources::plan(
+            &settings.dir,
+            steps.renders(),
+            &first.renders.records,
+            digest_for,
+            printer,
+        )?
+    };
+    if edits.is_empty() {
+        return finish(&settings, first, &[], printer);
+    }
+    if settings.check {
+        return Err(super::pin_sources::stale(&edits, printer));
+    }
+    for edit in &edits {
+        for pin in &edit.pins {
+            if let Ok(reference) = ImageRef::parse(&pin.image) {
+                settings
+                    .holds
+                    .in_sources
+                    .insert(reference.without_digest(), pin.digest.clone());
+            }
         }
     }
+    let written = super::pin_sources::write(&settings.dir, &edits, printer)?;
+    // The sources are written: render and lock again from them. On any failure they are put
+    // back, so that nothing is written after all.
+    let locked = async {
+        let second = pass(&mut settings, &written, printer).await?;
+        finish(&settings, second, &written, printer)
+    }
+    .await;
+    if locked.is_err() {
+        super::pin_sources::restore(&settings.dir, &edits, printer);
+    }
+    locked
+}
+
+/// The rest of `lock` after the decision: `--check` judges it; else sign, write, commit
+/// (with `pinned_sources`).
+fn finish(
+    settings: &LockSettings,
+    pass: Pass,
+    pinned_sources: &[String],
+    printer: Printer,
+) -> Result<(), CliError> {
     let Pass {
         files,
         renders,
         previous,
         pinned,
         decision,
-    } = first;
+        ..
+    } = pass;
     if settings.check {
         // What differs from the disk: a rendered output is pinned on every lock, and is
         // stale only when the pinned result is not the file there.
@@ -215,7 +268,7 @@ pub async fn run(mut settings: LockSettings, printer: Printer) -> Result<(), Cli
         &settings.dir,
         &renders.disk,
         settings.commit.as_deref(),
-        &pinned_sources,
+        pinned_sources,
         printer,
     )?;
     report_locked(&generation, &publication, &signer, commit, printer);

@@ -9,10 +9,9 @@ use std::path::Path;
 
 use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
-use crate::lockfile::Lockfile;
 use crate::manifest::pin_sources::{SourcePin, pin_kustomize_images};
-use crate::model::{Digest, ImageRef};
-use crate::render::{RenderRecord, Renderer};
+use crate::model::Digest;
+use crate::render::{RenderRecord, RenderSource, RenderStep};
 use crate::source::fs;
 
 /// A source file to rewrite: its path as the render record names it (relative to the locked
@@ -20,39 +19,46 @@ use crate::source::fs;
 pub struct SourceEdit {
     pub path: String,
     pub bytes: Vec<u8>,
+    /// The bytes it had, put back when the lock fails after writing.
+    pub original: Vec<u8>,
     pub pins: Vec<SourcePin>,
 }
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// The edits that would pin the kustomizations the render steps read to the digests of
-/// `lock`. Each file is read again and must still be the bytes the render hashed.
+/// The edits that would pin the kustomization of each kustomize step (the one in its
+/// `kustomize =` directory: bases it reads may be shared with other environments and are
+/// left alone) to `digest_for(NAME:TAG)`. Each file is read again and must still be the
+/// bytes the render hashed.
 pub fn plan(
     dir: &Path,
+    steps: &[RenderStep],
     records: &[RenderRecord],
-    lock: &Lockfile,
+    digest_for: impl Fn(&str) -> Option<Digest>,
     printer: Printer,
 ) -> Result<Vec<SourceEdit>, CliError> {
-    let digest_for = |image: &str| -> Option<Digest> {
-        let wanted = ImageRef::parse(image).ok()?;
-        lock.images
-            .iter()
-            .find(|e| e.image.name() == wanted.name() && e.image.tag() == wanted.tag())
-            .map(|e| e.digest.clone())
-    };
     let mut seen = BTreeSet::new();
     let mut edits = Vec::new();
     for record in records {
-        if record.renderer == Renderer::Helm {
+        let own_dir = steps
+            .iter()
+            .find(|s| s.output == record.output)
+            .and_then(|s| match &s.source {
+                RenderSource::Kustomize { dir } => Some(dir.clone()),
+                RenderSource::Helm { .. } => None,
+            });
+        let Some(own_dir) = own_dir else {
             printer.note(format!(
                 "note: --pin-sources: {} is rendered by helm; its images are pinned in the rendered output only (lockstep does not rewrite Helm values: a chart's templates decide how a value becomes an image reference)",
                 record.output
             ));
             continue;
-        }
+        };
         for (path, recorded) in &record.inputs.listing {
-            let name = path.rsplit('/').next().unwrap_or(path);
-            if !KUSTOMIZATION_FILES.contains(&name) || !seen.insert(path.clone()) {
+            let own = KUSTOMIZATION_FILES
+                .iter()
+                .any(|name| *path == format!("{own_dir}/{name}"));
+            if !own || !seen.insert(path.clone()) {
                 continue;
             }
             let bytes = std::fs::read(dir.join(path)).map_err(|e| {
@@ -63,7 +69,7 @@ pub fn plan(
                     "--pin-sources: {path} changed while it was rendered; nothing was written"
                 ))));
             }
-            let pinned = pin_kustomize_images(path, &bytes, digest_for).map_err(|e| {
+            let pinned = pin_kustomize_images(path, &bytes, &digest_for).map_err(|e| {
                 CliError::check(Message(format!("--pin-sources: {e}"))).hint("nothing was written")
             })?;
             for skipped in &pinned.skipped {
@@ -73,6 +79,7 @@ pub fn plan(
                 edits.push(SourceEdit {
                     path: path.clone(),
                     bytes: pinned.bytes,
+                    original: bytes,
                     pins: pinned.pinned,
                 });
             }
@@ -99,13 +106,29 @@ pub fn stale(edits: &[SourceEdit], printer: Printer) -> CliError {
     .hint("run `lockstep lock --pin-sources` and commit the result")
 }
 
-/// Write the edits; the paths written, for `--commit`.
+/// Write the edits (all or, on a failure, none); the paths written, for `--commit`.
 pub fn write(dir: &Path, edits: &[SourceEdit], printer: Printer) -> Result<Vec<String>, CliError> {
-    for edit in edits {
-        fs::rewrite_input(&dir.join(&edit.path), &edit.bytes).map_err(CliError::usage)?;
+    for (i, edit) in edits.iter().enumerate() {
+        if let Err(e) = fs::rewrite_input(&dir.join(&edit.path), &edit.bytes) {
+            restore(dir, &edits[..i], printer);
+            return Err(CliError::usage(e).hint("nothing was written"));
+        }
         for line in describe(edit) {
             printer.note(format!("pinned source {line}"));
         }
     }
     Ok(edits.iter().map(|e| e.path.clone()).collect())
+}
+
+/// Put the sources back as they were (the lock failed after they were written).
+pub fn restore(dir: &Path, edits: &[SourceEdit], printer: Printer) {
+    for edit in edits {
+        match fs::rewrite_input(&dir.join(&edit.path), &edit.original) {
+            Ok(()) => printer.note(format!("put {} back as it was", edit.path)),
+            Err(e) => printer.warn(format!(
+                "{} could not be put back as it was ({e}): `git checkout -- {}` restores it",
+                edit.path, edit.path
+            )),
+        }
+    }
 }

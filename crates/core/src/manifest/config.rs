@@ -371,6 +371,11 @@ fn parse_renders(
                 if let Some(reference) = chart.strip_prefix(crate::render::OCI_SCHEME) {
                     let why = match crate::model::ImageRef::parse(reference) {
                         // The parser defaults a missing tag to `latest`: ask what was written.
+                        // Helm takes the first component as the registry host; the
+                        // image rules would send `oci://org/charts/x` to Docker Hub.
+                        Ok(_) if !names_registry_host(reference) => Some(
+                            "names no registry host: write oci://HOST[:PORT]/REPOSITORY:VERSION (the first component must hold a `.` or a `:`, or be localhost)".to_owned(),
+                        ),
                         Ok(r)
                             if r.digest().is_some()
                                 || crate::model::has_written_tag(crate::model::strip_digest(
@@ -481,6 +486,12 @@ struct WireCustom {
     pod_specs: Vec<Spanned<String>>,
     #[serde(default)]
     images: Vec<Spanned<String>>,
+}
+
+/// Whether a chart reference's first component is a registry host, as Helm reads it.
+fn names_registry_host(reference: &str) -> bool {
+    let first = reference.split('/').next().unwrap_or("");
+    reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost")
 }
 
 #[cfg(test)]
@@ -711,6 +722,12 @@ inputs = ["../lib/"]
         assert!(refused(twice).contains("written by two render steps"));
         let remote = "[[render]]\nhelm = { chart = \"https://charts.example.com/api-1.0.tgz\", release = \"api\" }\noutput = \"o.yaml\"\n";
         assert!(refused(remote).contains("vendor it"), "{}", refused(remote));
+        let hostless = "[[render]]\nhelm = { chart = \"oci://org/charts/api:1.0\", release = \"api\" }\noutput = \"o.yaml\"\n";
+        assert!(
+            refused(hostless).contains("names no registry host"),
+            "{}",
+            refused(hostless)
+        );
         let unversioned = "[[render]]\nhelm = { chart = \"oci://r.io/charts/api\", release = \"api\" }\noutput = \"o.yaml\"\n";
         assert!(
             refused(unversioned).contains("names no version"),

@@ -51,9 +51,19 @@ pub fn pin_kustomize_images(
         let where_ = format!("{file}:{at_line}");
         if let Some(twice) = FIELDS
             .iter()
-            .find(|k| entry.fields.iter().filter(|f| f.key == **k).count() > 1)
+            .find(|k| entry.present.iter().filter(|p| *p == *k).count() > 1)
         {
             return Err(format!("{where_}: an images entry gives {twice} twice"));
+        }
+        if entry.merges {
+            return Err(format!(
+                "{where_}: an images entry with a `<<` merge: lockstep cannot tell which keys it sets; write the entry out and run again, or pin it by hand"
+            ));
+        }
+        if let Some(unreadable) = entry.present.iter().find(|k| entry.field(k).is_none()) {
+            return Err(format!(
+                "{where_}: the {unreadable} of an images entry is not a plain or quoted scalar lockstep can rewrite exactly (an anchor, an alias, a block scalar or an escape): write it plainly, or pin it by hand"
+            ));
         }
         let Some(tag) = entry.field("newTag") else {
             out.skipped.push(format!(
@@ -118,12 +128,25 @@ fn check_written(file: &str, out: &PinnedSource) -> Result<(), String> {
             e.kind
         )
     })?;
-    let digests: Vec<String> = image_entries(&tree)
-        .iter()
-        .filter_map(|e| e.field("digest").map(|d| d.value.clone()))
-        .collect();
+    let entries = image_entries(&tree);
+    let twice = entries.iter().any(|e| {
+        FIELDS
+            .iter()
+            .any(|k| e.present.iter().filter(|p| *p == k).count() > 1)
+    });
+    if twice {
+        return Err(format!(
+            "{file}: pinning would give an images entry a key twice; nothing was written: pin it by hand"
+        ));
+    }
     for pin in &out.pinned {
-        if !digests.iter().any(|d| d == pin.digest.as_str()) {
+        // The entry whose newTag is on the pin's line must now carry the digest.
+        let carried = entries.iter().any(|e| {
+            e.field("newTag").is_some_and(|t| t.line == pin.line)
+                && e.field("digest")
+                    .is_some_and(|d| d.value == pin.digest.as_str())
+        });
+        if !carried {
             return Err(format!(
                 "{file}:{}: the digest for {} did not read back; nothing was written: pin it by hand",
                 pin.line, pin.image
@@ -156,7 +179,12 @@ struct Field {
 struct Entry {
     node: u32,
     flow: bool,
+    /// The readable fields (see [`field`]).
     fields: Vec<Field>,
+    /// Every one of [`FIELDS`] given as a key, readable or not, as often as given.
+    present: Vec<&'static str>,
+    /// Whether a `<<` merge key is given.
+    merges: bool,
 }
 
 impl Entry {
@@ -167,11 +195,12 @@ impl Entry {
 
 const FIELDS: [&str; 4] = ["name", "newName", "newTag", "digest"];
 
-/// The mappings of every document's top-level `images:` sequence, with their scalar fields
-/// whose bytes are their value (an escaped or folded one is not a field: never edited).
+/// The mappings of the top-level `images:` sequence (of the first document: kustomize reads
+/// no other), with their scalar fields whose bytes are their value (an escaped, folded,
+/// anchored or aliased one is not a field: never edited).
 fn image_entries(tree: &Tree<'_>) -> Vec<Entry> {
     let mut entries = Vec::new();
-    for doc in &tree.documents {
+    for doc in tree.documents.iter().filter(|d| d.root.is_some()).take(1) {
         let Some(root) = doc.root else { continue };
         let NodeKind::Map(pairs) = &tree.node(root).kind else {
             continue;
@@ -191,6 +220,12 @@ fn image_entries(tree: &Tree<'_>) -> Vec<Entry> {
             };
             let node = tree.node(item);
             let flow = tree.text.as_bytes().get(node.at.offset) == Some(&b'{');
+            let keys: Vec<Option<&str>> = fields.iter().map(|&(k, _)| scalar(tree, k)).collect();
+            let present = keys
+                .iter()
+                .filter_map(|k| FIELDS.into_iter().find(|f| Some(*f) == *k))
+                .collect();
+            let merges = keys.contains(&Some("<<"));
             let fields = fields
                 .iter()
                 .filter_map(|&(k, v)| field(tree, k, v))
@@ -199,6 +234,8 @@ fn image_entries(tree: &Tree<'_>) -> Vec<Entry> {
                 node: item,
                 flow,
                 fields,
+                present,
+                merges,
             });
         }
     }
@@ -334,5 +371,21 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, "k.yaml:2: an images entry gives newTag twice");
+        // Regression (review): a field lockstep cannot read exactly was taken as absent, so
+        // a second `digest:` was inserted, or `name` used in place of an anchored `newName`.
+        for text in [
+            "images:\n- name: registry.local/shop/api\n  newTag: \"2.0\"\n  digest: &d sha256:22\n",
+            "images:\n- name: registry.local/shop/api\n  newTag: \"2.0\"\n  digest: >-\n    sha256:22\n",
+            "images:\n- name: api\n  newName: &n registry.local/shop/api\n  newTag: \"2.0\"\n",
+            "x: &t \"2.0\"\nimages:\n- name: registry.local/shop/api\n  newTag: *t\n",
+            "base: &b {newName: registry.local/shop/api}\nimages:\n- <<: *b\n  name: api\n  newTag: \"2.0\"\n",
+        ] {
+            let err = pin_kustomize_images("k.yaml", text.as_bytes(), |_| Some(D.parse().unwrap()))
+                .unwrap_err();
+            assert!(
+                err.contains("pin it by hand") && err.starts_with("k.yaml:"),
+                "{text}: {err}"
+            );
+        }
     }
 }
