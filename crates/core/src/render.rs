@@ -294,7 +294,14 @@ pub fn check_renders(
             {
                 findings.push(RenderFinding::CommandDiffers {
                     output: step.output.clone(),
-                    locked: format!("{} {}", r.renderer, r.args.join(" ")),
+                    locked: format!(
+                        "{} {}{}",
+                        r.renderer,
+                        r.args.join(" "),
+                        r.chart
+                            .as_ref()
+                            .map_or_else(String::new, |c| format!(" (chart {c})"))
+                    ),
                     declared: format!("{} {}", step.renderer(), step.args().join(" ")),
                 });
             }
