@@ -1262,3 +1262,86 @@ fn signing_commands_without_a_lockfile_exit_2_and_write_nothing() {
     // `check` says the same, with the same exit code.
     assert_eq!(code(&check(&p, &[])), 2);
 }
+
+/// `git verify-commit` of a commit lockstep wrote, with the allowed signers in `text`.
+fn git_verify_commit(repo: &Path, allowed: &Path, text: &str) -> Output {
+    std::fs::write(allowed, text).unwrap();
+    Command::new("git")
+        .args([
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &format!("gpg.ssh.allowedSignersFile={}", allowed.display()),
+            "verify-commit",
+            "-v",
+            "HEAD",
+        ])
+        .current_dir(repo)
+        .output()
+        .unwrap()
+}
+
+/// Branch rules that require signed commits accept lockstep's: `lock --commit` and
+/// `sign --commit` write commits SSH-signed (namespace `git`) with the key that signs the
+/// lockfile, and real `git verify-commit` accepts them — but only from a key allowed for
+/// `git`: a key trusted for lockstep lockfiles alone does not make a commit signature pass.
+#[test]
+fn commits_lockstep_writes_pass_git_verify_commit() {
+    let p = Project::new();
+    let out = p.lock(&["--commit", "--message", "pin images"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let raw = git(&p.repo, &["cat-file", "commit", "HEAD"]);
+    assert!(
+        raw.contains("\ngpgsig -----BEGIN SSH SIGNATURE-----\n"),
+        "{raw}"
+    );
+    let lockstep_line = std::fs::read_to_string(&p.allowed_signers).unwrap();
+    assert!(
+        lockstep_line.contains("namespaces=\"lockstep\""),
+        "{lockstep_line}"
+    );
+    let git_line = lockstep_line.replace("namespaces=\"lockstep\"", "namespaces=\"git\"");
+    let allowed = p._tmp.path().join("git_allowed_signers");
+
+    let out = git_verify_commit(&p.repo, &allowed, &git_line);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Good \"git\" signature for"),
+        "{}",
+        stderr(&out)
+    );
+    // Domain separation: the lockfile trust line (namespace lockstep) does not verify it.
+    let out = git_verify_commit(&p.repo, &allowed, &lockstep_line);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    // Another key's line does not either.
+    let (_, other) = keygen(p._tmp.path(), "other_key", "other@example.com");
+    let out = git_verify_commit(
+        &p.repo,
+        &allowed,
+        &other.replace("namespaces=\"lockstep\"", "namespaces=\"git\""),
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+
+    // A second signer's `sign --commit` is signed with its own key.
+    let (second, second_line) = keygen(p._tmp.path(), "second_key", "second@example.com");
+    let out = run(
+        &[
+            "sign",
+            p.dir.to_str().unwrap(),
+            "--key",
+            second.to_str().unwrap(),
+            "--commit",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = git_verify_commit(
+        &p.repo,
+        &allowed,
+        &second_line.replace("namespaces=\"lockstep\"", "namespaces=\"git\""),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The history stays what lockstep verifies.
+    let out = p.verify(&["--rev", "HEAD~1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

@@ -24,6 +24,9 @@ pub use verify::{
 /// The SSHSIG namespace of every lockstep signature: a signature made for another purpose
 /// (`git`, `file`) can never be replayed as a lockfile approval.
 pub const NAMESPACE: &str = "lockstep";
+/// The namespace Git signs commits in with SSH keys (`gpg.format=ssh`): a lockfile
+/// signature can never pass for a commit signature, nor the reverse.
+pub const GIT_NAMESPACE: &str = "git";
 
 /// Errors from loading, making or using a signing key and from reading `allowed_signers`.
 ///

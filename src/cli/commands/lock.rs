@@ -269,6 +269,7 @@ fn finish(
         &renders.disk,
         settings.commit.as_deref(),
         pinned_sources,
+        key,
         printer,
     )?;
     report_locked(&generation, &publication, &signer, commit, printer);

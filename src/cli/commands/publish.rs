@@ -70,13 +70,15 @@ impl Publication {
 
     /// Write the files into `dir` and remove the stale signatures; with a commit message,
     /// commit exactly these changes on the current branch, with the `sources` that
-    /// `lock --pin-sources` rewrote (already written). The new commit's id.
+    /// `lock --pin-sources` rewrote (already written), the commit SSH-signed with
+    /// `commit_key` in namespace `git` (what `git verify-commit` checks). The new commit's id.
     pub fn write(
         &self,
         dir: &Path,
         files: &SourceFiles,
         commit: Option<&str>,
         sources: &[String],
+        commit_key: &crate::signing::SigningKey,
         printer: Printer,
     ) -> Result<Option<String>, CliError> {
         if commit.is_some() {
@@ -94,8 +96,15 @@ impl Publication {
             return Ok(None);
         };
         let paths: Vec<String> = self.writes.iter().map(|(p, _)| p.clone()).collect();
-        let committed = git::commit_with_sources(dir, &paths, &self.removals, sources, message)
-            .map_err(CliError::usage)?;
+        let committed = git::commit_with_sources(
+            dir,
+            &paths,
+            &self.removals,
+            sources,
+            message,
+            Some(commit_key),
+        )
+        .map_err(CliError::usage)?;
         match committed {
             git::CommitOutcome::Committed(info) => {
                 printer.note(format!("committed {} {}", &info.id[..12], info.summary));

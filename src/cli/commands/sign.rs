@@ -229,6 +229,7 @@ fn sign_and_write(
         &current.files,
         settings.commit.as_deref(),
         &[],
+        &settings.key,
         printer,
     )?;
     Ok(WrittenGeneration {

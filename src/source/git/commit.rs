@@ -35,7 +35,7 @@ pub fn commit(
     removed: &[String],
     message: &str,
 ) -> Result<CommitOutcome, GitError> {
-    commit_with_sources(dir, paths, removed, &[], message)
+    commit_with_sources(dir, paths, removed, &[], message, None)
 }
 
 /// [`commit`], and with it the work-tree contents of `sources`: files already tracked by
@@ -47,6 +47,7 @@ pub fn commit_with_sources(
     removed: &[String],
     sources: &[String],
     message: &str,
+    signer: Option<&crate::signing::SigningKey>,
 ) -> Result<CommitOutcome, GitError> {
     check_request(paths, removed, message)?;
     let located = locate(dir)?;
@@ -85,7 +86,7 @@ pub fn commit_with_sources(
         CommitOutcome::Unchanged
     } else {
         let parent = parent.map(|(id, _)| id);
-        let info = write_commit(repo, [committer, author], message, tree, parent)?;
+        let info = write_commit(repo, [committer, author], message, tree, parent, signer)?;
         CommitOutcome::Committed(info)
     };
 
@@ -204,27 +205,103 @@ fn write_tree(
 }
 
 /// A commit of `tree` on `parent`, moving HEAD's branch to it.
+/// Write the commit (SSH-signed as `git commit -S` would with `gpg.format=ssh` when a
+/// signer is given) and move the current branch to it, from `parent` only.
 fn write_commit(
     repo: &Repository,
     [committer, author]: [gix::actor::SignatureRef<'_>; 2],
     message: &str,
     tree: ObjectId,
     parent: Option<ObjectId>,
+    signer: Option<&crate::signing::SigningKey>,
 ) -> Result<CommitInfo, GitError> {
     let mut message = message.to_owned();
     if !message.ends_with('\n') {
         message.push('\n');
     }
-    let id = repo
-        .commit_as(committer, author, "HEAD", &message, tree, parent)
-        .map_err(gix_error(
-            "cannot create the commit (did HEAD move meanwhile?)",
-        ))?;
+    let id = match signer {
+        None => repo
+            .commit_as(committer, author, "HEAD", &message, tree, parent)
+            .map_err(gix_error(
+                "cannot create the commit (did HEAD move meanwhile?)",
+            ))?,
+        Some(key) => {
+            let id = write_signed_commit(repo, [committer, author], &message, tree, parent, key)?;
+            repo.find_object(id)
+                .map_err(gix_error(format!("cannot read the new commit {id}")))?
+                .id()
+        }
+    };
     let commit = id
         .object()
         .map_err(gix_error(format!("cannot read the new commit {id}")))?
         .into_commit();
     commit_info(&commit)
+}
+
+/// The signed commit object, written, and HEAD's branch moved to it (HEAD must still be at
+/// `parent`): the payload signed is the commit exactly as Git will hash it, minus the
+/// `gpgsig` header Git strips before checking.
+fn write_signed_commit(
+    repo: &Repository,
+    [committer, author]: [gix::actor::SignatureRef<'_>; 2],
+    message: &str,
+    tree: ObjectId,
+    parent: Option<ObjectId>,
+    key: &crate::signing::SigningKey,
+) -> Result<ObjectId, GitError> {
+    use gix::objs::WriteTo;
+    use gix::refs::transaction::{LogChange, PreviousValue, RefEdit, RefLog};
+    let mut commit = gix::objs::Commit {
+        message: message.into(),
+        tree,
+        author: author.into(),
+        committer: committer.into(),
+        encoding: None,
+        parents: parent.into_iter().collect(),
+        extra_headers: Vec::new(),
+    };
+    let mut payload = Vec::new();
+    commit
+        .write_to(&mut payload)
+        .map_err(io_error("cannot serialize the commit", Path::new("HEAD")))?;
+    let signature = key.sign_git_commit(&payload).map_err(|e| GitError::Sign {
+        reason: e.to_string(),
+    })?;
+    commit
+        .extra_headers
+        .push(("gpgsig".into(), signature.trim_end().into()));
+    let id = repo
+        .write_object(&commit)
+        .map_err(gix_error("cannot write the commit"))?
+        .detach();
+    let expected = match parent {
+        Some(p) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(p)),
+        None => PreviousValue::MustNotExist,
+    };
+    let summary = message.lines().next().unwrap_or_default();
+    let log_message = if parent.is_some() {
+        format!("commit: {summary}")
+    } else {
+        format!("commit (initial): {summary}")
+    };
+    repo.edit_reference(RefEdit {
+        change: gix::refs::transaction::Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: log_message.into(),
+            },
+            expected,
+            new: gix::refs::Target::Object(id),
+        },
+        name: "HEAD".try_into().expect("HEAD is a valid reference name"),
+        deref: true,
+    })
+    .map_err(gix_error(
+        "cannot move the branch to the commit (did HEAD move meanwhile?)",
+    ))?;
+    Ok(id)
 }
 
 /// Write the updated index through the lock taken at the start, replacing `.git/index`.

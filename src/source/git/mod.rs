@@ -134,6 +134,9 @@ pub enum GitError {
         #[source]
         source: gix::Error,
     },
+    /// The commit could not be signed.
+    #[error("cannot sign the commit: {reason}")]
+    Sign { reason: String },
     /// A path given to [`commit`] that is not one of lockstep's input paths.
     #[error("refusing to commit {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },

@@ -115,12 +115,23 @@ impl SigningKey {
     /// (`-----BEGIN SSH SIGNATURE-----`) in namespace `lockstep` with sha512, the same as
     /// `ssh-keygen -Y sign -n lockstep` makes.
     pub fn sign(&self, message: &[u8]) -> Result<String, SigningError> {
+        self.sign_in(NAMESPACE, message)
+    }
+
+    /// Signs a Git commit object's bytes (without its `gpgsig` header) as `git commit -S`
+    /// does with `gpg.format=ssh`: an armored SSHSIG in namespace `git` with sha512, which
+    /// `git verify-commit` checks against `gpg.ssh.allowedSignersFile`.
+    pub fn sign_git_commit(&self, commit: &[u8]) -> Result<String, SigningError> {
+        self.sign_in(super::GIT_NAMESPACE, commit)
+    }
+
+    fn sign_in(&self, namespace: &str, message: &[u8]) -> Result<String, SigningError> {
         let sign_error = |source| SigningError::Sign {
             fingerprint: self.fingerprint(),
             source,
         };
         self.key
-            .sign(NAMESPACE, HashAlg::Sha512, message)
+            .sign(namespace, HashAlg::Sha512, message)
             .map_err(sign_error)?
             .to_pem(LineEnding::LF)
             .map_err(sign_error)
