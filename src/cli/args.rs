@@ -192,6 +192,10 @@ pub struct KeyArgs {
     /// Name of the signature file, lockstep.lock.<SIGNER>.sig [default: from the key comment].
     #[arg(long, value_name = "NAME")]
     pub signer: Option<String>,
+    /// SSH-sign the commits --commit writes with this OpenSSH ed25519 key (a bot's Git
+    /// signing key, say) instead of the lockfile's key; same passphrase variable.
+    #[arg(long, value_name = "FILE")]
+    pub commit_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ pub(super) fn lock(
     };
     let settings = commands::lock::LockSettings {
         tools: a.tools.tools(),
+        commit_key: load_commit_key(&a.key, env)?,
         pin_sources: a.pin_sources,
         holds: holds(&a.hold, &a.release)?,
         options,
@@ -101,6 +102,7 @@ pub(super) fn sign(
         trust: load_trust(&a.trust, &a.dir, printer)?,
         trust_at: env.now,
         key: load_key(&a.key, env)?,
+        commit_key: load_commit_key(&a.key, env)?,
         signer: a.key.signer.clone(),
         commit: commit_message(a.commit, a.message, default_message),
         dir: a.dir,
@@ -313,19 +315,34 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
 
 /// The signing key from --key / LOCKSTEP_SIGNING_KEY_FILE, or the key text in
 /// LOCKSTEP_SIGNING_KEY. The text is held in zeroizing buffers and never printed.
+/// `--commit-key FILE`, if given.
+fn load_commit_key(a: &KeyArgs, env: &Env) -> Result<Option<SigningKey>, CliError> {
+    let Some(path) = &a.commit_key else {
+        return Ok(None);
+    };
+    let passphrase = env.passphrase.as_ref().map(|p| p.as_str());
+    let text = key_file_text(path, "--commit-key")?;
+    SigningKey::from_openssh(&text, passphrase)
+        .map(Some)
+        .map_err(|e| CliError::usage(e).hint(format!("the key came from {}", path.display())))
+}
+
+fn key_file_text(path: &Path, flag: &str) -> Result<Zeroizing<String>, CliError> {
+    let bytes = Zeroizing::new(read_file(path, flag)?);
+    String::from_utf8(bytes.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            CliError::usage(Message(format!(
+                "{flag} {}: not an OpenSSH private key",
+                path.display()
+            )))
+        })
+}
+
 fn load_key(a: &KeyArgs, env: &Env) -> Result<SigningKey, CliError> {
     let passphrase = env.passphrase.as_ref().map(|p| p.as_str());
     let (text, source) = match (&a.key, &env.signing_key) {
-        (Some(path), _) => {
-            let bytes = Zeroizing::new(read_file(path, "--key")?);
-            let text = Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                CliError::usage(Message(format!(
-                    "--key {}: not an OpenSSH private key",
-                    path.display()
-                )))
-            })?);
-            (text, path.display().to_string())
-        }
+        (Some(path), _) => (key_file_text(path, "--key")?, path.display().to_string()),
         (None, Some(text)) => (text.clone(), "LOCKSTEP_SIGNING_KEY".to_owned()),
         (None, None) => {
             return Err(CliError::usage(Message("no signing key".into()))

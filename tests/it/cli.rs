@@ -1344,4 +1344,23 @@ fn commits_lockstep_writes_pass_git_verify_commit() {
     // The history stays what lockstep verifies.
     let out = p.verify(&["--rev", "HEAD~1"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // --commit-key: a bot's Git key signs the commit, the lockfile key still the lockfile.
+    let (bot, bot_line) = keygen(p._tmp.path(), "bot_key", "bot@example.com");
+    std::fs::write(
+        p.dir.join("extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n",
+    )
+    .unwrap();
+    git(&p.repo, &["add", "-A"]);
+    git(&p.repo, &["commit", "-qm", "extra"]);
+    let out = p.lock(&["--commit", "--commit-key", bot.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let as_git = |line: &str| line.replace("namespaces=\"lockstep\"", "namespaces=\"git\"");
+    let out = git_verify_commit(&p.repo, &allowed, &as_git(&bot_line));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = git_verify_commit(&p.repo, &allowed, &git_line);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let out = p.verify(&["--rev", "HEAD"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

@@ -53,6 +53,8 @@ pub struct LockSettings {
     pub tools: crate::hydrate::Tools,
     /// `--pin-sources`: write the locked digests into the kustomizations rendered.
     pub pin_sources: bool,
+    /// `--commit-key`: signs the commit instead of `key`.
+    pub commit_key: Option<SigningKey>,
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -269,7 +271,7 @@ fn finish(
         &renders.disk,
         settings.commit.as_deref(),
         pinned_sources,
-        key,
+        settings.commit_key.as_ref().unwrap_or(key),
         printer,
     )?;
     report_locked(&generation, &publication, &signer, commit, printer);

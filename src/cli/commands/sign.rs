@@ -32,6 +32,8 @@ use crate::verify::{ScannedDir, VerifyError, scan_dir};
 pub struct SignSettings {
     pub dir: PathBuf,
     pub key: SigningKey,
+    /// `--commit-key`: signs the commit instead of `key`.
+    pub commit_key: Option<SigningKey>,
     pub signer: Option<String>,
     /// The commit message, with `--commit`.
     pub commit: Option<String>,
@@ -229,7 +231,7 @@ fn sign_and_write(
         &current.files,
         settings.commit.as_deref(),
         &[],
-        &settings.key,
+        settings.commit_key.as_ref().unwrap_or(&settings.key),
         printer,
     )?;
     Ok(WrittenGeneration {
