@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Resolve every image tag to its digest, pin the manifests, write and sign lockstep.lock.
     Lock(LockArgs),
+    /// Lock TO_DIR at exactly the digests FROM_DIR's verified lockfile pins (no tag resolved
+    /// again), recording the source lockfile in the signed lockfile (staging → production).
+    Promote(PromoteArgs),
     /// Check a directory (or a Git revision of it) against its signed lockfile, offline.
     Verify(VerifyArgs),
     /// Print the verified, pinned manifests of a directory or revision as one YAML stream.
@@ -196,6 +199,31 @@ pub struct KeyArgs {
     /// signing key, say) instead of the lockfile's key; same passphrase variable.
     #[arg(long, value_name = "FILE")]
     pub commit_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The source directory (staging): its lockfile must verify; its digests are taken.
+    pub from: PathBuf,
+    /// Trusted signers of the source lockfile, in Git's allowed_signers format.
+    #[arg(long, value_name = "FILE")]
+    pub from_allowed_signers: PathBuf,
+    /// How many distinct trusted principals must have signed the source lockfile.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub from_threshold: usize,
+    /// Require the source lockfile to be for this environment.
+    #[arg(long, value_name = "NAME")]
+    pub from_environment: Option<String>,
+    /// Promote the source as it is at this Git revision (read from the object database).
+    #[arg(long, value_name = "REV")]
+    pub from_rev: Option<String>,
+    /// Resolve from the registry the images the source does not pin (named in a warning)
+    /// instead of refusing.
+    #[arg(long)]
+    pub resolve_missing: bool,
+    /// The target directory (production) and how to lock it, as for `lock`.
+    #[command(flatten)]
+    pub to: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,10 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
             let settings = settings::lock(a, &env, printer)?;
             Ok(commands::lock::run(settings, printer).await?)
         }
+        Command::Promote(a) => {
+            let settings = settings::promote(a, &env, printer)?;
+            Ok(commands::promote::run(settings, printer).await?)
+        }
         Command::Sign(a) => {
             let settings = settings::sign(a, &env, "lockstep: sign the lockfile", printer)?;
             Ok(commands::sign::sign(settings, printer)?)

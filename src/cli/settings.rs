@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::Env;
 use super::args::{
-    CheckArgs, ControllerArgs, KeyArgs, LockArgs, LogFormat, MirrorArgs, RegistryArgs, SignArgs,
-    TrustArgs, VerifyArgs, WaitArgs,
+    CheckArgs, ControllerArgs, KeyArgs, LockArgs, LogFormat, MirrorArgs, PromoteArgs, RegistryArgs,
+    SignArgs, TrustArgs, VerifyArgs, WaitArgs,
 };
 use super::commands;
 use super::error::{CliError, Message};
@@ -33,10 +33,12 @@ pub(super) fn lock(
         lifetime: a.expires_in.map(lifetime).transpose()?,
         environment: a.environment.clone(),
         renders: Vec::new(),
+        promoted_from: None,
     };
     let settings = commands::lock::LockSettings {
         tools: a.tools.tools(),
         commit_key: load_commit_key(&a.key, env)?,
+        promotion: None,
         pin_sources: a.pin_sources,
         holds: holds(&a.hold, &a.release)?,
         options,
@@ -89,6 +91,34 @@ fn holds(hold: &[String], release: &[String]) -> Result<crate::lock::Holds, CliE
         holds.release.insert(image);
     }
     Ok(holds)
+}
+
+/// `promote FROM TO`: the source's verify settings and the target's lock settings.
+pub(super) fn promote(
+    a: PromoteArgs,
+    env: &Env,
+    printer: Printer,
+) -> Result<commands::promote::PromoteSettings, CliError> {
+    let from = commands::verify::VerifySettings {
+        dir: a.from,
+        rev: a.from_rev,
+        allowed_signers: a.from_allowed_signers,
+        threshold: a.from_threshold,
+        environment: a.from_environment,
+        strict: false,
+        at: env.now,
+        rerender: None,
+    };
+    let resolve_missing = a.resolve_missing;
+    let mut to = lock(a.to, env, printer)?;
+    if to.commit.as_deref() == Some("lockstep: pin images") {
+        to.commit = Some(format!("lockstep: promote from {}", from.dir.display()));
+    }
+    Ok(commands::promote::PromoteSettings {
+        from,
+        to,
+        resolve_missing,
+    })
 }
 
 pub(super) fn sign(

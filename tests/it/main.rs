@@ -23,6 +23,7 @@ mod layers;
 mod manifest;
 mod mirror;
 mod one_reading;
+mod promote;
 mod readme;
 mod real_world;
 mod reconcile;

@@ -218,6 +218,7 @@ mod tests {
             created: jiff::Timestamp::UNIX_EPOCH,
             expires: None,
             environment: None,
+            promoted_from: None,
             manifests: ManifestBinding::compute(std::iter::empty()),
             images: vec![
                 entry(

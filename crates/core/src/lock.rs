@@ -201,6 +201,8 @@ pub struct LockOptions {
     pub environment: Option<String>,
     /// The provenance of every rendered output (`[[render]]` steps), sorted by output.
     pub renders: Vec<crate::render::RenderRecord>,
+    /// `promote`: the verified lockfile every digest was taken from.
+    pub promoted_from: Option<lockfile::Promotion>,
 }
 
 /// `lock --hold` and `--release`: images kept at a digest across locks, and images let go
@@ -592,6 +594,7 @@ pub fn next_lockfile(
         entry.held = pinned.held.contains(&entry.reference);
     }
     lock.environment = options.environment.clone();
+    lock.promoted_from = options.promoted_from.clone();
     lock.renders = options.renders.clone();
     lock.expires = options
         .lifetime

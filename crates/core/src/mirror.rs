@@ -280,6 +280,7 @@ mod tests {
             created: Timestamp::UNIX_EPOCH,
             expires: None,
             environment: None,
+            promoted_from: None,
             manifests: ManifestBinding::compute([]),
             images: entries,
         }

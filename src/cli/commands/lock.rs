@@ -55,6 +55,52 @@ pub struct LockSettings {
     pub pin_sources: bool,
     /// `--commit-key`: signs the commit instead of `key`.
     pub commit_key: Option<SigningKey>,
+    /// `promote`: the digests come from another environment's verified lockfile.
+    pub promotion: Option<PromotionSource>,
+}
+
+/// What `promote` takes from the source environment: every digest its verified lockfile
+/// pins (as the registry's answers would be keyed), and the record of where they came from.
+pub struct PromotionSource {
+    /// The source directory, for messages.
+    pub from: String,
+    pub known: BTreeMap<ImageRef, Resolved>,
+    pub record: crate::lockfile::Promotion,
+    /// `--resolve-missing`: ask the registry for images the source does not pin.
+    pub resolve_missing: bool,
+}
+
+impl PromotionSource {
+    /// From the source's verified lockfile (its exact bytes hashed into the record).
+    pub fn of(
+        from: String,
+        lock: &Lockfile,
+        bytes: &[u8],
+        commit: Option<String>,
+        resolve_missing: bool,
+    ) -> PromotionSource {
+        let mut known = lock.known_resolutions();
+        // Digests written in the target's manifests are confirmed by digest: answer those
+        // the source pins too.
+        for entry in &lock.images {
+            if let Ok(by_digest) =
+                ImageRef::parse(&format!("{}@{}", entry.image.name(), entry.digest))
+            {
+                known.insert(by_digest, known[&entry.image].clone());
+            }
+        }
+        PromotionSource {
+            from,
+            known,
+            record: crate::lockfile::Promotion {
+                environment: lock.environment.clone(),
+                generation: lock.generation,
+                lockfile: crate::model::Digest::of(bytes),
+                commit,
+            },
+            resolve_missing,
+        }
+    }
 }
 
 /// What to tell someone whose lockfile on disk cannot be continued from.
@@ -143,6 +189,17 @@ async fn pass(
     )?;
     settings.options.renders = renders.records.clone();
     let scan = scan(settings, &files, printer)?;
+    if let Some(promotion) = &settings.promotion {
+        // A promotion overrides the target's holds: every image the source pins follows it.
+        let promoted: Vec<ImageRef> = scan
+            .uses
+            .iter()
+            .map(|u| u.reference.without_digest())
+            .filter(|r| r.tag().is_some() && promotion.known.contains_key(r))
+            .collect();
+        settings.holds.release.extend(promoted);
+        settings.options.promoted_from = Some(promotion.record.clone());
+    }
     let resolved = resolve(settings, &files, &scan, previous.as_ref(), printer).await?;
     let (pinned, decision) = pin(
         settings,
@@ -490,7 +547,45 @@ async fn resolve(
             "--hold/--release {image}: no manifest uses this image (name it as the manifests do, with its tag)"
         ))));
     }
-    let targets = resolution_targets(&scan.uses, previous, &settings.holds);
+    let mut targets = resolution_targets(&scan.uses, previous, &settings.holds);
+    let mut promoted = BTreeMap::new();
+    if let Some(promotion) = &settings.promotion {
+        let (known, missing): (Vec<ImageRef>, Vec<ImageRef>) = targets
+            .into_iter()
+            .partition(|t| promotion.known.contains_key(t));
+        promoted = known
+            .into_iter()
+            .map(|t| {
+                let answer = promotion.known[&t].clone();
+                (t, answer)
+            })
+            .collect();
+        if !missing.is_empty() && !promotion.resolve_missing {
+            let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(CliError::check(Message(format!(
+                "{} uses images that the lockfile of {} does not pin: {}",
+                settings.dir.display(),
+                promotion.from,
+                names.join(", ")
+            )))
+            .hint("lock them there first (a promotion takes every digest from the source), or pass --resolve-missing to resolve these from the registry; nothing was written"));
+        }
+        for m in &missing {
+            printer.warn(format!(
+                "{m}: not in the lockfile of {}: resolved from the registry (--resolve-missing)",
+                promotion.from
+            ));
+        }
+        if missing.is_empty() {
+            printer.note(format!(
+                "promoting {} digests from {} (no registry lookups)",
+                promoted.len(),
+                promotion.from
+            ));
+            return Ok(promoted);
+        }
+        targets = missing;
+    }
     let known = previous
         .map(Lockfile::known_resolutions)
         .unwrap_or_default();
@@ -502,12 +597,14 @@ async fn resolve(
     ));
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
     let progress = reporter(printer, "resolving");
-    resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
+    let mut resolved = resolve_all(&registry, targets, &known, settings.concurrency, &*progress)
         .await
         .map_err(|e| {
             CliError::registry(e)
                 .hint("nothing was written; fix the references or the registry and run lock again")
-        })
+        })?;
+    resolved.extend(promoted);
+    Ok(resolved)
 }
 
 /// Pin the manifests to the resolved digests and decide the lockfile that records them.

@@ -7,6 +7,7 @@ pub mod keygen;
 pub mod lock;
 pub mod mirror;
 mod pin_sources;
+pub mod promote;
 mod publish;
 pub mod sign;
 pub mod verify;

@@ -174,6 +174,28 @@ fn recorded_charts(
     })
 }
 
+/// A lockfile that verified, with its exact bytes and the commit it was read from.
+pub struct VerifiedLockfile {
+    pub lockfile: crate::lockfile::Lockfile,
+    pub bytes: Vec<u8>,
+    pub commit: Option<String>,
+}
+
+/// Verify as `verify` does, and keep the lockfile (for `promote`).
+pub fn verified_lockfile(
+    settings: &VerifySettings,
+    printer: Printer,
+) -> Result<VerifiedLockfile, CliError> {
+    let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
+    let read = read(settings)?;
+    let v = verified(settings, &read, &trust)?;
+    Ok(VerifiedLockfile {
+        lockfile: v.lockfile().clone(),
+        bytes: read.files.lockfile().unwrap_or_default().to_vec(),
+        commit: read.commit.clone(),
+    })
+}
+
 pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {
     let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
     let read = read(&settings)?;
@@ -208,6 +230,16 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
     }
     if let Some(t) = lock.expires {
         bound.push_str(&format!("; expires {t}"));
+    }
+    if let Some(p) = &lock.promoted_from {
+        bound.push_str(&format!(
+            "; promoted from {} generation {} (lockfile {})",
+            p.environment
+                .as_deref()
+                .unwrap_or("an environment-less lockfile"),
+            p.generation,
+            p.lockfile
+        ));
     }
     if !lock.renders.is_empty() {
         let how = if settings.rerender.is_some() {
@@ -246,6 +278,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "signers": signers,
         "environment": lock.environment,
         "expires": lock.expires.map(|t| t.to_string()),
+        "promoted_from": lock.promoted_from.as_ref().map(|p| json!({"environment": p.environment, "generation": p.generation, "lockfile": p.lockfile.to_string(), "commit": p.commit})),
         "renders": lock.renders.iter().map(|r| json!({"output": r.output, "renderer": r.renderer.name(), "version": r.version, "inputs": r.inputs.digest.to_string(), "rerendered": settings.rerender.is_some()})).collect::<Vec<_>>(),
     }));
     Ok(())

@@ -19,7 +19,8 @@ use crate::registry::{PlatformDigest, Resolved};
 use crate::render::{RenderRecord, Renderer};
 use crate::signing::Verified;
 use wire::{
-    WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WireRender, WireUse,
+    WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WirePromotion, WireRender,
+    WireUse,
 };
 
 /// The lockfile's name inside the manifests directory.
@@ -209,6 +210,16 @@ impl ImageEntry {
 }
 
 /// A parsed lockfile.
+/// Where a promoted lockfile's digests came from (see `lockstep promote`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub environment: Option<String>,
+    pub generation: u64,
+    /// sha256 of the source lockfile's bytes.
+    pub lockfile: Digest,
+    pub commit: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lockfile {
     pub generation: u64,
@@ -216,6 +227,8 @@ pub struct Lockfile {
     pub expires: Option<Timestamp>,
     pub environment: Option<String>,
     pub manifests: ManifestBinding,
+    /// The verified lockfile a `promote` took every digest from.
+    pub promoted_from: Option<Promotion>,
     /// Sorted by `reference`, unique.
     pub images: Vec<ImageEntry>,
     /// The rendered outputs' provenance, sorted by output, unique.
@@ -276,6 +289,7 @@ impl Lockfile {
             created,
             expires: None,
             environment: None,
+            promoted_from: None,
             manifests,
             images,
             renders: Vec::new(),
@@ -333,6 +347,7 @@ impl Lockfile {
     pub fn same_content(&self, other: &Lockfile) -> bool {
         self.expires == other.expires
             && self.environment == other.environment
+            && self.promoted_from == other.promoted_from
             && self.manifests == other.manifests
             && self.images == other.images
             && self.renders == other.renders
@@ -456,6 +471,12 @@ impl From<&Lockfile> for WireLockfile {
             created: format_time(l.created),
             expires: l.expires.map(format_time),
             environment: l.environment.clone(),
+            promoted_from: l.promoted_from.as_ref().map(|p| WirePromotion {
+                environment: p.environment.clone(),
+                generation: p.generation,
+                lockfile: p.lockfile.to_string(),
+                commit: p.commit.clone(),
+            }),
             manifests: WireBinding {
                 digest: l.manifests.digest.to_string(),
                 files: l.manifests.files,
@@ -641,11 +662,35 @@ impl TryFrom<WireLockfile> for Lockfile {
                 .map(|e| parse_time("expires", e))
                 .transpose()?,
             environment: w.environment,
+            promoted_from: w.promoted_from.map(promotion_from_wire).transpose()?,
             manifests,
             images,
             renders,
         })
     }
+}
+
+/// A promotion record as read: its digest parses, its commit is a hex object id.
+fn promotion_from_wire(w: WirePromotion) -> Result<Promotion, LockfileError> {
+    let bad = |what: String| LockfileError::Image {
+        reference: "[promoted-from]".into(),
+        what,
+    };
+    let lockfile = w.lockfile.parse::<Digest>().map_err(|e| bad(e.reason))?;
+    if let Some(commit) = &w.commit
+        && !((commit.len() == 40 || commit.len() == 64)
+            && commit
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(bad(format!("commit {commit:?} is not a Git object id")));
+    }
+    Ok(Promotion {
+        environment: w.environment,
+        generation: w.generation,
+        lockfile,
+        commit: w.commit,
+    })
 }
 
 /// One image entry as read: its reference, name and tag agree, its digests parse, its
@@ -720,6 +765,7 @@ mod tests {
             created: Timestamp::from_second(1_700_000_000).unwrap(),
             expires: None,
             environment: None,
+            promoted_from: None,
             manifests: ManifestBinding::compute([("a.yaml", &b"x"[..])]),
             images: vec![ImageEntry {
                 reference: "127.0.0.1:5000/shop/api:1.4".into(),

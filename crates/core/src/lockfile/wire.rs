@@ -26,6 +26,10 @@ pub struct WireLockfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     pub manifests: WireBinding,
+    /// Where this lock's digests came from when `lockstep promote` made it: the verified
+    /// lockfile of another environment, pinned by its sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<WirePromotion>,
     /// One entry per distinct reference as written (without any digest), sorted.
     #[serde(default, rename = "image")]
     pub images: Vec<WireImage>,
@@ -33,6 +37,24 @@ pub struct WireLockfile {
     /// output: the tool, its version, its arguments and every input file it could read.
     #[serde(default, rename = "render", skip_serializing_if = "Vec::is_empty")]
     pub renders: Vec<WireRender>,
+}
+
+/// The lockfile a promotion took its digests from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WirePromotion {
+    /// The source lockfile's environment, if it records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The source lockfile's generation.
+    pub generation: u64,
+    /// sha256 of the source lockfile's exact bytes.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub lockfile: String,
+    /// The commit the source lockfile was read from (`promote --rev`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9a-f]{40}|[0-9a-f]{64})$"))]
+    pub commit: Option<String>,
 }
 
 /// How one rendered output was made.

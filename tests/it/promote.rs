@@ -1,0 +1,249 @@
+//! `lockstep promote`: production locked at exactly the digests staging's verified lockfile
+//! pins, with no tag resolved again, and the source recorded in the signed lockfile; every
+//! refusal (unverified, expired, wrong environment, an image staging does not pin) writes
+//! nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{code, git, init_repo, keygen, lockfile_text, run, snapshot, stderr};
+use crate::harness::{RegistryOptions, TestRegistry};
+
+struct Stages {
+    registry: TestRegistry,
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    key: PathBuf,
+    allowed_signers: PathBuf,
+}
+
+impl Stages {
+    fn new() -> Stages {
+        let registry = TestRegistry::start(RegistryOptions::default());
+        registry.push_image("shop/web", "1.0", b"web 1.0");
+        registry.push_image("shop/api", "2.0", b"api 2.0");
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let host = registry.host();
+        for env in ["staging", "prod"] {
+            let dir = repo.join("envs").join(env);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("app.yaml"),
+                format!(
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: {host}/shop/web:1.0\n        - name: api\n          image: {host}/shop/api:2.0\n"
+                ),
+            )
+            .unwrap();
+        }
+        init_repo(&repo);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "two environments"]);
+        let (key, line) = keygen(tmp.path(), "ci_key", "ci@example.com");
+        let allowed_signers = tmp.path().join("allowed_signers");
+        std::fs::write(&allowed_signers, line).unwrap();
+        Stages {
+            registry,
+            tmp,
+            repo,
+            key,
+            allowed_signers,
+        }
+    }
+
+    fn dir(&self, env: &str) -> PathBuf {
+        self.repo.join("envs").join(env)
+    }
+
+    fn lock(&self, env: &str, extra: &[&str]) -> std::process::Output {
+        let dir = self.dir(env);
+        let mut args = vec![
+            "lock",
+            dir.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &[("SOURCE_DATE_EPOCH", "1700000000")])
+    }
+
+    fn promote(&self, extra: &[&str]) -> std::process::Output {
+        let (from, to) = (self.dir("staging"), self.dir("prod"));
+        let mut args = vec![
+            "promote",
+            from.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--from-allowed-signers",
+            self.allowed_signers.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &[("SOURCE_DATE_EPOCH", "1700000100")])
+    }
+
+    fn verify(&self, env: &str) -> std::process::Output {
+        let dir = self.dir(env);
+        run(
+            &[
+                "verify",
+                dir.to_str().unwrap(),
+                "--allowed-signers",
+                self.allowed_signers.to_str().unwrap(),
+            ],
+            &[],
+        )
+    }
+}
+
+fn digest(dir: &Path, suffix: &str) -> String {
+    crate::cli::digest_in_lock(dir, suffix)
+}
+
+#[test]
+fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
+    let s = Stages::new();
+    let out = s.lock("staging", &["--environment", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let tested = digest(&s.dir("staging"), "/shop/web:1.0");
+    // After staging was tested, the tag is pushed again: a plain lock of prod would take it.
+    s.registry
+        .push_image("shop/web", "1.0", b"web 1.0, rebuilt untested");
+
+    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no registry lookups"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(digest(&s.dir("prod"), "/shop/web:1.0"), tested);
+    let app = std::fs::read_to_string(s.dir("prod").join("app.yaml")).unwrap();
+    assert!(app.contains(&format!("/shop/web:1.0@{tested}")), "{app}");
+    let staging_lock = std::fs::read(s.dir("staging").join("lockstep.lock")).unwrap();
+    let lock = lockfile_text(&s.dir("prod"));
+    let source = format!(
+        "[promoted-from]\nenvironment = \"staging\"\ngeneration = 1\nlockfile = \"{}\"\n",
+        sha256(&staging_lock)
+    );
+    assert!(lock.contains(&source), "{lock}");
+    let out = s.verify("prod");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        crate::cli::stdout(&out).contains("; promoted from staging generation 1 (lockfile sha256:"),
+        "{}",
+        crate::cli::stdout(&out)
+    );
+    // Promoting the same lockfile again changes nothing.
+    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        crate::cli::stdout(&out).contains("up to date"),
+        "{}{}",
+        crate::cli::stdout(&out),
+        stderr(&out)
+    );
+    // A plain lock of prod would follow the moved tag (and drop the promotion record).
+    let out = s.lock("prod", &["--check", "--environment", "prod"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+#[test]
+fn promotions_that_cannot_be_trusted_or_are_incomplete_are_refused_and_write_nothing() {
+    let s = Stages::new();
+    let before = snapshot(&s.dir("prod"));
+    // No lockfile in staging yet.
+    let out = s.promote(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was promoted"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Signed by a key the source trust does not hold.
+    let (other, _) = keygen(s.tmp.path(), "other_key", "other@example.com");
+    let dir = s.dir("staging");
+    let out = run(
+        &[
+            "lock",
+            dir.to_str().unwrap(),
+            "--key",
+            other.to_str().unwrap(),
+            "--environment",
+            "staging",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = s.promote(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(snapshot(&s.dir("prod")), before);
+
+    // Trusted but expired.
+    let out = run(
+        &[
+            "lock",
+            dir.to_str().unwrap(),
+            "--key",
+            s.key.to_str().unwrap(),
+            "--new-history",
+            "--environment",
+            "staging",
+            "--expires-in",
+            "1h",
+        ],
+        &[("SOURCE_DATE_EPOCH", "1000000000")],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = s.promote(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    assert_eq!(snapshot(&s.dir("prod")), before);
+
+    // Trusted, current, but for another environment than asked.
+    let out = s.lock("staging", &["--new-history", "--environment", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = s.promote(&["--from-environment", "qa"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(snapshot(&s.dir("prod")), before);
+
+    // Production uses an image staging does not pin: refused, named; with
+    // --resolve-missing it is resolved from the registry and said so.
+    let host = s.registry.host();
+    s.registry.push_image("shop/worker", "3.0", b"worker");
+    std::fs::write(
+        s.dir("prod").join("worker.yaml"),
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: worker\nspec:\n  containers:\n    - name: w\n      image: {host}/shop/worker:3.0\n"),
+    )
+    .unwrap();
+    let before = snapshot(&s.dir("prod"));
+    let out = s.promote(&[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uses images that the lockfile of")
+            && stderr(&out).contains("/shop/worker:3.0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&s.dir("prod")), before);
+    let out = s.promote(&["--resolve-missing"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/shop/worker:3.0: not in the lockfile of"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        digest(&s.dir("prod"), "/shop/web:1.0"),
+        digest(&s.dir("staging"), "/shop/web:1.0")
+    );
+}
