@@ -112,7 +112,11 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
     let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("no registry lookups"),
+        stderr(&out).contains("no registry lookups")
+            && stderr(&out).contains(&format!(
+                "/shop/web:1.0: (new) -> {tested} (the digest {} pins)",
+                s.dir("staging").display()
+            )),
         "{}",
         stderr(&out)
     );

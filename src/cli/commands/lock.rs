@@ -190,12 +190,14 @@ async fn pass(
     settings.options.renders = renders.records.clone();
     let scan = scan(settings, &files, printer)?;
     if let Some(promotion) = &settings.promotion {
-        // A promotion overrides the target's holds: every image the source pins follows it.
+        // A promotion overrides the target's recorded holds (not a `--hold` given with it):
+        // every image the source pins follows it.
         let promoted: Vec<ImageRef> = scan
             .uses
             .iter()
             .map(|u| u.reference.without_digest())
             .filter(|r| r.tag().is_some() && promotion.known.contains_key(r))
+            .filter(|r| !settings.holds.hold.contains_key(r))
             .collect();
         settings.holds.release.extend(promoted);
         settings.options.promoted_from = Some(promotion.record.clone());
@@ -624,7 +626,7 @@ fn pin(
             w.location, w.written, w.registry_digest
         ));
     }
-    report_changes(&pinned, printer);
+    report_changes(&pinned, settings.promotion.as_ref(), printer);
     let decision = next_lockfile(
         previous,
         settings.created,
@@ -636,11 +638,19 @@ fn pin(
     Ok((pinned, decision))
 }
 
-/// Every digest this lock changes, and why; every image still held.
-fn report_changes(pinned: &Pinned, printer: Printer) {
+/// Every digest this lock changes, and why (in a promotion, a tag's digest is the source's);
+/// every image still held.
+fn report_changes(pinned: &Pinned, promotion: Option<&PromotionSource>, printer: Printer) {
     for c in &pinned.changes {
+        let promoted = promotion.filter(|p| {
+            ImageRef::parse(&c.reference)
+                .is_ok_and(|r| p.known.contains_key(&lockfile::lookup_key(&r)))
+        });
         let why = match c.reason {
-            PinReason::Tag => "its tag's digest".to_owned(),
+            PinReason::Tag => match promoted {
+                Some(p) => format!("the digest {} pins", p.from),
+                None => "its tag's digest".to_owned(),
+            },
             PinReason::HoldAsked => "held by --hold".to_owned(),
             PinReason::WrittenByHand => format!(
                 "written in the manifest by hand: held (`--release {}` lets it follow its tag)",
