@@ -278,6 +278,10 @@ pub struct VerifyArgs {
     /// Judge key validity windows and the lockfile's expiry as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// Require the lockfile to record a promotion (`lockstep promote`) from a lockfile of
+    /// this environment.
+    #[arg(long, value_name = "ENV")]
+    pub promoted_from: Option<String>,
     /// Also re-run every render step from the inputs read (work tree or --rev) and require
     /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.
     /// Needs the renderers; without it verify runs no tool.

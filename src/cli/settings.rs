@@ -107,6 +107,7 @@ pub(super) fn promote(
         environment: a.from_environment,
         strict: false,
         at: env.now,
+        promoted_from: None,
         rerender: None,
     };
     let resolve_missing = a.resolve_missing;
@@ -182,6 +183,7 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
+        promoted_from: a.promoted_from,
         rerender: match a.rerender {
             true => Some(commands::verify::Rerender {
                 tools: a.tools.tools(),

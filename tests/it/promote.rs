@@ -137,6 +137,28 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
         "{}",
         crate::cli::stdout(&out)
     );
+    let promoted_from = |env: &str| {
+        let dir = s.dir("prod");
+        run(
+            &[
+                "verify",
+                dir.to_str().unwrap(),
+                "--allowed-signers",
+                s.allowed_signers.to_str().unwrap(),
+                "--promoted-from",
+                env,
+            ],
+            &[],
+        )
+    };
+    assert_eq!(code(&promoted_from("staging")), 0);
+    let out = promoted_from("qa");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--promoted-from qa: the lockfile records a promotion from staging"),
+        "{}",
+        stderr(&out)
+    );
     // Promoting the same lockfile again changes nothing.
     let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -149,6 +171,16 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
     // A plain lock of prod would follow the moved tag (and drop the promotion record).
     let out = s.lock("prod", &["--check", "--environment", "prod"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+    // A prod locked from the registry fails a verifier that requires the promotion.
+    let out = s.lock("prod", &["--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = promoted_from("staging");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("records no promotion"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -27,6 +27,8 @@ pub struct VerifySettings {
     pub strict: bool,
     /// `--rerender`, with the renderers to run.
     pub rerender: Option<Rerender>,
+    /// `--promoted-from`: the environment the lockfile must record a promotion from.
+    pub promoted_from: Option<String>,
 }
 
 /// What `--rerender` needs: the renderers, and how to reach the registries of pinned charts.
@@ -114,6 +116,27 @@ fn verified<'a>(
         strict: settings.strict,
     };
     let v = verify_dir(&read.files, &policy).map_err(CliError::check)?;
+    if let Some(wanted) = &settings.promoted_from {
+        let found = &v.lockfile().promoted_from;
+        if found.as_ref().and_then(|p| p.environment.as_deref()) != Some(wanted.as_str()) {
+            let what = match found {
+                None => "records no promotion (it was locked from the registry)".to_owned(),
+                Some(p) => format!(
+                    "records a promotion from {}",
+                    p.environment
+                        .as_deref()
+                        .unwrap_or("a lockfile with no environment")
+                ),
+            };
+            return Err(CliError::check(Message(format!(
+                "--promoted-from {wanted}: the lockfile {what}"
+            )))
+            .hint(format!(
+                "promote it: `lockstep promote <{wanted} dir> {}`",
+                settings.dir.display()
+            )));
+        }
+    }
     let frame = if v.lockfile().renders.is_empty() {
         None
     } else {
