@@ -58,6 +58,18 @@ impl CliError {
         CliError::new(Class::Check, error)
     }
 
+    /// A failure of the environment (exit 2) when `environment`, else a failed check (exit 1).
+    pub fn usage_or_check(
+        environment: bool,
+        error: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        if environment {
+            CliError::usage(error)
+        } else {
+            CliError::check(error)
+        }
+    }
+
     pub fn new(class: Class, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         CliError {
             class,

@@ -127,7 +127,7 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
     let lock = lockfile_text(&s.dir("prod"));
     let source = format!(
         "[promoted-from]\nenvironment = \"staging\"\ngeneration = 1\nlockfile = \"{}\"\n",
-        sha256(&staging_lock)
+        lockstep::model::Digest::of(&staging_lock)
     );
     assert!(lock.contains(&source), "{lock}");
     let out = s.verify("prod");
@@ -181,15 +181,6 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
         "{}",
         stderr(&out)
     );
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let d = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
 }
 
 #[test]

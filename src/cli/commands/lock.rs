@@ -425,13 +425,21 @@ async fn fetch_charts(
         return Ok(BTreeMap::new());
     }
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
-    hydrate::fetch_charts(&registry, wanted).await.map_err(|e| {
-        if e.is_environment() {
-            CliError::usage(e)
-        } else {
-            CliError::check(e).hint("nothing was written")
-        }
-    })
+    hydrate::fetch_charts(&registry, wanted)
+        .await
+        .map_err(render_failure)
+}
+
+/// A render step's failure: the environment's (exit 2), or a failed check (exit 1) after
+/// which nothing was written.
+fn render_failure(e: HydrateError) -> CliError {
+    let environment = e.is_environment();
+    let error = CliError::usage_or_check(environment, e);
+    if environment {
+        error
+    } else {
+        error.hint("nothing was written")
+    }
 }
 
 /// Run every `[[render]]` step of `lockstep.toml` with the real tool and put its output in
@@ -456,13 +464,7 @@ fn render_steps(
     if config.renders().is_empty() {
         return Ok((files, renders));
     }
-    let fail = |e: HydrateError| {
-        if e.is_environment() {
-            CliError::usage(e)
-        } else {
-            CliError::check(e).hint("nothing was written")
-        }
-    };
+    let fail = render_failure;
     let frame = hydrate::Frame::for_lock(&settings.dir).map_err(fail)?;
     let reader = hydrate::FsInputs { frame: &frame };
     for step in config.renders() {

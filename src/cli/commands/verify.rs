@@ -155,15 +155,8 @@ fn verified<'a>(
     if let (Some(rerender), Some(frame)) = (&settings.rerender, &frame) {
         let charts = recorded_charts(&v, &rerender.registry)?;
         let tools = &rerender.tools;
-        hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools, &charts).map_err(
-            |e| {
-                if e.is_environment() {
-                    CliError::usage(e)
-                } else {
-                    CliError::check(e)
-                }
-            },
-        )?;
+        hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools, &charts)
+            .map_err(|e| CliError::usage_or_check(e.is_environment(), e))?;
     }
     Ok(v)
 }
@@ -188,13 +181,7 @@ fn recorded_charts(
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(hydrate::fetch_charts(&registry, wanted))
     })
-    .map_err(|e| {
-        if e.is_environment() {
-            CliError::usage(e)
-        } else {
-            CliError::check(e)
-        }
-    })
+    .map_err(|e| CliError::usage_or_check(e.is_environment(), e))
 }
 
 /// A lockfile that verified, with its exact bytes and the commit it was read from.
