@@ -37,6 +37,6 @@ pub mod source;
 
 // The pure core, under the names the edges and the tests use.
 pub use lockstep_core::{
-    audit, check, error_chain, exists, files, lock, lockfile, manifest, mirror, model, registry,
-    render, signing, verify,
+    audit, check, error_chain, exists, files, lock, lockfile, manifest, mirror, model, promotion,
+    registry, render, signing, verify,
 };

@@ -279,9 +279,23 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Require the lockfile to record a promotion (`lockstep promote`) from a lockfile of
-    /// this environment.
+    /// this environment, and that source lockfile to be in the Git history (the recorded
+    /// commit, or one reachable from the verified one) with exactly the recorded bytes,
+    /// verified for ENV as of the promotion.
     #[arg(long, value_name = "ENV")]
     pub promoted_from: Option<String>,
+    /// Who may sign the promotion's source lockfile (allowed_signers format); without it,
+    /// --allowed-signers.
+    #[arg(long, value_name = "FILE", requires = "promoted_from")]
+    pub from_allowed_signers: Option<PathBuf>,
+    /// How many distinct principals must have signed the promotion's source lockfile.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        requires = "promoted_from"
+    )]
+    pub from_threshold: usize,
     /// Also re-run every render step from the inputs read (work tree or --rev) and require
     /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.
     /// Needs the renderers; without it verify runs no tool.

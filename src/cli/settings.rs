@@ -183,7 +183,13 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
-        promoted_from: a.promoted_from,
+        promoted_from: a
+            .promoted_from
+            .map(|from| commands::verify::RequiredPromotion {
+                from,
+                allowed_signers: a.from_allowed_signers,
+                threshold: a.from_threshold,
+            }),
         rerender: match a.rerender {
             true => Some(commands::verify::Rerender {
                 tools: a.tools.tools(),

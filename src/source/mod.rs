@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod git;
+pub mod promotion;
 
 pub use fs::SourceError;
 pub use lockstep_core::files::*;

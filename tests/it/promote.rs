@@ -104,6 +104,8 @@ fn production_gets_exactly_the_staging_digests_even_after_the_tags_moved() {
     let s = Stages::new();
     let out = s.lock("staging", &["--environment", "staging"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    git(&s.repo, &["add", "-A"]);
+    git(&s.repo, &["commit", "-qm", "staging locked"]);
     let tested = digest(&s.dir("staging"), "/shop/web:1.0");
     // After staging was tested, the tag is pushed again: a plain lock of prod would take it.
     s.registry
@@ -272,5 +274,186 @@ fn promotions_that_cannot_be_trusted_or_are_incomplete_are_refused_and_write_not
     assert_eq!(
         digest(&s.dir("prod"), "/shop/web:1.0"),
         digest(&s.dir("staging"), "/shop/web:1.0")
+    );
+}
+
+/// Runs `verify DIR --promoted-from staging` with the given trust for the source.
+fn verify_promoted(s: &Stages, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "verify",
+        dir.to_str().unwrap(),
+        "--allowed-signers",
+        s.allowed_signers.to_str().unwrap(),
+        "--promoted-from",
+        "staging",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, &[])
+}
+
+#[test]
+fn verify_promoted_from_requires_the_source_lockfile_in_history_verified_as_of_the_promotion() {
+    let s = Stages::new();
+    // Staging is signed by its own key, which production's verifiers do not trust for prod.
+    let (staging_key, line) = keygen(s.tmp.path(), "staging_key", "staging-ci@example.com");
+    let staging_trust = s.tmp.path().join("staging_signers");
+    std::fs::write(&staging_trust, line).unwrap();
+    let staging = s.dir("staging");
+    let lock_staging = |extra: &[&str]| {
+        let mut args = vec![
+            "lock",
+            staging.to_str().unwrap(),
+            "--key",
+            staging_key.to_str().unwrap(),
+            "--environment",
+            "staging",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    };
+    let out = lock_staging(&["--expires-in", "24h"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let from_trust = ["--from-allowed-signers", staging_trust.to_str().unwrap()];
+
+    // Promoted from an uncommitted staging lockfile: said at once, and no verifier finds it.
+    let from = s.dir("staging");
+    let to = s.dir("prod");
+    let promote = |extra: &[&str]| {
+        let mut args = vec![
+            "promote",
+            from.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--from-allowed-signers",
+            staging_trust.to_str().unwrap(),
+            "--from-environment",
+            "staging",
+            "--environment",
+            "prod",
+            "--key",
+            s.key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    };
+    let out = promote(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lockfile is not the one committed at HEAD"),
+        "{}",
+        stderr(&out)
+    );
+    let lock = lockfile_text(&to);
+    assert!(
+        lock.contains("path = \"envs/staging\"\n") && !lock.contains("commit ="),
+        "{lock}"
+    );
+    let out = verify_promoted(&s, &to, &from_trust);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("no commit in the history has the promoted envs/staging/lockstep.lock"),
+        "{}",
+        stderr(&out)
+    );
+    // Once the same bytes are committed, the history holds the source, and it verifies.
+    git(&s.repo, &["add", "-A"]);
+    git(&s.repo, &["commit", "-qm", "staging and the promotion"]);
+    let out = verify_promoted(&s, &to, &from_trust);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        crate::cli::stdout(&out)
+            .contains(", its source envs/staging/lockstep.lock verified at commit ")
+            && crate::cli::stdout(&out).contains("signed by staging-ci@example.com"),
+        "{}",
+        crate::cli::stdout(&out)
+    );
+    // The source is judged by its own signers: production's trust alone does not vouch for it.
+    let out = verify_promoted(&s, &to, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the source lockfile envs/staging/lockstep.lock at commit")
+            && stderr(&out).contains("does not verify"),
+        "{}",
+        stderr(&out)
+    );
+    // Staging expires after the promotion: the source was good when it was promoted.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(72)).to_string();
+    let out = verify_promoted(&s, &to, &[&from_trust[..], &["--at", &later]].concat());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // With a recorded commit (the source committed at HEAD), a newer staging does not hide it.
+    s.registry
+        .push_image("shop/web", "1.0", b"web 1.0, second build");
+    let out = lock_staging(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    git(&s.repo, &["add", "-A"]);
+    git(&s.repo, &["commit", "-qm", "staging generation 2"]);
+    let out = promote(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        lockfile_text(&to).contains("commit = \""),
+        "{}",
+        lockfile_text(&to)
+    );
+    git(&s.repo, &["add", "-A"]);
+    git(&s.repo, &["commit", "-qm", "promote generation 2"]);
+    s.registry
+        .push_image("shop/web", "1.0", b"web 1.0, third build");
+    let out = lock_staging(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    git(&s.repo, &["add", "-A"]);
+    git(&s.repo, &["commit", "-qm", "staging generation 3"]);
+    let out = verify_promoted(&s, &to, &from_trust);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Outside Git, the history cannot be searched: the environment, exit 2.
+    let loose = s.tmp.path().join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    for f in std::fs::read_dir(&to).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), loose.join(f.file_name())).unwrap();
+    }
+    let out = verify_promoted(&s, &loose, &from_trust);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot search the Git history"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A source outside the target's repository is promoted with a warning, and a verifier
+    // that requires the promotion refuses it: it cannot be checked.
+    let outside = s.tmp.path().join("outside-staging");
+    std::fs::create_dir_all(&outside).unwrap();
+    for f in std::fs::read_dir(&staging).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), outside.join(f.file_name())).unwrap();
+    }
+    let out = run(
+        &[
+            "promote",
+            outside.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--from-allowed-signers",
+            staging_trust.to_str().unwrap(),
+            "--environment",
+            "prod",
+            "--key",
+            s.key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not in a Git work tree"),
+        "{}",
+        stderr(&out)
+    );
+    let out = verify_promoted(&s, &to, &from_trust);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("names no source directory in this repository"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod model;
 pub mod plan;
+pub mod promotion;
 pub mod prune;
 pub mod registry;
 pub mod render;

@@ -76,7 +76,7 @@ impl PromotionSource {
         from: String,
         lock: &Lockfile,
         bytes: &[u8],
-        commit: Option<String>,
+        (path, commit): (Option<String>, Option<String>),
         resolve_missing: bool,
     ) -> PromotionSource {
         let mut known = lock.known_resolutions();
@@ -96,6 +96,7 @@ impl PromotionSource {
                 environment: lock.environment.clone(),
                 generation: lock.generation,
                 lockfile: crate::model::Digest::of(bytes),
+                path,
                 commit,
             },
             resolve_missing,

@@ -6,10 +6,13 @@
 //! and the signed lockfile records which lockfile (environment, generation, sha256, commit)
 //! they came from.
 
+use std::path::Path;
+
 use super::lock::{LockSettings, PromotionSource};
 use super::verify::{VerifySettings, verified_lockfile};
 use crate::cli::error::CliError;
 use crate::cli::printer::Printer;
+use crate::source::git;
 
 pub struct PromoteSettings {
     pub from: VerifySettings,
@@ -34,8 +37,59 @@ pub async fn run(mut settings: PromoteSettings, printer: Printer) -> Result<(), 
         settings.from.dir.display().to_string(),
         &source.lockfile,
         &source.bytes,
-        source.commit,
+        origin(
+            &settings.from.dir,
+            &settings.to.dir,
+            source.commit,
+            &source.bytes,
+            printer,
+        ),
         settings.resolve_missing,
     ));
     super::lock::run(settings.to, printer).await
+}
+
+/// Where verifiers will find the source lockfile: its directory in the target's repository,
+/// and the commit holding these exact bytes (`--from-rev`'s, or HEAD's when the work tree's
+/// lockfile is HEAD's). A source outside the target's repository, or not committed, is
+/// promoted with a warning: `verify --promoted-from` cannot check it (or not until the same
+/// bytes are committed).
+fn origin(
+    from: &Path,
+    to: &Path,
+    rev_commit: Option<String>,
+    bytes: &[u8],
+    printer: Printer,
+) -> (Option<String>, Option<String>) {
+    let tree = |dir: &Path| git::work_tree_of(dir).ok().flatten();
+    let (Some(source), Some(target)) = (tree(from), tree(to)) else {
+        printer.warn(format!(
+            "{} or {} is not in a Git work tree: the promotion records no path, and `verify --promoted-from` cannot check its source",
+            from.display(),
+            to.display()
+        ));
+        return (None, rev_commit);
+    };
+    if source.root != target.root {
+        printer.warn(format!(
+            "{} is in another repository than {}: the promotion records no path, and `verify --promoted-from` cannot check its source",
+            from.display(),
+            to.display()
+        ));
+        return (None, rev_commit);
+    }
+    let commit = rev_commit.or_else(|| {
+        let head = git::read_at_rev(from, "HEAD").ok();
+        match head {
+            Some((files, info)) if files.lockfile() == Some(bytes) => Some(info.id),
+            _ => {
+                printer.warn(format!(
+                    "{}'s lockfile is not the one committed at HEAD: commit it, or `verify --promoted-from` will not find the promoted source in history",
+                    from.display()
+                ));
+                None
+            }
+        }
+    });
+    (Some(source.prefix), commit)
 }

@@ -9,6 +9,7 @@ use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
 use crate::hydrate::{self, FsInputs, GitInputs, NoInputs};
 use crate::mirror::{MirrorTarget, objects_from_mirror};
+use crate::promotion::{PromotionPolicy, VerifiedSource};
 use crate::render::InputReader;
 use crate::signing::AllowedSigners;
 use crate::source::{SourceFiles, fs, git};
@@ -27,8 +28,18 @@ pub struct VerifySettings {
     pub strict: bool,
     /// `--rerender`, with the renderers to run.
     pub rerender: Option<Rerender>,
-    /// `--promoted-from`: the environment the lockfile must record a promotion from.
-    pub promoted_from: Option<String>,
+    /// `--promoted-from`: the promotion the lockfile must record, and whose source must be
+    /// found verified in history.
+    pub promoted_from: Option<RequiredPromotion>,
+}
+
+/// `--promoted-from ENV [--from-allowed-signers F] [--from-threshold N]`.
+#[derive(Clone, Debug)]
+pub struct RequiredPromotion {
+    pub from: String,
+    /// Who may sign the source lockfile; the verifier's own allowed signers without it.
+    pub allowed_signers: Option<PathBuf>,
+    pub threshold: usize,
 }
 
 /// What `--rerender` needs: the renderers, and how to reach the registries of pinned charts.
@@ -102,7 +113,8 @@ fn verified<'a>(
     settings: &VerifySettings,
     read: &'a Read,
     trust: &AllowedSigners,
-) -> Result<VerifiedDir<'a>, CliError> {
+    printer: Printer,
+) -> Result<(VerifiedDir<'a>, Option<VerifiedSource>), CliError> {
     if settings.threshold == 0 {
         return Err(CliError::usage(Message(
             "--threshold must be at least 1".into(),
@@ -116,27 +128,10 @@ fn verified<'a>(
         strict: settings.strict,
     };
     let v = verify_dir(&read.files, &policy).map_err(CliError::check)?;
-    if let Some(wanted) = &settings.promoted_from {
-        let found = &v.lockfile().promoted_from;
-        if found.as_ref().and_then(|p| p.environment.as_deref()) != Some(wanted.as_str()) {
-            let what = match found {
-                None => "records no promotion (it was locked from the registry)".to_owned(),
-                Some(p) => format!(
-                    "records a promotion from {}",
-                    p.environment
-                        .as_deref()
-                        .unwrap_or("a lockfile with no environment")
-                ),
-            };
-            return Err(CliError::check(Message(format!(
-                "--promoted-from {wanted}: the lockfile {what}"
-            )))
-            .hint(format!(
-                "promote it: `lockstep promote <{wanted} dir> {}`",
-                settings.dir.display()
-            )));
-        }
-    }
+    let source = match &settings.promoted_from {
+        Some(required) => Some(confirm_promotion(settings, read, &v, required, printer)?),
+        None => None,
+    };
     let frame = if v.lockfile().renders.is_empty() {
         None
     } else {
@@ -158,7 +153,41 @@ fn verified<'a>(
         hydrate::rerender(&v, &read.files, &*inputs, frame.anchor(), tools, &charts)
             .map_err(|e| CliError::usage_or_check(e.is_environment(), e))?;
     }
-    Ok(v)
+    Ok((v, source))
+}
+
+/// `--promoted-from`: the lockfile records a promotion from that environment, and its source
+/// lockfile is in this repository's history, byte for byte, and verified when it was promoted.
+fn confirm_promotion(
+    settings: &VerifySettings,
+    read: &Read,
+    v: &VerifiedDir<'_>,
+    required: &RequiredPromotion,
+    printer: Printer,
+) -> Result<VerifiedSource, CliError> {
+    let trust_file = required
+        .allowed_signers
+        .as_deref()
+        .unwrap_or(&settings.allowed_signers);
+    let trust = load_trust(trust_file, &settings.dir, printer)?;
+    let policy = PromotionPolicy {
+        from: &required.from,
+        signers: &trust,
+        threshold: required.threshold,
+    };
+    let start = read.commit.as_deref().unwrap_or("HEAD");
+    crate::source::promotion::confirm(&settings.dir, start, v.lockfile(), &policy).map_err(|e| {
+        let failed = Message(format!(
+            "--promoted-from {}: {}",
+            required.from,
+            crate::error_chain::one_line(&e)
+        ));
+        CliError::usage_or_check(e.is_environment(), failed).hint(format!(
+            "promote it (`lockstep promote <{} dir> {}`) from a committed, verified lockfile; --from-allowed-signers names who may sign that one",
+            required.from,
+            settings.dir.display()
+        ))
+    })
 }
 
 /// The charts the lockfile pins in OCI registries, fetched by digest for `--rerender` (the
@@ -198,7 +227,7 @@ pub fn verified_lockfile(
 ) -> Result<VerifiedLockfile, CliError> {
     let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
     let read = read(settings)?;
-    let v = verified(settings, &read, &trust)?;
+    let (v, _) = verified(settings, &read, &trust, printer)?;
     Ok(VerifiedLockfile {
         lockfile: v.lockfile().clone(),
         bytes: read.files.lockfile().unwrap_or_default().to_vec(),
@@ -209,8 +238,8 @@ pub fn verified_lockfile(
 pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError> {
     let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
     let read = read(&settings)?;
-    let result = verified(&settings, &read, &trust);
-    let v = match result {
+    let result = verified(&settings, &read, &trust, printer);
+    let (v, source) = match result {
         Ok(v) => v,
         Err(e) => {
             printer
@@ -250,6 +279,14 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
             p.generation,
             p.lockfile
         ));
+        if let Some(s) = &source {
+            bound.push_str(&format!(
+                ", its source {} verified at commit {} signed by {}",
+                crate::promotion::lockfile_path(&s.path),
+                short_id(&s.commit),
+                s.signers.join(",")
+            ));
+        }
     }
     if !lock.renders.is_empty() {
         let how = if settings.rerender.is_some() {
@@ -288,7 +325,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "signers": signers,
         "environment": lock.environment,
         "expires": lock.expires.map(|t| t.to_string()),
-        "promoted_from": lock.promoted_from.as_ref().map(|p| json!({"environment": p.environment, "generation": p.generation, "lockfile": p.lockfile.to_string(), "commit": p.commit})),
+        "promoted_from": lock.promoted_from.as_ref().map(|p| json!({"environment": p.environment, "generation": p.generation, "lockfile": p.lockfile.to_string(), "path": p.path, "commit": p.commit, "source_verified": source.as_ref().map(|s| json!({"commit": s.commit, "signers": s.signers}))})),
         "renders": lock.renders.iter().map(|r| json!({"output": r.output, "renderer": r.renderer.name(), "version": r.version, "inputs": r.inputs.digest.to_string(), "rerendered": settings.rerender.is_some()})).collect::<Vec<_>>(),
     }));
     Ok(())
@@ -303,7 +340,7 @@ pub fn render(
 ) -> Result<(), CliError> {
     let trust = load_trust(&settings.allowed_signers, &settings.dir, printer)?;
     let read = read(&settings)?;
-    let v = verified(&settings, &read, &trust)?;
+    let (v, _) = verified(&settings, &read, &trust, printer)?;
     let stream = match &mirror {
         None => v.render(),
         Some(target) => {
@@ -314,4 +351,8 @@ pub fn render(
     printer
         .raw(&stream)
         .map_err(|e| CliError::usage(Message(format!("cannot write to stdout: {e}"))))
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }

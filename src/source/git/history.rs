@@ -130,3 +130,108 @@ fn inputs_fingerprint(
         _ => Ok(None),
     }
 }
+
+/// The most commits [`find_lockfile`] walks back through, looking for a lockfile.
+pub const MAX_SEARCHED_COMMITS: usize = 100_000;
+
+/// Find the commit that holds `dir/lockstep.lock` with the sha256 `lockfile` (`dir` from the
+/// repository's root, '/'-separated): the recorded `commit` when there is one — it must be in
+/// the repository — else the newest such commit reachable from `from`, over every parent
+/// (at most [`MAX_SEARCHED_COMMITS`]). Returns that directory's files there, or `None`.
+/// `repo` is any directory of a work tree, or a bare repository (the reconciler's cache).
+/// Each lockfile blob is hashed once, however many commits hold it.
+pub fn find_lockfile(
+    repo: &Path,
+    from: &str,
+    dir: &str,
+    lockfile: &crate::model::Digest,
+    commit: Option<&str>,
+) -> Result<Option<(SourceFiles, CommitInfo)>, GitError> {
+    let repo = gix::discover(repo).map_err(|source| GitError::Discover {
+        dir: repo.to_owned(),
+        source,
+    })?;
+    let path = crate::promotion::lockfile_path(dir);
+    let located = Located {
+        repo,
+        prefix: dir.to_owned(),
+    };
+    let repo = &located.repo;
+    let holds = |id: ObjectId, hashed: &mut std::collections::HashSet<ObjectId>| {
+        lockfile_blob_matches(repo, id, &path, lockfile, hashed)
+    };
+    let mut hashed = std::collections::HashSet::new();
+    let found = match commit {
+        Some(commit) => {
+            let oid = super::read::parse_commit_id(commit)?;
+            match repo.find_commit(oid) {
+                Ok(_) if holds(oid, &mut hashed)? => Some(oid),
+                _ => None,
+            }
+        }
+        None => {
+            let start = resolve_commit(repo, from)?.id;
+            let walk = repo
+                .rev_walk([start])
+                .sorting(gix::revision::walk::Sorting::ByCommitTime(
+                    Default::default(),
+                ))
+                .all()
+                .map_err(gix_error(format!("cannot walk the history from {from}")))?;
+            let mut found = None;
+            for info in walk.take(MAX_SEARCHED_COMMITS) {
+                let info =
+                    info.map_err(gix_error(format!("cannot walk the history from {from}")))?;
+                if holds(info.id, &mut hashed)? {
+                    found = Some(info.id);
+                    break;
+                }
+            }
+            found
+        }
+    };
+    found
+        .map(|id| read_located(&located, &id.to_string()))
+        .transpose()
+}
+
+/// Whether `commit` holds `path` as a blob whose sha256 is `want`; `hashed` holds the blobs
+/// already found not to be it.
+fn lockfile_blob_matches(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    path: &str,
+    want: &crate::model::Digest,
+    hashed: &mut std::collections::HashSet<ObjectId>,
+) -> Result<bool, GitError> {
+    let commit = repo
+        .find_commit(commit)
+        .map_err(gix_error(format!("cannot read commit {commit}")))?;
+    let tree = commit.tree().map_err(gix_error(format!(
+        "cannot read the tree of commit {}",
+        commit.id
+    )))?;
+    let Some(entry) = tree.lookup_entry_by_path(path).map_err(gix_error(format!(
+        "cannot look up {path} in commit {}",
+        commit.id
+    )))?
+    else {
+        return Ok(false);
+    };
+    let blob = entry.object_id();
+    if !entry.mode().is_blob() || !hashed.insert(blob) {
+        return Ok(false);
+    }
+    let header = repo.find_header(blob).map_err(gix_error(format!(
+        "cannot read {path} in commit {}",
+        commit.id
+    )))?;
+    if header.size() > crate::lockfile::MAX_BYTES as u64 {
+        return Ok(false);
+    }
+    let object = repo.find_object(blob).map_err(gix_error(format!(
+        "cannot read {path} in commit {}",
+        commit.id
+    )))?;
+    Ok(&crate::model::Digest::of(&object.data) == want)
+}

@@ -24,7 +24,7 @@ mod transport;
 
 pub use commit::{commit, commit_with_sources};
 pub use fetch::{FETCH_DEADLINE, FetchRef, fetch, fetch_within};
-pub use history::{HistoryCommit, read_history};
+pub use history::{HistoryCommit, MAX_SEARCHED_COMMITS, find_lockfile, read_history};
 pub use read::{
     read_at_rev, read_commit, read_input_root_at_rev, read_input_root_in_cache, uncommitted_inputs,
 };

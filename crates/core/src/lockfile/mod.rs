@@ -209,7 +209,6 @@ impl ImageEntry {
     }
 }
 
-/// A parsed lockfile.
 /// Where a promoted lockfile's digests came from (see `lockstep promote`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promotion {
@@ -217,8 +216,15 @@ pub struct Promotion {
     pub generation: u64,
     /// sha256 of the source lockfile's bytes.
     pub lockfile: Digest,
+    /// The source directory in the same repository ('/'-separated from its root, empty for
+    /// the root): where a verifier looks for the source lockfile in history. `None` when
+    /// the source was outside the target's repository.
+    pub path: Option<String>,
+    /// The commit the source lockfile was read from, when it was committed.
     pub commit: Option<String>,
 }
+
+/// A parsed lockfile.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lockfile {
@@ -475,6 +481,7 @@ impl From<&Lockfile> for WireLockfile {
                 environment: p.environment.clone(),
                 generation: p.generation,
                 lockfile: p.lockfile.to_string(),
+                path: p.path.clone(),
                 commit: p.commit.clone(),
             }),
             manifests: WireBinding {
@@ -685,12 +692,31 @@ fn promotion_from_wire(w: WirePromotion) -> Result<Promotion, LockfileError> {
     {
         return Err(bad(format!("commit {commit:?} is not a Git object id")));
     }
+    if let Some(path) = &w.path
+        && !is_tree_path(path)
+    {
+        return Err(bad(format!(
+            "path {path:?} is not a directory path relative to the repository root"
+        )));
+    }
     Ok(Promotion {
         environment: w.environment,
         generation: w.generation,
         lockfile,
+        path: w.path,
         commit: w.commit,
     })
+}
+
+/// A directory path as Git trees name it: '/'-separated, relative, no empty, `.` or `..`
+/// component, no control characters (empty for the root).
+fn is_tree_path(path: &str) -> bool {
+    path.is_empty()
+        || (path.len() <= 4096
+            && !path.chars().any(char::is_control)
+            && path
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
 }
 
 /// One image entry as read: its reference, name and tag agree, its digests parse, its
@@ -796,6 +822,38 @@ mod tests {
         let again = Lockfile::parse_unverified(&bytes).unwrap();
         assert_eq!(again, lock);
         assert_eq!(again.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn promotion_records_round_trip_and_paths_outside_the_repository_are_refused() {
+        let with_path = |path: &str| {
+            let mut lock = sample();
+            lock.promoted_from = Some(Promotion {
+                environment: Some("staging".into()),
+                generation: 7,
+                lockfile: Digest::of(b"staging lock"),
+                path: Some(path.into()),
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            });
+            let bytes = lock.to_bytes();
+            (lock, Lockfile::parse_unverified(&bytes))
+        };
+        for good in ["", "envs/staging", "staging"] {
+            let (lock, read) = with_path(good);
+            assert_eq!(read.unwrap(), lock, "{good:?}");
+        }
+        for bad in [
+            "../staging",
+            "/envs/staging",
+            "envs//staging",
+            "envs/./s",
+            "envs/",
+            "a\nb",
+        ] {
+            let (_, read) = with_path(bad);
+            let error = read.unwrap_err().to_string();
+            assert!(error.contains("[promoted-from]"), "{bad:?}: {error}");
+        }
     }
 
     /// Regression: a signed lockfile's render roots were used as written, so one with

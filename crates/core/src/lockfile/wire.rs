@@ -51,7 +51,11 @@ pub struct WirePromotion {
     /// sha256 of the source lockfile's exact bytes.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub lockfile: String,
-    /// The commit the source lockfile was read from (`promote --rev`), if any.
+    /// The source directory, relative to the repository root ('/'-separated; empty for the
+    /// root), when it is in the same repository: where verifiers find it in history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The commit the source lockfile was read from, when it was committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9a-f]{40}|[0-9a-f]{64})$"))]
     pub commit: Option<String>,

@@ -1,0 +1,170 @@
+//! Checking a promotion (`lockstep promote`): the lockfile must record one from the wanted
+//! environment, and the source lockfile it names — found in the repository's history by the
+//! edge that reads Git — must be the recorded bytes and must have verified, for that
+//! environment, when the promotion was signed.
+//!
+//! The record alone is a claim made by whoever signed the target; checking the source makes
+//! it a fact a second set of keys (the source's signers) vouches for. The source is judged as
+//! of the promoted lockfile's `created` time: a staging lockfile that expired after it was
+//! promoted was still good when it was promoted.
+
+use crate::files::SourceFiles;
+use crate::lockfile::{Lockfile, Promotion};
+use crate::model::Digest;
+use crate::signing::AllowedSigners;
+use crate::verify::{TrustPolicy, VerifyError, verify_dir};
+
+/// What a promotion must satisfy.
+pub struct PromotionPolicy<'t> {
+    /// The environment the source lockfile must be for.
+    pub from: &'t str,
+    /// Who may have signed the source lockfile.
+    pub signers: &'t AllowedSigners,
+    /// How many distinct principals must have signed it.
+    pub threshold: usize,
+}
+
+/// Why a promotion does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionError {
+    #[error("the lockfile records no promotion (it was locked from the registry)")]
+    NotPromoted,
+    #[error(
+        "the lockfile records a promotion from {}, not from {wanted}",
+        found.as_deref().unwrap_or("a lockfile with no environment")
+    )]
+    OtherEnvironment {
+        found: Option<String>,
+        wanted: String,
+    },
+    #[error(
+        "the promotion record names no source directory in this repository (it was promoted from outside it), so its source lockfile cannot be checked"
+    )]
+    NoPath,
+    #[error("{}", not_found(path, lockfile, commit.as_deref()))]
+    NotFound {
+        path: String,
+        lockfile: Digest,
+        commit: Option<String>,
+    },
+    #[error("the source lockfile {path} at commit {commit} does not verify")]
+    Unverified {
+        path: String,
+        commit: String,
+        #[source]
+        source: VerifyError,
+    },
+    #[error(
+        "the source lockfile {path} at commit {commit} has generation {found}; the promotion records {recorded}"
+    )]
+    Generation {
+        path: String,
+        commit: String,
+        found: u64,
+        recorded: u64,
+    },
+}
+
+fn not_found(path: &str, lockfile: &Digest, commit: Option<&str>) -> String {
+    let file = lockfile_path(path);
+    match commit {
+        Some(c) => format!(
+            "the recorded source commit {c} is not in the repository, or its {file} is not the promoted one ({lockfile})"
+        ),
+        None => format!("no commit in the history has the promoted {file} ({lockfile})"),
+    }
+}
+
+/// The source lockfile's path for messages: `staging/lockstep.lock`.
+pub fn lockfile_path(dir: &str) -> String {
+    if dir.is_empty() {
+        crate::lockfile::FILE_NAME.to_owned()
+    } else {
+        format!("{dir}/{}", crate::lockfile::FILE_NAME)
+    }
+}
+
+/// The lockfile's promotion record, when it records one from `from`; with the source
+/// directory to look for in history.
+pub fn record<'l>(
+    lock: &'l Lockfile,
+    from: &str,
+) -> Result<(&'l Promotion, &'l str), PromotionError> {
+    let record = lock
+        .promoted_from
+        .as_ref()
+        .ok_or(PromotionError::NotPromoted)?;
+    if record.environment.as_deref() != Some(from) {
+        return Err(PromotionError::OtherEnvironment {
+            found: record.environment.clone(),
+            wanted: from.to_owned(),
+        });
+    }
+    let path = record.path.as_deref().ok_or(PromotionError::NoPath)?;
+    Ok((record, path))
+}
+
+/// The source that was found verified: the commit it was read from and who signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSource {
+    pub commit: String,
+    pub path: String,
+    pub generation: u64,
+    /// The principals whose signatures approved the source, sorted.
+    pub signers: Vec<String>,
+}
+
+/// Judge the source lockfile found at `commit` (the files of the recorded directory there)
+/// against the record of `promoted` and the policy. The bytes are hashed before anything
+/// else; the signatures are checked before the lockfile is parsed (by [`verify_dir`]).
+pub fn verify_source(
+    promoted: &Lockfile,
+    files: &SourceFiles,
+    commit: &str,
+    policy: &PromotionPolicy<'_>,
+) -> Result<VerifiedSource, PromotionError> {
+    let (record, path) = record(promoted, policy.from)?;
+    let not_found = || PromotionError::NotFound {
+        path: path.to_owned(),
+        lockfile: record.lockfile.clone(),
+        commit: record.commit.clone(),
+    };
+    let bytes = files.lockfile().ok_or_else(not_found)?;
+    if Digest::of(bytes) != record.lockfile {
+        return Err(not_found());
+    }
+    let trust = TrustPolicy {
+        signers: policy.signers,
+        at: promoted.created,
+        threshold: policy.threshold,
+        environment: Some(policy.from),
+        strict: false,
+    };
+    let verified = verify_dir(files, &trust).map_err(|source| PromotionError::Unverified {
+        path: lockfile_path(path),
+        commit: commit.to_owned(),
+        source,
+    })?;
+    let generation = verified.lockfile().generation;
+    if generation != record.generation {
+        return Err(PromotionError::Generation {
+            path: lockfile_path(path),
+            commit: commit.to_owned(),
+            found: generation,
+            recorded: record.generation,
+        });
+    }
+    let mut signers: Vec<String> = verified
+        .signers()
+        .iter()
+        .flat_map(|s| s.principals.iter().cloned())
+        .collect();
+    signers.sort();
+    signers.dedup();
+    Ok(VerifiedSource {
+        commit: commit.to_owned(),
+        path: path.to_owned(),
+        generation,
+        signers,
+    })
+}
