@@ -457,3 +457,90 @@ fn verify_promoted_from_requires_the_source_lockfile_in_history_verified_as_of_t
         stderr(&out)
     );
 }
+
+#[test]
+fn audit_shows_the_promotion_chain_and_flags_a_prod_lock_that_did_not_promote() {
+    let s = Stages::new();
+    let commit_all = |message: &str| {
+        git(&s.repo, &["add", "-A"]);
+        git(&s.repo, &["commit", "-qm", message]);
+    };
+    let out = s.lock("staging", &["--environment", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit_all("staging generation 1");
+    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit_all("promote staging to prod");
+    // Then someone locks prod straight from the registry after the tag moved.
+    s.registry
+        .push_image("shop/web", "1.0", b"web 1.0, untested");
+    let out = s.lock("prod", &["--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit_all("prod locked from the registry");
+
+    let prod = s.dir("prod");
+    // From after the first commit, which had no lockfile yet.
+    let root = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["rev-list", "--max-parents=0", "HEAD"])
+            .current_dir(&s.repo)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let audit = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            prod.to_str().unwrap(),
+            "--allowed-signers",
+            s.allowed_signers.to_str().unwrap(),
+            "--since",
+            root.trim(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    };
+    let out = audit(&[]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        crate::cli::stdout(&out),
+        stderr(&out)
+    );
+    let table = crate::cli::stdout(&out);
+    assert!(
+        table
+            .contains("< promoted: staging generation 1 -> prod generation 1 (source verified at "),
+        "{table}"
+    );
+    let out = audit(&["--require-promotion-from", "staging"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let table = crate::cli::stdout(&out);
+    let flagged: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("! not promoted"))
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            "    ! not promoted: the policy requires a promotion from staging, and this lock resolved its tags itself"
+        ],
+        "{table}"
+    );
+    // The flagged lock is the last one, the registry's, not the promotion.
+    let rows: Vec<&str> = table.lines().filter(|l| !l.starts_with("    ")).collect();
+    assert!(
+        rows.last()
+            .unwrap()
+            .contains("prod locked from the registry"),
+        "{table}"
+    );
+    assert!(table.trim_end().ends_with(flagged[0]), "{table}");
+    let out = audit(&["--require-promotion-from", "staging", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["promotions"], 1, "{json}");
+    assert_eq!(json["summary"]["not_promoted"], 1, "{json}");
+    assert_eq!(json["summary"]["promotions_unverified"], 0, "{json}");
+}

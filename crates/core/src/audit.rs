@@ -10,6 +10,11 @@
 //!   generation verified earlier on the walk, while its bytes differ from that lockfile's
 //!   (a rollback to an older signed lock, or two locks forked from one generation).
 //! - **unknown signer**: a signature file made by a key that is not in the allowed signers.
+//! - **promotion unverified**: a verified lockfile records a promotion (`lockstep promote`)
+//!   whose source lockfile is not in the history, or did not verify when it was promoted.
+//! - **not promoted**: with a policy that the directory must be promoted from an environment,
+//!   a new verified lockfile that does not record a promotion from it (it resolved tags
+//!   itself, or came from elsewhere).
 
 use std::collections::BTreeMap;
 
@@ -44,6 +49,41 @@ pub struct LockFacts {
     pub sha256: String,
     /// The mirrors recorded for each reference that has any (`lockstep mirror`).
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// The environment the lockfile is for.
+    pub environment: Option<String>,
+    /// The promotion it records, if any.
+    pub promoted_from: Option<PromotionFacts>,
+}
+
+/// A lockfile's promotion record, and what the CLI found of its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionFacts {
+    /// The source's environment, as recorded.
+    pub environment: Option<String>,
+    /// The source's generation, as recorded.
+    pub generation: u64,
+    /// `Ok` with the commit its source lockfile was found verified at, `Err` with why not;
+    /// `None` when it was not looked for (an unverified lockfile, a source with no
+    /// environment).
+    pub source: Option<Result<String, String>>,
+}
+
+/// What the auditor requires beyond each commit verifying.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPolicy {
+    /// Every new lockfile must record a verified promotion from this environment.
+    pub require_promotion_from: Option<String>,
+}
+
+/// A promotion as shown in a row: `staging generation 7 → prod generation 12`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PromotionRow {
+    pub from_environment: Option<String>,
+    pub from_generation: u64,
+    /// Where the source lockfile was found verified; `None` when it was not.
+    pub source_commit: Option<String>,
+    pub to_environment: Option<String>,
+    pub to_generation: u64,
 }
 
 /// A signature file made by a key that is not trusted.
@@ -90,6 +130,13 @@ pub enum Finding {
     },
     /// A signature by a key nobody trusts.
     UnknownSigner { file: String, fingerprint: String },
+    /// A recorded promotion whose source lockfile was not found verified.
+    PromotionUnverified { from: String, reason: String },
+    /// A new lockfile that the policy says must be promoted, and is not (from there).
+    NotPromoted {
+        required: String,
+        found: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Finding {
@@ -107,6 +154,19 @@ impl std::fmt::Display for Finding {
             Finding::UnknownSigner { file, fingerprint } => {
                 write!(f, "unknown signer: {file} is signed by {fingerprint}")
             }
+            Finding::PromotionUnverified { from, reason } => {
+                write!(f, "promotion unverified: from {from}: {reason}")
+            }
+            Finding::NotPromoted { required, found } => match found {
+                None => write!(
+                    f,
+                    "not promoted: the policy requires a promotion from {required}, and this lock resolved its tags itself"
+                ),
+                Some(other) => write!(
+                    f,
+                    "not promoted: the policy requires a promotion from {required}, and this lock was promoted from {other}"
+                ),
+            },
         }
     }
 }
@@ -128,6 +188,8 @@ pub struct Row {
     pub signers: Vec<String>,
     /// The lockfile's generation (also shown for an unverified lockfile).
     pub generation: Option<u64>,
+    /// The promotion the lockfile records, if any.
+    pub promoted_from: Option<PromotionRow>,
     /// The image changes against the previous audited commit that had a lockfile.
     pub changes: Vec<ImageChange>,
     /// What the auditor must look at.
@@ -155,7 +217,7 @@ impl Audit {
 }
 
 /// Audit commits given oldest first.
-pub fn audit(commits: &[CommitFacts]) -> Audit {
+pub fn audit(commits: &[CommitFacts], policy: &AuditPolicy) -> Audit {
     let mut rows = Vec::with_capacity(commits.len());
     let mut previous: Option<&LockFacts> = None;
     // The highest verified generation so far: (generation, lock sha256, commit).
@@ -194,6 +256,18 @@ pub fn audit(commits: &[CommitFacts]) -> Audit {
                 fingerprint: signer.fingerprint.clone(),
             });
         }
+        if valid && let Some(lock) = &commit.lock {
+            promotion_findings(lock, previous, policy, &mut findings);
+        }
+        let promoted_from = commit.lock.as_ref().and_then(|lock| {
+            lock.promoted_from.as_ref().map(|p| PromotionRow {
+                from_environment: p.environment.clone(),
+                from_generation: p.generation,
+                source_commit: p.source.clone().and_then(Result::ok),
+                to_environment: lock.environment.clone(),
+                to_generation: lock.generation,
+            })
+        });
         let changes = match &commit.lock {
             Some(lock) => {
                 let changes = image_changes(previous, lock);
@@ -210,11 +284,57 @@ pub fn audit(commits: &[CommitFacts]) -> Audit {
             reason,
             signers,
             generation: commit.lock.as_ref().map(|l| l.generation),
+            promoted_from,
             changes,
             findings,
         });
     }
     Audit { rows }
+}
+
+/// The findings about a verified lockfile's promotion: its source not found verified, and,
+/// when the policy requires a promotion, a new lockfile (not the previous one again) without
+/// one from the required environment.
+fn promotion_findings(
+    lock: &LockFacts,
+    previous: Option<&LockFacts>,
+    policy: &AuditPolicy,
+    findings: &mut Vec<Finding>,
+) {
+    let from = lock.promoted_from.as_ref().map(|p| {
+        p.environment
+            .clone()
+            .unwrap_or_else(|| "(no environment)".into())
+    });
+    if let (Some(from), Some(Some(Err(reason)))) = (
+        &from,
+        lock.promoted_from.as_ref().map(|p| p.source.as_ref()),
+    ) {
+        findings.push(Finding::PromotionUnverified {
+            from: from.clone(),
+            reason: reason.clone(),
+        });
+    }
+    let Some(required) = &policy.require_promotion_from else {
+        return;
+    };
+    if previous.is_some_and(|p| p.sha256 == lock.sha256) {
+        return;
+    }
+    match &lock.promoted_from {
+        Some(p) if p.environment.as_deref() == Some(required.as_str()) => {
+            if p.source.is_none() {
+                findings.push(Finding::PromotionUnverified {
+                    from: required.clone(),
+                    reason: "its source lockfile was not checked".into(),
+                });
+            }
+        }
+        _ => findings.push(Finding::NotPromoted {
+            required: required.clone(),
+            found: from,
+        }),
+    }
 }
 
 /// Added, removed and re-pinned references from `old` to `new`, in reference order.
@@ -287,6 +407,8 @@ mod tests {
                 .map(|(r, d)| (r.to_string(), d.to_string()))
                 .collect(),
             sha256: sha.into(),
+            environment: None,
+            promoted_from: None,
         })
     }
 
@@ -302,19 +424,77 @@ mod tests {
     }
 
     #[test]
+    fn promotions_are_shown_and_the_policy_flags_locks_that_did_not_promote() {
+        let promoted = |generation, sha: &str, from: &str, source: Result<&str, &str>| {
+            let mut l = lock(generation, sha, &[]).unwrap();
+            l.environment = Some("prod".into());
+            l.promoted_from = Some(PromotionFacts {
+                environment: Some(from.into()),
+                generation: 7,
+                source: Some(source.map(str::to_owned).map_err(str::to_owned)),
+            });
+            Some(l)
+        };
+        let history = [
+            commit("a", Ok("ci"), lock(1, "x", &[])),
+            commit("b", Ok("ci"), promoted(2, "y", "staging", Ok("s1"))),
+            commit(
+                "c",
+                Ok("ci"),
+                promoted(3, "z", "staging", Err("not in history")),
+            ),
+            commit("d", Ok("ci"), promoted(4, "w", "qa", Ok("q1"))),
+            commit("e", Ok("ci"), promoted(4, "w", "qa", Ok("q1"))),
+        ];
+        let policy = AuditPolicy {
+            require_promotion_from: Some("staging".into()),
+        };
+        let audit = audit(&history, &policy);
+        let kinds: Vec<(&str, String)> = audit
+            .findings()
+            .map(|(r, f)| (r.commit.as_str(), f.to_string()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", "not promoted: the policy requires a promotion from staging, and this lock resolved its tags itself".to_owned()),
+                ("c", "promotion unverified: from staging: not in history".to_owned()),
+                ("d", "not promoted: the policy requires a promotion from staging, and this lock was promoted from qa".to_owned()),
+            ],
+            "the unchanged lock of e is not flagged again"
+        );
+        assert_eq!(
+            audit.rows[1].promoted_from,
+            Some(PromotionRow {
+                from_environment: Some("staging".into()),
+                from_generation: 7,
+                source_commit: Some("s1".into()),
+                to_environment: Some("prod".into()),
+                to_generation: 2,
+            })
+        );
+        // Without the policy, only the unverified source is a finding.
+        let plain = super::audit(&history, &AuditPolicy::default());
+        assert_eq!(plain.findings().count(), 1);
+    }
+
+    #[test]
     fn a_clean_history_reports_changes_and_no_findings() {
-        let audit = audit(&[
-            commit(
-                "a",
-                Ok("ci"),
-                lock(1, "x", &[("api:1", "d1"), ("web:2", "w")]),
-            ),
-            commit(
-                "b",
-                Ok("ci"),
-                lock(2, "y", &[("api:1", "d2"), ("db:3", "b")]),
-            ),
-        ]);
+        let audit = audit(
+            &[
+                commit(
+                    "a",
+                    Ok("ci"),
+                    lock(1, "x", &[("api:1", "d1"), ("web:2", "w")]),
+                ),
+                commit(
+                    "b",
+                    Ok("ci"),
+                    lock(2, "y", &[("api:1", "d2"), ("db:3", "b")]),
+                ),
+            ],
+            &AuditPolicy::default(),
+        );
         assert!(audit.is_clean());
         assert_eq!(audit.rows[0].changes.len(), 2);
         assert_eq!(
@@ -349,16 +529,19 @@ mod tests {
             }
             Some(l)
         };
-        let audit = audit(&[
-            commit("a", Ok("ci"), with_mirrors(1, "d1", &[])),
-            commit("b", Ok("ci"), with_mirrors(2, "d1", &["m.io/dr/api"])),
-            commit(
-                "c",
-                Ok("ci"),
-                with_mirrors(3, "d1", &["m.io/dr/api", "n.io/api"]),
-            ),
-            commit("d", Ok("ci"), with_mirrors(4, "d2", &["m.io/dr/api"])),
-        ]);
+        let audit = audit(
+            &[
+                commit("a", Ok("ci"), with_mirrors(1, "d1", &[])),
+                commit("b", Ok("ci"), with_mirrors(2, "d1", &["m.io/dr/api"])),
+                commit(
+                    "c",
+                    Ok("ci"),
+                    with_mirrors(3, "d1", &["m.io/dr/api", "n.io/api"]),
+                ),
+                commit("d", Ok("ci"), with_mirrors(4, "d2", &["m.io/dr/api"])),
+            ],
+            &AuditPolicy::default(),
+        );
         let mirrored = |row: usize| -> Vec<Vec<String>> {
             audit.rows[row]
                 .changes
@@ -384,14 +567,17 @@ mod tests {
 
     #[test]
     fn rollback_and_fork_are_regressions_but_an_unchanged_lock_is_not() {
-        let audit = audit(&[
-            commit("a", Ok("ci"), lock(1, "x", &[])),
-            commit("b", Ok("ci"), lock(2, "y", &[])),
-            commit("c", Ok("ci"), lock(2, "y", &[])),
-            commit("d", Ok("ci"), lock(1, "x", &[])),
-            commit("e", Ok("ci"), lock(2, "z", &[])),
-            commit("f", Ok("ci"), lock(3, "w", &[])),
-        ]);
+        let audit = audit(
+            &[
+                commit("a", Ok("ci"), lock(1, "x", &[])),
+                commit("b", Ok("ci"), lock(2, "y", &[])),
+                commit("c", Ok("ci"), lock(2, "y", &[])),
+                commit("d", Ok("ci"), lock(1, "x", &[])),
+                commit("e", Ok("ci"), lock(2, "z", &[])),
+                commit("f", Ok("ci"), lock(3, "w", &[])),
+            ],
+            &AuditPolicy::default(),
+        );
         let flagged: Vec<&str> = audit.findings().map(|(r, _)| r.commit.as_str()).collect();
         assert_eq!(flagged, ["d", "e"]);
         assert_eq!(
@@ -411,11 +597,14 @@ mod tests {
             file: "lockstep.lock.m.sig".into(),
             fingerprint: "SHA256:m".into(),
         });
-        let audit = audit(&[
-            commit("a", Ok("ci"), lock(1, "x", &[])),
-            commit("b", Err("not signed"), lock(5, "q", &[])),
-            unknown,
-        ]);
+        let audit = audit(
+            &[
+                commit("a", Ok("ci"), lock(1, "x", &[])),
+                commit("b", Err("not signed"), lock(5, "q", &[])),
+                unknown,
+            ],
+            &AuditPolicy::default(),
+        );
         assert_eq!(
             audit.rows[1].findings,
             vec![Finding::UnlockedChange {

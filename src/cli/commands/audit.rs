@@ -16,10 +16,14 @@ use jiff::Timestamp;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::audit::{Audit, CommitFacts, ImageChange, LockFacts, UnknownSigner, audit};
+use crate::audit::{
+    Audit, AuditPolicy, CommitFacts, ImageChange, LockFacts, PromotionFacts, UnknownSigner, audit,
+};
 use crate::cli::error::{Class, CliError, Message};
 use crate::cli::printer::Printer;
 use crate::lockfile::Lockfile;
+use crate::promotion::PromotionPolicy;
+use crate::signing::AllowedSigners;
 use crate::signing::{self, SignatureFile, SignatureProblem};
 use crate::source::{SourceFiles, git};
 use crate::verify::{TrustPolicy, VerifyError, verify_dir};
@@ -38,6 +42,17 @@ pub struct AuditArgs {
     pub all: bool,
     #[command(flatten)]
     pub signers: crate::cli::args::SignersArgs,
+    /// Policy: every new lockfile must record a promotion (`lockstep promote`) from this
+    /// environment, with its source verified in history; others are findings.
+    #[arg(long, value_name = "ENV")]
+    pub require_promotion_from: Option<String>,
+    /// Who may sign promotions' source lockfiles (allowed_signers format); without it,
+    /// --allowed-signers.
+    #[arg(long, value_name = "FILE")]
+    pub from_allowed_signers: Option<PathBuf>,
+    /// How many distinct principals must have signed a promotion's source lockfile.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub from_threshold: usize,
 }
 
 /// Run the audit; a finding is a [`Class::Check`] failure (exit 1).
@@ -48,6 +63,10 @@ pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
         )));
     }
     let trust = super::verify::load_trust(&args.signers.allowed_signers, &args.dir, printer)?;
+    let from_trust = match &args.from_allowed_signers {
+        Some(file) => super::verify::load_trust(file, &args.dir, printer)?,
+        None => trust.clone(),
+    };
     let history =
         git::read_history(&args.dir, args.since.as_deref(), args.all).map_err(CliError::usage)?;
     let facts: Vec<CommitFacts> = history
@@ -71,18 +90,53 @@ pub fn run(args: AuditArgs, printer: Printer) -> Result<(), CliError> {
                 unknown_signers: Vec::new(),
             };
             match &commit.files {
-                Ok(files) => judge(files, &policy, &mut facts),
+                Ok(files) => {
+                    let id = facts.id.clone();
+                    judge(files, &policy, &mut facts, |lock| {
+                        promotion_source(&args, &from_trust, &id, lock)
+                    })
+                }
                 Err(e) => facts.verdict = Err(one_line(e)),
             }
             facts
         })
         .collect();
-    let audit = audit(&facts);
+    let policy = AuditPolicy {
+        require_promotion_from: args.require_promotion_from.clone(),
+    };
+    let audit = audit(&facts, &policy);
     report(&audit, &args, printer)
 }
 
+/// For a verified lockfile recording a promotion from an environment: its source looked for
+/// in the history from `commit`, as `verify --promoted-from` does (`None` when the source
+/// records no environment to verify it for).
+fn promotion_source(
+    args: &AuditArgs,
+    from_trust: &AllowedSigners,
+    commit: &str,
+    lock: &Lockfile,
+) -> Option<Result<String, String>> {
+    let from = lock.promoted_from.as_ref()?.environment.as_deref()?;
+    let policy = PromotionPolicy {
+        from,
+        signers: from_trust,
+        threshold: args.from_threshold,
+    };
+    Some(
+        crate::source::promotion::confirm(&args.dir, commit, lock, &policy)
+            .map(|source| source.commit)
+            .map_err(|e| one_line(&e)),
+    )
+}
+
 /// Verify one commit's files and fill in the verdict, the lockfile and unknown signers.
-fn judge(files: &SourceFiles, policy: &TrustPolicy<'_>, facts: &mut CommitFacts) {
+fn judge(
+    files: &SourceFiles,
+    policy: &TrustPolicy<'_>,
+    facts: &mut CommitFacts,
+    promotion_source: impl Fn(&Lockfile) -> Option<Result<String, String>>,
+) {
     let accepted: Vec<String> = match verify_dir(files, policy) {
         Ok(verified) => {
             facts.verdict = Ok(verified
@@ -90,7 +144,11 @@ fn judge(files: &SourceFiles, policy: &TrustPolicy<'_>, facts: &mut CommitFacts)
                 .iter()
                 .flat_map(|s| s.principals.iter().cloned())
                 .collect());
-            facts.lock = Some(lock_facts(verified.lockfile(), verified.lockfile_bytes()));
+            let mut lock = lock_facts(verified.lockfile(), verified.lockfile_bytes());
+            if let Some(p) = &mut lock.promoted_from {
+                p.source = promotion_source(verified.lockfile());
+            }
+            facts.lock = Some(lock);
             verified.signers().iter().map(|s| s.file.clone()).collect()
         }
         Err(e) => {
@@ -158,6 +216,12 @@ fn lock_facts(lock: &Lockfile, bytes: &[u8]) -> LockFacts {
             .filter(|e| !e.mirrors.is_empty())
             .map(|e| (e.reference.clone(), e.mirrors.clone()))
             .collect(),
+        environment: lock.environment.clone(),
+        promoted_from: lock.promoted_from.as_ref().map(|p| PromotionFacts {
+            environment: p.environment.clone(),
+            generation: p.generation,
+            source: None,
+        }),
     }
 }
 
@@ -238,6 +302,10 @@ fn summary(audit: &Audit, args: &AuditArgs) -> serde_json::Value {
         "unlocked_changes": count("unlocked-change"),
         "generation_regressions": count("generation-regression"),
         "unknown_signers": count("unknown-signer"),
+        "promotions": audit.rows.iter().filter(|r| r.promoted_from.is_some()).count(),
+        "promotions_unverified": count("promotion-unverified"),
+        "not_promoted": count("not-promoted"),
+        "require_promotion_from": args.require_promotion_from,
         "since": args.since,
         "all_parents": args.all,
         "judged_at": "committer-time",
@@ -262,6 +330,20 @@ fn table(audit: &Audit) -> String {
             if row.valid { "yes" } else { "NO" },
             row.summary
         ));
+        if let Some(p) = &row.promoted_from {
+            let env = |e: &Option<String>| e.clone().unwrap_or_else(|| "(no environment)".into());
+            let source = p.source_commit.as_deref().map_or_else(
+                || "source not verified".to_owned(),
+                |c| format!("source verified at {}", short(c)),
+            );
+            out.push_str(&format!(
+                "    < promoted: {} generation {} -> {} generation {} ({source})\n",
+                env(&p.from_environment),
+                p.from_generation,
+                env(&p.to_environment),
+                p.to_generation
+            ));
+        }
         for change in &row.changes {
             out.push_str(&change_line(change));
         }
