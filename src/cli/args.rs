@@ -221,6 +221,18 @@ pub struct PromoteArgs {
     /// instead of refusing.
     #[arg(long)]
     pub resolve_missing: bool,
+    /// Refuse unless the source lockfile is the one this LockstepSync ([NAMESPACE/]NAME, in
+    /// the source environment's cluster) has applied, and its objects are healthy.
+    #[arg(long, value_name = "[NAMESPACE/]NAME")]
+    pub require_applied: Option<String>,
+    /// With --require-applied: and has been applied and healthy for at least this long
+    /// (e.g. 30m, 2h; a plain number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, requires = "require_applied")]
+    pub soak: Option<Duration>,
+    /// The source cluster's kubeconfig for --require-applied [default: $KUBECONFIG,
+    /// ~/.kube/config, or the in-cluster service account].
+    #[arg(long, value_name = "FILE", requires = "require_applied")]
+    pub kubeconfig: Option<PathBuf>,
     /// The target directory (production) and how to lock it, as for `lock`.
     #[command(flatten)]
     pub to: LockArgs,

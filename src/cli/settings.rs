@@ -111,6 +111,26 @@ pub(super) fn promote(
         rerender: None,
     };
     let resolve_missing = a.resolve_missing;
+    let applied = match a.require_applied {
+        None => None,
+        Some(name) => {
+            let (namespace, name) = match name.split_once('/') {
+                Some((ns, n)) => (Some(ns.to_owned()), n.to_owned()),
+                None => (None, name),
+            };
+            if name.is_empty() || namespace.as_deref() == Some("") {
+                return Err(CliError::usage(Message(format!(
+                    "--require-applied {name:?}: give NAME or NAMESPACE/NAME of a LockstepSync"
+                ))));
+            }
+            Some(commands::promote::RequireApplied {
+                namespace,
+                name,
+                soak: a.soak.unwrap_or_default(),
+                kubeconfig: a.kubeconfig,
+            })
+        }
+    };
     let mut to = lock(a.to, env, printer)?;
     if to.commit.as_deref() == Some("lockstep: pin images") {
         to.commit = Some(format!("lockstep: promote from {}", from.dir.display()));
@@ -119,6 +139,7 @@ pub(super) fn promote(
         from,
         to,
         resolve_missing,
+        applied,
     })
 }
 

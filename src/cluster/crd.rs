@@ -107,6 +107,28 @@ pub struct LockstepSyncSpec {
     /// (`$DOCKER_CONFIG/config.json`).
     #[serde(default)]
     pub check_images: bool,
+    /// Require every lockfile to be a promotion (`lockstep promote`) from another
+    /// environment: its signed record names a source lockfile that must be in this
+    /// repository's history (the commit recorded, or one reachable from the fetched commit)
+    /// with exactly the recorded bytes, and must have verified for that environment when it
+    /// was promoted. Otherwise refused (`PromotionUnverified`), the applied state kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionSpec>,
+}
+
+/// What a promotion must come from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionSpec {
+    /// The environment the lockfile must have been promoted from.
+    pub from: String,
+    /// Who may sign the source lockfile. Default: `spec.trust`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustRef>,
+    /// How many distinct trusted principals must have signed the source lockfile.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1))]
+    pub threshold: u32,
 }
 
 /// A Git reference to follow. Exactly one field may be set.
@@ -224,6 +246,10 @@ pub struct LockstepSyncStatus {
     /// The sha256 of the applied lockfile's bytes (`sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_lockfile_sha256: Option<String>,
+    /// When the applied lockfile was first applied (RFC 3339); kept while later passes apply
+    /// the same lockfile bytes. `lockstep promote --soak` measures from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
     /// SHA-256 of the objects the applied commit asked for, as applied (after the spec's
     /// namespace and mirror): a pass whose plan has the same digest applies the same desired
     /// state, so any change it finds is drift, whatever else the spec changed.

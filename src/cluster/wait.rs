@@ -176,6 +176,106 @@ fn judge_applied(status: &LockstepSyncStatus, commit: &str) -> Verdict {
     }
 }
 
+/// The source environment runs the promoted lockfile, healthy, long enough.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Soaked {
+    pub commit: String,
+    pub generation: Option<u64>,
+    /// How long it has been applied and healthy (from the later of `status.appliedAt` and
+    /// the Healthy condition's last transition); `None` when no soak was asked for and the
+    /// status cannot say.
+    pub for_: Option<std::time::Duration>,
+}
+
+/// What `promote --require-applied [--soak D]` decides from one look at the source
+/// environment's `LockstepSync`: the lockfile with sha256 `lockfile` (`sha256:…`) must be the
+/// applied one, its objects healthy (and no ownership conflict), for at least `soak`,
+/// judged at `now`. `Err` says why not, for people.
+pub fn judge_soak(
+    status: Option<&LockstepSyncStatus>,
+    lockfile: &str,
+    now: jiff::Timestamp,
+    soak: std::time::Duration,
+) -> Result<Soaked, String> {
+    let status = status.ok_or("it has no status yet: the controller has not looked at it")?;
+    let (Some(commit), Some(applied)) = (
+        status.applied_commit.as_deref(),
+        status.applied_lockfile_sha256.as_deref(),
+    ) else {
+        return Err("it has applied nothing yet".into());
+    };
+    if applied != lockfile {
+        return Err(format!(
+            "it applies another lockfile ({applied}, generation {}, commit {}), not the one being promoted ({lockfile})",
+            status
+                .applied_generation
+                .map_or_else(|| "?".to_owned(), |g| g.to_string()),
+            short(commit)
+        ));
+    }
+    match judge_applied(status, commit) {
+        Verdict::Succeeded(_) => {}
+        Verdict::Failed(f) => {
+            return Err(format!(
+                "its applied objects are not healthy ({}): {}",
+                f.reason, f.message
+            ));
+        }
+        Verdict::Waiting(w) | Verdict::Ambiguous { first: w, .. } => {
+            return Err(format!("it has not become healthy yet: {w}"));
+        }
+    }
+    let healthy_since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy")
+        .and_then(|c| c.last_transition_time.parse::<jiff::Timestamp>().ok());
+    let applied_at = status
+        .applied_at
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let since = match (applied_at, healthy_since) {
+        (Some(a), Some(h)) => Some(a.max(h)),
+        _ => None,
+    };
+    let for_ = since
+        .map(|since| std::time::Duration::try_from(now.duration_since(since)).unwrap_or_default());
+    if !soak.is_zero() {
+        let Some(for_) = for_ else {
+            return Err("its status records no appliedAt or Healthy transition time (a controller older than this lockstep?), so the soak cannot be judged".into());
+        };
+        if for_ < soak {
+            return Err(format!(
+                "it has been applied and healthy for {}, less than the soak of {}",
+                human(for_),
+                human(soak)
+            ));
+        }
+    }
+    Ok(Soaked {
+        commit: commit.to_owned(),
+        generation: status.applied_generation,
+        for_,
+    })
+}
+
+/// A duration in whole seconds, for people: `1h 2m 3s`.
+pub fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s}s"));
+    }
+    parts.join(" ")
+}
+
 /// Reasons of a refusal before any commit is fetched that only a human can lift.
 const NEEDS_A_HUMAN: [&str; 5] = [
     "InvalidSpec",
@@ -288,6 +388,67 @@ mod tests {
 
     fn rev(s: &str) -> WantedCommit {
         WantedCommit::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_promotion_soaks_only_on_the_same_lockfile_applied_and_healthy_long_enough() {
+        let lock = "sha256:aaaa";
+        let healthy = condition("Healthy", "True", "Current", "3 current");
+        let mut status = applied(GOOD, healthy);
+        status.applied_lockfile_sha256 = Some(lock.into());
+        status.applied_at = Some("2026-01-01T00:30:00Z".into());
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        // Healthy since 00:00, applied at 00:30: the soak runs from 00:30.
+        let soaked = judge_soak(Some(&status), lock, at("2026-01-01T01:30:00Z"), hour).unwrap();
+        assert_eq!(soaked.for_, Some(hour));
+        assert_eq!(soaked.commit, GOOD);
+        let early = judge_soak(Some(&status), lock, at("2026-01-01T01:00:00Z"), hour).unwrap_err();
+        assert_eq!(
+            early,
+            "it has been applied and healthy for 30m, less than the soak of 1h"
+        );
+        // Without a soak, applied and healthy is enough.
+        assert!(
+            judge_soak(
+                Some(&status),
+                lock,
+                at("2026-01-01T00:31:00Z"),
+                Default::default()
+            )
+            .is_ok()
+        );
+        // Another lockfile applied there.
+        let other = judge_soak(
+            Some(&status),
+            "sha256:bbbb",
+            at("2026-01-02T00:00:00Z"),
+            hour,
+        )
+        .unwrap_err();
+        assert!(
+            other.starts_with(
+                "it applies another lockfile (sha256:aaaa, generation 3, commit 111111111111)"
+            ),
+            "{other}"
+        );
+        // Not healthy.
+        let mut sick = applied(
+            GOOD,
+            condition("Healthy", "False", "Failed", "Deployment/api: crash loop"),
+        );
+        sick.applied_lockfile_sha256 = Some(lock.into());
+        sick.applied_at = status.applied_at.clone();
+        let why = judge_soak(Some(&sick), lock, at("2026-01-02T00:00:00Z"), hour).unwrap_err();
+        assert!(
+            why.contains("not healthy (Unhealthy): Deployment/api: crash loop"),
+            "{why}"
+        );
+        // No status, nothing applied, no appliedAt to measure from.
+        assert!(judge_soak(None, lock, at("2026-01-02T00:00:00Z"), hour).is_err());
+        status.applied_at = None;
+        let why = judge_soak(Some(&status), lock, at("2026-01-02T00:00:00Z"), hour).unwrap_err();
+        assert!(why.contains("cannot be judged"), "{why}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use lockstep::cluster::wait::{Verdict, WantedCommit, judge};
 use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
+mod promotion;
 mod prune;
 mod render;
 mod webhook;

@@ -10,14 +10,27 @@ use std::path::Path;
 
 use super::lock::{LockSettings, PromotionSource};
 use super::verify::{VerifySettings, verified_lockfile};
-use crate::cli::error::CliError;
+use crate::cli::error::{CliError, Message};
 use crate::cli::printer::Printer;
+use crate::cluster::crd::LockstepSync;
+use crate::cluster::wait::{human, judge_soak};
 use crate::source::git;
 
 pub struct PromoteSettings {
     pub from: VerifySettings,
     pub to: LockSettings,
     pub resolve_missing: bool,
+    /// `--require-applied`: the source environment's LockstepSync must run the source.
+    pub applied: Option<RequireApplied>,
+}
+
+/// `--require-applied [NAMESPACE/]NAME [--soak D] [--kubeconfig F]`.
+pub struct RequireApplied {
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Zero when no soak was asked for.
+    pub soak: std::time::Duration,
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 pub async fn run(mut settings: PromoteSettings, printer: Printer) -> Result<(), CliError> {
@@ -33,6 +46,9 @@ pub async fn run(mut settings: PromoteSettings, printer: Printer) -> Result<(), 
             .as_ref()
             .map_or_else(String::new, |e| format!(" for {e}")),
     ));
+    if let Some(applied) = &settings.applied {
+        require_applied(applied, &source.bytes, settings.from.at, printer).await?;
+    }
     settings.to.promotion = Some(PromotionSource::of(
         settings.from.dir.display().to_string(),
         &source.lockfile,
@@ -47,6 +63,53 @@ pub async fn run(mut settings: PromoteSettings, printer: Printer) -> Result<(), 
         settings.resolve_missing,
     ));
     super::lock::run(settings.to, printer).await
+}
+
+/// `--require-applied`: one look at the source environment's LockstepSync; refused (exit 1)
+/// unless it runs exactly these lockfile bytes, healthy, for at least the soak.
+async fn require_applied(
+    applied: &RequireApplied,
+    bytes: &[u8],
+    now: jiff::Timestamp,
+    printer: Printer,
+) -> Result<(), CliError> {
+    let client = super::controller::client(applied.kubeconfig.as_deref()).await?;
+    let namespace = applied
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let what = format!("LockstepSync {namespace}/{}", applied.name);
+    let api: kube::Api<LockstepSync> = kube::Api::namespaced(client, &namespace);
+    let sync = api
+        .get_opt(&applied.name)
+        .await
+        .map_err(|e| {
+            CliError::usage(e).hint(format!(
+                "cannot read {what}: is the source cluster reachable (--kubeconfig), and may this user get lockstepsyncs?"
+            ))
+        })?
+        .ok_or_else(|| {
+            CliError::usage(Message(format!("there is no {what}")))
+                .hint("check --require-applied NAMESPACE/NAME and --kubeconfig")
+        })?;
+    let lockfile = crate::model::Digest::of(bytes).to_string();
+    let soaked = judge_soak(sync.status.as_ref(), &lockfile, now, applied.soak).map_err(|why| {
+        CliError::check(Message(format!(
+            "--require-applied {what}: {why}; nothing was promoted"
+        )))
+        .hint("promote once the source environment runs this lockfile, healthy (see `lockstep wait`), for the soak")
+    })?;
+    printer.note(format!(
+        "{what} runs this lockfile (generation {}, commit {}), healthy{}",
+        soaked
+            .generation
+            .map_or_else(|| "?".to_owned(), |g| g.to_string()),
+        &soaked.commit[..soaked.commit.len().min(12)],
+        soaked
+            .for_
+            .map_or_else(String::new, |d| format!(" for {}", human(d)))
+    ));
+    Ok(())
 }
 
 /// Where verifiers will find the source lockfile: its directory in the target's repository,

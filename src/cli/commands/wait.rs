@@ -49,7 +49,7 @@ pub async fn run(settings: WaitSettings, printer: Printer) -> Result<(), CliErro
     };
     printer.note(format!(
         "waiting up to {} for {what} to apply commit {}",
-        humantime(settings.timeout),
+        crate::cluster::wait::human(settings.timeout),
         settings.rev.as_str()
     ));
     let mut verdict = judge(
@@ -147,7 +147,7 @@ fn report(
             }));
             Err(CliError::check(Message(format!(
                 "timed out after {} waiting for commit {}: {state}",
-                humantime(settings.timeout),
+                crate::cluster::wait::human(settings.timeout),
                 settings.rev.as_str()
             ))))
         }
@@ -156,14 +156,5 @@ fn report(
             settings.rev.as_str()
         )))
         .hint("give a longer prefix or the full commit id")),
-    }
-}
-
-fn humantime(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        0 => format!("{}ms", d.as_millis()),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }

@@ -24,6 +24,7 @@ use crate::exists::Probe;
 use crate::files::SourceFiles;
 use crate::mirror::MirrorTarget;
 use crate::model::{ImageRef, ObjectRef};
+use crate::promotion::PromotionPolicy;
 use crate::resolve::Resolved;
 use crate::signing::{self, AllowedSigners};
 use crate::verify::{TrustPolicy, check_render_inputs, verify_dir};
@@ -65,6 +66,7 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
         revision,
         mirror,
         trust,
+        promotion_trust,
         credentials,
     } = read_inputs(&ctx.client, sync).await?;
     let Fetched {
@@ -79,7 +81,7 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
     let verified = verify(
         ctx,
         sync,
-        &trust,
+        (&trust, promotion_trust.as_ref()),
         mirror.as_ref(),
         &files,
         (&cache, &commit),
@@ -146,7 +148,7 @@ struct Verified {
 fn verify(
     ctx: &Context,
     sync: &LockstepSync,
-    trust: &AllowedSigners,
+    (trust, promotion_trust): (&AllowedSigners, Option<&AllowedSigners>),
     mirror: Option<&MirrorTarget>,
     files: &SourceFiles,
     (cache, commit): (&std::path::Path, &str),
@@ -180,6 +182,27 @@ fn verify(
             format!("commit {}: {}", short(commit), describe(&e)),
         )
     })?;
+    if let (Some(required), Some(signers)) = (&spec.promotion, promotion_trust) {
+        let policy = PromotionPolicy {
+            from: &required.from,
+            signers,
+            threshold: required.threshold as usize,
+        };
+        let source = crate::source::promotion::confirm(cache, commit, verified.lockfile(), &policy)
+            .map_err(|e| {
+                Refusal::new(
+                    FailedStep::Verify,
+                    "PromotionUnverified",
+                    format!(
+                        "commit {}: spec.promotion.from {}: {}",
+                        short(commit),
+                        required.from,
+                        crate::error_chain::one_line(&e)
+                    ),
+                )
+            })?;
+        tracing::info!(commit = %short(commit), source = %short(&source.commit), from = %required.from, "the promotion's source lockfile verified");
+    }
     for notice in &verified.scan().notices {
         tracing::warn!(commit = %short(commit), "{notice}");
     }

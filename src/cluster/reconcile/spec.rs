@@ -13,7 +13,7 @@ use kube::{Client, ResourceExt as _};
 use serde::de::DeserializeOwned;
 
 use super::outcome::{FailedStep, Refusal};
-use crate::cluster::crd::{LockstepSync, Revision, TrustKind};
+use crate::cluster::crd::{LockstepSync, Revision, TrustKind, TrustRef};
 use crate::cluster::kube_error::describe;
 use crate::mirror::MirrorTarget;
 use crate::signing::AllowedSigners;
@@ -24,6 +24,8 @@ pub(super) struct Inputs {
     pub revision: Revision,
     pub mirror: Option<MirrorTarget>,
     pub trust: AllowedSigners,
+    /// `spec.promotion.trust` (or `spec.trust`) when the spec requires a promotion.
+    pub promotion_trust: Option<AllowedSigners>,
     pub credentials: Option<GitCredentials>,
 }
 
@@ -44,11 +46,28 @@ pub(super) async fn read_inputs(client: &Client, sync: &LockstepSync) -> Result<
         .map(MirrorTarget::parse)
         .transpose()
         .map_err(|e| invalid(format!("spec.mirror: {e}")))?;
+    if let Some(promotion) = &spec.promotion {
+        if promotion.threshold == 0 {
+            return Err(invalid(
+                "spec.promotion.threshold must be at least 1".into(),
+            ));
+        }
+        if promotion.from.is_empty() {
+            return Err(invalid("spec.promotion.from names no environment".into()));
+        }
+    }
     check_sources_allowed(client, &sync.namespace().unwrap_or_default()).await?;
+    let trust = read_trust(client, sync, &spec.trust).await?;
+    let promotion_trust = match spec.promotion.as_ref().map(|p| p.trust.as_ref()) {
+        None => None,
+        Some(None) => Some(trust.clone()),
+        Some(Some(other)) => Some(read_trust(client, sync, other).await?),
+    };
     Ok(Inputs {
         revision,
         mirror,
-        trust: read_trust(client, sync).await?,
+        trust,
+        promotion_trust,
         credentials: read_credentials(client, sync).await?,
     })
 }
@@ -94,10 +113,13 @@ async fn check_sources_allowed(client: &Client, namespace: &str) -> Result<(), R
     ))
 }
 
-/// Read the allowed_signers text named by the spec, from this namespace.
-async fn read_trust(client: &Client, sync: &LockstepSync) -> Result<AllowedSigners, Refusal> {
+/// Read the allowed_signers text `trust` names, from the sync's namespace.
+async fn read_trust(
+    client: &Client,
+    sync: &LockstepSync,
+    trust: &TrustRef,
+) -> Result<AllowedSigners, Refusal> {
     let namespace = sync.namespace().unwrap_or_default();
-    let trust = &sync.spec.trust;
     let source = format!(
         "{:?} {}/{} key {:?}",
         trust.kind, namespace, trust.name, trust.key

@@ -131,7 +131,13 @@ fn applied(
     status.observed_commit = Some(pass.commit.clone());
     status.applied_commit = Some(pass.commit.clone());
     status.applied_generation = Some(pass.lock.generation);
-    status.applied_lockfile_sha256 = Some(pass.lock.sha256.to_string());
+    let sha256 = pass.lock.sha256.to_string();
+    if status.applied_lockfile_sha256.as_deref() != Some(sha256.as_str())
+        || status.applied_at.is_none()
+    {
+        status.applied_at = Some(now.to_string());
+    }
+    status.applied_lockfile_sha256 = Some(sha256);
     status.applied_desired_sha256 = Some(pass.desired_sha256.clone());
     status.signers = pass.signers.clone();
     status.applied_history = rollback::next_history(
