@@ -1364,3 +1364,60 @@ fn commits_lockstep_writes_pass_git_verify_commit() {
     let out = p.verify(&["--rev", "HEAD"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// The same commits pass Flux's own SSH commit-signature verifier (github.com/fluxcd/pkg/git's
+/// `Commit.VerifySSH` over go-git's decoding, tests/fluxverify), which a GitRepository with
+/// SSH `spec.verify` runs; a commit signed by another key does not.
+#[test]
+fn commits_lockstep_writes_pass_fluxs_ssh_commit_verifier() {
+    let Some(fluxverify) = crate::k8s_reader::built_oracle("fluxverify", "LOCKSTEP_FLUXVERIFY")
+    else {
+        return;
+    };
+    let p = Project::new();
+    let out = p.lock(&["--commit"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // allowed_signers `principal namespaces="lockstep" ssh-ed25519 AAAA… comment` → the key.
+    let authorized = |line: &str| {
+        let at = line.find("ssh-ed25519").unwrap();
+        line[at..].trim().to_owned() + "\n"
+    };
+    let keys = p._tmp.path().join("authorized_keys");
+    std::fs::write(
+        &keys,
+        authorized(&std::fs::read_to_string(&p.allowed_signers).unwrap()),
+    )
+    .unwrap();
+    let verify = |keys: &Path| {
+        std::process::Command::new(&fluxverify)
+            .arg(&p.repo)
+            .arg("HEAD")
+            .arg(keys)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&keys);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let fingerprint = String::from_utf8(out.stdout).unwrap();
+    let keygen_l = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-f"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(keygen_l.stdout).unwrap();
+    assert!(
+        fingerprint.trim().starts_with("SHA256:")
+            && expected.split_whitespace().nth(1) == Some(fingerprint.trim()),
+        "{fingerprint} vs {expected}"
+    );
+    let (_, other) = keygen(p._tmp.path(), "other_key", "other@example.com");
+    let others = p._tmp.path().join("other_keys");
+    std::fs::write(&others, authorized(&other)).unwrap();
+    let out = verify(&others);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unable to verify Git commit SSH signature"),
+        "{}",
+        stderr(&out)
+    );
+}

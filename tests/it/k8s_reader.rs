@@ -1,5 +1,5 @@
 //! Differential tests of the manifest reader against kubectl's own (tests/k8sread, built by
-//! `scripts/k8sread build`, found through `LOCKSTEP_K8SREAD`). The rule, for every input:
+//! `scripts/oracle build k8sread`, found through `LOCKSTEP_K8SREAD`). The rule, for every input:
 //! lockstep refuses it, or it reads the same objects as kubectl (same order) with the same
 //! images. When kubectl fails and lockstep accepts, that is allowed only when lockstep
 //! skipped a document with a notice (kubectl errors on a document without apiVersion/kind).
@@ -38,11 +38,17 @@ pub(crate) struct Oracle {
 }
 
 fn oracle_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("LOCKSTEP_K8SREAD") {
+    built_oracle("k8sread", "LOCKSTEP_K8SREAD")
+}
+
+/// The test oracle `name` (tests/NAME): `$env` when set (scripts/test sets it), else built by
+/// `scripts/oracle build NAME`. Outside CI a failed build skips (None); in CI it fails.
+pub(crate) fn built_oracle(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Some(PathBuf::from(p));
     }
-    let built = Command::new(Path::new(ROOT).join("scripts/k8sread"))
-        .arg("build")
+    let built = Command::new(Path::new(ROOT).join("scripts/oracle"))
+        .args(["build", name])
         .stderr(Stdio::inherit())
         .output();
     match built {
@@ -50,9 +56,9 @@ fn oracle_path() -> Option<PathBuf> {
             Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
         }
         other => {
-            let why = format!("scripts/k8sread build failed: {other:?}");
+            let why = format!("scripts/oracle build {name} failed: {other:?}");
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-            eprintln!("k8s_reader: SKIPPED, no oracle ({why}); set LOCKSTEP_K8SREAD");
+            eprintln!("{name}: SKIPPED, no oracle ({why}); set {env}");
             None
         }
     }
