@@ -38,5 +38,5 @@ pub mod source;
 // The pure core, under the names the edges and the tests use.
 pub use lockstep_core::{
     audit, check, error_chain, exists, files, lock, lockfile, manifest, mirror, model, promotion,
-    registry, render, signing, verify,
+    provenance, registry, render, signing, verify,
 };

@@ -34,6 +34,7 @@ pub(super) fn lock(
         environment: a.environment.clone(),
         renders: Vec::new(),
         promoted_from: None,
+        signatures: Default::default(),
     };
     let settings = commands::lock::LockSettings {
         tools: a.tools.tools(),

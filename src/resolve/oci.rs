@@ -34,6 +34,7 @@ use super::{
     ResolveError, Resolved, RetryPolicy, is_index, parse_retry_after,
 };
 use crate::model::{DOCKER_HUB, Digest, ImageRef};
+use crate::provenance::{Candidate, MAX_PAYLOAD_BYTES};
 
 mod copy;
 
@@ -262,6 +263,85 @@ impl OciRegistry {
             });
         }
         Ok((digest_of_manifest, answer.body))
+    }
+
+    /// The cosign signatures stored for `digest` in `image`'s repository, by cosign's tag
+    /// scheme: the manifest tagged `sha256-<hex>.sig`, each simple-signing layer's payload
+    /// (fetched by digest, checked against it, at most [`MAX_PAYLOAD_BYTES`]) with its
+    /// `dev.cosignproject.cosign/signature` annotation. No such tag is no signatures (an empty
+    /// list), not an error. Nothing here is trusted: the core checks each candidate.
+    pub async fn cosign_signatures(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Candidate>, ResolveError> {
+        self.cosign_signatures_inner(image, digest)
+            .await
+            .map_err(|t| t.into_error(image, self.settings.timeout))
+    }
+
+    async fn cosign_signatures_inner(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Candidate>, Trouble> {
+        let endpoint = self.endpoint(image.registry()).await?;
+        let auth = endpoint
+            .authorization(image.repository(), Access::Pull)
+            .await?;
+        let tag = cosign_signature_tag(digest);
+        let url = endpoint.manifest_url(image.repository(), &tag);
+        let manifest = match self.fetch_manifest(&url, &auth, None).await {
+            Ok(m) => m,
+            Err(Trouble::NotFound { .. }) => return Ok(Vec::new()),
+            Err(other) => return Err(other),
+        };
+        let mut candidates = Vec::new();
+        for layer in manifest
+            .body
+            .layers
+            .iter()
+            .filter(|l| l.media_type.as_deref() == Some(COSIGN_SIMPLE_SIGNING))
+            .take(MAX_SIGNATURE_LAYERS)
+        {
+            let Some(signature) = layer
+                .annotations
+                .get(COSIGN_SIGNATURE_ANNOTATION)
+                .and_then(|b64| crate::provenance::decode_base64(b64))
+            else {
+                continue;
+            };
+            let Ok(blob) = layer.digest.parse::<Digest>() else {
+                continue;
+            };
+            if layer.size.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
+                continue;
+            }
+            let blob_url = format!("{}/v2/{}/blobs/{blob}", endpoint.base, image.repository());
+            let answer = match self
+                .request_limited(Method::GET, &blob_url, &auth, &|b| b, MAX_PAYLOAD_BYTES)
+                .await
+            {
+                Ok(a) => a,
+                Err(Trouble::TooLarge) => continue,
+                Err(other) => return Err(other),
+            };
+            if !answer.status.is_success() {
+                return Err(status_trouble(answer.status, &answer.body));
+            }
+            if Digest::of(&answer.body) != blob {
+                return Err(Trouble::DigestMismatch {
+                    claimed: blob,
+                    computed: Digest::of(&answer.body),
+                });
+            }
+            candidates.push(Candidate {
+                manifest: manifest.digest.clone(),
+                payload: answer.body,
+                signature,
+            });
+        }
+        Ok(candidates)
     }
 
     /// GET a manifest, hash it, check the hash against the claimed and wanted digests.
@@ -679,6 +759,18 @@ enum Access {
 }
 
 /// A manifest as received: its bytes (hashed), digest, media type and the parsed fields.
+/// The layer media type of a cosign simple-signing payload.
+const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation holding the base64 signature over the payload.
+const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Most signature layers read from one signature manifest.
+const MAX_SIGNATURE_LAYERS: usize = 32;
+
+/// cosign's tag for the signatures of `digest`: `sha256-<hex>.sig`.
+pub fn cosign_signature_tag(digest: &Digest) -> String {
+    format!("{}.sig", digest.as_str().replacen(':', "-", 1))
+}
+
 struct FetchedManifest {
     digest: Digest,
     media_type: String,
@@ -1001,6 +1093,8 @@ struct Descriptor {
     size: Option<u64>,
     #[serde(default)]
     urls: Vec<String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]

@@ -16,13 +16,17 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hydrate");
 /// else built by `scripts/tools build`.
 pub(crate) fn tools() -> &'static (String, String) {
     static TOOLS: OnceLock<(String, String)> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        if let (Ok(k), Ok(h)) = (
-            std::env::var("LOCKSTEP_KUSTOMIZE"),
-            std::env::var("LOCKSTEP_HELM"),
-        ) {
-            return (k, h);
-        }
+    TOOLS.get_or_init(|| (tool("kustomize"), tool("helm")))
+}
+
+/// The path of the tool `name` that scripts/tools builds: `$LOCKSTEP_<NAME>` when set
+/// (scripts/test exports each), else `scripts/tools build` (once) tells.
+pub(crate) fn tool(name: &str) -> String {
+    if let Ok(path) = std::env::var(format!("LOCKSTEP_{}", name.to_ascii_uppercase())) {
+        return path;
+    }
+    static BUILT: OnceLock<String> = OnceLock::new();
+    let text = BUILT.get_or_init(|| {
         let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tools"))
             .arg("build")
             .output()
@@ -32,15 +36,12 @@ pub(crate) fn tools() -> &'static (String, String) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let get = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_owned()
-        };
-        (get("kustomize"), get("helm"))
-    })
+        String::from_utf8(out.stdout).unwrap()
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("scripts/tools builds no {name}"))
+        .to_owned()
 }
 
 /// A repository holding the fixture (REGISTRY replaced), its images pushed, a key.

@@ -24,6 +24,7 @@ mod manifest;
 mod mirror;
 mod one_reading;
 mod promote;
+mod provenance;
 mod readme;
 mod real_world;
 mod reconcile;

@@ -210,6 +210,7 @@ mod tests {
             platforms,
             mirrors: Vec::new(),
             held: false,
+            signatures: Vec::new(),
             uses: Vec::new(),
         };
         Lockfile {

@@ -31,6 +31,7 @@ pub mod mirror;
 pub mod model;
 pub mod plan;
 pub mod promotion;
+pub mod provenance;
 pub mod prune;
 pub mod registry;
 pub mod render;

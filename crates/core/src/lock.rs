@@ -203,6 +203,9 @@ pub struct LockOptions {
     pub renders: Vec<crate::render::RenderRecord>,
     /// `promote`: the verified lockfile every digest was taken from.
     pub promoted_from: Option<lockfile::Promotion>,
+    /// The signatures that satisfied each governed image's `[[provenance]]` rule, by
+    /// (`registry/repository`, digest).
+    pub signatures: BTreeMap<(String, Digest), Vec<crate::provenance::SignatureRecord>>,
 }
 
 /// `lock --hold` and `--release`: images kept at a digest across locks, and images let go
@@ -592,6 +595,12 @@ pub fn next_lockfile(
     }
     for entry in &mut lock.images {
         entry.held = pinned.held.contains(&entry.reference);
+        if let Some(records) = options
+            .signatures
+            .get(&(entry.image.name(), entry.digest.clone()))
+        {
+            entry.signatures = records.clone();
+        }
     }
     lock.environment = options.environment.clone();
     lock.promoted_from = options.promoted_from.clone();
@@ -604,6 +613,9 @@ pub fn next_lockfile(
     if let Some(f) = findings.first() {
         return Err(LockError::Inconsistent(f.to_string()));
     }
+    // Never write a lockfile that verify would refuse for its provenance.
+    crate::verify::check_provenance(&lock, &pinned.scan.config, &pinned.files)
+        .map_err(|e| LockError::Inconsistent(crate::error_chain::one_line(&e)))?;
     // Verify refuses a lockfile whose entry has no media type: never write one.
     if let Some(e) = lock.images.iter().find(|e| e.media_type.is_empty()) {
         return Err(LockError::NoMediaType(e.reference.clone()));

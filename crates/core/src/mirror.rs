@@ -269,6 +269,7 @@ mod tests {
             platforms: vec![],
             mirrors: vec![],
             held: false,
+            signatures: Vec::new(),
             uses: vec![],
         }
     }

@@ -188,6 +188,8 @@ pub enum VerifyError {
     Renders(Vec<crate::render::RenderFinding>),
     #[error("{} object(s) hold images lockstep does not pin or check (--strict):\n{}", .0.len(), .0.iter().map(|n| format!("  {n}")).collect::<Vec<_>>().join("\n"))]
     UnscannedImages(Vec<Notice>),
+    #[error("{} image(s) without the signatures their provenance rule requires:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Provenance(Vec<crate::provenance::PolicyProblem>),
 }
 
 /// A directory whose lockfile is signed by enough trusted keys and whose every manifest
@@ -297,6 +299,7 @@ pub fn verify_dir<'a>(
     if policy.strict {
         refuse_unscanned_images(&scan.notices)?;
     }
+    check_provenance(&lock, &scan.config, files)?;
     Ok(VerifiedDir {
         files,
         lock_bytes,
@@ -304,6 +307,37 @@ pub fn verify_dir<'a>(
         signers,
         scan,
     })
+}
+
+/// Every image a `[[provenance]]` rule governs records signatures that verify, offline,
+/// under the rule's keys (bound files of the directory) and bind its digest and repository.
+pub fn check_provenance(
+    lock: &Lockfile,
+    config: &crate::manifest::config::ScanConfig,
+    files: &SourceFiles,
+) -> Result<(), VerifyError> {
+    if config.provenance().is_empty() {
+        return Ok(());
+    }
+    let policy = config
+        .provenance_policy(files)
+        .map_err(|e| VerifyError::Scan(ScanDirError::Config(e)))?;
+    let problems = crate::provenance::check_policy(
+        &policy,
+        lock.images
+            .iter()
+            .map(|e| crate::provenance::RecordedImage {
+                reference: &e.reference,
+                image: &e.image,
+                digest: &e.digest,
+                signatures: &e.signatures,
+            }),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::Provenance(problems))
+    }
 }
 
 /// The render steps of a verified directory against the signed records: every declared

@@ -211,7 +211,8 @@ async fn pass(
         previous.as_ref(),
         &resolved,
         printer,
-    )?;
+    )
+    .await?;
     Ok(Pass {
         files,
         renders,
@@ -612,8 +613,9 @@ async fn resolve(
     Ok(resolved)
 }
 
-/// Pin the manifests to the resolved digests and decide the lockfile that records them.
-fn pin(
+/// Pin the manifests to the resolved digests, check the signatures provenance rules require
+/// of them, and decide the lockfile that records both.
+async fn pin(
     settings: &LockSettings,
     files: &SourceFiles,
     scan: &ScannedDir,
@@ -630,14 +632,11 @@ fn pin(
         ));
     }
     report_changes(&pinned, settings.promotion.as_ref(), printer);
-    let decision = next_lockfile(
-        previous,
-        settings.created,
-        &pinned,
-        resolved,
-        &settings.options,
-    )
-    .map_err(CliError::check)?;
+    let mut options = settings.options.clone();
+    options.signatures =
+        super::provenance::signatures(settings, &pinned, previous, printer).await?;
+    let decision = next_lockfile(previous, settings.created, &pinned, resolved, &options)
+        .map_err(CliError::check)?;
     Ok((pinned, decision))
 }
 

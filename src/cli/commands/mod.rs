@@ -8,6 +8,7 @@ pub mod lock;
 pub mod mirror;
 mod pin_sources;
 pub mod promote;
+pub mod provenance;
 mod publish;
 pub mod sign;
 pub mod verify;

@@ -146,6 +146,7 @@ pub fn verify_reason(error: &VerifyError) -> &'static str {
         VerifyError::Scan(_) => "ManifestsInvalid",
         VerifyError::UnscannedImages(_) => "UnscannedImages",
         VerifyError::Renders(_) => "RenderMismatch",
+        VerifyError::Provenance(_) => "ProvenanceUnverified",
         VerifyError::Findings(findings) => {
             if findings
                 .iter()

@@ -20,7 +20,7 @@ use crate::render::{RenderRecord, Renderer};
 use crate::signing::Verified;
 use wire::{
     WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WirePromotion, WireRender,
-    WireUse,
+    WireSignature, WireUse,
 };
 
 /// The lockfile's name inside the manifests directory.
@@ -191,6 +191,9 @@ pub struct ImageEntry {
     pub mirrors: Vec<String>,
     /// Held at this digest: later locks keep it until released (see `lock::Holds`).
     pub held: bool,
+    /// The cosign signatures of this digest that satisfied its `[[provenance]]` rule when it
+    /// was locked, sorted by signature manifest digest (empty when no rule governs it).
+    pub signatures: Vec<crate::provenance::SignatureRecord>,
     pub uses: Vec<UseSite>,
 }
 
@@ -277,6 +280,7 @@ impl Lockfile {
                     platforms,
                     mirrors: Vec::new(),
                     held: false,
+                    signatures: Vec::new(),
                     uses: Vec::new(),
                 }
             });
@@ -508,6 +512,16 @@ impl From<&Lockfile> for WireLockfile {
                         .collect(),
                     mirrors: e.mirrors.clone(),
                     held: e.held,
+                    signatures: e
+                        .signatures
+                        .iter()
+                        .map(|r| WireSignature {
+                            manifest: r.manifest.to_string(),
+                            key: r.key.clone(),
+                            payload: r.payload_base64(),
+                            signature: r.signature_base64(),
+                        })
+                        .collect(),
                     uses: e
                         .uses
                         .iter()
@@ -766,6 +780,49 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
         })
         .collect();
     let mirrors = mirror_names(&wi.reference, wi.mirrors)?;
+    if wi.signatures.len() > crate::provenance::MAX_RECORDS {
+        return Err(LockfileError::Image {
+            reference: wi.reference.clone(),
+            what: format!(
+                "records {} signatures, over the limit of {}",
+                wi.signatures.len(),
+                crate::provenance::MAX_RECORDS
+            ),
+        });
+    }
+    let mut signatures = Vec::with_capacity(wi.signatures.len());
+    for ws in wi.signatures {
+        let bad = |what: String| LockfileError::Image {
+            reference: wi.reference.clone(),
+            what,
+        };
+        let manifest = digest(&wi.reference, &ws.manifest)?;
+        if !ws.key.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }) {
+            return Err(bad(format!(
+                "signature key {:?} is not a sha256: fingerprint",
+                ws.key
+            )));
+        }
+        signatures.push(
+            crate::provenance::SignatureRecord::from_base64(
+                manifest,
+                ws.key,
+                &ws.payload,
+                &ws.signature,
+            )
+            .map_err(|e| bad(format!("signature record: {e}")))?,
+        );
+    }
+    if !signatures.is_sorted_by(|a, b| a.manifest < b.manifest) {
+        return Err(LockfileError::Image {
+            reference: wi.reference.clone(),
+            what: "signature records are not sorted by manifest digest, each once".into(),
+        });
+    }
     Ok(ImageEntry {
         digest: digest(&wi.reference, &wi.digest)?,
         reference: wi.reference,
@@ -774,6 +831,7 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
         platforms,
         mirrors,
         held: wi.held,
+        signatures,
         uses,
     })
 }
@@ -804,6 +862,7 @@ mod tests {
                 }],
                 mirrors: vec!["mirror.example:5000/backup/shop/api".into()],
                 held: false,
+                signatures: Vec::new(),
                 uses: vec![UseSite {
                     file: "a.yaml".into(),
                     kind: "Deployment".into(),

@@ -141,9 +141,29 @@ pub struct WireImage {
     /// it, whatever the tag says, until `lockstep lock --release` lets it follow the tag.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// The cosign signatures of the digest that satisfied its `[[provenance]]` rule, sorted
+    /// by `manifest`: kept so that `verify` re-checks them offline.
+    #[serde(default, rename = "signature", skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<WireSignature>,
     /// Every place the image is used.
     #[serde(rename = "use")]
     pub uses: Vec<WireUse>,
+}
+
+/// One cosign signature of an image's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireSignature {
+    /// The signature manifest's digest in the registry (`sha256-<hex>.sig` or a referrer).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub manifest: String,
+    /// The `sha256:` fingerprint of the DER public key that verified it.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub key: String,
+    /// The simple-signing payload, base64.
+    pub payload: String,
+    /// The signature over the payload's exact bytes, base64.
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -33,6 +33,22 @@ pub const CONFIG_FILE: &str = "lockstep.toml";
 pub struct ScanConfig {
     custom: Vec<CustomPaths>,
     render: Vec<RenderStep>,
+    provenance: Vec<ProvenanceSpec>,
+}
+
+/// A `[[provenance]]` entry as written: which images, and the files of the cosign keys one of
+/// which must have signed each (loaded by [`ScanConfig::provenance_policy`]).
+///
+/// ```toml
+/// [[provenance]]
+/// images = ["registry.example.com/shop/*"]   # `*` within a path component, `**` across
+/// cosign-keys = ["keys/cosign.pub"]          # in this directory; PEM, ECDSA P-256 or Ed25519
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenanceSpec {
+    pub line: usize,
+    pub images: Vec<crate::provenance::ImagePattern>,
+    pub key_files: Vec<String>,
 }
 
 /// The image locations declared for one apiVersion/kind.
@@ -142,7 +158,90 @@ impl ScanConfig {
             });
         }
         let render = parse_renders(wire.render, &invalid)?;
-        Ok(ScanConfig { custom, render })
+        let mut provenance = Vec::with_capacity(wire.provenance.len());
+        for entry in wire.provenance {
+            let span = entry.span();
+            let entry = entry.into_inner();
+            let images = entry
+                .images
+                .iter()
+                .map(|p| {
+                    crate::provenance::ImagePattern::parse(p.get_ref())
+                        .map_err(|r| invalid(p.span(), r))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let key_files = entry
+                .cosign_keys
+                .iter()
+                .map(|k| {
+                    let normal = normalize(k.get_ref()).map_err(|r| invalid(k.span(), r))?;
+                    if normal.starts_with("../") || normal == ".." {
+                        return Err(invalid(
+                            k.span(),
+                            format!(
+                                "cosign key {:?} is outside this directory: keep the keys beside lockstep.toml, so the lockfile binds them",
+                                k.get_ref()
+                            ),
+                        ));
+                    }
+                    Ok(normal)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if images.is_empty() || key_files.is_empty() {
+                return Err(invalid(
+                    span,
+                    "a [[provenance]] entry needs `images` and `cosign-keys`".into(),
+                ));
+            }
+            provenance.push(ProvenanceSpec {
+                line: line_of(text, span.start),
+                images,
+                key_files,
+            });
+        }
+        Ok(ScanConfig {
+            custom,
+            render,
+            provenance,
+        })
+    }
+
+    /// The `[[provenance]]` entries as written, in file order.
+    pub fn provenance(&self) -> &[ProvenanceSpec] {
+        &self.provenance
+    }
+
+    /// The provenance policy, its keys read from `files` (each must be an input file of the
+    /// directory); an error names the file and line of the entry, and the key file.
+    pub fn provenance_policy(
+        &self,
+        files: &crate::files::SourceFiles,
+    ) -> Result<crate::provenance::Policy, ConfigError> {
+        let mut rules = Vec::with_capacity(self.provenance.len());
+        for spec in &self.provenance {
+            let invalid = |reason: String| ConfigError::Invalid {
+                file: CONFIG_FILE.to_owned(),
+                line: spec.line,
+                reason,
+            };
+            let mut keys = Vec::with_capacity(spec.key_files.len());
+            for file in &spec.key_files {
+                let bytes = files.files.get(file).ok_or_else(|| {
+                    invalid(format!("cosign key {file} is not a file of this directory"))
+                })?;
+                keys.push(
+                    crate::provenance::CosignKey::from_pem(file, bytes)
+                        .map_err(|e| invalid(e.to_string()))?,
+                );
+            }
+            rules.push(crate::provenance::ProvenanceRule {
+                at: format!("{CONFIG_FILE}:{}", spec.line),
+                images: spec.images.clone(),
+                keys,
+                key_files: spec.key_files.clone(),
+            });
+        }
+        Ok(crate::provenance::Policy { rules })
     }
 
     /// The declared render steps, in file order.
@@ -283,6 +382,17 @@ struct WireConfig {
     custom: Vec<Spanned<WireCustom>>,
     #[serde(default)]
     render: Vec<Spanned<WireRender>>,
+    #[serde(default)]
+    provenance: Vec<Spanned<WireProvenance>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireProvenance {
+    #[serde(default)]
+    images: Vec<Spanned<String>>,
+    #[serde(default)]
+    cosign_keys: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,180 @@
+//! `lock`'s provenance stage: every pinned digest a `[[provenance]]` rule of `lockstep.toml`
+//! governs must carry a cosign signature by one of the rule's keys. The records come from the
+//! previous lockfile when the digest is unchanged and its records still satisfy the rule
+//! (checked offline, no request), else from the registry (cosign's `sha256-<hex>.sig` tag),
+//! each candidate checked by the core ([`crate::provenance`]). One governed image without a
+//! valid signature refuses the whole lock, naming the image and why each candidate failed;
+//! nothing is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cli::error::{CliError, Message};
+use crate::cli::printer::Printer;
+use crate::lock::Pinned;
+use crate::lockfile::Lockfile;
+use crate::model::{Digest, ImageRef};
+use crate::provenance::{self, CandidateProblem, Policy, SignatureRecord};
+use crate::resolve::oci::{OciRegistry, cosign_signature_tag};
+use crate::resolve::{ResolveError, run_all};
+
+/// The records per (`registry/repository`, digest) of the governed images; empty without
+/// rules.
+pub type Records = BTreeMap<(String, Digest), Vec<SignatureRecord>>;
+
+pub async fn signatures(
+    settings: &super::lock::LockSettings,
+    pinned: &Pinned,
+    previous: Option<&Lockfile>,
+    printer: Printer,
+) -> Result<Records, CliError> {
+    let config = &pinned.scan.config;
+    if config.provenance().is_empty() {
+        return Ok(Records::new());
+    }
+    let policy = config
+        .provenance_policy(&pinned.files)
+        .map_err(|e| CliError::check(e).hint("nothing was written"))?;
+    let governed = governed(&policy, pinned);
+    let mut records = Records::new();
+    let mut to_fetch = Vec::new();
+    for image in governed {
+        let digest = image.digest().expect("pinned").clone();
+        match reusable(&policy, previous, &image, &digest) {
+            Some(kept) => {
+                records.insert((image.name(), digest), kept);
+            }
+            None => to_fetch.push(image),
+        }
+    }
+    if to_fetch.is_empty() {
+        return Ok(records);
+    }
+    printer.note(format!(
+        "checking the cosign signatures of {} digest(s) ({} unchanged, recorded)",
+        to_fetch.len(),
+        records.len()
+    ));
+    let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
+    let progress = crate::cli::progress::reporter(printer, "checking signatures");
+    let outcomes = run_all(
+        to_fetch,
+        settings.concurrency,
+        &*progress,
+        |image| image,
+        |image| async {
+            let digest = image.digest().expect("pinned").clone();
+            let found = registry.cosign_signatures(&image, &digest).await;
+            (image, found)
+        },
+    )
+    .await;
+    let mut refusals = Vec::new();
+    let mut unreachable: Vec<(ImageRef, ResolveError)> = Vec::new();
+    for (image, found) in outcomes {
+        let digest = image.digest().expect("pinned").clone();
+        let rule = policy.rule_for(&image).expect("governed");
+        match found {
+            Err(e) => unreachable.push((image, e)),
+            Ok(candidates) => match provenance::select(&image, &digest, rule, &candidates) {
+                Ok(kept) => {
+                    records.insert((image.name(), digest), kept);
+                }
+                Err(problems) => refusals.push(refusal(&image, &digest, rule, &problems)),
+            },
+        }
+    }
+    if !unreachable.is_empty() {
+        unreachable.sort_by(|a, b| a.0.cmp(&b.0));
+        let lines: Vec<String> = unreachable
+            .iter()
+            .map(|(image, e)| format!("  {image}: {}", crate::error_chain::one_line(e)))
+            .collect();
+        return Err(CliError::usage(Message(format!(
+            "cannot read the signatures of {} image(s):\n{}",
+            unreachable.len(),
+            lines.join("\n")
+        )))
+        .hint("nothing was written; fix the registry and run lock again"));
+    }
+    if !refusals.is_empty() {
+        refusals.sort();
+        return Err(CliError::check(Message(format!(
+            "{} image(s) have no valid signature under their provenance rule:\n{}",
+            refusals.len(),
+            refusals.join("\n")
+        )))
+        .hint("sign each digest with the rule's key (`cosign sign --key cosign.key IMAGE@DIGEST`), or change the rule; nothing was written"));
+    }
+    Ok(records)
+}
+
+/// Every distinct pinned image (with its digest) a rule governs.
+fn governed(policy: &Policy, pinned: &Pinned) -> Vec<ImageRef> {
+    pinned
+        .scan
+        .uses
+        .iter()
+        .filter(|u| u.reference.digest().is_some())
+        .map(|u| u.reference.clone())
+        .filter(|r| policy.rule_for(r).is_some())
+        .map(|r| match (r.digest(), r.tag()) {
+            // One key per (name, digest): the tag does not change what was signed.
+            (Some(d), Some(_)) => r.without_digest().pin(d.clone()).image().clone(),
+            _ => r,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The previous lockfile's records for this name and digest, when they still satisfy the
+/// rule offline (a rule whose keys changed fetches again).
+fn reusable(
+    policy: &Policy,
+    previous: Option<&Lockfile>,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Option<Vec<SignatureRecord>> {
+    let name = image.name();
+    let entry = previous?
+        .images
+        .iter()
+        .find(|e| e.image.name() == name && &e.digest == digest && !e.signatures.is_empty())?;
+    let problems = provenance::check_policy(
+        policy,
+        [provenance::RecordedImage {
+            reference: &entry.reference,
+            image,
+            digest,
+            signatures: &entry.signatures,
+        }],
+    );
+    problems.is_empty().then(|| entry.signatures.clone())
+}
+
+/// One refused image: what was found and why each candidate failed.
+fn refusal(
+    image: &ImageRef,
+    digest: &Digest,
+    rule: &provenance::ProvenanceRule,
+    problems: &[(Digest, CandidateProblem)],
+) -> String {
+    let name = format!("{}@{digest}", image.name());
+    if problems.is_empty() {
+        return format!(
+            "  {name}: no signature found (no {} tag), and the rule at {} requires one by {}",
+            cosign_signature_tag(digest),
+            rule.at,
+            rule.key_files.join(" or ")
+        );
+    }
+    let mut out = format!(
+        "  {name}: {} signature(s) found, none valid under the rule at {}:",
+        problems.len(),
+        rule.at
+    );
+    for (manifest, problem) in problems {
+        out.push_str(&format!("\n    {manifest}: {problem}"));
+    }
+    out
+}

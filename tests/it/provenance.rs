@@ -1,0 +1,330 @@
+//! Image provenance with the real cosign (built by scripts/tools): images signed in the local
+//! Distribution registry with `cosign sign --key`, a `[[provenance]]` rule in lockstep.toml,
+//! and `lock` pinning only digests whose signatures verify; the records travel in the signed
+//! lockfile and `verify` re-checks them offline. Unsigned, wrongly signed,
+//! signed-for-another-digest and signed-for-another-repository images are refused, each
+//! named with why; `cosign verify` agrees with lockstep on every image but the last, which
+//! cosign accepts (it checks the digest claim only) and lockstep refuses on purpose.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::cli::{code, init_repo, keygen, lockfile_text, run, snapshot, stderr, stdout};
+use crate::harness::{RegistryOptions, TestRegistry};
+use crate::images::{http_client, run as block_on};
+use lockstep::model::Digest;
+
+/// `cosign` with the environment it needs offline (no password on the keys, its caches in
+/// `home`).
+fn cosign(home: &Path, args: &[&str]) -> Output {
+    Command::new(crate::hydrate::tool("cosign"))
+        .args(args)
+        .env("COSIGN_PASSWORD", "")
+        .env("HOME", home)
+        .env("COSIGN_YES", "true")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// A cosign key pair `name.key`/`name.pub` in `dir`.
+fn cosign_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = Command::new(crate::hydrate::tool("cosign"))
+        .args(["generate-key-pair"])
+        .current_dir(&sub)
+        .env("COSIGN_PASSWORD", "")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (sub.join("cosign.key"), sub.join("cosign.pub"))
+}
+
+struct Signed {
+    registry: TestRegistry,
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    key: PathBuf,
+    allowed_signers: PathBuf,
+    ci_cosign: (PathBuf, PathBuf),
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let registry = TestRegistry::start(RegistryOptions::default());
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let dir = repo.join("deploy");
+        std::fs::create_dir_all(&dir).unwrap();
+        init_repo(&repo);
+        let (key, line) = keygen(tmp.path(), "ci_key", "ci@example.com");
+        let allowed_signers = tmp.path().join("allowed_signers");
+        std::fs::write(&allowed_signers, line).unwrap();
+        let ci_cosign = cosign_keys(tmp.path(), "build");
+        std::fs::copy(&ci_cosign.1, dir.join("cosign.pub")).unwrap();
+        let host = registry.host();
+        std::fs::write(
+            dir.join("lockstep.toml"),
+            format!(
+                "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-keys = [\"cosign.pub\"]\n"
+            ),
+        )
+        .unwrap();
+        Signed {
+            registry,
+            tmp,
+            dir,
+            key,
+            allowed_signers,
+            ci_cosign,
+        }
+    }
+
+    fn reference(&self, repo: &str, digest: &Digest) -> String {
+        format!("{}/{repo}@{digest}", self.registry.host())
+    }
+
+    fn sign(&self, key: &Path, repo: &str, digest: &Digest) {
+        let reference = self.reference(repo, digest);
+        let out = cosign(
+            self.tmp.path(),
+            &[
+                "sign",
+                "--key",
+                key.to_str().unwrap(),
+                "--tlog-upload=false",
+                "--allow-insecure-registry",
+                &reference,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "cosign sign {reference}: {}",
+            stderr(&out)
+        );
+    }
+
+    /// `cosign verify --key` (offline: no transparency log), as a user would check.
+    fn cosign_verifies(&self, public: &Path, repo: &str, digest: &Digest) -> bool {
+        let out = cosign(
+            self.tmp.path(),
+            &[
+                "verify",
+                "--key",
+                public.to_str().unwrap(),
+                "--insecure-ignore-tlog",
+                "--allow-insecure-registry",
+                &self.reference(repo, digest),
+            ],
+        );
+        out.status.success()
+    }
+
+    fn deployment(&self, images: &[&str]) {
+        let host = self.registry.host();
+        let containers: String = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| format!("        - name: c{i}\n          image: {host}/{image}\n"))
+            .collect();
+        std::fs::write(
+            self.dir.join("app.yaml"),
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n    spec:\n      containers:\n{containers}"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn lock(&self) -> Output {
+        run(
+            &[
+                "lock",
+                self.dir.to_str().unwrap(),
+                "--key",
+                self.key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    }
+
+    fn verify(&self) -> Output {
+        run(
+            &[
+                "verify",
+                self.dir.to_str().unwrap(),
+                "--allowed-signers",
+                self.allowed_signers.to_str().unwrap(),
+            ],
+            &[],
+        )
+    }
+
+    /// Copy the signature manifest of `from` (a `sha256-<hex>.sig` tag) to the tag of `to`
+    /// in `repo`: a real signature, presented for another digest.
+    fn copy_signature(&self, repo: &str, from: &Digest, to_repo: &str, to: &Digest) {
+        let base = format!("http://{}", self.registry.host());
+        let tag = |d: &Digest| format!("{}.sig", d.as_str().replace(':', "-"));
+        let client = http_client(None);
+        let accept = "application/vnd.oci.image.manifest.v1+json";
+        block_on(async {
+            let manifest = client
+                .get(format!("{base}/v2/{repo}/manifests/{}", tag(from)))
+                .header("Accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert!(manifest.status().is_success());
+            let bytes = manifest.bytes().await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            // Blobs must exist in the target repository: mount them from the source.
+            let mut blobs = vec![body["config"]["digest"].as_str().unwrap().to_owned()];
+            for layer in body["layers"].as_array().unwrap() {
+                blobs.push(layer["digest"].as_str().unwrap().to_owned());
+            }
+            for blob in blobs {
+                let mounted = client
+                    .post(format!(
+                        "{base}/v2/{to_repo}/blobs/uploads/?mount={blob}&from={repo}"
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(mounted.status().is_success(), "{}", mounted.status());
+            }
+            let put = client
+                .put(format!("{base}/v2/{to_repo}/manifests/{}", tag(to)))
+                .header("Content-Type", accept)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success(), "{}", put.status());
+        });
+    }
+}
+
+#[test]
+fn lock_pins_only_digests_signed_by_the_rules_key_and_verify_rechecks_them_offline() {
+    let s = Signed::new();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    // An image outside the rule's pattern needs no signature.
+    s.registry.push_image("tools/debug", "1", b"debug");
+    s.deployment(&["shop/api:1.0", "tools/debug:1"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lock = lockfile_text(&s.dir);
+    assert!(
+        lock.contains("[[image.signature]]\nmanifest = \"sha256:"),
+        "{lock}"
+    );
+    assert_eq!(lock.matches("[[image.signature]]").count(), 1, "{lock}");
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(s.cosign_verifies(&s.ci_cosign.1, "shop/api", &api));
+
+    // An unchanged digest keeps its record without asking the registry again.
+    let before = s.registry.requests().len();
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let sig_requests = s.registry.requests()[before..]
+        .iter()
+        .filter(|r| r.contains(".sig"))
+        .count();
+    assert_eq!(sig_requests, 0, "{:?}", &s.registry.requests()[before..]);
+
+    // The rule's key replaced, the lockfile not re-locked: verify refuses (the binding, then
+    // after a re-lock with the old signature only, the signature check).
+    let other = cosign_keys(s.tmp.path(), "other");
+    std::fs::copy(&other.1, s.dir.join("cosign.pub")).unwrap();
+    let out = s.verify();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let before = snapshot(&s.dir);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}/shop/api@{api}: 1 signature(s) found, none valid",
+            s.registry.host()
+        )) && stderr(&out)
+            .contains("its signature does not verify under any key of the rule (cosign.pub)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&s.dir), before, "nothing written");
+    assert!(!s.cosign_verifies(&other.1, "shop/api", &api));
+}
+
+#[test]
+fn unsigned_foreign_and_misapplied_signatures_are_refused_each_named() {
+    let s = Signed::new();
+    let host = s.registry.host();
+    let signed = s.registry.push_image("shop/signed", "1", b"signed");
+    s.sign(&s.ci_cosign.0, "shop/signed", &signed);
+    let unsigned = s.registry.push_image("shop/unsigned", "1", b"unsigned");
+    let foreign = s.registry.push_image("shop/foreign", "1", b"foreign");
+    let intruder = cosign_keys(s.tmp.path(), "intruder");
+    s.sign(&intruder.0, "shop/foreign", &foreign);
+    // A real signature of shop/signed, presented for another digest of the same repository…
+    let other_digest = s
+        .registry
+        .push_image("shop/signed", "2", b"signed, other build");
+    s.copy_signature("shop/signed", &signed, "shop/signed", &other_digest);
+    // …and for the same digest in another repository.
+    let copied = s.registry.push_image("shop/copy", "1", b"signed");
+    assert_eq!(copied, signed);
+    s.copy_signature("shop/signed", &signed, "shop/copy", &copied);
+    s.deployment(&[
+        "shop/signed:1",
+        "shop/unsigned:1",
+        "shop/foreign:1",
+        "shop/signed:2",
+        "shop/copy:1",
+    ]);
+    let before = snapshot(&s.dir);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("4 image(s) have no valid signature under their provenance rule"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{host}/shop/unsigned@{unsigned}: no signature found (no sha256-"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{host}/shop/foreign@{foreign}: 1 signature(s) found, none valid"
+        )) && err.contains("its signature does not verify under any key of the rule (cosign.pub)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("it signs another digest ({signed})")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("it signs another repository ({host}/shop/signed)")),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!("shop/signed@{signed}")),
+        "the good one is not named: {err}"
+    );
+    assert_eq!(snapshot(&s.dir), before, "nothing written");
+    // cosign agrees on each.
+    let key = &s.ci_cosign.1;
+    assert!(s.cosign_verifies(key, "shop/signed", &signed));
+    assert!(!s.cosign_verifies(key, "shop/unsigned", &unsigned));
+    assert!(!s.cosign_verifies(key, "shop/foreign", &foreign));
+    assert!(!s.cosign_verifies(key, "shop/signed", &other_digest));
+    // The one difference, on purpose: cosign checks only the digest claim, so a signature
+    // copied next to the same bytes in another repository passes `cosign verify`; lockstep
+    // also requires the payload's docker-reference to be the image's repository.
+    assert!(s.cosign_verifies(key, "shop/copy", &copied));
+}
