@@ -453,8 +453,10 @@ mod tests {
         .into_bytes()
     }
 
+    type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
     /// An ECDSA P-256 and an Ed25519 key (fixed), as PEM public keys and signing functions.
-    fn keys() -> Vec<(CosignKey, Box<dyn Fn(&[u8]) -> Vec<u8>>)> {
+    fn keys() -> Vec<(CosignKey, Sign)> {
         use p256::ecdsa::signature::Signer as _;
         use p256::pkcs8::{EncodePublicKey as _, LineEnding};
         let ecdsa = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
