@@ -289,7 +289,7 @@ impl OciRegistry {
         let auth = endpoint
             .authorization(image.repository(), Access::Pull)
             .await?;
-        let tag = cosign_signature_tag(digest);
+        let tag = crate::provenance::signature_tag(digest);
         let url = endpoint.manifest_url(image.repository(), &tag);
         let manifest = match self.fetch_manifest(&url, &auth, None).await {
             Ok(m) => m,
@@ -765,11 +765,6 @@ const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1
 const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// Most signature layers read from one signature manifest.
 const MAX_SIGNATURE_LAYERS: usize = 32;
-
-/// cosign's tag for the signatures of `digest`: `sha256-<hex>.sig`.
-pub fn cosign_signature_tag(digest: &Digest) -> String {
-    format!("{}.sig", digest.as_str().replacen(':', "-", 1))
-}
 
 struct FetchedManifest {
     digest: Digest,

@@ -328,3 +328,52 @@ fn unsigned_foreign_and_misapplied_signatures_are_refused_each_named() {
     // also requires the payload's docker-reference to be the image's repository.
     assert!(s.cosign_verifies(key, "shop/copy", &copied));
 }
+
+#[test]
+fn mirror_keeps_the_signatures_verifiable_and_check_notices_a_deleted_one() {
+    let s = Signed::new();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    s.deployment(&["shop/api:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mirror = format!("{}/dr", s.registry.host());
+    let out = run(
+        &[
+            "mirror",
+            s.dir.to_str().unwrap(),
+            "--to",
+            &mirror,
+            "--key",
+            s.key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // `cosign verify` against the mirror finds the copied signature under cosign's tag.
+    assert!(s.cosign_verifies(&s.ci_cosign.1, "dr/shop/api", &api));
+    let check = || run(&["check", s.dir.to_str().unwrap()], &[]);
+    let out = check();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // The signature is deleted at the source: check names it, and the mirror still has it.
+    let lock = lockstep::lockfile::Lockfile::parse_unverified(
+        &std::fs::read(s.dir.join("lockstep.lock")).unwrap(),
+    )
+    .unwrap();
+    let record = &lock.images[0].signatures[0];
+    s.registry.delete_manifest("shop/api", &record.manifest);
+    assert!(!s.cosign_verifies(&s.ci_cosign.1, "shop/api", &api));
+    let out = check();
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains(&format!(
+            "@{} (its recorded cosign signature manifest)",
+            record.manifest
+        )) && all.contains(&format!("still at {mirror}/shop/api")),
+        "{all}"
+    );
+}

@@ -23,6 +23,9 @@ pub struct Probe {
     pub digest: Digest,
     /// `os/architecture[/variant]` when this is a platform manifest of an index.
     pub platform: Option<String>,
+    /// Whether this is a cosign signature manifest the lockfile records for the image
+    /// (`digest` is then the signature manifest's).
+    pub signature: bool,
     /// Where it is asked: the image's own `registry/repository`, or a recorded mirror.
     pub location: String,
     /// Whether `location` is a mirror (`lockstep mirror`), not the image's own repository.
@@ -33,7 +36,8 @@ pub struct Probe {
 }
 
 /// Every digest `lock` pinned, at every location the lockfile records: each entry's digest
-/// and, for an index, each platform's, in its own repository and in each mirror. In
+/// and, for an index, each platform's, and the cosign signature manifests recorded for it
+/// (`lockstep mirror` copies them too), in its own repository and in each mirror. In
 /// lockfile order, entry before its platforms, own repository before mirrors.
 pub fn probes(lock: &Lockfile) -> Vec<Probe> {
     let mut out = Vec::new();
@@ -48,17 +52,21 @@ pub fn probes(lock: &Lockfile) -> Vec<Probe> {
                     .by_digest()
                     .expect("a pinned reference has a digest")
             };
-            let probe = |digest: &Digest, platform: Option<&String>| Probe {
+            let probe = |digest: &Digest, platform: Option<&String>, signature: bool| Probe {
                 reference: entry.reference.clone(),
                 digest: digest.clone(),
                 platform: platform.cloned(),
+                signature,
                 location: name.clone(),
                 mirror: name != own,
                 ask: ask(digest),
             };
-            out.push(probe(&entry.digest, None));
+            out.push(probe(&entry.digest, None, false));
             for p in &entry.platforms {
-                out.push(probe(&p.digest, Some(&p.platform)));
+                out.push(probe(&p.digest, Some(&p.platform), false));
+            }
+            for record in &entry.signatures {
+                out.push(probe(&record.manifest, None, true));
             }
         }
     }
@@ -91,6 +99,8 @@ pub struct Missing {
     pub digest: String,
     /// Set when the missing manifest is one platform of an index.
     pub platform: Option<String>,
+    /// Set when the missing manifest is the image's recorded cosign signature.
+    pub signature: bool,
     /// The repository that lacks it (the image's own, or a mirror).
     pub location: String,
     pub mirror: bool,
@@ -105,6 +115,7 @@ pub struct Unanswered {
     pub reference: String,
     pub digest: String,
     pub platform: Option<String>,
+    pub signature: bool,
     pub location: String,
     /// Whether the registry did answer, wrongly (a digest mismatch, an unusable manifest):
     /// a finding like a missing digest, not an environment problem.
@@ -148,6 +159,7 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
                 reference: p.reference.clone(),
                 digest: p.digest.to_string(),
                 platform: p.platform.clone(),
+                signature: p.signature,
                 location: p.location.clone(),
                 mirror: p.mirror,
                 still_at: probes
@@ -165,6 +177,7 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
                 reference: p.reference.clone(),
                 digest: p.digest.to_string(),
                 platform: p.platform.clone(),
+                signature: p.signature,
                 location: p.location.clone(),
                 finding: error.is_finding(),
                 error: crate::error_chain::one_line(error),
@@ -174,16 +187,32 @@ pub fn judge(probes: &[Probe], failures: &[(ImageRef, ResolveError)]) -> Report 
     report
 }
 
-/// One line naming a missing digest: `REFERENCE@DIGEST [platform P] [in mirror M]`.
-pub fn describe(
-    reference: &str,
-    digest: &str,
-    platform: Option<&str>,
-    mirror: Option<&str>,
-) -> String {
+/// What a probe asks about besides the image's own manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    Image,
+    Platform(&'a str),
+    Signature,
+}
+
+impl<'a> Part<'a> {
+    pub fn of(platform: Option<&'a str>, signature: bool) -> Part<'a> {
+        match (platform, signature) {
+            (_, true) => Part::Signature,
+            (Some(p), false) => Part::Platform(p),
+            (None, false) => Part::Image,
+        }
+    }
+}
+
+/// One line naming a missing digest: `REFERENCE@DIGEST [platform P | its cosign signature]
+/// [in mirror M]`.
+pub fn describe(reference: &str, digest: &str, part: Part<'_>, mirror: Option<&str>) -> String {
     let mut out = format!("{reference}@{digest}");
-    if let Some(p) = platform {
-        out.push_str(&format!(" (platform {p} of the index)"));
+    match part {
+        Part::Image => {}
+        Part::Platform(p) => out.push_str(&format!(" (platform {p} of the index)")),
+        Part::Signature => out.push_str(" (its recorded cosign signature manifest)"),
     }
     if let Some(m) = mirror {
         out.push_str(&format!(" in mirror {m}"));

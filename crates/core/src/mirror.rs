@@ -179,6 +179,10 @@ pub struct CopyJob {
     pub target: ImageRef,
     /// The lockfile references pinned to this digest, for messages.
     pub references: Vec<String>,
+    /// The tag the copy is pushed under at the mirror: the [`protecting_tag`] of an image;
+    /// for a cosign signature manifest, cosign's tag for the image's digest
+    /// (`sha256-<hex>.sig`), where `cosign verify` against the mirror looks for it.
+    pub tag: String,
 }
 
 impl CopyJob {
@@ -209,6 +213,7 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
                 }
             })
         };
+        let mirror_text = target.to_string();
         let source = at(&entry.image.name())?;
         let target = at(&name)?;
         jobs.entry(source.clone())
@@ -216,9 +221,33 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
                 source,
                 target,
                 references: Vec::new(),
+                tag: protecting_tag(&entry.digest),
             })
             .references
             .push(entry.reference.clone());
+        // The signatures that satisfied its provenance rule go along, so that the mirror
+        // stays verifiable.
+        for record in &entry.signatures {
+            let by = |name: &str| {
+                ImageRef::parse(&format!("{name}@{}", record.manifest)).map_err(|e| {
+                    MirrorError::BadTarget {
+                        text: mirror_text.clone(),
+                        reason: e.to_string(),
+                    }
+                })
+            };
+            let source = by(&entry.image.name())?;
+            let target = by(&name)?;
+            jobs.entry(source.clone())
+                .or_insert_with(|| CopyJob {
+                    source,
+                    target,
+                    references: Vec::new(),
+                    tag: crate::provenance::signature_tag(&entry.digest),
+                })
+                .references
+                .push(format!("{} (its cosign signature)", entry.reference));
+        }
     }
     Ok(jobs.into_values().collect())
 }

@@ -27,6 +27,11 @@ pub const MAX_RECORDS: usize = 8;
 /// Largest public key file read.
 pub const MAX_KEY_BYTES: usize = 16 << 10;
 
+/// cosign's tag for the signatures of `digest` in the image's repository: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}.sig", digest.as_str().replacen(':', "-", 1))
+}
+
 /// A cosign public key, with the fingerprint records name it by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CosignKey {

@@ -85,7 +85,7 @@ fn outcome(report: &Report, generation: u64) -> Result<String, CliError> {
                 exists::describe(
                     &m.reference,
                     &m.digest,
-                    m.platform.as_deref(),
+                    exists::Part::of(m.platform.as_deref(), m.signature),
                     m.mirror.then_some(m.location.as_str())
                 )
             )
@@ -94,7 +94,12 @@ fn outcome(report: &Report, generation: u64) -> Result<String, CliError> {
     lines.extend(report.unanswered.iter().map(|u| {
         format!(
             "unanswered: {}: {}",
-            exists::describe(&u.reference, &u.digest, u.platform.as_deref(), None),
+            exists::describe(
+                &u.reference,
+                &u.digest,
+                exists::Part::of(u.platform.as_deref(), u.signature),
+                None,
+            ),
             u.error
         )
     }));

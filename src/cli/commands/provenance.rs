@@ -14,7 +14,7 @@ use crate::lock::Pinned;
 use crate::lockfile::Lockfile;
 use crate::model::{Digest, ImageRef};
 use crate::provenance::{self, CandidateProblem, Policy, SignatureRecord};
-use crate::resolve::oci::{OciRegistry, cosign_signature_tag};
+use crate::resolve::oci::OciRegistry;
 use crate::resolve::{ResolveError, run_all};
 
 /// The records per (`registry/repository`, digest) of the governed images; empty without
@@ -163,7 +163,7 @@ fn refusal(
     if problems.is_empty() {
         return format!(
             "  {name}: no signature found (no {} tag), and the rule at {} requires one by {}",
-            cosign_signature_tag(digest),
+            provenance::signature_tag(digest),
             rule.at,
             rule.key_files.join(" or ")
         );

@@ -59,7 +59,12 @@ pub(super) async fn check_images_exist(
             .map(|m| {
                 format!(
                     "{} at {}",
-                    exists::describe(&m.reference, &m.digest, m.platform.as_deref(), None),
+                    exists::describe(
+                        &m.reference,
+                        &m.digest,
+                        exists::Part::of(m.platform.as_deref(), m.signature),
+                        None,
+                    ),
                     m.location
                 )
             })

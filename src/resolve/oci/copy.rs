@@ -25,7 +25,7 @@ use super::{
     Access, Auth, Endpoint, ManifestBody, OciRegistry, Trouble, classify, header_digest,
     status_trouble, transport_trouble, with_retries,
 };
-use crate::mirror::{Copied, CopyJob, protecting_tag};
+use crate::mirror::{Copied, CopyJob};
 use crate::model::{Digest, ImageRef};
 use crate::resolve::Copier;
 use crate::resolve::Failure;
@@ -107,7 +107,7 @@ impl Copier for OciRegistry {
             .side(&job.target, Access::Push)
             .await
             .map_err(|t| t.into_error(&job.target, timeout))?;
-        let tag = protecting_tag(digest);
+        let tag = job.tag.clone();
         let fail = target.fail(digest, timeout);
         let head = self
             .request(Method::HEAD, &target.manifest_url(&tag), &target.auth)
