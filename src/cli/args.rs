@@ -49,6 +49,9 @@ pub enum Command {
     Sign(SignArgs),
     /// Re-sign the lockfile as a new generation with a new expiry; digests unchanged, offline.
     Refresh(RefreshArgs),
+    /// Show what lockstep sees for one image: its digest, platforms and cosign signatures,
+    /// judged by a directory's provenance rule (--dir) or given keys (--cosign-key).
+    Inspect(crate::cli::commands::inspect::InspectArgs),
     /// Make an OpenSSH ed25519 signing key and print the allowed_signers line that trusts it.
     Keygen(KeygenArgs),
     /// Run the in-cluster reconciler: apply the verified commits that LockstepSyncs follow.

@@ -132,6 +132,17 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
         Command::Audit(a) => {
             commands::audit::run(a, printer).map_err(Failure::json_printed_if_check)
         }
+        Command::Inspect(a) => {
+            let settings = commands::inspect::InspectSettings {
+                registry: settings::registry(&a.registry)?,
+                reference: a.reference,
+                dir: a.dir,
+                cosign_keys: a.cosign_key,
+            };
+            commands::inspect::run(settings, printer)
+                .await
+                .map_err(Failure::json_printed_if_check)
+        }
         Command::Keygen(a) => Ok(commands::keygen::run(settings::keygen(a), printer)?),
         Command::Controller(a) => {
             let settings = settings::controller(a, &env)?;

@@ -351,7 +351,7 @@ fn parse_epoch(s: &str) -> Result<Timestamp, CliError> {
         })
 }
 
-fn registry(a: &RegistryArgs) -> Result<OciSettings, CliError> {
+pub(super) fn registry(a: &RegistryArgs) -> Result<OciSettings, CliError> {
     let extra_ca_pem = match &a.ca_file {
         Some(path) => Some(read_file(path, "--ca-file")?),
         None => None,

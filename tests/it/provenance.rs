@@ -224,6 +224,11 @@ fn lock_pins_only_digests_signed_by_the_rules_key_and_verify_rechecks_them_offli
     assert_eq!(lock.matches("[[image.signature]]").count(), 1, "{lock}");
     let out = s.verify();
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("; 1 of 2 images carry cosign signatures their provenance rule requires, re-checked offline"),
+        "{}",
+        stdout(&out)
+    );
     assert!(s.cosign_verifies(&s.ci_cosign.1, "shop/api", &api));
 
     // An unchanged digest keeps its record without asking the registry again.
@@ -375,5 +380,68 @@ fn mirror_keeps_the_signatures_verifiable_and_check_notices_a_deleted_one() {
             record.manifest
         )) && all.contains(&format!("still at {mirror}/shop/api")),
         "{all}"
+    );
+}
+
+#[test]
+fn inspect_shows_the_digest_and_judges_each_signature_by_the_directorys_rule() {
+    let s = Signed::new();
+    let host = s.registry.host();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    let intruder = cosign_keys(s.tmp.path(), "intruder");
+    s.sign(&intruder.0, "shop/api", &api);
+    let dir = s.dir.to_str().unwrap().to_owned();
+    let inspect = |reference: &str, extra: &[&str]| {
+        let mut args = vec!["inspect", reference];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    };
+    let reference = format!("{host}/shop/api:1.0");
+    let out = inspect(&reference, &["--dir", &dir]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("{host}/shop/api@{api}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  signatures (sha256-{}.sig):", api.hex())),
+        "{text}"
+    );
+    // cosign appends the second signature to the same manifest: one valid, one not.
+    assert!(
+        text.contains(": valid, key sha256:")
+            && text.contains(
+                ": not valid: its signature does not verify under any key of the rule (cosign.pub)"
+            ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  rule: lockstep.toml:1 (cosign.pub): satisfied"),
+        "{text}"
+    );
+    // Judged by the intruder's key alone, the build system's signature is the invalid one.
+    let out = inspect(&reference, &["--cosign-key", intruder.1.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // An unsigned image under the rule: exit 1, said why.
+    s.registry.push_image("shop/web", "1", b"web");
+    let out = inspect(&format!("{host}/shop/web:1"), &["--dir", &dir, "--json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["rule"]["satisfied"], false, "{json}");
+    assert!(
+        stderr(&out).contains("no valid signature under lockstep.toml:1"),
+        "{}",
+        stderr(&out)
+    );
+    // Outside every rule: shown, nothing required.
+    s.registry.push_image("tools/debug", "1", b"debug");
+    let out = inspect(&format!("{host}/tools/debug:1"), &["--dir", &dir]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rule: none governs this image"),
+        "{}",
+        stdout(&out)
     );
 }

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod controller;
+pub mod inspect;
 pub mod keygen;
 pub mod lock;
 pub mod mirror;

@@ -299,6 +299,17 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
             lock.renders.len()
         ));
     }
+    let signed = lock
+        .images
+        .iter()
+        .filter(|e| !e.signatures.is_empty())
+        .count();
+    if signed > 0 {
+        bound.push_str(&format!(
+            "; {signed} of {} images carry cosign signatures their provenance rule requires, re-checked offline",
+            lock.images.len()
+        ));
+    }
     let mirrored = lock.images.iter().filter(|e| !e.mirrors.is_empty()).count();
     if mirrored > 0 {
         bound.push_str(&format!(
@@ -319,7 +330,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "commit": read.commit,
         "generation": lock.generation,
         "created": lock.created.to_string(),
-        "images": lock.images.iter().map(|e| json!({"reference": e.reference, "digest": e.digest.to_string(), "mirrors": e.mirrors})).collect::<Vec<_>>(),
+        "images": lock.images.iter().map(|e| json!({"reference": e.reference, "digest": e.digest.to_string(), "mirrors": e.mirrors, "signatures": e.signatures.iter().map(|r| json!({"manifest": r.manifest.to_string(), "key": r.key})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "uses": v.scan().uses.len(),
         "files": lock.manifests.files,
         "signers": signers,

@@ -1,0 +1,197 @@
+//! `lockstep inspect REF`: what lockstep sees for one image — the digest its tag names now,
+//! the platforms of an index, the cosign signatures stored for that digest, and, against a
+//! directory's `[[provenance]]` rule (`--dir`) or given keys (`--cosign-key`), whether each
+//! signature verifies and why not. The command to reach for when a lock is refused.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::cli::error::{CliError, Message};
+use crate::cli::printer::Printer;
+use crate::model::ImageRef;
+use crate::provenance::{self, CosignKey, ImagePattern, ProvenanceRule};
+use crate::resolve::Registry as _;
+use crate::resolve::oci::{OciRegistry, OciSettings};
+use crate::source::fs;
+
+/// `lockstep inspect` arguments.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The image reference, as a manifest writes it (a tag, a digest, or both).
+    pub reference: String,
+    /// Judge the signatures by the `[[provenance]]` rule of this manifests directory that
+    /// governs the image.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Judge the signatures by this cosign public key (PEM); repeatable. Instead of --dir.
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    pub cosign_key: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry: crate::cli::args::RegistryArgs,
+}
+
+pub struct InspectSettings {
+    pub reference: String,
+    pub dir: Option<PathBuf>,
+    pub cosign_keys: Vec<PathBuf>,
+    pub registry: OciSettings,
+}
+
+/// Exit 0 when the image resolves (and, when a rule or keys judge it, carries a valid
+/// signature), 1 when the rule finds no valid signature, 2 when it cannot be asked.
+pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliError> {
+    let image = ImageRef::parse(&settings.reference).map_err(CliError::usage)?;
+    let rule = rule(&settings, &image)?;
+    let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
+    let resolved = registry
+        .resolve(&image, None)
+        .await
+        .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
+    if let Some(written) = image.digest()
+        && image.tag().is_some()
+        && *written != resolved.digest
+    {
+        printer.warn(format!(
+            "{image}: the tag now names {}, not the digest written; showing the tag's",
+            resolved.digest
+        ));
+    }
+    let digest = resolved.digest.clone();
+    let candidates = registry
+        .cosign_signatures(&image, &digest)
+        .await
+        .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
+    let mut lines = vec![
+        format!("{}@{digest}", image.name()),
+        format!("  media type: {}", resolved.media_type),
+    ];
+    for p in &resolved.platforms {
+        lines.push(format!("  platform {}: {}", p.platform, p.digest));
+    }
+    let tag = provenance::signature_tag(&digest);
+    if candidates.is_empty() {
+        lines.push(format!("  signatures: none (no {tag} tag)"));
+    } else {
+        lines.push(format!("  signatures ({tag}):"));
+    }
+    let mut judged = Vec::new();
+    let mut valid = 0;
+    for c in &candidates {
+        let verdict = rule
+            .as_ref()
+            .map(|r| provenance::check_signature(&image, &digest, c, r));
+        let claim = claims(&c.payload);
+        let text = match &verdict {
+            None => format!(
+                "    {} signs {claim} (not judged: give --dir or --cosign-key)",
+                c.manifest
+            ),
+            Some(Ok(record)) => {
+                valid += 1;
+                format!(
+                    "    {}: valid, key {}; signs {claim}",
+                    c.manifest, record.key
+                )
+            }
+            Some(Err(problem)) => format!("    {}: not valid: {problem}", c.manifest),
+        };
+        lines.push(text);
+        judged.push(json!({
+            "manifest": c.manifest.to_string(),
+            "claims": claim,
+            "valid": verdict.as_ref().map(|v| v.is_ok()),
+            "key": verdict.as_ref().and_then(|v| v.as_ref().ok()).map(|r| r.key.clone()),
+            "problem": verdict.as_ref().and_then(|v| v.as_ref().err()).map(|p| p.to_string()),
+        }));
+    }
+    match &rule {
+        Some(r) => lines.push(format!(
+            "  rule: {} ({}): {}",
+            r.at,
+            r.key_files.join(", "),
+            if valid > 0 {
+                "satisfied"
+            } else {
+                "NOT satisfied"
+            }
+        )),
+        None if settings.dir.is_some() => {
+            lines.push("  rule: none governs this image (no signature required)".into());
+        }
+        None => {}
+    }
+    printer.result(lines.join("\n"));
+    printer.json(&json!({
+        "image": image.name(),
+        "digest": digest.to_string(),
+        "media_type": resolved.media_type,
+        "platforms": resolved.platforms.iter().map(|p| json!({"platform": p.platform, "digest": p.digest.to_string()})).collect::<Vec<_>>(),
+        "signatures": judged,
+        "rule": rule.as_ref().map(|r| json!({"at": r.at, "keys": r.key_files, "satisfied": valid > 0})),
+    }));
+    match rule {
+        Some(r) if valid == 0 => Err(CliError::check(Message(format!(
+            "{}@{digest}: no valid signature under {} ({})",
+            image.name(),
+            r.at,
+            r.key_files.join(" or ")
+        )))),
+        _ => Ok(()),
+    }
+}
+
+/// The rule to judge by: the directory's governing `[[provenance]]` rule, or one made of
+/// `--cosign-key` files; `None` when neither applies.
+fn rule(settings: &InspectSettings, image: &ImageRef) -> Result<Option<ProvenanceRule>, CliError> {
+    if let Some(dir) = &settings.dir {
+        let files = fs::read_dir(dir).map_err(CliError::usage)?;
+        let text = files.config().unwrap_or_default();
+        let text = std::str::from_utf8(text)
+            .map_err(|_| CliError::usage(Message("lockstep.toml is not UTF-8".into())))?;
+        let config = crate::manifest::config::ScanConfig::parse(text, "lockstep.toml")
+            .map_err(CliError::usage)?;
+        let policy = config.provenance_policy(&files).map_err(CliError::usage)?;
+        return Ok(policy.rule_for(image).cloned());
+    }
+    if settings.cosign_keys.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for path in &settings.cosign_keys {
+        let bytes = std::fs::read(path).map_err(|e| {
+            CliError::usage(Message(format!("cannot read {}: {e}", path.display())))
+        })?;
+        keys.push(
+            CosignKey::from_pem(&path.display().to_string(), &bytes).map_err(CliError::usage)?,
+        );
+    }
+    Ok(Some(ProvenanceRule {
+        at: "--cosign-key".into(),
+        images: vec![ImagePattern::parse(&image.name()).map_err(|e| CliError::usage(Message(e)))?],
+        key_files: settings
+            .cosign_keys
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        keys,
+    }))
+}
+
+/// What a payload claims, for people (unverified): `digest in repository`.
+fn claims(payload: &[u8]) -> String {
+    let value: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let get = |path: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.pointer(path))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    format!(
+        "{} in {}",
+        get("/critical/image/docker-manifest-digest"),
+        get("/critical/identity/docker-reference")
+    )
+}
