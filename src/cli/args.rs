@@ -311,6 +311,15 @@ pub struct VerifyArgs {
         requires = "promoted_from"
     )]
     pub from_threshold: usize,
+    /// The verifier's own provenance requirement: every image (or those --cosign-images
+    /// matches) must record a cosign signature that verifies under one of these public keys
+    /// (PEM), whatever the directory's lockstep.toml says. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub cosign_key: Vec<PathBuf>,
+    /// With --cosign-key: the images it applies to (`registry/repository` patterns, `*`
+    /// within a component, `**` across); default every image. Repeatable.
+    #[arg(long, value_name = "PATTERN", requires = "cosign_key")]
+    pub cosign_images: Vec<String>,
     /// Also re-run every render step from the inputs read (work tree or --rev) and require
     /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.
     /// Needs the renderers; without it verify runs no tool.

@@ -109,6 +109,7 @@ pub(super) fn promote(
         strict: false,
         at: env.now,
         promoted_from: None,
+        provenance: None,
         rerender: None,
     };
     let resolve_missing = a.resolve_missing;
@@ -205,6 +206,7 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
+        provenance: provenance_requirement(&a.cosign_key, &a.cosign_images)?,
         promoted_from: a
             .promoted_from
             .map(|from| commands::verify::RequiredPromotion {
@@ -220,6 +222,46 @@ pub(super) fn verify(
             false => None,
         },
     })
+}
+
+/// `verify --cosign-key F… [--cosign-images P…]`: the verifier's own provenance rule.
+fn provenance_requirement(
+    keys: &[std::path::PathBuf],
+    patterns: &[String],
+) -> Result<Option<crate::provenance::ProvenanceRule>, CliError> {
+    use crate::provenance::{CosignKey, ImagePattern, ProvenanceRule};
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut loaded = Vec::with_capacity(keys.len());
+    for path in keys {
+        let bytes = std::fs::read(path).map_err(|e| {
+            CliError::usage(Message(format!(
+                "cannot read --cosign-key {}: {e}",
+                path.display()
+            )))
+        })?;
+        loaded.push(
+            CosignKey::from_pem(&path.display().to_string(), &bytes).map_err(CliError::usage)?,
+        );
+    }
+    let images = if patterns.is_empty() {
+        vec![ImagePattern::parse("**/**").expect("the any-image pattern parses")]
+    } else {
+        patterns
+            .iter()
+            .map(|p| {
+                ImagePattern::parse(p)
+                    .map_err(|e| CliError::usage(Message(format!("--cosign-images: {e}"))))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Some(ProvenanceRule {
+        at: "--cosign-key".into(),
+        images,
+        key_files: keys.iter().map(|p| p.display().to_string()).collect(),
+        keys: loaded,
+    }))
 }
 
 /// `render --from-mirror`.

@@ -318,6 +318,9 @@ impl OciRegistry {
                 continue;
             }
             let blob_url = format!("{}/v2/{}/blobs/{blob}", endpoint.base, image.repository());
+            // A layer that cannot be read as stated (too large, gone, not its digest) is
+            // skipped, not fatal: whoever can push a junk layer must not block a lock that
+            // another layer satisfies. Only an unreachable registry fails the fetch.
             let answer = match self
                 .request_limited(Method::GET, &blob_url, &auth, &|b| b, MAX_PAYLOAD_BYTES)
                 .await
@@ -326,14 +329,8 @@ impl OciRegistry {
                 Err(Trouble::TooLarge) => continue,
                 Err(other) => return Err(other),
             };
-            if !answer.status.is_success() {
-                return Err(status_trouble(answer.status, &answer.body));
-            }
-            if Digest::of(&answer.body) != blob {
-                return Err(Trouble::DigestMismatch {
-                    claimed: blob,
-                    computed: Digest::of(&answer.body),
-                });
+            if !answer.status.is_success() || Digest::of(&answer.body) != blob {
+                continue;
             }
             candidates.push(Candidate {
                 manifest: manifest.digest.clone(),

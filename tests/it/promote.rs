@@ -271,6 +271,12 @@ fn promotions_that_cannot_be_trusted_or_are_incomplete_are_refused_and_write_not
         "{}",
         stderr(&out)
     );
+    // The signed record says which digest did not come from the source.
+    let lock = lockfile_text(&s.dir("prod"));
+    assert!(
+        lock.contains(&format!("resolved = [\"{host}/shop/worker@sha256:")),
+        "{lock}"
+    );
     assert_eq!(
         digest(&s.dir("prod"), "/shop/web:1.0"),
         digest(&s.dir("staging"), "/shop/web:1.0")
@@ -543,4 +549,71 @@ fn audit_shows_the_promotion_chain_and_flags_a_prod_lock_that_did_not_promote() 
     assert_eq!(json["summary"]["promotions"], 1, "{json}");
     assert_eq!(json["summary"]["not_promoted"], 1, "{json}");
     assert_eq!(json["summary"]["promotions_unverified"], 0, "{json}");
+}
+
+/// Regression (attack review): verifiers checked only that the recorded source lockfile
+/// existed and verified, never that production's digests were the source's. Whoever held
+/// production's key could copy a genuine `[promoted-from]` record onto a lockfile pinning
+/// anything, and `verify --promoted-from` and `audit` said "source verified".
+#[test]
+fn a_promotion_record_copied_onto_other_digests_is_refused() {
+    let s = Stages::new();
+    let commit_all = |message: &str| {
+        git(&s.repo, &["add", "-A"]);
+        git(&s.repo, &["commit", "-qm", message]);
+    };
+    let out = s.lock("staging", &["--environment", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit_all("staging");
+    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit_all("promote");
+    let prod = s.dir("prod");
+    let genuine = lockstep::lockfile::Lockfile::parse_unverified(
+        &std::fs::read(prod.join("lockstep.lock")).unwrap(),
+    )
+    .unwrap();
+    // The tag moves; prod is locked from the registry, and the genuine record is put back
+    // on it, signed with production's key (what a compromised CI could do).
+    s.registry
+        .push_image("shop/web", "1.0", b"web 1.0, untested");
+    let out = s.lock("prod", &["--environment", "prod"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut forged = lockstep::lockfile::Lockfile::parse_unverified(
+        &std::fs::read(prod.join("lockstep.lock")).unwrap(),
+    )
+    .unwrap();
+    forged.promoted_from = genuine.promoted_from.clone();
+    std::fs::write(prod.join("lockstep.lock"), forged.to_bytes()).unwrap();
+    for f in std::fs::read_dir(&prod).unwrap() {
+        let f = f.unwrap().path();
+        if f.to_string_lossy().ends_with(".sig") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let signed = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "lockstep", "-f"])
+        .arg(&s.key)
+        .arg(prod.join("lockstep.lock"))
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    std::fs::rename(
+        prod.join("lockstep.lock.sig"),
+        prod.join("lockstep.lock.ci.sig"),
+    )
+    .unwrap();
+    commit_all("forged promotion");
+    // The signature is good, the record is genuine, and still: refused.
+    let out = s.verify("prod");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = verify_promoted(&s, &prod, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/shop/web:1.0 is pinned at sha256:")
+            && stderr(&out)
+                .contains("which the source lockfile envs/staging/lockstep.lock at commit"),
+        "{}",
+        stderr(&out)
+    );
 }

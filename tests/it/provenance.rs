@@ -231,6 +231,34 @@ fn lock_pins_only_digests_signed_by_the_rules_key_and_verify_rechecks_them_offli
     );
     assert!(s.cosign_verifies(&s.ci_cosign.1, "shop/api", &api));
 
+    // The verifier's own requirement, whatever lockstep.toml says: the build key passes, any
+    // other key (or an image the records do not cover) fails.
+    let verify_with = |key: &Path, images: &[&str]| {
+        let dir = s.dir.to_str().unwrap().to_owned();
+        let trust = s.allowed_signers.to_str().unwrap().to_owned();
+        let mut args = vec!["verify".to_owned(), dir, "--allowed-signers".into(), trust];
+        args.extend(["--cosign-key".into(), key.to_str().unwrap().to_owned()]);
+        for i in images {
+            args.extend(["--cosign-images".into(), (*i).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &[])
+    };
+    let shop = format!("{}/shop/*", s.registry.host());
+    let out = verify_with(&s.ci_cosign.1, &[&shop]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = verify_with(&s.ci_cosign.1, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("/tools/debug:1: the provenance rule at --cosign-key requires a signature"),
+        "{}",
+        stderr(&out)
+    );
+    let stranger = cosign_keys(s.tmp.path(), "stranger");
+    let out = verify_with(&stranger.1, &[&shop]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+
     // An unchanged digest keeps its record without asking the registry again.
     let before = s.registry.requests().len();
     let out = s.lock();
@@ -444,4 +472,25 @@ fn inspect_shows_the_digest_and_judges_each_signature_by_the_directorys_rule() {
         "{}",
         stdout(&out)
     );
+}
+
+/// With a provenance rule, an object whose images lockstep does not scan (a kind it has no
+/// image paths for) is refused: no rule could govern an image nobody sees.
+#[test]
+fn a_rule_refuses_objects_whose_images_are_not_scanned() {
+    let s = Signed::new();
+    let host = s.registry.host();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    s.deployment(&["shop/api:1.0"]);
+    std::fs::write(
+        s.dir.join("workflow.yaml"),
+        format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  templates:\n    - name: t\n      container:\n        image: {host}/shop/unsigned:1\n"),
+    )
+    .unwrap();
+    let before = snapshot(&s.dir);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Workflow"), "{}", stderr(&out));
+    assert_eq!(snapshot(&s.dir), before);
 }

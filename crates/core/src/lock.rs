@@ -36,6 +36,8 @@ pub enum LockError {
         "the pinned manifests do not match the lockfile made from them (a lockstep bug: please report it): {0}"
     )]
     Inconsistent(String),
+    #[error("the images do not meet the directory's provenance rules; nothing was written")]
+    Provenance(#[source] crate::verify::VerifyError),
     #[error("no answer from the registry for {0} (a lockstep bug: please report it)")]
     Unresolved(String),
     #[error("{created} plus {lifetime} is past the last time lockstep can write")]
@@ -614,8 +616,8 @@ pub fn next_lockfile(
         return Err(LockError::Inconsistent(f.to_string()));
     }
     // Never write a lockfile that verify would refuse for its provenance.
-    crate::verify::check_provenance(&lock, &pinned.scan.config, &pinned.files)
-        .map_err(|e| LockError::Inconsistent(crate::error_chain::one_line(&e)))?;
+    crate::verify::check_provenance(&lock, &pinned.scan, &pinned.files)
+        .map_err(LockError::Provenance)?;
     // Verify refuses a lockfile whose entry has no media type: never write one.
     if let Some(e) = lock.images.iter().find(|e| e.media_type.is_empty()) {
         return Err(LockError::NoMediaType(e.reference.clone()));

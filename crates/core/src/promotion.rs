@@ -6,7 +6,9 @@
 //! The record alone is a claim made by whoever signed the target; checking the source makes
 //! it a fact a second set of keys (the source's signers) vouches for. The source is judged as
 //! of the promoted lockfile's `created` time: a staging lockfile that expired after it was
-//! promoted was still good when it was promoted.
+//! promoted was still good when it was promoted (and the source must not be created after
+//! it). Every digest the promoted lockfile pins must be one the source pins, except those
+//! the record names as resolved from the registry (`promote --resolve-missing`).
 
 use crate::files::SourceFiles;
 use crate::lockfile::{Lockfile, Promotion};
@@ -53,6 +55,24 @@ pub enum PromotionError {
         commit: String,
         #[source]
         source: VerifyError,
+    },
+    #[error(
+        "{reference} is pinned at {digest}, which the source lockfile {path} at commit {commit} does not pin, and the promotion does not record it as resolved from the registry"
+    )]
+    NotFromSource {
+        reference: String,
+        digest: String,
+        path: String,
+        commit: String,
+    },
+    #[error(
+        "the source lockfile {path} at commit {commit} was created at {source_created}, after the promotion ({promoted_created}): a promotion cannot come from a later lockfile"
+    )]
+    CreatedLater {
+        path: String,
+        commit: String,
+        source_created: jiff::Timestamp,
+        promoted_created: jiff::Timestamp,
     },
     #[error(
         "the source lockfile {path} at commit {commit} has generation {found}; the promotion records {recorded}"
@@ -112,6 +132,8 @@ pub struct VerifiedSource {
     pub generation: u64,
     /// The principals whose signatures approved the source, sorted.
     pub signers: Vec<String>,
+    /// The images the promotion resolved from the registry instead (`--resolve-missing`).
+    pub resolved: Vec<String>,
 }
 
 /// Judge the source lockfile found at `commit` (the files of the recorded directory there)
@@ -154,6 +176,34 @@ pub fn verify_source(
             recorded: record.generation,
         });
     }
+    let source = verified.lockfile();
+    if source.created > promoted.created {
+        return Err(PromotionError::CreatedLater {
+            path: lockfile_path(path),
+            commit: commit.to_owned(),
+            source_created: source.created,
+            promoted_created: promoted.created,
+        });
+    }
+    // The point of a promotion: every digest is the source's, but those recorded as
+    // resolved from the registry (and so shown as such).
+    let pinned: std::collections::BTreeSet<(String, &Digest)> = source
+        .images
+        .iter()
+        .map(|e| (e.image.name(), &e.digest))
+        .collect();
+    for entry in &promoted.images {
+        let name = entry.image.name();
+        let resolved = format!("{name}@{}", entry.digest);
+        if !pinned.contains(&(name, &entry.digest)) && !record.resolved.contains(&resolved) {
+            return Err(PromotionError::NotFromSource {
+                reference: entry.reference.clone(),
+                digest: entry.digest.to_string(),
+                path: lockfile_path(path),
+                commit: commit.to_owned(),
+            });
+        }
+    }
     let mut signers: Vec<String> = verified
         .signers()
         .iter()
@@ -166,5 +216,6 @@ pub fn verify_source(
         path: path.to_owned(),
         generation,
         signers,
+        resolved: record.resolved.clone(),
     })
 }

@@ -111,6 +111,29 @@ fn pem_body(text: &str) -> Option<Vec<u8>> {
     Base64::decode_vec(&b64).ok()
 }
 
+/// The registry host as rules compare it: lower case, without the default HTTPS port, and
+/// Docker Hub's other names read as `docker.io` — every spelling a runtime pulls from the
+/// same place is one name, so no spelling escapes a rule.
+pub fn canonical_registry(registry: &str) -> String {
+    let lower = registry.to_ascii_lowercase();
+    let host = lower.strip_suffix(":443").unwrap_or(&lower);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            crate::model::DOCKER_HUB.to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
+/// `registry/repository` with the registry canonical ([`canonical_registry`]).
+pub fn canonical_name(image: &ImageRef) -> String {
+    format!(
+        "{}/{}",
+        canonical_registry(image.registry()),
+        image.repository()
+    )
+}
+
 /// An image name pattern: `registry/repository` with `*` for any run of characters within one
 /// path component and `**` for any run of characters, across components.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,12 +152,29 @@ impl ImagePattern {
                 "image pattern {text:?} names a tag or digest: patterns match names (registry/repository)"
             ));
         }
-        if !text.contains('/') {
+        let Some((registry, path)) = text.split_once('/') else {
             return Err(format!(
                 "image pattern {text:?} names no registry: write the full name, e.g. docker.io/library/{text} or registry.example.com/team/*"
             ));
+        };
+        let looks_like_registry = registry.contains(['.', ':', '*']) || registry == "localhost";
+        if !looks_like_registry || path.is_empty() {
+            return Err(format!(
+                "image pattern {text:?} does not start with a registry host: write the full name as images are normalized, e.g. docker.io/{text} or registry.example.com/{path}"
+            ));
         }
-        Ok(ImagePattern(text.to_owned()))
+        let registry = canonical_registry(registry);
+        if registry == crate::model::DOCKER_HUB && !path.contains('/') && !path.contains("**") {
+            return Err(format!(
+                "image pattern {text:?} can never match: Docker Hub names have a namespace (docker.io/library/{path})"
+            ));
+        }
+        if path.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "image pattern {text:?} can never match: repository names are lower case"
+            ));
+        }
+        Ok(ImagePattern(format!("{registry}/{path}")))
     }
 
     /// Whether the normalized name `registry/repository` matches.
@@ -193,9 +233,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The rule governing `image`, if any.
+    /// The rule governing `image`, if any (its name compared with the registry canonical).
     pub fn rule_for(&self, image: &ImageRef) -> Option<&ProvenanceRule> {
-        let name = image.name();
+        let name = canonical_name(image);
         self.rules
             .iter()
             .find(|r| r.images.iter().any(|p| p.matches(&name)))
@@ -407,7 +447,20 @@ pub fn check_policy<'a>(
                 payload: record.payload.clone(),
                 signature: record.signature.clone(),
             };
-            if let Err(problem) = check_signature(entry.image, entry.digest, &candidate, rule) {
+            // Checked with the key the record names, which must be one of the rule's: the
+            // fingerprint shown is the one that verified, and one check per record.
+            let by_recorded_key = ProvenanceRule {
+                keys: rule
+                    .keys
+                    .iter()
+                    .filter(|k| k.fingerprint == record.key)
+                    .cloned()
+                    .collect(),
+                ..rule.clone()
+            };
+            if let Err(problem) =
+                check_signature(entry.image, entry.digest, &candidate, &by_recorded_key)
+            {
                 problems.push(PolicyProblem::Invalid {
                     reference: entry.reference.to_owned(),
                     rule: rule.at.clone(),

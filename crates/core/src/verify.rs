@@ -299,7 +299,7 @@ pub fn verify_dir<'a>(
     if policy.strict {
         refuse_unscanned_images(&scan.notices)?;
     }
-    check_provenance(&lock, &scan.config, files)?;
+    check_provenance(&lock, &scan, files)?;
     Ok(VerifiedDir {
         files,
         lock_bytes,
@@ -311,14 +311,18 @@ pub fn verify_dir<'a>(
 
 /// Every image a `[[provenance]]` rule governs records signatures that verify, offline,
 /// under the rule's keys (bound files of the directory) and bind its digest and repository.
+/// With a rule, objects that hold images lockstep does not scan are refused (as with
+/// `--strict`): an image no scanner sees is an image no rule can govern.
 pub fn check_provenance(
     lock: &Lockfile,
-    config: &crate::manifest::config::ScanConfig,
+    scan: &ScannedDir,
     files: &SourceFiles,
 ) -> Result<(), VerifyError> {
+    let config = &scan.config;
     if config.provenance().is_empty() {
         return Ok(());
     }
+    refuse_unscanned_images(&scan.notices)?;
     let policy = config
         .provenance_policy(files)
         .map_err(|e| VerifyError::Scan(ScanDirError::Config(e)))?;

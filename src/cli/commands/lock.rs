@@ -1,6 +1,6 @@
 //! `lockstep lock`: read → scan → resolve → pin → lockfile → sign → write (→ commit).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -98,9 +98,34 @@ impl PromotionSource {
                 lockfile: crate::model::Digest::of(bytes),
                 path,
                 commit,
+                resolved: Vec::new(),
             },
             resolve_missing,
         }
+    }
+}
+
+impl PromotionSource {
+    /// The pinned images (`registry/repository@digest`, sorted, each once) whose digest is
+    /// not one the source pins: those `--resolve-missing` resolved, or held by `--hold`.
+    fn not_from_source(&self, pinned: &Pinned) -> Vec<String> {
+        let from_source: BTreeSet<(String, &crate::model::Digest)> = self
+            .known
+            .iter()
+            .map(|(r, v)| (r.name(), &v.digest))
+            .collect();
+        pinned
+            .scan
+            .uses
+            .iter()
+            .filter_map(|u| {
+                let digest = u.reference.digest()?;
+                let name = u.reference.name();
+                (!from_source.contains(&(name.clone(), digest))).then(|| format!("{name}@{digest}"))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 }
 
@@ -633,6 +658,9 @@ async fn pin(
     }
     report_changes(&pinned, settings.promotion.as_ref(), printer);
     let mut options = settings.options.clone();
+    if let (Some(promotion), Some(record)) = (&settings.promotion, &mut options.promoted_from) {
+        record.resolved = promotion.not_from_source(&pinned);
+    }
     options.signatures =
         super::provenance::signatures(settings, &pinned, previous, printer).await?;
     let decision = next_lockfile(previous, settings.created, &pinned, resolved, &options)

@@ -35,6 +35,15 @@ pub async fn signatures(
         .provenance_policy(&pinned.files)
         .map_err(|e| CliError::check(e).hint("nothing was written"))?;
     let governed = governed(&policy, pinned);
+    for rule in &policy.rules {
+        if !governed.iter().any(|i| policy.rule_for(i) == Some(rule)) {
+            printer.warn(format!(
+                "the provenance rule at {} ({}) governs no image of this directory: check its patterns (names are registry/repository, e.g. docker.io/library/nginx)",
+                rule.at,
+                rule.images.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     let mut records = Records::new();
     let mut to_fetch = Vec::new();
     for image in governed {

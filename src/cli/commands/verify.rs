@@ -31,6 +31,9 @@ pub struct VerifySettings {
     /// `--promoted-from`: the promotion the lockfile must record, and whose source must be
     /// found verified in history.
     pub promoted_from: Option<RequiredPromotion>,
+    /// `--cosign-key`: the verifier's own provenance rule, enforced on the records whatever
+    /// the directory's rules say.
+    pub provenance: Option<crate::provenance::ProvenanceRule>,
 }
 
 /// `--promoted-from ENV [--from-allowed-signers F] [--from-threshold N]`.
@@ -128,6 +131,27 @@ fn verified<'a>(
         strict: settings.strict,
     };
     let v = verify_dir(&read.files, &policy).map_err(CliError::check)?;
+    if let Some(rule) = &settings.provenance {
+        let policy = crate::provenance::Policy {
+            rules: vec![rule.clone()],
+        };
+        let problems = crate::provenance::check_policy(
+            &policy,
+            v.lockfile()
+                .images
+                .iter()
+                .map(|e| crate::provenance::RecordedImage {
+                    reference: &e.reference,
+                    image: &e.image,
+                    digest: &e.digest,
+                    signatures: &e.signatures,
+                }),
+        );
+        if !problems.is_empty() {
+            return Err(CliError::check(crate::verify::VerifyError::Provenance(problems))
+                .hint("the lockfile records no signature by the verifier's --cosign-key for these: sign them with that key and lock again, with a [[provenance]] rule naming it"));
+        }
+    }
     let source = match &settings.promoted_from {
         Some(required) => Some(confirm_promotion(settings, read, &v, required, printer)?),
         None => None,
@@ -287,6 +311,13 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
                 s.signers.join(",")
             ));
         }
+        if !p.resolved.is_empty() {
+            bound.push_str(&format!(
+                "; {} image(s) resolved from the registry, not the source: {}",
+                p.resolved.len(),
+                p.resolved.join(", ")
+            ));
+        }
     }
     if !lock.renders.is_empty() {
         let how = if settings.rerender.is_some() {
@@ -336,7 +367,7 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         "signers": signers,
         "environment": lock.environment,
         "expires": lock.expires.map(|t| t.to_string()),
-        "promoted_from": lock.promoted_from.as_ref().map(|p| json!({"environment": p.environment, "generation": p.generation, "lockfile": p.lockfile.to_string(), "path": p.path, "commit": p.commit, "source_verified": source.as_ref().map(|s| json!({"commit": s.commit, "signers": s.signers}))})),
+        "promoted_from": lock.promoted_from.as_ref().map(|p| json!({"environment": p.environment, "generation": p.generation, "lockfile": p.lockfile.to_string(), "path": p.path, "commit": p.commit, "resolved": p.resolved, "source_verified": source.as_ref().map(|s| json!({"commit": s.commit, "signers": s.signers}))})),
         "renders": lock.renders.iter().map(|r| json!({"output": r.output, "renderer": r.renderer.name(), "version": r.version, "inputs": r.inputs.digest.to_string(), "rerendered": settings.rerender.is_some()})).collect::<Vec<_>>(),
     }));
     Ok(())

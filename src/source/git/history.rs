@@ -135,9 +135,10 @@ fn inputs_fingerprint(
 pub const MAX_SEARCHED_COMMITS: usize = 100_000;
 
 /// Find the commit that holds `dir/lockstep.lock` with the sha256 `lockfile` (`dir` from the
-/// repository's root, '/'-separated): the recorded `commit` when there is one — it must be in
-/// the repository — else the newest such commit reachable from `from`, over every parent
-/// (at most [`MAX_SEARCHED_COMMITS`]). Returns that directory's files there, or `None`.
+/// repository's root, '/'-separated), among the commits reachable from `from` over every
+/// parent (at most [`MAX_SEARCHED_COMMITS`]): the recorded `commit` when there is one — it
+/// must be one of them, so an unmerged branch or a dangling object does not count — else
+/// the newest such commit. Returns that directory's files there, or `None`.
 /// `repo` is any directory of a work tree, or a bare repository (the reconciler's cache).
 /// Each lockfile blob is hashed once, however many commits hold it.
 pub fn find_lockfile(
@@ -161,35 +162,34 @@ pub fn find_lockfile(
         lockfile_blob_matches(repo, id, &path, lockfile, hashed)
     };
     let mut hashed = std::collections::HashSet::new();
-    let found = match commit {
-        Some(commit) => {
-            let oid = super::read::parse_commit_id(commit)?;
-            match repo.find_commit(oid) {
-                Ok(_) if holds(oid, &mut hashed)? => Some(oid),
-                _ => None,
-            }
-        }
-        None => {
-            let start = resolve_commit(repo, from)?.id;
-            let walk = repo
-                .rev_walk([start])
-                .sorting(gix::revision::walk::Sorting::ByCommitTime(
-                    Default::default(),
-                ))
-                .all()
-                .map_err(gix_error(format!("cannot walk the history from {from}")))?;
-            let mut found = None;
-            for info in walk.take(MAX_SEARCHED_COMMITS) {
-                let info =
-                    info.map_err(gix_error(format!("cannot walk the history from {from}")))?;
+    let wanted = commit.map(super::read::parse_commit_id).transpose()?;
+    let start = resolve_commit(repo, from)?.id;
+    let walk = repo
+        .rev_walk([start])
+        .sorting(gix::revision::walk::Sorting::ByCommitTime(
+            Default::default(),
+        ))
+        .all()
+        .map_err(gix_error(format!("cannot walk the history from {from}")))?;
+    let mut found = None;
+    for info in walk.take(MAX_SEARCHED_COMMITS) {
+        let info = info.map_err(gix_error(format!("cannot walk the history from {from}")))?;
+        match wanted {
+            // The recorded commit must be in the history of `from`, holding the bytes.
+            Some(wanted) if info.id == wanted => {
                 if holds(info.id, &mut hashed)? {
                     found = Some(info.id);
-                    break;
                 }
+                break;
             }
-            found
+            Some(_) => {}
+            None if holds(info.id, &mut hashed)? => {
+                found = Some(info.id);
+                break;
+            }
+            None => {}
         }
-    };
+    }
     found
         .map(|id| read_located(&located, &id.to_string()))
         .transpose()

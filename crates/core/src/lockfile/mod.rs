@@ -225,6 +225,10 @@ pub struct Promotion {
     pub path: Option<String>,
     /// The commit the source lockfile was read from, when it was committed.
     pub commit: Option<String>,
+    /// The images (`registry/repository@digest`, sorted) this lock pins that the source
+    /// does not: resolved from the registry with `promote --resolve-missing`. Every other
+    /// digest must be the source's, which verifiers check.
+    pub resolved: Vec<String>,
 }
 
 /// A parsed lockfile.
@@ -487,6 +491,7 @@ impl From<&Lockfile> for WireLockfile {
                 lockfile: p.lockfile.to_string(),
                 path: p.path.clone(),
                 commit: p.commit.clone(),
+                resolved: p.resolved.clone(),
             }),
             manifests: WireBinding {
                 digest: l.manifests.digest.to_string(),
@@ -713,12 +718,23 @@ fn promotion_from_wire(w: WirePromotion) -> Result<Promotion, LockfileError> {
             "path {path:?} is not a directory path relative to the repository root"
         )));
     }
+    for r in &w.resolved {
+        if ImageRef::parse(r).map_or(true, |i| i.digest().is_none() || i.tag().is_some()) {
+            return Err(bad(format!(
+                "resolved image {r:?} is not registry/repository@digest"
+            )));
+        }
+    }
+    if !w.resolved.is_sorted_by(|a, b| a < b) {
+        return Err(bad("resolved images are not sorted, each once".into()));
+    }
     Ok(Promotion {
         environment: w.environment,
         generation: w.generation,
         lockfile,
         path: w.path,
         commit: w.commit,
+        resolved: w.resolved,
     })
 }
 
@@ -893,6 +909,7 @@ mod tests {
                 lockfile: Digest::of(b"staging lock"),
                 path: Some(path.into()),
                 commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                resolved: vec![format!("r.example/shop/api@{}", Digest::of(b"x"))],
             });
             let bytes = lock.to_bytes();
             (lock, Lockfile::parse_unverified(&bytes))

@@ -59,6 +59,10 @@ pub struct WirePromotion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9a-f]{40}|[0-9a-f]{64})$"))]
     pub commit: Option<String>,
+    /// Images (`registry/repository@digest`) the source does not pin, resolved from the
+    /// registry (`promote --resolve-missing`); every other digest is the source's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<String>,
 }
 
 /// How one rendered output was made.
