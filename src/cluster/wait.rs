@@ -193,11 +193,23 @@ pub struct Soaked {
 /// judged at `now`. `Err` says why not, for people.
 pub fn judge_soak(
     status: Option<&LockstepSyncStatus>,
+    generation: Option<i64>,
     lockfile: &str,
     now: jiff::Timestamp,
     soak: std::time::Duration,
 ) -> Result<Soaked, String> {
     let status = status.ok_or("it has no status yet: the controller has not looked at it")?;
+    // A status written for an older spec (another path, trust or environment) says nothing
+    // about the current one.
+    if status.observed_generation != generation {
+        return Err(format!(
+            "its status is for spec generation {}, not the current {}: the controller has not reconciled the current spec yet",
+            status
+                .observed_generation
+                .map_or_else(|| "?".to_owned(), |g| g.to_string()),
+            generation.map_or_else(|| "?".to_owned(), |g| g.to_string())
+        ));
+    }
     let (Some(commit), Some(applied)) = (
         status.applied_commit.as_deref(),
         status.applied_lockfile_sha256.as_deref(),
@@ -400,10 +412,24 @@ mod tests {
         let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
         let hour = std::time::Duration::from_secs(3600);
         // Healthy since 00:00, applied at 00:30: the soak runs from 00:30.
-        let soaked = judge_soak(Some(&status), lock, at("2026-01-01T01:30:00Z"), hour).unwrap();
+        let soaked = judge_soak(
+            Some(&status),
+            Some(1),
+            lock,
+            at("2026-01-01T01:30:00Z"),
+            hour,
+        )
+        .unwrap();
         assert_eq!(soaked.for_, Some(hour));
         assert_eq!(soaked.commit, GOOD);
-        let early = judge_soak(Some(&status), lock, at("2026-01-01T01:00:00Z"), hour).unwrap_err();
+        let early = judge_soak(
+            Some(&status),
+            Some(1),
+            lock,
+            at("2026-01-01T01:00:00Z"),
+            hour,
+        )
+        .unwrap_err();
         assert_eq!(
             early,
             "it has been applied and healthy for 30m, less than the soak of 1h"
@@ -412,15 +438,30 @@ mod tests {
         assert!(
             judge_soak(
                 Some(&status),
+                Some(1),
                 lock,
                 at("2026-01-01T00:31:00Z"),
                 Default::default()
             )
             .is_ok()
         );
+        // A status for an older spec says nothing about the current one.
+        let stale = judge_soak(
+            Some(&status),
+            Some(2),
+            lock,
+            at("2026-01-01T01:30:00Z"),
+            hour,
+        )
+        .unwrap_err();
+        assert!(
+            stale.contains("spec generation 1, not the current 2"),
+            "{stale}"
+        );
         // Another lockfile applied there.
         let other = judge_soak(
             Some(&status),
+            Some(1),
             "sha256:bbbb",
             at("2026-01-02T00:00:00Z"),
             hour,
@@ -439,15 +480,23 @@ mod tests {
         );
         sick.applied_lockfile_sha256 = Some(lock.into());
         sick.applied_at = status.applied_at.clone();
-        let why = judge_soak(Some(&sick), lock, at("2026-01-02T00:00:00Z"), hour).unwrap_err();
+        let why =
+            judge_soak(Some(&sick), Some(1), lock, at("2026-01-02T00:00:00Z"), hour).unwrap_err();
         assert!(
             why.contains("not healthy (Unhealthy): Deployment/api: crash loop"),
             "{why}"
         );
         // No status, nothing applied, no appliedAt to measure from.
-        assert!(judge_soak(None, lock, at("2026-01-02T00:00:00Z"), hour).is_err());
+        assert!(judge_soak(None, Some(1), lock, at("2026-01-02T00:00:00Z"), hour).is_err());
         status.applied_at = None;
-        let why = judge_soak(Some(&status), lock, at("2026-01-02T00:00:00Z"), hour).unwrap_err();
+        let why = judge_soak(
+            Some(&status),
+            Some(1),
+            lock,
+            at("2026-01-02T00:00:00Z"),
+            hour,
+        )
+        .unwrap_err();
         assert!(why.contains("cannot be judged"), "{why}");
     }
 

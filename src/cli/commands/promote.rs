@@ -93,7 +93,13 @@ async fn require_applied(
                 .hint("check --require-applied NAMESPACE/NAME and --kubeconfig")
         })?;
     let lockfile = crate::model::Digest::of(bytes).to_string();
-    let soaked = judge_soak(sync.status.as_ref(), &lockfile, now, applied.soak).map_err(|why| {
+    let soaked = judge_soak(
+        sync.status.as_ref(),
+        sync.metadata.generation,
+        &lockfile,
+        now,
+        applied.soak,
+    ).map_err(|why| {
         CliError::check(Message(format!(
             "--require-applied {what}: {why}; nothing was promoted"
         )))
