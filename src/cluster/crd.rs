@@ -114,6 +114,25 @@ pub struct LockstepSyncSpec {
     /// was promoted. Otherwise refused (`PromotionUnverified`), the applied state kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<PromotionSpec>,
+    /// Require every image (or those `images` matches) to record, in the signed lockfile, a
+    /// cosign signature that verifies under one of the cluster's own keys — whatever the
+    /// repository's `lockstep.toml` says. Otherwise refused (`ProvenanceUnverified`), the
+    /// applied state kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceSpec>,
+}
+
+/// The cluster's own provenance requirement.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceSpec {
+    /// A ConfigMap or Secret key holding the cosign public keys (PEM `PUBLIC KEY` blocks,
+    /// ECDSA P-256 or Ed25519), one of which must have signed each image.
+    pub keys: TrustRef,
+    /// The images it applies to (`registry/repository` patterns: `*` within a component,
+    /// `**` across). Default: every image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// What a promotion must come from.

@@ -16,7 +16,7 @@ use lockstep::model::Digest;
 
 /// `cosign` with the environment it needs offline (no password on the keys, its caches in
 /// `home`).
-fn cosign(home: &Path, args: &[&str]) -> Output {
+pub(crate) fn cosign(home: &Path, args: &[&str]) -> Output {
     Command::new(crate::hydrate::tool("cosign"))
         .args(args)
         .env("COSIGN_PASSWORD", "")
@@ -28,7 +28,7 @@ fn cosign(home: &Path, args: &[&str]) -> Output {
 }
 
 /// A cosign key pair `name.key`/`name.pub` in `dir`.
-fn cosign_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn cosign_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
     let out = Command::new(crate::hydrate::tool("cosign"))

@@ -35,6 +35,7 @@ use lockstep::resolve::oci::OciSettings;
 use lockstep::source::git::{FetchRef, GitError, fetch, read_commit};
 
 mod promotion;
+mod provenance;
 mod prune;
 mod render;
 mod webhook;

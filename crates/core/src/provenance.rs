@@ -82,6 +82,32 @@ impl CosignKey {
         })
     }
 
+    /// Every PEM `PUBLIC KEY` block of `bytes` (at least one).
+    pub fn all_from_pem(file: &str, bytes: &[u8]) -> Result<Vec<CosignKey>, KeyError> {
+        const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+        let bad = |reason: String| KeyError {
+            file: file.to_owned(),
+            reason,
+        };
+        if bytes.len() > MAX_KEY_BYTES * 16 {
+            return Err(bad(format!("over {} bytes", MAX_KEY_BYTES * 16)));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 PEM".into()))?;
+        let keys = text
+            .match_indices(BEGIN)
+            .map(|(at, _)| {
+                let end = text[at..]
+                    .find("-----END PUBLIC KEY-----")
+                    .map_or(text.len(), |e| at + e + "-----END PUBLIC KEY-----".len());
+                CosignKey::from_pem(file, &text.as_bytes()[at..end])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(bad("no PEM PUBLIC KEY block".into()));
+        }
+        Ok(keys)
+    }
+
     /// Whether `signature` is this key's over exactly `payload` (ECDSA: SHA-256, DER or fixed
     /// 64-byte signature; Ed25519: the payload itself).
     pub fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {

@@ -326,8 +326,18 @@ pub fn check_provenance(
     let policy = config
         .provenance_policy(files)
         .map_err(|e| VerifyError::Scan(ScanDirError::Config(e)))?;
+    check_recorded_signatures(&policy, lock)
+}
+
+/// The lockfile's signature records against `policy` ([`crate::provenance::check_policy`]):
+/// the one check behind the directory's rules, `verify --cosign-key` and the reconciler's
+/// `spec.provenance`.
+pub fn check_recorded_signatures(
+    policy: &crate::provenance::Policy,
+    lock: &Lockfile,
+) -> Result<(), VerifyError> {
     let problems = crate::provenance::check_policy(
-        &policy,
+        policy,
         lock.images
             .iter()
             .map(|e| crate::provenance::RecordedImage {

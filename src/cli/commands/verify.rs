@@ -135,22 +135,9 @@ fn verified<'a>(
         let policy = crate::provenance::Policy {
             rules: vec![rule.clone()],
         };
-        let problems = crate::provenance::check_policy(
-            &policy,
-            v.lockfile()
-                .images
-                .iter()
-                .map(|e| crate::provenance::RecordedImage {
-                    reference: &e.reference,
-                    image: &e.image,
-                    digest: &e.digest,
-                    signatures: &e.signatures,
-                }),
-        );
-        if !problems.is_empty() {
-            return Err(CliError::check(crate::verify::VerifyError::Provenance(problems))
-                .hint("the lockfile records no signature by the verifier's --cosign-key for these: sign them with that key and lock again, with a [[provenance]] rule naming it"));
-        }
+        crate::verify::check_recorded_signatures(&policy, v.lockfile()).map_err(|e| {
+            CliError::check(e).hint("the lockfile records no signature by the verifier's --cosign-key for these: sign them with that key and lock again, with a [[provenance]] rule naming it")
+        })?;
     }
     let source = match &settings.promoted_from {
         Some(required) => Some(confirm_promotion(settings, read, &v, required, printer)?),

@@ -67,6 +67,7 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
         mirror,
         trust,
         promotion_trust,
+        provenance,
         credentials,
     } = read_inputs(&ctx.client, sync).await?;
     let Fetched {
@@ -82,6 +83,7 @@ async fn stages(sync: &LockstepSync, ctx: &Context) -> Result<AppliedPass, Refus
         ctx,
         sync,
         (&trust, promotion_trust.as_ref()),
+        provenance.as_ref(),
         mirror.as_ref(),
         &files,
         (&cache, &commit),
@@ -149,6 +151,7 @@ fn verify(
     ctx: &Context,
     sync: &LockstepSync,
     (trust, promotion_trust): (&AllowedSigners, Option<&AllowedSigners>),
+    provenance: Option<&crate::provenance::ProvenanceRule>,
     mirror: Option<&MirrorTarget>,
     files: &SourceFiles,
     (cache, commit): (&std::path::Path, &str),
@@ -182,6 +185,18 @@ fn verify(
             format!("commit {}: {}", short(commit), describe(&e)),
         )
     })?;
+    if let Some(rule) = provenance {
+        let policy = crate::provenance::Policy {
+            rules: vec![rule.clone()],
+        };
+        crate::verify::check_recorded_signatures(&policy, verified.lockfile()).map_err(|e| {
+            Refusal::new(
+                FailedStep::Verify,
+                verify_reason(&e),
+                format!("commit {}: {}", short(commit), describe(&e)),
+            )
+        })?;
+    }
     if let (Some(required), Some(signers)) = (&spec.promotion, promotion_trust) {
         let policy = PromotionPolicy {
             from: &required.from,

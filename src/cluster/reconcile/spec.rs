@@ -26,6 +26,8 @@ pub(super) struct Inputs {
     pub trust: AllowedSigners,
     /// `spec.promotion.trust` (or `spec.trust`) when the spec requires a promotion.
     pub promotion_trust: Option<AllowedSigners>,
+    /// `spec.provenance`: the cluster's own cosign keys, as a rule.
+    pub provenance: Option<crate::provenance::ProvenanceRule>,
     pub credentials: Option<GitCredentials>,
 }
 
@@ -63,11 +65,16 @@ pub(super) async fn read_inputs(client: &Client, sync: &LockstepSync) -> Result<
         Some(None) => Some(trust.clone()),
         Some(Some(other)) => Some(read_trust(client, sync, other).await?),
     };
+    let provenance = match &spec.provenance {
+        Some(wanted) => Some(read_provenance(client, sync, wanted).await?),
+        None => None,
+    };
     Ok(Inputs {
         revision,
         mirror,
         trust,
         promotion_trust,
+        provenance,
         credentials: read_credentials(client, sync).await?,
     })
 }
@@ -119,6 +126,53 @@ async fn read_trust(
     sync: &LockstepSync,
     trust: &TrustRef,
 ) -> Result<AllowedSigners, Refusal> {
+    let (text, source) = read_text(client, sync, trust).await?;
+    AllowedSigners::parse(&text, &source)
+        .map_err(|e| Refusal::new(FailedStep::Trust, "TrustInvalid", describe(&e)))
+}
+
+/// `spec.provenance`: the cosign public keys (PEM, one or more) from the cluster, and the
+/// images they must have signed, as one rule.
+async fn read_provenance(
+    client: &Client,
+    sync: &LockstepSync,
+    wanted: &crate::cluster::crd::ProvenanceSpec,
+) -> Result<crate::provenance::ProvenanceRule, Refusal> {
+    let invalid = |message: String| Refusal::new(FailedStep::Trust, "TrustInvalid", message);
+    let (text, source) = read_text(client, sync, &wanted.keys).await?;
+    let keys = crate::provenance::CosignKey::all_from_pem(&source, text.as_bytes())
+        .map_err(|e| invalid(e.to_string()))?;
+    let images = if wanted.images.is_empty() {
+        vec![crate::provenance::ImagePattern::parse("**/**").expect("the any-image pattern parses")]
+    } else {
+        wanted
+            .images
+            .iter()
+            .map(|p| crate::provenance::ImagePattern::parse(p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                Refusal::new(
+                    FailedStep::Spec,
+                    "InvalidSpec",
+                    format!("spec.provenance.images: {e}"),
+                )
+            })?
+    };
+    Ok(crate::provenance::ProvenanceRule {
+        at: format!("spec.provenance ({source})"),
+        images,
+        key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
+        keys,
+    })
+}
+
+/// The text under `trust`'s key of its ConfigMap or Secret in the sync's namespace, and how
+/// messages name it.
+async fn read_text(
+    client: &Client,
+    sync: &LockstepSync,
+    trust: &TrustRef,
+) -> Result<(String, String), Refusal> {
     let namespace = sync.namespace().unwrap_or_default();
     let source = format!(
         "{:?} {}/{} key {:?}",
@@ -151,7 +205,7 @@ async fn read_trust(
     let text = text.ok_or_else(|| refused("TrustNotFound", format!("{source}: no such key")))?;
     let text = String::from_utf8(text)
         .map_err(|_| refused("TrustInvalid", format!("{source}: not UTF-8")))?;
-    AllowedSigners::parse(&text, &source).map_err(|e| refused("TrustInvalid", describe(&e)))
+    Ok((text, source))
 }
 
 /// The ConfigMap or Secret holding the trust: `TrustNotFound` when it does not exist.

@@ -1,0 +1,84 @@
+//! `spec.provenance` on the real API server: the cluster's own cosign keys (a ConfigMap)
+//! must have signed every image the applied lockfile records, whatever the repository's
+//! lockstep.toml says: a commit without such records is refused (`ProvenanceUnverified`),
+//! the applied state kept; once the lockfile records a signature by that key, it applies.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use super::{Repo, Sync, condition};
+use crate::provenance::{cosign, cosign_keys};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_cosign_keys_gate_what_is_applied() {
+    let repo = Repo::new();
+    let first = repo.head();
+    let (key, public) = cosign_keys(repo.tmp.path(), "build");
+    let pinned = repo.pinned_api_image();
+    let by_digest = format!(
+        "{}@{}",
+        pinned
+            .split('@')
+            .next()
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap()
+            .0,
+        pinned.split('@').nth(1).unwrap()
+    );
+    let out = cosign(
+        repo.tmp.path(),
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            &by_digest,
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::cli::stderr(&out));
+
+    let sync = Sync::new("provenance", &repo).await;
+    Api::<ConfigMap>::namespaced(sync.client.clone(), &sync.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "cosign"},
+                "data": {"cosign.pub": std::fs::read_to_string(&public).unwrap()},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    sync.set_spec(json!({"provenance": {"keys": {"kind": "ConfigMap", "name": "cosign", "key": "cosign.pub"}}}))
+        .await;
+    // The lockfile records no signature: refused, nothing applied.
+    let status = sync.pass().await;
+    let (ready, reason, message) = condition(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "ProvenanceUnverified"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&first[..12])
+            && message.contains("the provenance rule at spec.provenance"),
+        "{message}"
+    );
+    assert!(status.applied_commit.is_none());
+
+    // The repository adopts a rule with the build key: the lock records the signature.
+    repo.write(
+        "lockstep.toml",
+        &format!(
+            "[[provenance]]\nimages = [\"{}/shop/*\"]\ncosign-keys = [\"cosign.pub\"]\n",
+            repo.registry.host()
+        ),
+    );
+    std::fs::copy(&public, repo.dir.join("cosign.pub")).unwrap();
+    let signed = repo.lock_commit();
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(signed.as_str()));
+}
