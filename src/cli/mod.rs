@@ -134,6 +134,7 @@ async fn dispatch(command: Command, env: Env, printer: Printer) -> Result<(), Fa
         }
         Command::Inspect(a) => {
             let settings = commands::inspect::InspectSettings {
+                now: env.now,
                 registry: settings::registry(&a.registry)?,
                 reference: a.reference,
                 dir: a.dir,

@@ -261,6 +261,7 @@ fn provenance_requirement(
         images,
         key_files: keys.iter().map(|p| p.display().to_string()).collect(),
         keys: loaded,
+        certificate: None,
     }))
 }
 

@@ -332,10 +332,21 @@ impl OciRegistry {
             if !answer.status.is_success() || Digest::of(&answer.body) != blob {
                 continue;
             }
+            // An attached certificate and chain (PEM in annotations); one that cannot be read
+            // is left out, and the core then judges the signature without it.
+            let pem = |name: &str| {
+                layer.annotations.get(name).and_then(|text| {
+                    crate::provenance::certificate::pem_chain(text.as_bytes()).ok()
+                })
+            };
+            let certificate = pem(COSIGN_CERTIFICATE_ANNOTATION).and_then(|c| c.into_iter().next());
+            let chain = pem(COSIGN_CHAIN_ANNOTATION).unwrap_or_default();
             candidates.push(Candidate {
                 manifest: manifest.digest.clone(),
                 payload: answer.body,
                 signature,
+                certificate,
+                chain,
             });
         }
         Ok(candidates)
@@ -760,6 +771,9 @@ enum Access {
 const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The layer annotation holding the base64 signature over the payload.
 const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The layer annotations holding the signing certificate and its chain (PEM).
+const COSIGN_CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+const COSIGN_CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// Most signature layers read from one signature manifest.
 const MAX_SIGNATURE_LAYERS: usize = 32;
 

@@ -494,3 +494,291 @@ fn a_rule_refuses_objects_whose_images_are_not_scanned() {
     assert!(stderr(&out).contains("Workflow"), "{}", stderr(&out));
     assert_eq!(snapshot(&s.dir), before);
 }
+
+/// The hex of `text`'s bytes, for openssl's `DER:` extension values.
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `openssl` in `dir`: fails the test with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A test CA (`NAME/ca.pem`, P-256) and a code-signing leaf for `identity` with Fulcio's
+/// OIDC issuer extension, imported as a cosign key pair: (ca.pem, cosign key, leaf.pem).
+fn test_ca(dir: &Path, name: &str, identity: &str, issuer: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    openssl(
+        &d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+    );
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=lockstep test root",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        &d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "leaf.key",
+        ],
+    );
+    openssl(
+        &d,
+        &[
+            "req", "-new", "-key", "leaf.key", "-subj", "/CN=ci", "-out", "leaf.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        format!(
+            "subjectAltName=email:{identity}\nextendedKeyUsage=codeSigning\nkeyUsage=critical,digitalSignature\n1.3.6.1.4.1.57264.1.1=DER:{}\n",
+            hex_of(issuer)
+        ),
+    )
+    .unwrap();
+    openssl(
+        &d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "7",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    let out = Command::new(crate::hydrate::tool("cosign"))
+        .args([
+            "import-key-pair",
+            "--key",
+            "leaf.key",
+            "--output-key-prefix",
+            "leaf-cosign",
+        ])
+        .current_dir(&d)
+        .env("COSIGN_PASSWORD", "")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (
+        d.join("ca.pem"),
+        d.join("leaf-cosign.key"),
+        d.join("leaf.pem"),
+    )
+}
+
+#[test]
+fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do_not() {
+    let s = Signed::new();
+    let host = s.registry.host();
+    let issuer = "https://issuer.example.com";
+    let (ca, key, leaf) = test_ca(s.tmp.path(), "pki", "ci@example.com", issuer);
+    let (_, other_key, other_leaf) = test_ca(s.tmp.path(), "rogue", "ci@example.com", issuer);
+    let (_, wrong_key, wrong_leaf) = {
+        // Same root, another identity: a second leaf from the first CA.
+        let d = s.tmp.path().join("pki");
+        openssl(
+            &d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "dev.key",
+            ],
+        );
+        openssl(
+            &d,
+            &[
+                "req", "-new", "-key", "dev.key", "-subj", "/CN=dev", "-out", "dev.csr",
+            ],
+        );
+        std::fs::write(
+            d.join("dev.cnf"),
+            format!("subjectAltName=email:dev@example.com\nextendedKeyUsage=codeSigning\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{issuer}\n"),
+        )
+        .unwrap();
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "dev.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "7",
+                "-extfile",
+                "dev.cnf",
+                "-out",
+                "dev.pem",
+            ],
+        );
+        let out = Command::new(crate::hydrate::tool("cosign"))
+            .args([
+                "import-key-pair",
+                "--key",
+                "dev.key",
+                "--output-key-prefix",
+                "dev-cosign",
+            ])
+            .current_dir(&d)
+            .env("COSIGN_PASSWORD", "")
+            .env("HOME", s.tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        ((), d.join("dev-cosign.key"), d.join("dev.pem"))
+    };
+    std::fs::copy(&ca, s.dir.join("ca.pem")).unwrap();
+    std::fs::write(
+        s.dir.join("lockstep.toml"),
+        format!(
+            "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-certificate = {{ roots = [\"ca.pem\"], identity = \"ci@example.com\", issuer = \"{issuer}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let sign_with_cert = |key: &Path, cert: &Path, chain: &Path, repo: &str, digest: &Digest| {
+        let reference = s.reference(repo, digest);
+        let out = cosign(
+            s.tmp.path(),
+            &[
+                "sign",
+                "--key",
+                key.to_str().unwrap(),
+                "--certificate",
+                cert.to_str().unwrap(),
+                "--certificate-chain",
+                chain.to_str().unwrap(),
+                "--tlog-upload=false",
+                "--allow-insecure-registry",
+                &reference,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "cosign sign {reference}: {}",
+            stderr(&out)
+        );
+    };
+    let good = s.registry.push_image("shop/good", "1", b"good");
+    sign_with_cert(&key, &leaf, &ca, "shop/good", &good);
+    let rogue = s.registry.push_image("shop/rogue", "1", b"rogue");
+    let rogue_ca = s.tmp.path().join("rogue/ca.pem");
+    sign_with_cert(&other_key, &other_leaf, &rogue_ca, "shop/rogue", &rogue);
+    let dev = s.registry.push_image("shop/dev", "1", b"dev");
+    sign_with_cert(&wrong_key, &wrong_leaf, &ca, "shop/dev", &dev);
+    let plain = s.registry.push_image("shop/plain", "1", b"plain");
+    s.sign(&s.ci_cosign.0, "shop/plain", &plain);
+
+    s.deployment(&["shop/good:1", "shop/rogue:1", "shop/dev:1", "shop/plain:1"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("3 image(s) have no valid signature"), "{err}");
+    assert!(
+        err.contains(&format!("{host}/shop/rogue@{rogue}"))
+            && err.contains(
+                "its certificate is not accepted: it does not chain to a configured root (ca.pem)"
+            ),
+        "{err}"
+    );
+    assert!(
+        err.contains("the certificate names dev@example.com, not the identity ci@example.com"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{host}/shop/plain@{plain}"))
+            && err.contains("it carries no certificate, and the rule accepts only certificates"),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("shop/good@{good}")), "{err}");
+
+    // Only the good one: locked, its certificate recorded, verify re-checks it offline.
+    s.deployment(&["shop/good:1"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lock = lockfile_text(&s.dir);
+    assert!(
+        lock.contains("identity = \"ci@example.com\"") && lock.contains("certificate = \""),
+        "{lock}"
+    );
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // cosign agrees: the good one verifies against the root for that identity; the others do not.
+    let cosign_cert_verifies = |repo: &str, digest: &Digest| {
+        let out = cosign(
+            s.tmp.path(),
+            &[
+                "verify",
+                "--certificate-chain",
+                ca.to_str().unwrap(),
+                "--certificate-identity",
+                "ci@example.com",
+                "--certificate-oidc-issuer",
+                issuer,
+                "--insecure-ignore-sct",
+                "--insecure-ignore-tlog",
+                "--allow-insecure-registry",
+                &s.reference(repo, digest),
+            ],
+        );
+        out.status.success()
+    };
+    assert!(cosign_cert_verifies("shop/good", &good));
+    assert!(!cosign_cert_verifies("shop/rogue", &rogue));
+    assert!(!cosign_cert_verifies("shop/dev", &dev));
+}

@@ -346,6 +346,7 @@ pub fn check_recorded_signatures(
                 digest: &e.digest,
                 signatures: &e.signatures,
             }),
+        lock.created,
     );
     if problems.is_empty() {
         Ok(())

@@ -32,6 +32,8 @@ pub struct InspectArgs {
 }
 
 pub struct InspectSettings {
+    /// Certificates are judged valid as of now.
+    pub now: jiff::Timestamp,
     pub reference: String,
     pub dir: Option<PathBuf>,
     pub cosign_keys: Vec<PathBuf>,
@@ -41,6 +43,7 @@ pub struct InspectSettings {
 /// Exit 0 when the image resolves (and, when a rule or keys judge it, carries a valid
 /// signature), 1 when the rule finds no valid signature, 2 when it cannot be asked.
 pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliError> {
+    let now = settings.now;
     let image = ImageRef::parse(&settings.reference).map_err(CliError::usage)?;
     let rule = rule(&settings, &image)?;
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
@@ -80,7 +83,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
     for c in &candidates {
         let verdict = rule
             .as_ref()
-            .map(|r| provenance::check_signature(&image, &digest, c, r));
+            .map(|r| provenance::check_signature(&image, &digest, c, r, now));
         let claim = claims(&c.payload);
         let text = match &verdict {
             None => format!(
@@ -175,6 +178,7 @@ fn rule(settings: &InspectSettings, image: &ImageRef) -> Result<Option<Provenanc
             .map(|p| p.display().to_string())
             .collect(),
         keys,
+        certificate: None,
     }))
 }
 

@@ -48,7 +48,7 @@ pub async fn signatures(
     let mut to_fetch = Vec::new();
     for image in governed {
         let digest = image.digest().expect("pinned").clone();
-        match reusable(&policy, previous, &image, &digest) {
+        match reusable(&policy, previous, &image, &digest, settings.created) {
             Some(kept) => {
                 records.insert((image.name(), digest), kept);
             }
@@ -84,7 +84,7 @@ pub async fn signatures(
         let rule = policy.rule_for(&image).expect("governed");
         match found {
             Err(e) => unreachable.push((image, e)),
-            Ok(candidates) => match provenance::select(&image, &digest, rule, &candidates) {
+            Ok(candidates) => match select(&image, &digest, rule, &candidates, settings) {
                 Ok(kept) => {
                     records.insert((image.name(), digest), kept);
                 }
@@ -117,6 +117,25 @@ pub async fn signatures(
     Ok(records)
 }
 
+/// The records that satisfy `rule`, judged both as of the lockfile's `created` time (what
+/// `verify` will judge them at) and now (a certificate that has since expired is not
+/// accepted into a new lock).
+fn select(
+    image: &ImageRef,
+    digest: &Digest,
+    rule: &provenance::ProvenanceRule,
+    candidates: &[provenance::Candidate],
+    settings: &super::lock::LockSettings,
+) -> Result<Vec<SignatureRecord>, Vec<(Digest, CandidateProblem)>> {
+    let at_created = provenance::select(image, digest, rule, candidates, settings.created)?;
+    if settings.created == settings.trust_at {
+        return Ok(at_created);
+    }
+    let still: Vec<provenance::Candidate> =
+        at_created.iter().map(SignatureRecord::candidate).collect();
+    provenance::select(image, digest, rule, &still, settings.trust_at)
+}
+
 /// Every distinct pinned image (with its digest) a rule governs.
 fn governed(policy: &Policy, pinned: &Pinned) -> Vec<ImageRef> {
     pinned
@@ -143,6 +162,7 @@ fn reusable(
     previous: Option<&Lockfile>,
     image: &ImageRef,
     digest: &Digest,
+    at: jiff::Timestamp,
 ) -> Option<Vec<SignatureRecord>> {
     let name = image.name();
     let entry = previous?
@@ -157,6 +177,7 @@ fn reusable(
             digest,
             signatures: &entry.signatures,
         }],
+        at,
     );
     problems.is_empty().then(|| entry.signatures.clone())
 }

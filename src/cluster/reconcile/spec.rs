@@ -163,6 +163,7 @@ async fn read_provenance(
         images,
         key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
         keys,
+        certificate: None,
     })
 }
 

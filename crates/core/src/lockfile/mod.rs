@@ -525,6 +525,16 @@ impl From<&Lockfile> for WireLockfile {
                             key: r.key.clone(),
                             payload: r.payload_base64(),
                             signature: r.signature_base64(),
+                            certificate: r
+                                .certificate
+                                .as_deref()
+                                .map(crate::provenance::encode_base64),
+                            chain: r
+                                .chain
+                                .iter()
+                                .map(|c| crate::provenance::encode_base64(c))
+                                .collect(),
+                            identity: r.identity.clone(),
                         })
                         .collect(),
                     uses: e
@@ -823,15 +833,37 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
                 ws.key
             )));
         }
-        signatures.push(
-            crate::provenance::SignatureRecord::from_base64(
-                manifest,
-                ws.key,
-                &ws.payload,
-                &ws.signature,
-            )
-            .map_err(|e| bad(format!("signature record: {e}")))?,
-        );
+        let mut record = crate::provenance::SignatureRecord::from_base64(
+            manifest,
+            ws.key,
+            &ws.payload,
+            &ws.signature,
+        )
+        .map_err(|e| bad(format!("signature record: {e}")))?;
+        let cert = |b64: &str| {
+            crate::provenance::decode_base64(b64)
+                .filter(|d| d.len() <= crate::provenance::certificate::MAX_CERT_BYTES)
+                .ok_or_else(|| {
+                    bad(
+                        "signature record: a certificate is not base64 DER within the size limit"
+                            .into(),
+                    )
+                })
+        };
+        if ws.chain.len() > crate::provenance::certificate::MAX_CHAIN {
+            return Err(bad(
+                "signature record: the certificate chain is too long".into()
+            ));
+        }
+        record.certificate = ws.certificate.as_deref().map(cert).transpose()?;
+        record.chain = ws.chain.iter().map(|c| cert(c)).collect::<Result<_, _>>()?;
+        record.identity = ws.identity;
+        if record.certificate.is_none() && (!record.chain.is_empty() || record.identity.is_some()) {
+            return Err(bad(
+                "signature record: a chain or identity without a certificate".into(),
+            ));
+        }
+        signatures.push(record);
     }
     if !signatures.is_sorted_by(|a, b| a.manifest < b.manifest) {
         return Err(LockfileError::Image {

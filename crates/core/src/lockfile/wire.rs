@@ -168,6 +168,15 @@ pub struct WireSignature {
     pub payload: String,
     /// The signature over the payload's exact bytes, base64.
     pub signature: String,
+    /// When a certificate satisfied the rule: the signing certificate (DER, base64)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// …its chain (DER, base64, the leaf's issuer first)…
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// …and the identity (SAN email or URI) the rule required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

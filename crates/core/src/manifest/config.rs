@@ -43,12 +43,24 @@ pub struct ScanConfig {
 /// [[provenance]]
 /// images = ["registry.example.com/shop/*"]   # `*` within a path component, `**` across
 /// cosign-keys = ["keys/cosign.pub"]          # in this directory; PEM, ECDSA P-256 or Ed25519
+/// # and/or signatures made with a certificate from your CA, for one identity:
+/// cosign-certificate = { roots = ["keys/ca.pem"], identity = "ci@example.com", issuer = "https://issuer.example.com" }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProvenanceSpec {
     pub line: usize,
     pub images: Vec<crate::provenance::ImagePattern>,
     pub key_files: Vec<String>,
+    /// `cosign-certificate = { roots = [...], identity = "...", issuer = "..." }`.
+    pub certificate: Option<CertificateSpec>,
+}
+
+/// A `cosign-certificate` requirement as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSpec {
+    pub root_files: Vec<String>,
+    pub identity: String,
+    pub issuer: Option<String>,
 }
 
 /// The image locations declared for one apiVersion/kind.
@@ -170,33 +182,59 @@ impl ScanConfig {
                         .map_err(|r| invalid(p.span(), r))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let in_dir = |k: &Spanned<String>, what: &str| {
+                let normal = normalize(k.get_ref()).map_err(|r| invalid(k.span(), r))?;
+                if normal.starts_with("../") || normal == ".." {
+                    return Err(invalid(
+                        k.span(),
+                        format!(
+                            "{what} {:?} is outside this directory: keep it beside lockstep.toml, so the lockfile binds it",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+                Ok(normal)
+            };
             let key_files = entry
                 .cosign_keys
                 .iter()
-                .map(|k| {
-                    let normal = normalize(k.get_ref()).map_err(|r| invalid(k.span(), r))?;
-                    if normal.starts_with("../") || normal == ".." {
+                .map(|k| in_dir(k, "cosign key"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let certificate = match entry.cosign_certificate {
+                None => None,
+                Some(c) => {
+                    let c_span = c.span();
+                    let c = c.into_inner();
+                    let root_files = c
+                        .roots
+                        .iter()
+                        .map(|r| in_dir(r, "certificate root"))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let identity = c.identity.get_ref().trim().to_owned();
+                    if root_files.is_empty() || identity.is_empty() {
                         return Err(invalid(
-                            k.span(),
-                            format!(
-                                "cosign key {:?} is outside this directory: keep the keys beside lockstep.toml, so the lockfile binds them",
-                                k.get_ref()
-                            ),
+                            c_span,
+                            "cosign-certificate needs `roots` and an `identity` (a SAN email or URI)".into(),
                         ));
                     }
-                    Ok(normal)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if images.is_empty() || key_files.is_empty() {
+                    Some(CertificateSpec {
+                        root_files,
+                        identity,
+                        issuer: c.issuer.map(|i| i.into_inner()),
+                    })
+                }
+            };
+            if images.is_empty() || (key_files.is_empty() && certificate.is_none()) {
                 return Err(invalid(
                     span,
-                    "a [[provenance]] entry needs `images` and `cosign-keys`".into(),
+                    "a [[provenance]] entry needs `images`, and `cosign-keys` or `cosign-certificate`".into(),
                 ));
             }
             provenance.push(ProvenanceSpec {
                 line: line_of(text, span.start),
                 images,
                 key_files,
+                certificate,
             });
         }
         Ok(ScanConfig {
@@ -234,11 +272,35 @@ impl ScanConfig {
                         .map_err(|e| invalid(e.to_string()))?,
                 );
             }
+            let certificate = match &spec.certificate {
+                None => None,
+                Some(c) => {
+                    let mut roots = Vec::new();
+                    for file in &c.root_files {
+                        let bytes = files.files.get(file).ok_or_else(|| {
+                            invalid(format!(
+                                "certificate root {file} is not a file of this directory"
+                            ))
+                        })?;
+                        roots.extend(
+                            crate::provenance::certificate::pem_chain(bytes)
+                                .map_err(|e| invalid(format!("{file}: {e}")))?,
+                        );
+                    }
+                    Some(crate::provenance::CertificatePolicy {
+                        roots,
+                        root_files: c.root_files.clone(),
+                        identity: c.identity.clone(),
+                        issuer: c.issuer.clone(),
+                    })
+                }
+            };
             rules.push(crate::provenance::ProvenanceRule {
                 at: format!("{CONFIG_FILE}:{}", spec.line),
                 images: spec.images.clone(),
                 keys,
                 key_files: spec.key_files.clone(),
+                certificate,
             });
         }
         Ok(crate::provenance::Policy { rules })
@@ -393,6 +455,16 @@ struct WireProvenance {
     images: Vec<Spanned<String>>,
     #[serde(default)]
     cosign_keys: Vec<Spanned<String>>,
+    cosign_certificate: Option<Spanned<WireCertificate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireCertificate {
+    #[serde(default)]
+    roots: Vec<Spanned<String>>,
+    identity: Spanned<String>,
+    issuer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

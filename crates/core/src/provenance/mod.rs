@@ -20,6 +20,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::model::{Digest, ImageRef};
 
+pub mod certificate;
+pub use certificate::CertificatePolicy;
+
 /// Largest simple-signing payload accepted (cosign's are a few hundred bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 /// Most signature records kept per image.
@@ -43,6 +46,7 @@ pub struct CosignKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PublicKey {
     P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -55,9 +59,8 @@ pub struct KeyError {
 }
 
 impl CosignKey {
-    /// Parse a PEM `PUBLIC KEY` (PKIX): ECDSA P-256 or Ed25519.
+    /// Parse a PEM `PUBLIC KEY` (PKIX): ECDSA P-256 (or P-384) or Ed25519.
     pub fn from_pem(file: &str, bytes: &[u8]) -> Result<CosignKey, KeyError> {
-        use p256::pkcs8::DecodePublicKey as _;
         let bad = |reason: String| KeyError {
             file: file.to_owned(),
             reason,
@@ -66,18 +69,29 @@ impl CosignKey {
             return Err(bad(format!("over {MAX_KEY_BYTES} bytes: not a public key")));
         }
         let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 PEM".into()))?;
-        let key = if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(text) {
+        let der = pem_body(text).ok_or_else(|| {
+            bad("not a PEM PUBLIC KEY of ECDSA P-256 or Ed25519 (as `cosign generate-key-pair` writes cosign.pub): no PEM PUBLIC KEY block".into())
+        })?;
+        CosignKey::from_spki_der(file, &der)
+    }
+
+    /// A DER `SubjectPublicKeyInfo`: ECDSA P-256, P-384 or Ed25519.
+    pub fn from_spki_der(file: &str, der: &[u8]) -> Result<CosignKey, KeyError> {
+        use p256::pkcs8::DecodePublicKey as _;
+        let key = if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
             PublicKey::P256(k)
-        } else if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(text) {
+        } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+            PublicKey::P384(k)
+        } else if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
             PublicKey::Ed25519(k)
         } else {
-            return Err(bad(
-                "not a PEM PUBLIC KEY of ECDSA P-256 or Ed25519 (as `cosign generate-key-pair` writes cosign.pub); RSA keys are not supported".into(),
-            ));
+            return Err(KeyError {
+                file: file.to_owned(),
+                reason: "not a PEM PUBLIC KEY of ECDSA P-256 or Ed25519 (as `cosign generate-key-pair` writes cosign.pub); RSA keys are not supported".into(),
+            });
         };
-        let der = pem_body(text).ok_or_else(|| bad("no PEM PUBLIC KEY block".into()))?;
         Ok(CosignKey {
-            fingerprint: format!("sha256:{}", hex::encode(Sha256::digest(&der))),
+            fingerprint: format!("sha256:{}", hex::encode(Sha256::digest(der))),
             key,
         })
     }
@@ -118,10 +132,20 @@ impl CosignKey {
                     .or_else(|_| p256::ecdsa::Signature::from_slice(signature));
                 sig.is_ok_and(|sig| key.verify(payload, &sig).is_ok())
             }
+            PublicKey::P384(key) => {
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .or_else(|_| p384::ecdsa::Signature::from_slice(signature));
+                sig.is_ok_and(|sig| key.verify(payload, &sig).is_ok())
+            }
             PublicKey::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify_strict(payload, &sig).is_ok()),
         }
     }
+}
+
+/// Standard base64 (padded).
+pub fn encode_base64(bytes: &[u8]) -> String {
+    Base64::encode_string(bytes)
 }
 
 /// Standard base64 (padded), surrounding whitespace ignored: how cosign writes signatures.
@@ -249,6 +273,24 @@ pub struct ProvenanceRule {
     pub keys: Vec<CosignKey>,
     /// The key files as written, for messages.
     pub key_files: Vec<String>,
+    /// `cosign-certificate`: signatures made with a certificate chaining to these roots and
+    /// naming this identity also satisfy the rule.
+    pub certificate: Option<CertificatePolicy>,
+}
+
+impl ProvenanceRule {
+    /// What the rule accepts, for messages: `cosign.pub or a certificate for ci@… from ca.pem`.
+    pub fn accepts(&self) -> String {
+        let mut parts = self.key_files.clone();
+        if let Some(c) = &self.certificate {
+            parts.push(format!(
+                "a certificate for {} from {}",
+                c.identity,
+                c.root_files.join(", ")
+            ));
+        }
+        parts.join(" or ")
+    }
 }
 
 /// The provenance policy of a directory: its rules, in file order. An image is governed by
@@ -281,16 +323,24 @@ pub struct Candidate {
     pub payload: Vec<u8>,
     /// The layer's `dev.cosignproject.cosign/signature` annotation, base64-decoded.
     pub signature: Vec<u8>,
+    /// The signing certificate (`dev.sigstore.cosign/certificate`), DER, when one is attached.
+    pub certificate: Option<Vec<u8>>,
+    /// Its chain (`dev.sigstore.cosign/chain`), DER, leaf's issuer first.
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// A signature that satisfied an image's rule: what the lockfile keeps.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SignatureRecord {
     pub manifest: Digest,
-    /// The fingerprint of the key that verified it.
+    /// The fingerprint of the key that verified it (a certificate's: its public key's).
     pub key: String,
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
+    /// When a certificate satisfied the rule: the leaf (DER), its chain, and the identity.
+    pub certificate: Option<Vec<u8>>,
+    pub chain: Vec<Vec<u8>>,
+    pub identity: Option<String>,
 }
 
 impl SignatureRecord {
@@ -324,7 +374,21 @@ impl SignatureRecord {
             key,
             payload,
             signature,
+            certificate: None,
+            chain: Vec::new(),
+            identity: None,
         })
+    }
+
+    /// The record as a candidate again, for the offline re-check.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            manifest: self.manifest.clone(),
+            payload: self.payload.clone(),
+            signature: self.signature.clone(),
+            certificate: self.certificate.clone(),
+            chain: self.chain.clone(),
+        }
     }
 }
 
@@ -341,6 +405,12 @@ pub enum CandidateProblem {
     OtherDigest { signed: String },
     #[error("it signs another repository ({signed})")]
     OtherRepository { signed: String },
+    #[error("its certificate is not accepted: {0}")]
+    Certificate(String),
+    #[error("its signature does not verify under its own certificate's key")]
+    CertificateKeyDoesNotVerify,
+    #[error("it carries no certificate, and the rule accepts only certificates")]
+    NoCertificate,
 }
 
 /// Check one candidate for `image` pinned at `digest` against `rule`: the signature over the
@@ -352,23 +422,48 @@ pub fn check_signature(
     digest: &Digest,
     candidate: &Candidate,
     rule: &ProvenanceRule,
+    at: jiff::Timestamp,
 ) -> Result<SignatureRecord, CandidateProblem> {
     if candidate.payload.len() > MAX_PAYLOAD_BYTES {
         return Err(CandidateProblem::TooLarge);
     }
-    let key = rule
+    let by_key = rule
         .keys
         .iter()
-        .find(|k| k.verifies(&candidate.payload, &candidate.signature))
-        .ok_or_else(|| CandidateProblem::NoKeyVerifies {
-            keys: rule.key_files.join(", "),
-        })?;
+        .find(|k| k.verifies(&candidate.payload, &candidate.signature));
+    let (key, certified) = match (by_key, &candidate.certificate, &rule.certificate) {
+        (Some(key), _, _) => (key.clone(), None),
+        (None, Some(leaf), Some(policy)) => {
+            // The certificate's key must verify the signature before anything else counts.
+            let key = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
+                .map_err(CandidateProblem::Certificate)?;
+            if !key.verifies(&candidate.payload, &candidate.signature) {
+                return Err(CandidateProblem::CertificateKeyDoesNotVerify);
+            }
+            (key, Some(policy.identity.clone()))
+        }
+        (None, None, Some(_)) if rule.keys.is_empty() => {
+            return Err(CandidateProblem::NoCertificate);
+        }
+        (None, _, _) => {
+            return Err(CandidateProblem::NoKeyVerifies {
+                keys: rule.accepts(),
+            });
+        }
+    };
     check_payload(image, digest, &candidate.payload)?;
     Ok(SignatureRecord {
         manifest: candidate.manifest.clone(),
         key: key.fingerprint.clone(),
         payload: candidate.payload.clone(),
         signature: candidate.signature.clone(),
+        certificate: certified.as_ref().and(candidate.certificate.clone()),
+        chain: if certified.is_some() {
+            candidate.chain.clone()
+        } else {
+            Vec::new()
+        },
+        identity: certified,
     })
 }
 
@@ -450,10 +545,12 @@ pub struct RecordedImage<'a> {
 }
 
 /// Offline: every image a rule governs records at least one signature, and every record of a
-/// governed image verifies under its rule's keys and binds its digest and repository.
+/// governed image verifies under its rule (a certificate judged at `at`, the time it was
+/// locked) and binds its digest and repository.
 pub fn check_policy<'a>(
     policy: &Policy,
     images: impl IntoIterator<Item = RecordedImage<'a>>,
+    at: jiff::Timestamp,
 ) -> Vec<PolicyProblem> {
     let mut problems = Vec::new();
     for entry in images {
@@ -464,29 +561,43 @@ pub fn check_policy<'a>(
             problems.push(PolicyProblem::Unsigned {
                 reference: entry.reference.to_owned(),
                 rule: rule.at.clone(),
-                keys: rule.key_files.join(" or "),
+                keys: rule.accepts(),
             });
         }
         for record in entry.signatures {
-            let candidate = Candidate {
-                manifest: record.manifest.clone(),
-                payload: record.payload.clone(),
-                signature: record.signature.clone(),
-            };
-            // Checked with the key the record names, which must be one of the rule's: the
-            // fingerprint shown is the one that verified, and one check per record.
-            let by_recorded_key = ProvenanceRule {
-                keys: rule
-                    .keys
-                    .iter()
-                    .filter(|k| k.fingerprint == record.key)
-                    .cloned()
-                    .collect(),
+            // Checked the way it was accepted, with the key it names: a key record by that
+            // key of the rule (one check per record), a certificate record by the rule's
+            // certificate policy, its leaf's key being the one named.
+            let narrowed = ProvenanceRule {
+                keys: match record.certificate {
+                    Some(_) => Vec::new(),
+                    None => rule
+                        .keys
+                        .iter()
+                        .filter(|k| k.fingerprint == record.key)
+                        .cloned()
+                        .collect(),
+                },
+                certificate: record.certificate.as_ref().and(rule.certificate.clone()),
                 ..rule.clone()
             };
-            if let Err(problem) =
-                check_signature(entry.image, entry.digest, &candidate, &by_recorded_key)
-            {
+            let checked = check_signature(
+                entry.image,
+                entry.digest,
+                &record.candidate(),
+                &narrowed,
+                at,
+            )
+            .and_then(|found| {
+                if found.key == record.key {
+                    Ok(())
+                } else {
+                    Err(CandidateProblem::NoKeyVerifies {
+                        keys: format!("the recorded key {}", record.key),
+                    })
+                }
+            });
+            if let Err(problem) = checked {
                 problems.push(PolicyProblem::Invalid {
                     reference: entry.reference.to_owned(),
                     rule: rule.at.clone(),
@@ -500,18 +611,19 @@ pub fn check_policy<'a>(
 }
 
 /// What `lock` decides for one governed image from the candidates the registry holds: the
-/// records that satisfy its rule (at most [`MAX_RECORDS`], by manifest digest), or every
-/// candidate's problem.
+/// records that satisfy its rule at `at` (at most [`MAX_RECORDS`], by manifest digest), or
+/// every candidate's problem.
 pub fn select(
     image: &ImageRef,
     digest: &Digest,
     rule: &ProvenanceRule,
     candidates: &[Candidate],
+    at: jiff::Timestamp,
 ) -> Result<Vec<SignatureRecord>, Vec<(Digest, CandidateProblem)>> {
     let mut good = BTreeMap::new();
     let mut bad = Vec::new();
     for c in candidates {
-        match check_signature(image, digest, c, rule) {
+        match check_signature(image, digest, c, rule, at) {
             Ok(record) => {
                 good.entry(record.manifest.clone()).or_insert(record);
             }
@@ -529,6 +641,10 @@ mod tests {
     use super::*;
 
     const HOST: &str = "registry.example.com";
+
+    fn at() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000).unwrap()
+    }
 
     fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
         format!(
@@ -574,6 +690,7 @@ mod tests {
             images: vec![ImagePattern::parse(&format!("{HOST}/shop/*")).unwrap()],
             key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
             keys,
+            certificate: None,
         }
     }
 
@@ -613,12 +730,15 @@ mod tests {
                 manifest: Digest::of(b"sig manifest"),
                 payload,
                 signature,
+                certificate: None,
+                chain: Vec::new(),
             };
             let record = check_signature(
                 &image,
                 &digest,
                 &candidate(good.clone(), sign(&good)),
                 &rule,
+                at(),
             )
             .unwrap();
             assert_eq!(record.key, key.fingerprint);
@@ -626,7 +746,13 @@ mod tests {
             let mut flipped = good.clone();
             flipped[10] ^= 1;
             assert!(matches!(
-                check_signature(&image, &digest, &candidate(flipped, sign(&good)), &rule),
+                check_signature(
+                    &image,
+                    &digest,
+                    &candidate(flipped, sign(&good)),
+                    &rule,
+                    at()
+                ),
                 Err(CandidateProblem::NoKeyVerifies { .. })
             ));
             // Signed, but for another digest or another repository.
@@ -636,7 +762,8 @@ mod tests {
                     &image,
                     &digest,
                     &candidate(other.clone(), sign(&other)),
-                    &rule
+                    &rule,
+                    at()
                 ),
                 Err(CandidateProblem::OtherDigest { .. })
             ));
@@ -646,7 +773,8 @@ mod tests {
                     &image,
                     &digest,
                     &candidate(elsewhere.clone(), sign(&elsewhere)),
-                    &rule
+                    &rule,
+                    at()
                 ),
                 Err(CandidateProblem::OtherRepository { .. })
             ));
@@ -657,7 +785,8 @@ mod tests {
                     &image,
                     &digest,
                     &candidate(junk.clone(), sign(&junk)),
-                    &rule
+                    &rule,
+                    at()
                 ),
                 Err(CandidateProblem::NotSimpleSigning(_))
             ));
@@ -682,6 +811,7 @@ mod tests {
                         digest: &digest,
                         signatures,
                     }],
+                    at(),
                 )
             };
             assert!(recorded(std::slice::from_ref(&record)).is_empty());
