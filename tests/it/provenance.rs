@@ -715,9 +715,21 @@ fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do
         );
     };
     let good = s.registry.push_image("shop/good", "1", b"good");
-    sign_with_cert(&key, &leaf, &ca, "shop/good", &good);
-    let rogue = s.registry.push_image("shop/rogue", "1", b"rogue");
+    // Regression (review): the attached chain is unsigned; certificates off the path (here
+    // another CA) must not be recorded in the signed lockfile.
     let rogue_ca = s.tmp.path().join("rogue/ca.pem");
+    let padded = s.tmp.path().join("padded-chain.pem");
+    std::fs::write(
+        &padded,
+        [
+            std::fs::read(&rogue_ca).unwrap(),
+            std::fs::read(&ca).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    sign_with_cert(&key, &leaf, &padded, "shop/good", &good);
+    let rogue = s.registry.push_image("shop/rogue", "1", b"rogue");
     sign_with_cert(&other_key, &other_leaf, &rogue_ca, "shop/rogue", &rogue);
     let dev = s.registry.push_image("shop/dev", "1", b"dev");
     sign_with_cert(&wrong_key, &wrong_leaf, &ca, "shop/dev", &dev);

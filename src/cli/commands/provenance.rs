@@ -48,7 +48,10 @@ pub async fn signatures(
     let mut to_fetch = Vec::new();
     for image in governed {
         let digest = image.digest().expect("pinned").clone();
-        match reusable(&policy, previous, &image, &digest, settings.created) {
+        // Reused only when the records hold both as of the new lock and now.
+        let kept = reusable(&policy, previous, &image, &digest, settings.created)
+            .filter(|_| reusable(&policy, previous, &image, &digest, settings.trust_at).is_some());
+        match kept {
             Some(kept) => {
                 records.insert((image.name(), digest), kept);
             }

@@ -857,6 +857,11 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
         }
         record.certificate = ws.certificate.as_deref().map(cert).transpose()?;
         record.chain = ws.chain.iter().map(|c| cert(c)).collect::<Result<_, _>>()?;
+        if ws.identity.as_ref().is_some_and(|i| i.len() > 1024) {
+            return Err(bad(
+                "signature record: the identity is over 1024 bytes".into()
+            ));
+        }
         record.identity = ws.identity;
         if record.certificate.is_none() && (!record.chain.is_empty() || record.identity.is_some()) {
             return Err(bad(

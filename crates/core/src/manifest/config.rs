@@ -211,16 +211,17 @@ impl ScanConfig {
                         .map(|r| in_dir(r, "certificate root"))
                         .collect::<Result<Vec<_>, _>>()?;
                     let identity = c.identity.get_ref().trim().to_owned();
-                    if root_files.is_empty() || identity.is_empty() {
+                    let issuer = c.issuer.get_ref().trim().to_owned();
+                    if root_files.is_empty() || identity.is_empty() || issuer.is_empty() {
                         return Err(invalid(
                             c_span,
-                            "cosign-certificate needs `roots` and an `identity` (a SAN email or URI)".into(),
+                            "cosign-certificate needs `roots`, an `identity` (a SAN email or URI) and the OIDC `issuer` that vouched for it (as cosign verify --certificate-oidc-issuer requires)".into(),
                         ));
                     }
                     Some(CertificateSpec {
                         root_files,
                         identity,
-                        issuer: c.issuer.map(|i| i.into_inner()),
+                        issuer: Some(issuer),
                     })
                 }
             };
@@ -464,7 +465,7 @@ struct WireCertificate {
     #[serde(default)]
     roots: Vec<Spanned<String>>,
     identity: Spanned<String>,
-    issuer: Option<Spanned<String>>,
+    issuer: Spanned<String>,
 }
 
 #[derive(Deserialize)]

@@ -76,14 +76,22 @@ pub fn pem_chain(text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
-/// The leaf's key, once the leaf is shown to chain to a root and name the identity, judged
-/// at `at`; `Err` says why not.
+/// A leaf that chained to a root: its key, and the intermediates of the path (DER, the
+/// leaf's issuer first) — only those are recorded, not whatever else was attached.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub key: CosignKey,
+    pub path: Vec<Vec<u8>>,
+}
+
+/// The leaf's key and path, once the leaf is shown to chain to a root and name the
+/// identity, judged at `at`; `Err` says why not.
 pub fn verify_leaf(
     leaf_der: &[u8],
     chain_der: &[Vec<u8>],
     policy: &CertificatePolicy,
     at: jiff::Timestamp,
-) -> Result<CosignKey, String> {
+) -> Result<Verified, String> {
     if leaf_der.len() > MAX_CERT_BYTES || chain_der.len() > MAX_CHAIN {
         return Err("the certificate or its chain is too large".into());
     }
@@ -101,40 +109,52 @@ pub fn verify_leaf(
         .collect::<Result<Vec<_>, _>>()?;
     check_leaf(&leaf)?;
     check_validity(&leaf, at, "the signing certificate")?;
+    identity(&leaf, policy)?;
     let mut current = &leaf;
+    let mut path = Vec::new();
     // Each certificate of the chain is used once: a self-signed one (a root nobody
     // configured) or a loop ends the walk.
     let mut used = vec![false; chain.len()];
+    // Why the last issuer candidate that signed was not fit, for the message.
+    let mut unfit = None;
     // `below`: the intermediates traversed so far, the path length under the next issuer.
     for below in 0..=MAX_CHAIN {
-        let issued_by = |c: &Certificate| {
-            c.tbs_certificate().subject() == current.tbs_certificate().issuer()
-                && signed_by(current, c).is_ok()
+        // An issuer: its subject is the child's issuer, it signed the child, and it may
+        // issue here; a candidate that fails one of these is skipped, not fatal.
+        let mut fit = |c: &Certificate, what: &str| {
+            if c.tbs_certificate().subject() != current.tbs_certificate().issuer()
+                || signed_by(current, c).is_err()
+            {
+                return false;
+            }
+            match check_issuer(c, below, at, what) {
+                Ok(()) => true,
+                Err(why) => {
+                    unfit = Some(why);
+                    false
+                }
+            }
         };
-        if let Some(root) = roots.iter().find(|r| issued_by(r)) {
-            check_issuer(root, below, at, "the root")?;
-            identity(&leaf, policy)?;
-            return leaf_key(&leaf);
-        }
-        let found = chain
-            .iter()
-            .enumerate()
-            .find(|(i, c)| !used[*i] && issued_by(c))
-            .map(|(i, c)| {
-                used[i] = true;
-                c
+        if roots.iter().any(|r| fit(r, "the root")) {
+            return Ok(Verified {
+                key: leaf_key(&leaf)?,
+                path,
             });
-        let Some(next) = found else {
-            return Err(match signed_by_name(current, &chain, &roots) {
-                Some(why) => why,
-                None => format!(
+        }
+        let found =
+            (0..chain.len()).find(|&i| !used[i] && fit(&chain[i], "an intermediate certificate"));
+        let Some(i) = found else {
+            return Err(match (unfit, signed_by_name(current, &chain, &roots)) {
+                (Some(why), _) | (None, Some(why)) => why,
+                (None, None) => format!(
                     "it does not chain to a configured root ({})",
                     policy.root_files.join(", ")
                 ),
             });
         };
-        check_issuer(next, below, at, "an intermediate certificate")?;
-        current = next;
+        used[i] = true;
+        path.push(chain_der[i].clone());
+        current = &chain[i];
     }
     Err("the certificate chain is too long".into())
 }
@@ -265,7 +285,24 @@ fn check_issuer(
     {
         return Err(format!("{what} may not sign certificates (keyUsage)"));
     }
+    // An issuer restricted to other purposes (a TLS-only intermediate) does not vouch for
+    // code signing, as Go's x509 (and so `cosign verify`) also holds.
+    if let Some((_, eku)) = tbs
+        .get_extension::<ExtendedKeyUsage>()
+        .map_err(|e| format!("{what}: bad extendedKeyUsage: {e}"))?
+        && !allows_code_signing(&eku)
+    {
+        return Err(format!(
+            "{what} is restricted to other uses than code signing (extendedKeyUsage)"
+        ));
+    }
     Ok(())
+}
+
+fn allows_code_signing(eku: &ExtendedKeyUsage) -> bool {
+    eku.0
+        .iter()
+        .any(|o| [CODE_SIGNING, ANY_EXTENDED_KEY_USAGE].contains(&o.to_string().as_str()))
 }
 
 /// The leaf: not a CA, allowed to sign (keyUsage) code (extendedKeyUsage).
@@ -290,10 +327,7 @@ fn check_leaf(leaf: &Certificate) -> Result<(), String> {
     if let Some((_, eku)) = tbs
         .get_extension::<ExtendedKeyUsage>()
         .map_err(|e| format!("{what}: bad extendedKeyUsage: {e}"))?
-        && !eku
-            .0
-            .iter()
-            .any(|o| [CODE_SIGNING, ANY_EXTENDED_KEY_USAGE].contains(&o.to_string().as_str()))
+        && !allows_code_signing(&eku)
     {
         return Err(format!("{what} is not for code signing (extendedKeyUsage)"));
     }
@@ -362,19 +396,4 @@ fn leaf_key(leaf: &Certificate) -> Result<CosignKey, String> {
         .to_der()
         .map_err(|e| e.to_string())?;
     CosignKey::from_spki_der("the signing certificate", &spki).map_err(|e| e.reason)
-}
-
-/// The identity a leaf names first (for records and messages): its first SAN email or URI.
-pub fn first_identity(leaf_der: &[u8]) -> Option<String> {
-    let leaf = Certificate::from_der(leaf_der).ok()?;
-    let (_, san) = leaf
-        .tbs_certificate()
-        .get_extension::<SubjectAltName>()
-        .ok()??;
-    san.0.iter().find_map(|n| match n {
-        GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s) => {
-            Some(s.to_string())
-        }
-        _ => None,
-    })
 }

@@ -435,12 +435,15 @@ pub fn check_signature(
         (Some(key), _, _) => (key.clone(), None),
         (None, Some(leaf), Some(policy)) => {
             // The certificate's key must verify the signature before anything else counts.
-            let key = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
+            let verified = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
                 .map_err(CandidateProblem::Certificate)?;
-            if !key.verifies(&candidate.payload, &candidate.signature) {
+            if !verified
+                .key
+                .verifies(&candidate.payload, &candidate.signature)
+            {
                 return Err(CandidateProblem::CertificateKeyDoesNotVerify);
             }
-            (key, Some(policy.identity.clone()))
+            (verified.key, Some((policy.identity.clone(), verified.path)))
         }
         (None, None, Some(_)) if rule.keys.is_empty() => {
             return Err(CandidateProblem::NoCertificate);
@@ -458,12 +461,8 @@ pub fn check_signature(
         payload: candidate.payload.clone(),
         signature: candidate.signature.clone(),
         certificate: certified.as_ref().and(candidate.certificate.clone()),
-        chain: if certified.is_some() {
-            candidate.chain.clone()
-        } else {
-            Vec::new()
-        },
-        identity: certified,
+        identity: certified.as_ref().map(|(identity, _)| identity.clone()),
+        chain: certified.map(|(_, path)| path).unwrap_or_default(),
     })
 }
 
