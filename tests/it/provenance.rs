@@ -206,6 +206,42 @@ impl Signed {
     }
 }
 
+impl Signed {
+    /// Add cosign's certificate and chain annotations to the signature layers of `digest`
+    /// (what `cosign sign --certificate --certificate-chain` would have written).
+    fn attach_certificate(&self, repo: &str, digest: &Digest, cert: &str, chain: &str) {
+        let base = format!("http://{}", self.registry.host());
+        let tag = format!("{}.sig", digest.as_str().replace(':', "-"));
+        let client = http_client(None);
+        let accept = "application/vnd.oci.image.manifest.v1+json";
+        block_on(async {
+            let url = format!("{base}/v2/{repo}/manifests/{tag}");
+            let got = client
+                .get(&url)
+                .header("Accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert!(got.status().is_success());
+            let mut body: serde_json::Value =
+                serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
+            for layer in body["layers"].as_array_mut().unwrap() {
+                let notes = layer["annotations"].as_object_mut().unwrap();
+                notes.insert("dev.sigstore.cosign/certificate".into(), cert.into());
+                notes.insert("dev.sigstore.cosign/chain".into(), chain.into());
+            }
+            let put = client
+                .put(&url)
+                .header("Content-Type", accept)
+                .body(serde_json::to_vec(&body).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success(), "{}", put.status());
+        });
+    }
+}
+
 #[test]
 fn lock_pins_only_digests_signed_by_the_rules_key_and_verify_rechecks_them_offline() {
     let s = Signed::new();
@@ -793,4 +829,215 @@ fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do
     assert!(cosign_cert_verifies("shop/good", &good));
     assert!(!cosign_cert_verifies("shop/rogue", &rogue));
     assert!(!cosign_cert_verifies("shop/dev", &dev));
+}
+
+/// Through an intermediate: one allowed to sign code chains (and is the one intermediate
+/// recorded); one restricted to TLS (extendedKeyUsage serverAuth) is refused, as Go's x509
+/// and so `cosign verify` refuse it; a path longer than the root's pathLenConstraint too.
+#[test]
+fn intermediates_must_be_cas_for_code_signing_within_the_roots_path_length() {
+    let s = Signed::new();
+    let host = s.registry.host();
+    let issuer = "https://issuer.example.com";
+    let d = s.tmp.path().join("pki2");
+    std::fs::create_dir_all(&d).unwrap();
+    let ec = |name: &str| {
+        openssl(
+            &d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                name,
+            ],
+        );
+    };
+    // A root allowing one intermediate below it.
+    ec("root.key");
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "root.key",
+            "-subj",
+            "/CN=pki2 root",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:1",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "root.pem",
+        ],
+    );
+    // issue NAME by ISSUER with EXTENSIONS (an extfile) → NAME.pem
+    let issue = |name: &str, subject: &str, by: &str, ext: &str| {
+        ec(&format!("{name}.key"));
+        openssl(
+            &d,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                subject,
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        std::fs::write(d.join(format!("{name}.cnf")), ext).unwrap();
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{by}.pem"),
+                "-CAkey",
+                &format!("{by}.key"),
+                "-CAcreateserial",
+                "-days",
+                "7",
+                "-extfile",
+                &format!("{name}.cnf"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    };
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
+    let leaf_ext = format!(
+        "subjectAltName=email:ci@example.com\nextendedKeyUsage=codeSigning\n1.3.6.1.4.1.57264.1.1=DER:{}\n",
+        hex_of(issuer)
+    );
+    issue("code-ca", "/CN=code signing CA", "root", ca_ext);
+    issue(
+        "tls-ca",
+        "/CN=tls CA",
+        "root",
+        &format!("{ca_ext}extendedKeyUsage=serverAuth\n"),
+    );
+    issue("sub-ca", "/CN=sub CA", "code-ca", ca_ext);
+    issue("leaf-code", "/CN=ci", "code-ca", &leaf_ext);
+    issue("leaf-tls", "/CN=ci", "tls-ca", &leaf_ext);
+    issue("leaf-deep", "/CN=ci", "sub-ca", &leaf_ext);
+    let cosign_key = |name: &str| {
+        let imported = d.join(format!("{name}-cosign.key"));
+        if imported.exists() {
+            return imported;
+        }
+        let out = Command::new(crate::hydrate::tool("cosign"))
+            .args([
+                "import-key-pair",
+                "--key",
+                &format!("{name}.key"),
+                "--output-key-prefix",
+                &format!("{name}-cosign"),
+            ])
+            .current_dir(&d)
+            .env("COSIGN_PASSWORD", "")
+            .env("HOME", s.tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        d.join(format!("{name}-cosign.key"))
+    };
+    let chain_file = |name: &str, certs: &[&str]| {
+        let path = d.join(format!("{name}.chain.pem"));
+        let text: Vec<u8> = certs
+            .iter()
+            .flat_map(|c| std::fs::read(d.join(format!("{c}.pem"))).unwrap())
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let sign = |leaf: &str, chain: &Path, repo: &str, digest: &Digest| {
+        let out = cosign(
+            s.tmp.path(),
+            &[
+                "sign",
+                "--key",
+                cosign_key(leaf).to_str().unwrap(),
+                "--certificate",
+                d.join(format!("{leaf}.pem")).to_str().unwrap(),
+                "--certificate-chain",
+                chain.to_str().unwrap(),
+                "--tlog-upload=false",
+                "--allow-insecure-registry",
+                &s.reference(repo, digest),
+            ],
+        );
+        // cosign itself may refuse to sign with a chain it does not accept.
+        out.status.success()
+    };
+    std::fs::copy(d.join("root.pem"), s.dir.join("root.pem")).unwrap();
+    std::fs::write(
+        s.dir.join("lockstep.toml"),
+        format!(
+            "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-certificate = {{ roots = [\"root.pem\"], identity = \"ci@example.com\", issuer = \"{issuer}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let code_signed = s.registry.push_image("shop/code", "1", b"code");
+    assert!(sign(
+        "leaf-code",
+        &chain_file("code", &["code-ca", "root"]),
+        "shop/code",
+        &code_signed
+    ));
+    s.deployment(&["shop/code:1"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lock = lockfile_text(&s.dir);
+    assert_eq!(
+        lock.matches("chain = [\"").count(),
+        1,
+        "the intermediate is recorded: {lock}"
+    );
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    for (leaf, chain, repo, why) in [
+        (
+            "leaf-tls",
+            vec!["tls-ca", "root"],
+            "shop/tls",
+            "is restricted to other uses than code signing",
+        ),
+        (
+            "leaf-deep",
+            vec!["sub-ca", "code-ca", "root"],
+            "shop/deep",
+            "allows 1 intermediate(s) below it, and the chain has 2",
+        ),
+    ] {
+        let digest = s.registry.push_image(repo, "1", repo.as_bytes());
+        let chain = chain_file(repo.replace('/', "-").as_str(), &chain);
+        // cosign refuses to sign with such a chain (it agrees): sign with the leaf's key
+        // alone, then attach the certificate and chain as cosign would have.
+        assert!(!sign(leaf, &chain, repo, &digest), "cosign signed {repo}");
+        s.sign(&cosign_key(leaf), repo, &digest);
+        s.attach_certificate(
+            repo,
+            &digest,
+            &std::fs::read_to_string(d.join(format!("{leaf}.pem"))).unwrap(),
+            &std::fs::read_to_string(&chain).unwrap(),
+        );
+        s.deployment(&[&format!("{repo}:1")]);
+        let before = snapshot(&s.dir);
+        let out = s.lock();
+        assert_eq!(code(&out), 1, "{repo}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{repo}: {}", stderr(&out));
+        assert_eq!(snapshot(&s.dir), before);
+    }
 }
