@@ -316,9 +316,19 @@ pub struct VerifyArgs {
     /// (PEM), whatever the directory's lockstep.toml says. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub cosign_key: Vec<PathBuf>,
-    /// With --cosign-key: the images it applies to (`registry/repository` patterns, `*`
-    /// within a component, `**` across); default every image. Repeatable.
-    #[arg(long, value_name = "PATTERN", requires = "cosign_key")]
+    /// The verifier's own certificate requirement: signatures made with a certificate
+    /// chaining to this root (PEM; repeatable), for --cosign-identity from --cosign-issuer.
+    #[arg(long, value_name = "FILE")]
+    pub cosign_root: Vec<PathBuf>,
+    /// With --cosign-root: the SAN email or URI the signing certificate must name.
+    #[arg(long, value_name = "IDENTITY")]
+    pub cosign_identity: Option<String>,
+    /// With --cosign-root: the OIDC issuer the signing certificate must carry.
+    #[arg(long, value_name = "URL")]
+    pub cosign_issuer: Option<String>,
+    /// With --cosign-key or --cosign-root: the images it applies to (`registry/repository`
+    /// patterns, `*` within a component, `**` across); default every image. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
     pub cosign_images: Vec<String>,
     /// Also re-run every render step from the inputs read (work tree or --rev) and require
     /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.

@@ -198,6 +198,7 @@ pub(super) fn verify(
         })?,
         None => env.now,
     };
+    let provenance = provenance_requirement(&a)?;
     Ok(commands::verify::VerifySettings {
         dir: a.dir,
         rev: a.rev,
@@ -206,7 +207,7 @@ pub(super) fn verify(
         environment: a.signers.environment,
         strict: a.strict,
         at,
-        provenance: provenance_requirement(&a.cosign_key, &a.cosign_images)?,
+        provenance,
         promoted_from: a
             .promoted_from
             .map(|from| commands::verify::RequiredPromotion {
@@ -226,29 +227,56 @@ pub(super) fn verify(
 
 /// `verify --cosign-key F… [--cosign-images P…]`: the verifier's own provenance rule.
 fn provenance_requirement(
-    keys: &[std::path::PathBuf],
-    patterns: &[String],
+    a: &VerifyArgs,
 ) -> Result<Option<crate::provenance::ProvenanceRule>, CliError> {
-    use crate::provenance::{CosignKey, ImagePattern, ProvenanceRule};
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let mut loaded = Vec::with_capacity(keys.len());
-    for path in keys {
-        let bytes = std::fs::read(path).map_err(|e| {
+    use crate::provenance::{CertificatePolicy, CosignKey, ImagePattern, ProvenanceRule};
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
             CliError::usage(Message(format!(
-                "cannot read --cosign-key {}: {e}",
+                "cannot read {flag} {}: {e}",
                 path.display()
             )))
-        })?;
-        loaded.push(
+        })
+    };
+    let mut keys = Vec::with_capacity(a.cosign_key.len());
+    for path in &a.cosign_key {
+        let bytes = read("--cosign-key", path)?;
+        keys.push(
             CosignKey::from_pem(&path.display().to_string(), &bytes).map_err(CliError::usage)?,
         );
     }
-    let images = if patterns.is_empty() {
+    let certificate = match (&a.cosign_root, &a.cosign_identity, &a.cosign_issuer) {
+        (roots, None, None) if roots.is_empty() => None,
+        (roots, Some(identity), Some(issuer)) if !roots.is_empty() => {
+            let mut der = Vec::new();
+            for path in roots {
+                let bytes = read("--cosign-root", path)?;
+                der.extend(
+                    crate::provenance::certificate::pem_chain(&bytes).map_err(|e| {
+                        CliError::usage(Message(format!("--cosign-root {}: {e}", path.display())))
+                    })?,
+                );
+            }
+            Some(CertificatePolicy {
+                roots: der,
+                root_files: roots.iter().map(|p| p.display().to_string()).collect(),
+                identity: identity.clone(),
+                issuer: Some(issuer.clone()),
+            })
+        }
+        _ => {
+            return Err(CliError::usage(Message(
+                "--cosign-root, --cosign-identity and --cosign-issuer go together".into(),
+            )));
+        }
+    };
+    if keys.is_empty() && certificate.is_none() {
+        return Ok(None);
+    }
+    let images = if a.cosign_images.is_empty() {
         vec![ImagePattern::parse("**/**").expect("the any-image pattern parses")]
     } else {
-        patterns
+        a.cosign_images
             .iter()
             .map(|p| {
                 ImagePattern::parse(p)
@@ -257,11 +285,15 @@ fn provenance_requirement(
             .collect::<Result<_, _>>()?
     };
     Ok(Some(ProvenanceRule {
-        at: "--cosign-key".into(),
+        at: "the verifier's --cosign-key/--cosign-root".into(),
         images,
-        key_files: keys.iter().map(|p| p.display().to_string()).collect(),
-        keys: loaded,
-        certificate: None,
+        key_files: a
+            .cosign_key
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        keys,
+        certificate,
     }))
 }
 

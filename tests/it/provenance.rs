@@ -287,7 +287,7 @@ fn lock_pins_only_digests_signed_by_the_rules_key_and_verify_rechecks_them_offli
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out)
-            .contains("/tools/debug:1: the provenance rule at --cosign-key requires a signature"),
+            .contains("/tools/debug:1: the provenance rule at the verifier's --cosign-key/--cosign-root requires a signature"),
         "{}",
         stderr(&out)
     );
@@ -806,6 +806,33 @@ fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do
     );
     let out = s.verify();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The verifier's own certificate requirement, independent of lockstep.toml.
+    let verify_cert = |identity: &str| {
+        run(
+            &[
+                "verify",
+                s.dir.to_str().unwrap(),
+                "--allowed-signers",
+                s.allowed_signers.to_str().unwrap(),
+                "--cosign-root",
+                ca.to_str().unwrap(),
+                "--cosign-identity",
+                identity,
+                "--cosign-issuer",
+                issuer,
+            ],
+            &[],
+        )
+    };
+    let out = verify_cert("ci@example.com");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = verify_cert("someone@example.com");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the identity someone@example.com"),
+        "{}",
+        stderr(&out)
+    );
     // cosign agrees: the good one verifies against the root for that identity; the others do not.
     let cosign_cert_verifies = |repo: &str, digest: &Digest| {
         let out = cosign(
