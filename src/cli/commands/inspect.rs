@@ -108,6 +108,17 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
             "problem": verdict.as_ref().and_then(|v| v.as_ref().err()).map(|p| p.to_string()),
         }));
     }
+    let attestations = registry
+        .cosign_attestations(&image, &digest)
+        .await
+        .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
+    match &attestations {
+        None => lines.push("  attestations: none (listed, not verified)".into()),
+        Some((manifest, types)) => lines.push(format!(
+            "  attestations ({manifest}, listed, not verified): {}",
+            types.join(", ")
+        )),
+    }
     match &rule {
         Some(r) => lines.push(format!(
             "  rule: {} ({}): {}",
@@ -131,6 +142,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         "media_type": resolved.media_type,
         "platforms": resolved.platforms.iter().map(|p| json!({"platform": p.platform, "digest": p.digest.to_string()})).collect::<Vec<_>>(),
         "signatures": judged,
+        "attestations": attestations.as_ref().map(|(m, t)| json!({"manifest": m.to_string(), "predicate_types": t})),
         "rule": rule.as_ref().map(|r| json!({"at": r.at, "keys": r.key_files, "satisfied": valid > 0})),
     }));
     match rule {
