@@ -546,13 +546,10 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
 }
 
-/// A test CA (`NAME/ca.pem`, P-256) and a code-signing leaf for `identity` with Fulcio's
-/// OIDC issuer extension, imported as a cosign key pair: (ca.pem, cosign key, leaf.pem).
-fn test_ca(dir: &Path, name: &str, identity: &str, issuer: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
+/// A P-256 key `NAME.key` in `d`.
+fn ec_key(d: &Path, name: &str) {
     openssl(
-        &d,
+        d,
         &[
             "ecparam",
             "-name",
@@ -560,92 +557,119 @@ fn test_ca(dir: &Path, name: &str, identity: &str, issuer: &str) -> (PathBuf, Pa
             "-genkey",
             "-noout",
             "-out",
-            "ca.key",
+            &format!("{name}.key"),
         ],
     );
+}
+
+/// A self-signed root `NAME.pem` (and `NAME.key`) in `d`, with `constraints` (its
+/// basicConstraints) and keyCertSign.
+fn root_ca(d: &Path, name: &str, subject: &str, constraints: &str) {
+    ec_key(d, name);
     openssl(
-        &d,
+        d,
         &[
             "req",
             "-x509",
             "-new",
             "-key",
-            "ca.key",
+            &format!("{name}.key"),
             "-subj",
-            "/CN=lockstep test root",
+            subject,
             "-days",
             "30",
             "-addext",
-            "basicConstraints=critical,CA:TRUE",
+            constraints,
             "-addext",
             "keyUsage=critical,keyCertSign",
             "-out",
-            "ca.pem",
+            &format!("{name}.pem"),
         ],
     );
-    openssl(
-        &d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "leaf.key",
-        ],
+}
+
+/// `NAME.pem` (and its key) issued by `BY` (`BY.pem`, `BY.key`) in `d` with the extensions
+/// `ext` (openssl extfile lines).
+fn issue(d: &Path, name: &str, subject: &str, by: &str, ext: &str) {
+    ec_key(d, name);
+    let (key, csr, cnf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cnf"),
     );
     openssl(
-        &d,
-        &[
-            "req", "-new", "-key", "leaf.key", "-subj", "/CN=ci", "-out", "leaf.csr",
-        ],
+        d,
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
     );
-    std::fs::write(
-        d.join("ext.cnf"),
-        format!(
-            "subjectAltName=email:{identity}\nextendedKeyUsage=codeSigning\nkeyUsage=critical,digitalSignature\n1.3.6.1.4.1.57264.1.1=DER:{}\n",
-            hex_of(issuer)
-        ),
-    )
-    .unwrap();
+    std::fs::write(d.join(&cnf), ext).unwrap();
     openssl(
-        &d,
+        d,
         &[
             "x509",
             "-req",
             "-in",
-            "leaf.csr",
+            &csr,
             "-CA",
-            "ca.pem",
+            &format!("{by}.pem"),
             "-CAkey",
-            "ca.key",
+            &format!("{by}.key"),
             "-CAcreateserial",
             "-days",
             "7",
             "-extfile",
-            "ext.cnf",
+            &cnf,
             "-out",
-            "leaf.pem",
+            &format!("{name}.pem"),
         ],
     );
-    let out = Command::new(crate::hydrate::tool("cosign"))
-        .args([
-            "import-key-pair",
-            "--key",
-            "leaf.key",
-            "--output-key-prefix",
-            "leaf-cosign",
-        ])
-        .current_dir(&d)
-        .env("COSIGN_PASSWORD", "")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A code-signing leaf's extensions for `identity`, with the OIDC issuer (the v1 extension,
+/// which `cosign verify --certificate-oidc-issuer` reads).
+fn leaf_ext(identity: &str, issuer: &str) -> String {
+    format!(
+        "subjectAltName=email:{identity}\nextendedKeyUsage=codeSigning\nkeyUsage=critical,digitalSignature\n1.3.6.1.4.1.57264.1.1=DER:{}\n",
+        hex_of(issuer)
+    )
+}
+
+/// `NAME.key` imported as a cosign key (`NAME-cosign.key`), once.
+fn import_cosign_key(d: &Path, home: &Path, name: &str) -> PathBuf {
+    let imported = d.join(format!("{name}-cosign.key"));
+    if !imported.exists() {
+        let out = Command::new(crate::hydrate::tool("cosign"))
+            .args([
+                "import-key-pair",
+                "--key",
+                &format!("{name}.key"),
+                "--output-key-prefix",
+                &format!("{name}-cosign"),
+            ])
+            .current_dir(d)
+            .env("COSIGN_PASSWORD", "")
+            .env("HOME", home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    imported
+}
+
+/// A test CA (`NAME/ca.pem`, P-256) and a code-signing leaf for `identity` with the OIDC
+/// issuer, imported as a cosign key pair: (ca.pem, cosign key, leaf.pem).
+fn test_ca(dir: &Path, name: &str, identity: &str, issuer: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    root_ca(
+        &d,
+        "ca",
+        "/CN=lockstep test root",
+        "basicConstraints=critical,CA:TRUE",
+    );
+    issue(&d, "leaf", "/CN=ci", "ca", &leaf_ext(identity, issuer));
     (
         d.join("ca.pem"),
-        d.join("leaf-cosign.key"),
+        import_cosign_key(&d, dir, "leaf"),
         d.join("leaf.pem"),
     )
 }
@@ -657,68 +681,19 @@ fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do
     let issuer = "https://issuer.example.com";
     let (ca, key, leaf) = test_ca(s.tmp.path(), "pki", "ci@example.com", issuer);
     let (_, other_key, other_leaf) = test_ca(s.tmp.path(), "rogue", "ci@example.com", issuer);
-    let (_, wrong_key, wrong_leaf) = {
-        // Same root, another identity: a second leaf from the first CA.
-        let d = s.tmp.path().join("pki");
-        openssl(
-            &d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "dev.key",
-            ],
-        );
-        openssl(
-            &d,
-            &[
-                "req", "-new", "-key", "dev.key", "-subj", "/CN=dev", "-out", "dev.csr",
-            ],
-        );
-        std::fs::write(
-            d.join("dev.cnf"),
-            format!("subjectAltName=email:dev@example.com\nextendedKeyUsage=codeSigning\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{issuer}\n"),
-        )
-        .unwrap();
-        openssl(
-            &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "dev.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "7",
-                "-extfile",
-                "dev.cnf",
-                "-out",
-                "dev.pem",
-            ],
-        );
-        let out = Command::new(crate::hydrate::tool("cosign"))
-            .args([
-                "import-key-pair",
-                "--key",
-                "dev.key",
-                "--output-key-prefix",
-                "dev-cosign",
-            ])
-            .current_dir(&d)
-            .env("COSIGN_PASSWORD", "")
-            .env("HOME", s.tmp.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        ((), d.join("dev-cosign.key"), d.join("dev.pem"))
-    };
+    // Same root, another identity: a second leaf from the first CA.
+    let pki = s.tmp.path().join("pki");
+    issue(
+        &pki,
+        "dev",
+        "/CN=dev",
+        "ca",
+        &leaf_ext("dev@example.com", issuer),
+    );
+    let (wrong_key, wrong_leaf) = (
+        import_cosign_key(&pki, s.tmp.path(), "dev"),
+        pki.join("dev.pem"),
+    );
     std::fs::copy(&ca, s.dir.join("ca.pem")).unwrap();
     std::fs::write(
         s.dir.join("lockstep.toml"),
@@ -868,117 +843,28 @@ fn intermediates_must_be_cas_for_code_signing_within_the_roots_path_length() {
     let issuer = "https://issuer.example.com";
     let d = s.tmp.path().join("pki2");
     std::fs::create_dir_all(&d).unwrap();
-    let ec = |name: &str| {
-        openssl(
-            &d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                name,
-            ],
-        );
-    };
     // A root allowing one intermediate below it.
-    ec("root.key");
-    openssl(
+    root_ca(
         &d,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "root.key",
-            "-subj",
-            "/CN=pki2 root",
-            "-days",
-            "30",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE,pathlen:1",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-            "-out",
-            "root.pem",
-        ],
+        "root",
+        "/CN=pki2 root",
+        "basicConstraints=critical,CA:TRUE,pathlen:1",
     );
-    // issue NAME by ISSUER with EXTENSIONS (an extfile) → NAME.pem
-    let issue = |name: &str, subject: &str, by: &str, ext: &str| {
-        ec(&format!("{name}.key"));
-        openssl(
-            &d,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                subject,
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        std::fs::write(d.join(format!("{name}.cnf")), ext).unwrap();
-        openssl(
-            &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                &format!("{by}.pem"),
-                "-CAkey",
-                &format!("{by}.key"),
-                "-CAcreateserial",
-                "-days",
-                "7",
-                "-extfile",
-                &format!("{name}.cnf"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
-    };
     let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
-    let leaf_ext = format!(
-        "subjectAltName=email:ci@example.com\nextendedKeyUsage=codeSigning\n1.3.6.1.4.1.57264.1.1=DER:{}\n",
-        hex_of(issuer)
-    );
-    issue("code-ca", "/CN=code signing CA", "root", ca_ext);
+    let leaf = leaf_ext("ci@example.com", issuer);
+    issue(&d, "code-ca", "/CN=code signing CA", "root", ca_ext);
     issue(
+        &d,
         "tls-ca",
         "/CN=tls CA",
         "root",
         &format!("{ca_ext}extendedKeyUsage=serverAuth\n"),
     );
-    issue("sub-ca", "/CN=sub CA", "code-ca", ca_ext);
-    issue("leaf-code", "/CN=ci", "code-ca", &leaf_ext);
-    issue("leaf-tls", "/CN=ci", "tls-ca", &leaf_ext);
-    issue("leaf-deep", "/CN=ci", "sub-ca", &leaf_ext);
-    let cosign_key = |name: &str| {
-        let imported = d.join(format!("{name}-cosign.key"));
-        if imported.exists() {
-            return imported;
-        }
-        let out = Command::new(crate::hydrate::tool("cosign"))
-            .args([
-                "import-key-pair",
-                "--key",
-                &format!("{name}.key"),
-                "--output-key-prefix",
-                &format!("{name}-cosign"),
-            ])
-            .current_dir(&d)
-            .env("COSIGN_PASSWORD", "")
-            .env("HOME", s.tmp.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        d.join(format!("{name}-cosign.key"))
-    };
+    issue(&d, "sub-ca", "/CN=sub CA", "code-ca", ca_ext);
+    issue(&d, "leaf-code", "/CN=ci", "code-ca", &leaf);
+    issue(&d, "leaf-tls", "/CN=ci", "tls-ca", &leaf);
+    issue(&d, "leaf-deep", "/CN=ci", "sub-ca", &leaf);
+    let cosign_key = |name: &str| import_cosign_key(&d, s.tmp.path(), name);
     let chain_file = |name: &str, certs: &[&str]| {
         let path = d.join(format!("{name}.chain.pem"));
         let text: Vec<u8> = certs

@@ -317,13 +317,7 @@ impl VerifiedObjects {
         for object in &objects {
             check_images(object, &lock_digests)?;
         }
-        let mut signers: Vec<String> = verified
-            .signers()
-            .iter()
-            .flat_map(|s| s.principals.iter().cloned())
-            .collect();
-        signers.sort();
-        signers.dedup();
+        let signers = verified.principals();
         let mut approvals: Vec<RecordedSigner> = verified
             .signers()
             .iter()

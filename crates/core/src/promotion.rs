@@ -204,13 +204,7 @@ pub fn verify_source(
             });
         }
     }
-    let mut signers: Vec<String> = verified
-        .signers()
-        .iter()
-        .flat_map(|s| s.principals.iter().cloned())
-        .collect();
-    signers.sort();
-    signers.dedup();
+    let signers = verified.principals();
     Ok(VerifiedSource {
         commit: commit.to_owned(),
         path: path.to_owned(),

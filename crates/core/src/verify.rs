@@ -212,6 +212,18 @@ impl<'a> VerifiedDir<'a> {
         &self.signers
     }
 
+    /// The principals whose signatures approved the lockfile, sorted, each once.
+    pub fn principals(&self) -> Vec<String> {
+        let mut principals: Vec<String> = self
+            .signers
+            .iter()
+            .flat_map(|s| s.principals.iter().cloned())
+            .collect();
+        principals.sort();
+        principals.dedup();
+        principals
+    }
+
     pub fn scan(&self) -> &ScannedDir {
         &self.scan
     }

@@ -109,14 +109,7 @@ fn inputs_fingerprint(
     let Some(commit) = commit else {
         return Ok(None);
     };
-    let repo = &located.repo;
-    let commit = repo
-        .find_commit(commit)
-        .map_err(gix_error(format!("cannot read commit {commit}")))?;
-    let tree = commit.tree().map_err(gix_error(format!(
-        "cannot read the tree of commit {}",
-        commit.id
-    )))?;
+    let (commit, tree) = tree_of(&located.repo, commit)?;
     if located.prefix.is_empty() {
         return Ok(Some(tree.id));
     }
@@ -129,6 +122,21 @@ fn inputs_fingerprint(
         Some(entry) if entry.mode().is_tree() => Ok(Some(entry.object_id())),
         _ => Ok(None),
     }
+}
+
+/// A commit and its tree.
+fn tree_of(
+    repo: &gix::Repository,
+    id: ObjectId,
+) -> Result<(gix::Commit<'_>, gix::Tree<'_>), GitError> {
+    let commit = repo
+        .find_commit(id)
+        .map_err(gix_error(format!("cannot read commit {id}")))?;
+    let tree = commit.tree().map_err(gix_error(format!(
+        "cannot read the tree of commit {}",
+        commit.id
+    )))?;
+    Ok((commit, tree))
 }
 
 /// The most commits [`find_lockfile`] walks back through, looking for a lockfile.
@@ -204,13 +212,7 @@ fn lockfile_blob_matches(
     want: &crate::model::Digest,
     hashed: &mut std::collections::HashSet<ObjectId>,
 ) -> Result<bool, GitError> {
-    let commit = repo
-        .find_commit(commit)
-        .map_err(gix_error(format!("cannot read commit {commit}")))?;
-    let tree = commit.tree().map_err(gix_error(format!(
-        "cannot read the tree of commit {}",
-        commit.id
-    )))?;
+    let (commit, tree) = tree_of(repo, commit)?;
     let Some(entry) = tree.lookup_entry_by_path(path).map_err(gix_error(format!(
         "cannot look up {path} in commit {}",
         commit.id
