@@ -54,6 +54,21 @@ impl Stages {
         self.repo.join("envs").join(env)
     }
 
+    fn commit_all(&self, message: &str) {
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", message]);
+    }
+
+    /// Staging locked for `staging` and committed, then promoted to prod and committed.
+    fn promoted_and_committed(&self) {
+        let out = self.lock("staging", &["--environment", "staging"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        self.commit_all("staging generation 1");
+        let out = self.promote(&["--from-environment", "staging", "--environment", "prod"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        self.commit_all("promote staging to prod");
+    }
+
     fn lock(&self, env: &str, extra: &[&str]) -> std::process::Output {
         let dir = self.dir(env);
         let mut args = vec![
@@ -467,16 +482,8 @@ fn verify_promoted_from_requires_the_source_lockfile_in_history_verified_as_of_t
 #[test]
 fn audit_shows_the_promotion_chain_and_flags_a_prod_lock_that_did_not_promote() {
     let s = Stages::new();
-    let commit_all = |message: &str| {
-        git(&s.repo, &["add", "-A"]);
-        git(&s.repo, &["commit", "-qm", message]);
-    };
-    let out = s.lock("staging", &["--environment", "staging"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    commit_all("staging generation 1");
-    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    commit_all("promote staging to prod");
+    let commit_all = |message: &str| s.commit_all(message);
+    s.promoted_and_committed();
     // Then someone locks prod straight from the registry after the tag moved.
     s.registry
         .push_image("shop/web", "1.0", b"web 1.0, untested");
@@ -558,16 +565,8 @@ fn audit_shows_the_promotion_chain_and_flags_a_prod_lock_that_did_not_promote() 
 #[test]
 fn a_promotion_record_copied_onto_other_digests_is_refused() {
     let s = Stages::new();
-    let commit_all = |message: &str| {
-        git(&s.repo, &["add", "-A"]);
-        git(&s.repo, &["commit", "-qm", message]);
-    };
-    let out = s.lock("staging", &["--environment", "staging"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    commit_all("staging");
-    let out = s.promote(&["--from-environment", "staging", "--environment", "prod"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    commit_all("promote");
+    let commit_all = |message: &str| s.commit_all(message);
+    s.promoted_and_committed();
     let prod = s.dir("prod");
     let genuine = lockstep::lockfile::Lockfile::parse_unverified(
         &std::fs::read(prod.join("lockstep.lock")).unwrap(),

@@ -87,18 +87,20 @@ impl Signed {
     }
 
     fn sign(&self, key: &Path, repo: &str, digest: &Digest) {
+        self.sign_with(key, &[], repo, digest);
+    }
+
+    /// `cosign sign --key KEY EXTRA… REPO@DIGEST` (offline), which must succeed.
+    fn sign_with(&self, key: &Path, extra: &[&str], repo: &str, digest: &Digest) {
         let reference = self.reference(repo, digest);
-        let out = cosign(
-            self.tmp.path(),
-            &[
-                "sign",
-                "--key",
-                key.to_str().unwrap(),
-                "--tlog-upload=false",
-                "--allow-insecure-registry",
-                &reference,
-            ],
-        );
+        let mut args = vec!["sign", "--key", key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend([
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            &reference,
+        ]);
+        let out = cosign(self.tmp.path(), &args);
         assert!(
             out.status.success(),
             "cosign sign {reference}: {}",
@@ -703,26 +705,12 @@ fn a_certificate_from_the_rules_root_for_its_identity_satisfies_it_and_others_do
     )
     .unwrap();
     let sign_with_cert = |key: &Path, cert: &Path, chain: &Path, repo: &str, digest: &Digest| {
-        let reference = s.reference(repo, digest);
-        let out = cosign(
-            s.tmp.path(),
-            &[
-                "sign",
-                "--key",
-                key.to_str().unwrap(),
-                "--certificate",
-                cert.to_str().unwrap(),
-                "--certificate-chain",
-                chain.to_str().unwrap(),
-                "--tlog-upload=false",
-                "--allow-insecure-registry",
-                &reference,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "cosign sign {reference}: {}",
-            stderr(&out)
+        let (cert, chain) = (cert.to_str().unwrap(), chain.to_str().unwrap());
+        s.sign_with(
+            key,
+            &["--certificate", cert, "--certificate-chain", chain],
+            repo,
+            digest,
         );
     };
     let good = s.registry.push_image("shop/good", "1", b"good");
