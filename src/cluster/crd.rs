@@ -128,11 +128,27 @@ pub struct LockstepSyncSpec {
 pub struct ProvenanceSpec {
     /// A ConfigMap or Secret key holding the cosign public keys (PEM `PUBLIC KEY` blocks,
     /// ECDSA P-256 or Ed25519), one of which must have signed each image.
-    pub keys: TrustRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<TrustRef>,
+    /// Or signatures made with a certificate chaining to these roots, for this identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateRequirement>,
     /// The images it applies to (`registry/repository` patterns: `*` within a component,
     /// `**` across). Default: every image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+}
+
+/// A certificate requirement of `spec.provenance`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequirement {
+    /// A ConfigMap or Secret key holding the trusted root certificates (PEM).
+    pub roots: TrustRef,
+    /// The SAN email or URI the signing certificate must name.
+    pub identity: String,
+    /// The OIDC issuer it must carry (Fulcio's extension).
+    pub issuer: String,
 }
 
 /// What a promotion must come from.

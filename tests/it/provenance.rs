@@ -659,7 +659,12 @@ fn import_cosign_key(d: &Path, home: &Path, name: &str) -> PathBuf {
 
 /// A test CA (`NAME/ca.pem`, P-256) and a code-signing leaf for `identity` with the OIDC
 /// issuer, imported as a cosign key pair: (ca.pem, cosign key, leaf.pem).
-fn test_ca(dir: &Path, name: &str, identity: &str, issuer: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn test_ca(
+    dir: &Path,
+    name: &str,
+    identity: &str,
+    issuer: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     root_ca(

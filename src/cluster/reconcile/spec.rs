@@ -139,9 +139,46 @@ async fn read_provenance(
     wanted: &crate::cluster::crd::ProvenanceSpec,
 ) -> Result<crate::provenance::ProvenanceRule, Refusal> {
     let invalid = |message: String| Refusal::new(FailedStep::Trust, "TrustInvalid", message);
-    let (text, source) = read_text(client, sync, &wanted.keys).await?;
-    let keys = crate::provenance::CosignKey::all_from_pem(&source, text.as_bytes())
-        .map_err(|e| invalid(e.to_string()))?;
+    let mut sources = Vec::new();
+    let keys = match &wanted.keys {
+        None => Vec::new(),
+        Some(keys) => {
+            let (text, source) = read_text(client, sync, keys).await?;
+            sources.push(source.clone());
+            crate::provenance::CosignKey::all_from_pem(&source, text.as_bytes())
+                .map_err(|e| invalid(e.to_string()))?
+        }
+    };
+    let certificate = match &wanted.certificate {
+        None => None,
+        Some(c) => {
+            let (text, source) = read_text(client, sync, &c.roots).await?;
+            sources.push(source.clone());
+            let roots = crate::provenance::certificate::pem_chain(text.as_bytes())
+                .map_err(|e| invalid(format!("{source}: {e}")))?;
+            if c.identity.trim().is_empty() || c.issuer.trim().is_empty() {
+                return Err(Refusal::new(
+                    FailedStep::Spec,
+                    "InvalidSpec",
+                    "spec.provenance.certificate needs an identity and an issuer".into(),
+                ));
+            }
+            Some(crate::provenance::CertificatePolicy {
+                roots,
+                root_files: vec![source],
+                identity: c.identity.trim().to_owned(),
+                issuer: Some(c.issuer.trim().to_owned()),
+            })
+        }
+    };
+    if keys.is_empty() && certificate.is_none() {
+        return Err(Refusal::new(
+            FailedStep::Spec,
+            "InvalidSpec",
+            "spec.provenance names neither keys nor a certificate requirement".into(),
+        ));
+    }
+    let source = sources.join(", ");
     let images = if wanted.images.is_empty() {
         vec![crate::provenance::ImagePattern::parse("**/**").expect("the any-image pattern parses")]
     } else {
@@ -163,7 +200,7 @@ async fn read_provenance(
         images,
         key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
         keys,
-        certificate: None,
+        certificate,
     })
 }
 

@@ -82,3 +82,97 @@ async fn the_clusters_cosign_keys_gate_what_is_applied() {
     let status = sync.pass_until_ready().await;
     assert_eq!(status.applied_commit.as_deref(), Some(signed.as_str()));
 }
+
+/// `spec.provenance.certificate`: the cluster's own CA and identity; the commit applies only
+/// once the lockfile records a signature made with a certificate from that CA for that
+/// identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_ca_and_identity_gate_what_is_applied() {
+    let repo = Repo::new();
+    let first = repo.head();
+    let issuer = "https://issuer.example.com";
+    let (ca, key, leaf) =
+        crate::provenance::test_ca(repo.tmp.path(), "pki", "ci@example.com", issuer);
+    let pinned = repo.pinned_api_image();
+    let by_digest = format!(
+        "{}@{}",
+        pinned
+            .split('@')
+            .next()
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap()
+            .0,
+        pinned.split('@').nth(1).unwrap()
+    );
+    let out = cosign(
+        repo.tmp.path(),
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--certificate",
+            leaf.to_str().unwrap(),
+            "--certificate-chain",
+            ca.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            &by_digest,
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::cli::stderr(&out));
+
+    let sync = Sync::new("provenance-cert", &repo).await;
+    Api::<ConfigMap>::namespaced(sync.client.clone(), &sync.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "ca"},
+                "data": {"ca.pem": std::fs::read_to_string(&ca).unwrap()},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    sync.set_spec(json!({"provenance": {"certificate": {
+        "roots": {"kind": "ConfigMap", "name": "ca", "key": "ca.pem"},
+        "identity": "ci@example.com",
+        "issuer": issuer,
+    }}}))
+    .await;
+    let status = sync.pass().await;
+    let (ready, reason, message) = condition(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "ProvenanceUnverified"),
+        "{message}"
+    );
+    assert!(message.contains(&first[..12]), "{message}");
+    assert!(status.applied_commit.is_none());
+
+    repo.write(
+        "lockstep.toml",
+        &format!(
+            "[[provenance]]\nimages = [\"{}/shop/*\"]\ncosign-certificate = {{ roots = [\"ca.pem\"], identity = \"ci@example.com\", issuer = \"{issuer}\" }}\n",
+            repo.registry.host()
+        ),
+    );
+    std::fs::copy(&ca, repo.dir.join("ca.pem")).unwrap();
+    // Certificates are judged at the lockfile's creation time: lock now (Repo::lock_commit
+    // fixes SOURCE_DATE_EPOCH in 2023, before this certificate existed).
+    repo.commit_all("a certificate rule");
+    let out = crate::cli::run(
+        &[
+            "lock",
+            repo.dir.to_str().unwrap(),
+            "--key",
+            repo.key.to_str().unwrap(),
+            "--commit",
+        ],
+        &[],
+    );
+    assert_eq!(crate::cli::code(&out), 0, "{}", crate::cli::stderr(&out));
+    let signed = repo.head();
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(signed.as_str()));
+}
