@@ -458,6 +458,17 @@ impl Sync {
     }
 }
 
+/// The message of a pass refused with `reason` (Ready=False); fails the test otherwise.
+fn refused(status: &LockstepSyncStatus, reason: &str) -> String {
+    let (ready, found, message) = condition(status, "Ready");
+    assert_eq!(
+        (ready.as_str(), found.as_str()),
+        ("False", reason),
+        "{message}"
+    );
+    message
+}
+
 /// (status, reason, message) of a condition.
 fn condition(status: &LockstepSyncStatus, type_: &str) -> (String, String, String) {
     status
