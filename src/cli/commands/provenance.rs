@@ -48,9 +48,14 @@ pub async fn signatures(
     let mut to_fetch = Vec::new();
     for image in governed {
         let digest = image.digest().expect("pinned").clone();
-        // Reused only when the records hold both as of the new lock and now.
-        let kept = reusable(&policy, previous, &image, &digest, settings.created)
-            .filter(|_| reusable(&policy, previous, &image, &digest, settings.trust_at).is_some());
+        // Reused only when the records hold both as of the new lock and now (one check when
+        // those are the same time, or when no record has a certificate, whose validity is the
+        // only thing time changes).
+        let kept = reusable(&policy, previous, &image, &digest, settings.created).filter(|kept| {
+            settings.created == settings.trust_at
+                || kept.iter().all(|r| r.certificate.is_none())
+                || reusable(&policy, previous, &image, &digest, settings.trust_at).is_some()
+        });
         match kept {
             Some(kept) => {
                 records.insert((image.name(), digest), kept);
