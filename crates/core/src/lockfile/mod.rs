@@ -522,6 +522,8 @@ impl From<&Lockfile> for WireLockfile {
                         .iter()
                         .map(|r| WireSignature {
                             manifest: r.manifest.to_string(),
+                            format: (r.format != crate::provenance::SignatureFormat::SimpleSigning)
+                                .then(|| r.format.as_str().to_owned()),
                             key: r.key.clone(),
                             payload: r.payload_base64(),
                             signature: r.signature_base64(),
@@ -840,6 +842,15 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
             &ws.signature,
         )
         .map_err(|e| bad(format!("signature record: {e}")))?;
+        record.format = match ws.format.as_deref() {
+            None => crate::provenance::SignatureFormat::SimpleSigning,
+            Some("dsse") => crate::provenance::SignatureFormat::Dsse,
+            Some(other) => {
+                return Err(bad(format!(
+                    "signature record: unknown format {other:?} (only \"dsse\", or none for simple-signing)"
+                )));
+            }
+        };
         let cert = |b64: &str| {
             crate::provenance::decode_base64(b64)
                 .filter(|d| d.len() <= crate::provenance::certificate::MAX_CERT_BYTES)

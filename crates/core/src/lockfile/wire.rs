@@ -161,12 +161,18 @@ pub struct WireSignature {
     /// The signature manifest's digest in the registry (`sha256-<hex>.sig` or a referrer).
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub manifest: String,
+    /// `dsse` for a Sigstore bundle's DSSE envelope (cosign v3): `payload` is the in-toto
+    /// statement and `signature` is over DSSE's pre-authentication encoding of it. Absent
+    /// for cosign's simple-signing payload, signed as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^dsse$"))]
+    pub format: Option<String>,
     /// The `sha256:` fingerprint of the DER public key that verified it.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub key: String,
-    /// The simple-signing payload, base64.
+    /// The simple-signing payload (or the DSSE statement), base64.
     pub payload: String,
-    /// The signature over the payload's exact bytes, base64.
+    /// The signature over the payload's exact bytes (or their DSSE encoding), base64.
     pub signature: String,
     /// When a certificate satisfied the rule: the signing certificate (DER, base64)…
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::model::{Digest, ImageRef};
 
+pub mod bundle;
 pub mod certificate;
 pub use certificate::CertificatePolicy;
 
@@ -314,14 +315,39 @@ impl Policy {
     }
 }
 
+/// How a signature lays out what it signs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SignatureFormat {
+    /// cosign's simple-signing payload, signed as is: the `sha256-<hex>.sig` tag, and
+    /// cosign's OCI 1.1 `sig` referrers (`--registry-referrers-mode=oci-1-1`).
+    #[default]
+    SimpleSigning,
+    /// A Sigstore bundle's DSSE envelope of an in-toto statement, signed over DSSE's
+    /// pre-authentication encoding (cosign v3's default, stored as a referrer).
+    Dsse,
+}
+
+impl SignatureFormat {
+    /// The lockfile's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureFormat::SimpleSigning => "simple-signing",
+            SignatureFormat::Dsse => "dsse",
+        }
+    }
+}
+
 /// A signature found for an image's digest, as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// The signature manifest's digest (`sha256-<hex>.sig`'s manifest, or a referrer).
     pub manifest: Digest,
-    /// The simple-signing payload's exact bytes (the layer blob).
+    pub format: SignatureFormat,
+    /// The simple-signing payload's exact bytes (the layer blob), or the DSSE envelope's
+    /// payload (the in-toto statement's bytes).
     pub payload: Vec<u8>,
-    /// The layer's `dev.cosignproject.cosign/signature` annotation, base64-decoded.
+    /// The layer's `dev.cosignproject.cosign/signature` annotation, base64-decoded, or the
+    /// envelope's signature.
     pub signature: Vec<u8>,
     /// The signing certificate (`dev.sigstore.cosign/certificate`), DER, when one is attached.
     pub certificate: Option<Vec<u8>>,
@@ -333,6 +359,7 @@ pub struct Candidate {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SignatureRecord {
     pub manifest: Digest,
+    pub format: SignatureFormat,
     /// The fingerprint of the key that verified it (a certificate's: its public key's).
     pub key: String,
     pub payload: Vec<u8>,
@@ -371,6 +398,7 @@ impl SignatureRecord {
         }
         Ok(SignatureRecord {
             manifest,
+            format: SignatureFormat::SimpleSigning,
             key,
             payload,
             signature,
@@ -384,6 +412,7 @@ impl SignatureRecord {
     pub fn candidate(&self) -> Candidate {
         Candidate {
             manifest: self.manifest.clone(),
+            format: self.format,
             payload: self.payload.clone(),
             signature: self.signature.clone(),
             certificate: self.certificate.clone(),
@@ -401,6 +430,8 @@ pub enum CandidateProblem {
     TooLarge,
     #[error("its payload is not a cosign simple-signing payload: {0}")]
     NotSimpleSigning(String),
+    #[error("its statement is not cosign's signature of an image: {0}")]
+    NotCosignStatement(String),
     #[error("it signs another digest ({signed})")]
     OtherDigest { signed: String },
     #[error("it signs another repository ({signed})")]
@@ -427,20 +458,24 @@ pub fn check_signature(
     if candidate.payload.len() > MAX_PAYLOAD_BYTES {
         return Err(CandidateProblem::TooLarge);
     }
+    let signed = match candidate.format {
+        SignatureFormat::SimpleSigning => std::borrow::Cow::Borrowed(&candidate.payload[..]),
+        SignatureFormat::Dsse => std::borrow::Cow::Owned(bundle::pae(
+            bundle::IN_TOTO_PAYLOAD_TYPE,
+            &candidate.payload,
+        )),
+    };
     let by_key = rule
         .keys
         .iter()
-        .find(|k| k.verifies(&candidate.payload, &candidate.signature));
+        .find(|k| k.verifies(&signed, &candidate.signature));
     let (key, certified) = match (by_key, &candidate.certificate, &rule.certificate) {
         (Some(key), _, _) => (key.clone(), None),
         (None, Some(leaf), Some(policy)) => {
             // The certificate's key must verify the signature before anything else counts.
             let verified = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
                 .map_err(CandidateProblem::Certificate)?;
-            if !verified
-                .key
-                .verifies(&candidate.payload, &candidate.signature)
-            {
+            if !verified.key.verifies(&signed, &candidate.signature) {
                 return Err(CandidateProblem::CertificateKeyDoesNotVerify);
             }
             (verified.key, Some((policy.identity.clone(), verified.path)))
@@ -454,9 +489,13 @@ pub fn check_signature(
             });
         }
     };
-    check_payload(image, digest, &candidate.payload)?;
+    match candidate.format {
+        SignatureFormat::SimpleSigning => check_payload(image, digest, &candidate.payload)?,
+        SignatureFormat::Dsse => bundle::check_statement(digest, &candidate.payload)?,
+    }
     Ok(SignatureRecord {
         manifest: candidate.manifest.clone(),
+        format: candidate.format,
         key: key.fingerprint.clone(),
         payload: candidate.payload.clone(),
         signature: candidate.signature.clone(),
@@ -727,6 +766,7 @@ mod tests {
             let good = payload(&repository, &digest);
             let candidate = |payload: Vec<u8>, signature: Vec<u8>| Candidate {
                 manifest: Digest::of(b"sig manifest"),
+                format: SignatureFormat::SimpleSigning,
                 payload,
                 signature,
                 certificate: None,
@@ -818,6 +858,62 @@ mod tests {
                 recorded(&[])[..],
                 [PolicyProblem::Unsigned { .. }]
             ));
+            // The same key over a DSSE statement (cosign v3's bundles): the signature is over
+            // the PAE, never the bare statement; the statement binds the digest alone.
+            let hex = digest.as_str().strip_prefix("sha256:").unwrap();
+            let statement = format!(
+                r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"{hex}"}}}}],"predicateType":"{}","predicate":{{}}}}"#,
+                bundle::COSIGN_SIGN_PREDICATE
+            )
+            .into_bytes();
+            let dsse = |payload: Vec<u8>, signature: Vec<u8>| Candidate {
+                format: SignatureFormat::Dsse,
+                ..candidate(payload, signature)
+            };
+            let pae = bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement);
+            let record = check_signature(
+                &image,
+                &digest,
+                &dsse(statement.clone(), sign(&pae)),
+                &rule,
+                at(),
+            )
+            .unwrap();
+            assert_eq!(record.format, SignatureFormat::Dsse);
+            assert!(recorded(std::slice::from_ref(&record)).is_empty());
+            assert!(matches!(
+                check_signature(
+                    &image,
+                    &digest,
+                    &dsse(statement.clone(), sign(&statement)),
+                    &rule,
+                    at()
+                ),
+                Err(CandidateProblem::NoKeyVerifies { .. })
+            ));
+            // A simple-signing record cannot be replayed as DSSE or the other way round.
+            assert!(
+                check_signature(
+                    &image,
+                    &digest,
+                    &candidate(statement.clone(), sign(&pae)),
+                    &rule,
+                    at()
+                )
+                .is_err()
+            );
+            let elsewhere_image = ImageRef::parse(&format!("{HOST}/shop/web:1@{digest}")).unwrap();
+            assert!(
+                check_signature(
+                    &elsewhere_image,
+                    &digest,
+                    &dsse(statement.clone(), sign(&pae)),
+                    &rule,
+                    at()
+                )
+                .is_ok(),
+                "a statement names no repository: the digest alone is bound"
+            );
         }
         // Docker Hub's name as cosign writes it.
         let hub = ImageRef::parse("nginx:1").unwrap();
