@@ -34,9 +34,11 @@ use super::{
     ResolveError, Resolved, RetryPolicy, is_index, parse_retry_after,
 };
 use crate::model::{DOCKER_HUB, Digest, ImageRef};
-use crate::provenance::{Candidate, MAX_PAYLOAD_BYTES};
 
 mod copy;
+mod referrers;
+
+pub use referrers::Referrer;
 
 /// The largest manifest accepted. Real manifests and indexes are a few KiB; the OCI
 /// distribution spec suggests registries refuse manifests above 4 MiB.
@@ -104,6 +106,9 @@ pub struct OciRegistry {
     /// Per target registry and blob digest, the repository a copy put it in this run, so
     /// that other images mount it instead of uploading it again.
     blob_homes: copy::BlobHomes,
+    /// Held while a copy rewrites a mirror's referrers tag (read, add, put), so that two
+    /// referrers of one image copied at once do not drop each other.
+    referrers_tags: tokio::sync::Mutex<()>,
 }
 
 impl OciRegistry {
@@ -135,6 +140,7 @@ impl OciRegistry {
             docker_config,
             endpoints: Mutex::default(),
             blob_homes: Mutex::default(),
+            referrers_tags: tokio::sync::Mutex::default(),
         })
     }
 
@@ -263,132 +269,6 @@ impl OciRegistry {
             });
         }
         Ok((digest_of_manifest, answer.body))
-    }
-
-    /// The cosign signatures stored for `digest` in `image`'s repository, by cosign's tag
-    /// scheme: the manifest tagged `sha256-<hex>.sig`, each simple-signing layer's payload
-    /// (fetched by digest, checked against it, at most [`MAX_PAYLOAD_BYTES`]) with its
-    /// `dev.cosignproject.cosign/signature` annotation. No such tag is no signatures (an empty
-    /// list), not an error. Nothing here is trusted: the core checks each candidate.
-    pub async fn cosign_signatures(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Vec<Candidate>, ResolveError> {
-        self.cosign_signatures_inner(image, digest)
-            .await
-            .map_err(|t| t.into_error(image, self.settings.timeout))
-    }
-
-    /// The predicate types of the attestations cosign stores for `digest` (the manifest
-    /// tagged `sha256-<hex>.att`; each layer's `predicateType` annotation), with that
-    /// manifest's digest; `None` when there is no such tag. Listed, not verified.
-    pub async fn cosign_attestations(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Option<(Digest, Vec<String>)>, ResolveError> {
-        let inner = async {
-            let endpoint = self.endpoint(image.registry()).await?;
-            let auth = endpoint
-                .authorization(image.repository(), Access::Pull)
-                .await?;
-            let tag = format!("{}.att", digest.as_str().replacen(':', "-", 1));
-            let url = endpoint.manifest_url(image.repository(), &tag);
-            match self.fetch_manifest(&url, &auth, None).await {
-                Ok(m) => Ok(Some((
-                    m.digest,
-                    m.body
-                        .layers
-                        .iter()
-                        .take(MAX_SIGNATURE_LAYERS)
-                        .map(|l| {
-                            l.annotations
-                                .get("predicateType")
-                                .cloned()
-                                .unwrap_or_else(|| "(no predicate type)".into())
-                        })
-                        .collect(),
-                ))),
-                Err(Trouble::NotFound { .. }) => Ok(None),
-                Err(other) => Err(other),
-            }
-        };
-        inner
-            .await
-            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
-    }
-
-    async fn cosign_signatures_inner(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Vec<Candidate>, Trouble> {
-        let endpoint = self.endpoint(image.registry()).await?;
-        let auth = endpoint
-            .authorization(image.repository(), Access::Pull)
-            .await?;
-        let tag = crate::provenance::signature_tag(digest);
-        let url = endpoint.manifest_url(image.repository(), &tag);
-        let manifest = match self.fetch_manifest(&url, &auth, None).await {
-            Ok(m) => m,
-            Err(Trouble::NotFound { .. }) => return Ok(Vec::new()),
-            Err(other) => return Err(other),
-        };
-        let mut candidates = Vec::new();
-        for layer in manifest
-            .body
-            .layers
-            .iter()
-            .filter(|l| l.media_type.as_deref() == Some(COSIGN_SIMPLE_SIGNING))
-            .take(MAX_SIGNATURE_LAYERS)
-        {
-            let Some(signature) = layer
-                .annotations
-                .get(COSIGN_SIGNATURE_ANNOTATION)
-                .and_then(|b64| crate::provenance::decode_base64(b64))
-            else {
-                continue;
-            };
-            let Ok(blob) = layer.digest.parse::<Digest>() else {
-                continue;
-            };
-            if layer.size.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
-                continue;
-            }
-            let blob_url = format!("{}/v2/{}/blobs/{blob}", endpoint.base, image.repository());
-            // A layer that cannot be read as stated (too large, gone, not its digest) is
-            // skipped, not fatal: whoever can push a junk layer must not block a lock that
-            // another layer satisfies. Only an unreachable registry fails the fetch.
-            let answer = match self
-                .request_limited(Method::GET, &blob_url, &auth, &|b| b, MAX_PAYLOAD_BYTES)
-                .await
-            {
-                Ok(a) => a,
-                Err(Trouble::TooLarge) => continue,
-                Err(other) => return Err(other),
-            };
-            if !answer.status.is_success() || Digest::of(&answer.body) != blob {
-                continue;
-            }
-            // An attached certificate and chain (PEM in annotations); one that cannot be read
-            // is left out, and the core then judges the signature without it.
-            let pem = |name: &str| {
-                layer.annotations.get(name).and_then(|text| {
-                    crate::provenance::certificate::pem_chain(text.as_bytes()).ok()
-                })
-            };
-            let certificate = pem(COSIGN_CERTIFICATE_ANNOTATION).and_then(|c| c.into_iter().next());
-            let chain = pem(COSIGN_CHAIN_ANNOTATION).unwrap_or_default();
-            candidates.push(Candidate {
-                manifest: manifest.digest.clone(),
-                payload: answer.body,
-                signature,
-                certificate,
-                chain,
-            });
-        }
-        Ok(candidates)
     }
 
     /// GET a manifest, hash it, check the hash against the claimed and wanted digests.
@@ -806,16 +686,6 @@ enum Access {
 }
 
 /// A manifest as received: its bytes (hashed), digest, media type and the parsed fields.
-/// The layer media type of a cosign simple-signing payload.
-const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-/// The layer annotation holding the base64 signature over the payload.
-const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-/// The layer annotations holding the signing certificate and its chain (PEM).
-const COSIGN_CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
-const COSIGN_CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
-/// Most signature layers read from one signature manifest.
-const MAX_SIGNATURE_LAYERS: usize = 32;
-
 struct FetchedManifest {
     digest: Digest,
     media_type: String,
@@ -1126,6 +996,10 @@ struct ManifestBody {
     /// An image manifest's layers (what a mirror copies).
     #[serde(default)]
     layers: Vec<Descriptor>,
+    /// The manifest this one is about (OCI 1.1: a signature's or attestation's image).
+    subject: Option<Descriptor>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
 }
 
 /// A content descriptor: a blob's digest and, for non-distributable layers, where it lives.
@@ -1146,6 +1020,12 @@ struct Descriptor {
 struct IndexEntry {
     digest: String,
     platform: Option<Platform>,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]

@@ -743,6 +743,7 @@ fn lock_over_tls_with_basic_auth_from_docker_config() {
     let options = RegistryOptions {
         auth: Some(("ci".into(), "s3cret".into())),
         tls: true,
+        ..RegistryOptions::default()
     };
     let p = Project::with_registry(options);
     let ca = p._tmp.path().join("ca.pem");

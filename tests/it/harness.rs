@@ -35,6 +35,17 @@ pub struct RegistryOptions {
     pub auth: Option<(String, String)>,
     /// Serve HTTPS with a certificate from a fresh test CA (see [`TestRegistry::ca_pem`]).
     pub tls: bool,
+    /// Run an OCI 1.1 registry that serves the referrers API (go-containerregistry's, see
+    /// `tests/ociregistry`) instead of Debian's `docker-registry` (Distribution 2.8), which
+    /// does not. No auth or TLS with it.
+    pub referrers: bool,
+}
+
+/// The OCI 1.1 registry with the referrers API (`tests/ociregistry`):
+/// `$LOCKSTEP_OCIREGISTRY` (scripts/test exports it), else `scripts/oracle build ociregistry`.
+fn oci_registry() -> PathBuf {
+    crate::k8s_reader::built_oracle("ociregistry", "LOCKSTEP_OCIREGISTRY")
+        .expect("the referrers tests need tests/ociregistry: run scripts/oracle build ociregistry")
 }
 
 /// A running `docker-registry serve`, killed on drop.
@@ -63,7 +74,7 @@ impl TestRegistry {
         Self::start_inner(
             RegistryOptions {
                 auth: Some((user.into(), pass.into())),
-                tls: false,
+                ..RegistryOptions::default()
             },
             true,
         )
@@ -137,14 +148,29 @@ impl TestRegistry {
             let config_path = root.join("config.yml");
             std::fs::write(&config_path, config).unwrap();
             let out = std::fs::File::create(&log).unwrap();
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config_path)
+            let mut command = if opts.referrers {
+                assert!(
+                    opts.auth.is_none() && !opts.tls,
+                    "the referrers registry has no auth or TLS"
+                );
+                let mut c = Command::new(oci_registry());
+                c.arg("--addr")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--dir")
+                    .arg(root.join("data"));
+                c
+            } else {
+                let mut c = Command::new("docker-registry");
+                c.arg("serve").arg(&config_path);
+                c
+            };
+            let program = format!("{:?}", command.get_program());
+            let mut child = command
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out)
                 .spawn()
-                .expect("start docker-registry (Debian package docker-registry)");
+                .unwrap_or_else(|e| panic!("start {program} (scripts/test installs it): {e}"));
             let host = format!("127.0.0.1:{port}");
             match wait_ready(
                 &mut child,
@@ -169,11 +195,11 @@ impl TestRegistry {
                     if exited && text.contains("address already in use") {
                         continue;
                     }
-                    panic!("docker-registry did not start; its log:\n{text}");
+                    panic!("{program} did not start; its log:\n{text}");
                 }
             }
         }
-        panic!("docker-registry: no free port after 5 tries");
+        panic!("the test registry: no free port after 5 tries");
     }
 
     /// `127.0.0.1:PORT`, the registry part of image references.

@@ -28,6 +28,7 @@ mod provenance;
 mod readme;
 mod real_world;
 mod reconcile;
+mod referrers;
 mod resolve;
 mod signing;
 mod snapshots;

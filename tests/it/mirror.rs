@@ -261,6 +261,7 @@ fn a_failed_copy_records_nothing_and_names_the_image() {
     let backup = TestRegistry::start(RegistryOptions {
         auth: Some(("ci".into(), "secret".into())),
         tls: false,
+        ..RegistryOptions::default()
     });
     let out = mirror(&p, &format!("{}/dr", backup.host()), &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));

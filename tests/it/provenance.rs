@@ -17,11 +17,35 @@ use lockstep::model::Digest;
 /// `cosign` with the environment it needs offline (no password on the keys, its caches in
 /// `home`).
 pub(crate) fn cosign(home: &Path, args: &[&str]) -> Output {
-    Command::new(crate::hydrate::tool("cosign"))
+    cosign_of(Cosign::V2, home, args)
+}
+
+/// Which cosign: v2 (simple-signing payloads under the `.sig` tag) or v3 (Sigstore bundles
+/// as OCI 1.1 referrers, its default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cosign {
+    V2,
+    V3,
+}
+
+impl Cosign {
+    fn tool(self) -> String {
+        crate::hydrate::tool(match self {
+            Cosign::V2 => "cosign",
+            Cosign::V3 => "cosign3",
+        })
+    }
+}
+
+/// [`cosign`] of the given version.
+pub(crate) fn cosign_of(version: Cosign, home: &Path, args: &[&str]) -> Output {
+    Command::new(version.tool())
         .args(args)
         .env("COSIGN_PASSWORD", "")
         .env("HOME", home)
         .env("COSIGN_YES", "true")
+        // v2's `--registry-referrers-mode=oci-1-1` is behind it.
+        .env("COSIGN_EXPERIMENTAL", "1")
         .env_remove("DOCKER_CONFIG")
         .output()
         .unwrap()
@@ -42,18 +66,24 @@ pub(crate) fn cosign_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (sub.join("cosign.key"), sub.join("cosign.pub"))
 }
 
-struct Signed {
-    registry: TestRegistry,
-    tmp: tempfile::TempDir,
-    dir: PathBuf,
-    key: PathBuf,
-    allowed_signers: PathBuf,
-    ci_cosign: (PathBuf, PathBuf),
+pub(crate) struct Signed {
+    pub(crate) registry: TestRegistry,
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) allowed_signers: PathBuf,
+    pub(crate) ci_cosign: (PathBuf, PathBuf),
+    pub(crate) cosign: Cosign,
 }
 
 impl Signed {
     fn new() -> Signed {
-        let registry = TestRegistry::start(RegistryOptions::default());
+        Signed::with(RegistryOptions::default(), Cosign::V2)
+    }
+
+    /// A signed project on a registry run with `options`, signing with `cosign`.
+    pub(crate) fn with(options: RegistryOptions, cosign: Cosign) -> Signed {
+        let registry = TestRegistry::start(options);
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         let dir = repo.join("deploy");
@@ -79,28 +109,42 @@ impl Signed {
             key,
             allowed_signers,
             ci_cosign,
+            cosign,
         }
     }
 
-    fn reference(&self, repo: &str, digest: &Digest) -> String {
+    pub(crate) fn reference(&self, repo: &str, digest: &Digest) -> String {
         format!("{}/{repo}@{digest}", self.registry.host())
     }
 
-    fn sign(&self, key: &Path, repo: &str, digest: &Digest) {
+    pub(crate) fn sign(&self, key: &Path, repo: &str, digest: &Digest) {
         self.sign_with(key, &[], repo, digest);
     }
 
-    /// `cosign sign --key KEY EXTRA… REPO@DIGEST` (offline), which must succeed.
-    fn sign_with(&self, key: &Path, extra: &[&str], repo: &str, digest: &Digest) {
+    /// `cosign sign --key KEY EXTRA… REPO@DIGEST` (offline), which must succeed. v3 is kept
+    /// off the transparency log by a signing config that names no log.
+    pub(crate) fn sign_with(&self, key: &Path, extra: &[&str], repo: &str, digest: &Digest) {
         let reference = self.reference(repo, digest);
         let mut args = vec!["sign", "--key", key.to_str().unwrap()];
         args.extend_from_slice(extra);
-        args.extend([
-            "--tlog-upload=false",
-            "--allow-insecure-registry",
-            &reference,
-        ]);
-        let out = cosign(self.tmp.path(), &args);
+        let config = self.tmp.path().join("signing-config.json");
+        let config = config.to_str().unwrap();
+        match self.cosign {
+            Cosign::V2 => args.push("--tlog-upload=false"),
+            Cosign::V3 => {
+                if !Path::new(config).exists() {
+                    let out = cosign_of(
+                        Cosign::V3,
+                        self.tmp.path(),
+                        &["signing-config", "create", "--out", config],
+                    );
+                    assert!(out.status.success(), "{}", stderr(&out));
+                }
+                args.extend(["--signing-config", config]);
+            }
+        }
+        args.extend(["--allow-insecure-registry", &reference]);
+        let out = cosign_of(self.cosign, self.tmp.path(), &args);
         assert!(
             out.status.success(),
             "cosign sign {reference}: {}",
@@ -109,8 +153,20 @@ impl Signed {
     }
 
     /// `cosign verify --key` (offline: no transparency log), as a user would check.
-    fn cosign_verifies(&self, public: &Path, repo: &str, digest: &Digest) -> bool {
-        let out = cosign(
+    pub(crate) fn cosign_verifies(&self, public: &Path, repo: &str, digest: &Digest) -> bool {
+        self.cosign_verifies_at(&self.registry.host(), public, repo, digest)
+    }
+
+    /// [`Self::cosign_verifies`] against another registry (a mirror).
+    pub(crate) fn cosign_verifies_at(
+        &self,
+        host: &str,
+        public: &Path,
+        repo: &str,
+        digest: &Digest,
+    ) -> bool {
+        let out = cosign_of(
+            self.cosign,
             self.tmp.path(),
             &[
                 "verify",
@@ -118,13 +174,13 @@ impl Signed {
                 public.to_str().unwrap(),
                 "--insecure-ignore-tlog",
                 "--allow-insecure-registry",
-                &self.reference(repo, digest),
+                &format!("{host}/{repo}@{digest}"),
             ],
         );
         out.status.success()
     }
 
-    fn deployment(&self, images: &[&str]) {
+    pub(crate) fn deployment(&self, images: &[&str]) {
         let host = self.registry.host();
         let containers: String = images
             .iter()
@@ -140,7 +196,7 @@ impl Signed {
         .unwrap();
     }
 
-    fn lock(&self) -> Output {
+    pub(crate) fn lock(&self) -> Output {
         run(
             &[
                 "lock",
@@ -152,7 +208,7 @@ impl Signed {
         )
     }
 
-    fn verify(&self) -> Output {
+    pub(crate) fn verify(&self) -> Output {
         run(
             &[
                 "verify",

@@ -302,6 +302,7 @@ async fn basic_auth_comes_from_the_docker_config() {
     let reg = TestRegistry::start(RegistryOptions {
         auth: Some(("ci".into(), "hunter2".into())),
         tls: false,
+        ..RegistryOptions::default()
     });
     let digest = reg.push_image("private/app", "v1", b"auth");
     let reference = img(&format!("{}/private/app:v1", reg.host()));
@@ -354,6 +355,7 @@ async fn tls_with_the_extra_ca_is_trusted() {
     let reg = TestRegistry::start(RegistryOptions {
         auth: Some(("u".into(), "p".into())),
         tls: true,
+        ..RegistryOptions::default()
     });
     let digest = reg.push_image("app", "v1", b"tls");
     let config = tempfile::tempdir().unwrap();
@@ -376,6 +378,7 @@ async fn tls_without_the_ca_fails_clearly_and_never_falls_back_to_http() {
     let reg = TestRegistry::start(RegistryOptions {
         auth: None,
         tls: true,
+        ..RegistryOptions::default()
     });
     reg.push_image("app", "v1", b"tls-untrusted");
     let reference = img(&format!("{}/app:v1", reg.host()));

@@ -181,8 +181,10 @@ pub struct CopyJob {
     pub references: Vec<String>,
     /// The tag the copy is pushed under at the mirror: the [`protecting_tag`] of an image;
     /// for a cosign signature manifest, cosign's tag for the image's digest
-    /// (`sha256-<hex>.sig`), where `cosign verify` against the mirror looks for it.
-    pub tag: String,
+    /// (`sha256-<hex>.sig`), where `cosign verify` against the mirror looks for it; none for
+    /// a Sigstore bundle, an OCI 1.1 referrer of the image pushed by digest (and listed in the
+    /// mirror's referrers tag when the mirror has no referrers API).
+    pub tag: Option<String>,
 }
 
 impl CopyJob {
@@ -221,7 +223,7 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
                 source,
                 target,
                 references: Vec::new(),
-                tag: protecting_tag(&entry.digest),
+                tag: Some(protecting_tag(&entry.digest)),
             })
             .references
             .push(entry.reference.clone());
@@ -243,7 +245,12 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
                     source,
                     target,
                     references: Vec::new(),
-                    tag: crate::provenance::signature_tag(&entry.digest),
+                    tag: match record.format {
+                        crate::provenance::SignatureFormat::SimpleSigning => {
+                            Some(crate::provenance::signature_tag(&entry.digest))
+                        }
+                        crate::provenance::SignatureFormat::Dsse => None,
+                    },
                 })
                 .references
                 .push(format!("{} (its cosign signature)", entry.reference));

@@ -1,7 +1,8 @@
 //! `lock`'s provenance stage: every pinned digest a `[[provenance]]` rule of `lockstep.toml`
 //! governs must carry a cosign signature by one of the rule's keys. The records come from the
 //! previous lockfile when the digest is unchanged and its records still satisfy the rule
-//! (checked offline, no request), else from the registry (cosign's `sha256-<hex>.sig` tag),
+//! (checked offline, no request), else from the registry (cosign's `sha256-<hex>.sig` tag and
+//! the OCI 1.1 referrers: cosign's `sig` artifacts and Sigstore bundles),
 //! each candidate checked by the core ([`crate::provenance`]). One governed image without a
 //! valid signature refuses the whole lock, naming the image and why each candidate failed;
 //! nothing is written.
@@ -200,7 +201,7 @@ fn refusal(
     let name = format!("{}@{digest}", image.name());
     if problems.is_empty() {
         return format!(
-            "  {name}: no signature found (no {} tag), and the rule at {} requires one by {}",
+            "  {name}: no signature found (no {} tag, no OCI 1.1 referrer), and the rule at {} requires one by {}",
             provenance::signature_tag(digest),
             rule.at,
             rule.key_files.join(" or ")

@@ -107,10 +107,14 @@ impl Copier for OciRegistry {
             .side(&job.target, Access::Push)
             .await
             .map_err(|t| t.into_error(&job.target, timeout))?;
-        let tag = job.tag.clone();
+        let tag = job.tag.as_deref();
         let fail = target.fail(digest, timeout);
         let head = self
-            .request(Method::HEAD, &target.manifest_url(&tag), &target.auth)
+            .request(
+                Method::HEAD,
+                &target.manifest_url(tag.unwrap_or(digest.as_str())),
+                &target.auth,
+            )
             .await
             .map_err(&fail)?;
         let mut copied = Copied::default();
@@ -120,7 +124,7 @@ impl Copier for OciRegistry {
             copied.images_present = 1;
             return Ok(copied);
         }
-        self.copy_manifest(&source, &target, digest, Some(&tag), &mut copied)
+        self.copy_manifest(&source, &target, digest, tag, &mut copied)
             .await?;
         copied.images_copied = 1;
         Ok(copied)
@@ -197,8 +201,81 @@ impl OciRegistry {
                 }));
             }
             copied.manifests_pushed += 1;
+            // A referrer (a signature or attestation naming its image as `subject`): a
+            // registry with the referrers API says so with `OCI-Subject`; on one without,
+            // the referrers tag must list it, as OCI 1.1 asks of clients.
+            if let Some(subject) = &manifest.body.subject
+                && !put.headers.contains_key("oci-subject")
+            {
+                let subject = subject.digest.parse::<Digest>().map_err(|_| {
+                    src_fail(Trouble::BadManifest("the subject is not sha256".into()))
+                })?;
+                self.list_in_referrers_tag(dst, &subject, &manifest, digest)
+                    .await
+                    .map_err(&dst_fail)?;
+            }
             Ok(())
         })
+    }
+
+    /// Add `manifest` (pushed as `digest`) to the index under `subject`'s referrers tag at
+    /// `dst`, creating it when missing; nothing when it is listed already.
+    async fn list_in_referrers_tag(
+        &self,
+        dst: &Side,
+        subject: &Digest,
+        manifest: &super::FetchedManifest,
+        digest: &Digest,
+    ) -> Result<(), Trouble> {
+        let _one_at_a_time = self.referrers_tags.lock().await;
+        let url = dst.manifest_url(&super::referrers::referrers_tag(subject));
+        let mut index = match self.fetch_manifest(&url, &dst.auth, None).await {
+            Ok(existing) if is_index(&existing.media_type) => {
+                serde_json::from_slice::<serde_json::Value>(&existing.bytes)
+                    .map_err(|e| Trouble::BadManifest(e.to_string()))?
+            }
+            Ok(_) | Err(Trouble::NotFound { .. }) => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": super::OCI_INDEX,
+                "manifests": [],
+            }),
+            Err(other) => return Err(other),
+        };
+        let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else {
+            return Err(Trouble::BadManifest(
+                "the referrers tag holds an index without `manifests`".into(),
+            ));
+        };
+        if entries
+            .iter()
+            .any(|e| e.get("digest").and_then(|d| d.as_str()) == Some(digest.as_str()))
+        {
+            return Ok(());
+        }
+        let mut entry = serde_json::json!({
+            "mediaType": manifest.media_type,
+            "digest": digest.as_str(),
+            "size": manifest.bytes.len(),
+        });
+        if let Some(kind) = super::referrers::artifact_type(manifest) {
+            entry["artifactType"] = kind.into();
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+            && let Some(annotations) = value.get("annotations")
+        {
+            entry["annotations"] = annotations.clone();
+        }
+        entries.push(entry);
+        let body = serde_json::to_vec(&index).expect("JSON");
+        let put = self
+            .request_with(Method::PUT, &url, &dst.auth, &|b| {
+                b.header(CONTENT_TYPE, super::OCI_INDEX).body(body.clone())
+            })
+            .await?;
+        if !put.status.is_success() {
+            return Err(status_trouble(put.status, &put.body));
+        }
+        Ok(())
     }
 
     /// Put one blob into the target repository, once per run and registry: the first image

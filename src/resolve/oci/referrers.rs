@@ -1,0 +1,464 @@
+//! What a registry holds *about* a digest: cosign's signatures and the OCI 1.1 referrers.
+//!
+//! Signatures are found the ways the tools publish them, all read for every digest:
+//! - cosign's tag scheme: the manifest tagged `sha256-<hex>.sig`, whose simple-signing layers
+//!   carry the signature in an annotation (cosign v2's default);
+//! - OCI 1.1 referrers of the digest (`GET /v2/NAME/referrers/DIGEST`; on a registry without
+//!   that API, the referrers tag `sha256-<hex>` holding an index, which clients keep), whose
+//!   manifests are cosign's `sig` artifacts (v2 with `--registry-referrers-mode=oci-1-1`) or
+//!   Sigstore bundles (cosign v3's default).
+//!
+//! Every manifest is fetched by digest and hashed; a referrer must name the digest as its
+//! `subject`. Nothing here is trusted: the core checks each candidate
+//! ([`crate::provenance::select`]). A layer or referrer that cannot be read as stated is
+//! skipped, not fatal — whoever can push junk next to an image must not block a lock that a
+//! real signature satisfies; only an unreachable registry fails the fetch.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+
+use super::{Access, Auth, Endpoint, FetchedManifest, OciRegistry, Trouble, parse_manifest};
+use crate::model::{Digest, ImageRef};
+use crate::provenance::bundle::{self, MAX_BUNDLE_BYTES};
+use crate::provenance::{Candidate, MAX_PAYLOAD_BYTES, SignatureFormat};
+use crate::resolve::ResolveError;
+
+/// The layer media type of a cosign simple-signing payload.
+const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation holding the base64 signature over the payload.
+const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The layer annotations holding the signing certificate and its chain (PEM).
+const COSIGN_CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+const COSIGN_CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// The artifact type of cosign's OCI 1.1 signature referrers.
+pub const COSIGN_SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// The config media type of artifacts without a config (OCI 1.1), which some registries
+/// report as the artifact type in a referrers list.
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+/// Most signature layers read from one signature manifest.
+const MAX_SIGNATURE_LAYERS: usize = 32;
+/// Most referrer manifests fetched per digest when looking for signatures.
+const MAX_SIGNATURE_REFERRERS: usize = 32;
+/// Most referrers listed per digest, and pages of the referrers API followed.
+pub const MAX_REFERRERS: usize = 1024;
+const MAX_REFERRER_PAGES: usize = 8;
+
+/// A manifest that names a digest as its `subject`, as the referrers list describes it (the
+/// list is not covered by any digest: a caller fetches the manifest by digest before using
+/// anything else).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Referrer {
+    /// Whether the list's word leaves this a possible signature (a registry may report the
+    /// config's media type instead of the artifact type).
+    fn may_be_signature(&self) -> bool {
+        match self.artifact_type.as_deref() {
+            None | Some("") | Some(EMPTY_CONFIG) | Some(COSIGN_SIGNATURE_ARTIFACT) => true,
+            Some(other) => bundle::is_bundle_media_type(other),
+        }
+    }
+}
+
+impl OciRegistry {
+    /// The cosign signatures stored for `digest` in `image`'s repository, by cosign's tag and
+    /// as OCI 1.1 referrers (see the module documentation); an empty list when there are
+    /// none, not an error.
+    pub async fn cosign_signatures(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Candidate>, ResolveError> {
+        self.cosign_signatures_inner(image, digest)
+            .await
+            .map_err(|t| t.into_error(image, self.settings.timeout))
+    }
+
+    /// The referrers of `digest` in `image`'s repository: the referrers API's list, or, where
+    /// the registry has no such API, the referrers tag's index; empty when neither exists.
+    pub async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Referrer>, ResolveError> {
+        let inner = async {
+            let endpoint = self.endpoint(image.registry()).await?;
+            let auth = endpoint
+                .authorization(image.repository(), Access::Pull)
+                .await?;
+            self.list_referrers(&endpoint, &auth, image.repository(), digest)
+                .await
+        };
+        inner
+            .await
+            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
+    }
+
+    /// The predicate types of the attestations cosign stores for `digest` (the manifest
+    /// tagged `sha256-<hex>.att`; each layer's `predicateType` annotation), with that
+    /// manifest's digest; `None` when there is no such tag. Listed, not verified.
+    pub async fn cosign_attestations(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Option<(Digest, Vec<String>)>, ResolveError> {
+        let inner = async {
+            let endpoint = self.endpoint(image.registry()).await?;
+            let auth = endpoint
+                .authorization(image.repository(), Access::Pull)
+                .await?;
+            let tag = format!("{}.att", digest.as_str().replacen(':', "-", 1));
+            let url = endpoint.manifest_url(image.repository(), &tag);
+            match self.fetch_manifest(&url, &auth, None).await {
+                Ok(m) => Ok(Some((
+                    m.digest,
+                    m.body
+                        .layers
+                        .iter()
+                        .take(MAX_SIGNATURE_LAYERS)
+                        .map(|l| {
+                            l.annotations
+                                .get("predicateType")
+                                .cloned()
+                                .unwrap_or_else(|| "(no predicate type)".into())
+                        })
+                        .collect(),
+                ))),
+                Err(Trouble::NotFound { .. }) => Ok(None),
+                Err(other) => Err(other),
+            }
+        };
+        inner
+            .await
+            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
+    }
+
+    async fn cosign_signatures_inner(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Candidate>, Trouble> {
+        let endpoint = self.endpoint(image.registry()).await?;
+        let repository = image.repository();
+        let auth = endpoint.authorization(repository, Access::Pull).await?;
+        let mut candidates = Vec::new();
+        let tag = crate::provenance::signature_tag(digest);
+        match self
+            .fetch_manifest(&endpoint.manifest_url(repository, &tag), &auth, None)
+            .await
+        {
+            Ok(manifest) => {
+                self.simple_signing(&endpoint, &auth, repository, &manifest, &mut candidates)
+                    .await?;
+            }
+            Err(Trouble::NotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        let referrers = self
+            .list_referrers(&endpoint, &auth, repository, digest)
+            .await?;
+        for referrer in referrers
+            .iter()
+            .filter(|r| r.may_be_signature())
+            .take(MAX_SIGNATURE_REFERRERS)
+        {
+            let url = endpoint.manifest_url(repository, referrer.digest.as_str());
+            let manifest = match self
+                .fetch_manifest(&url, &auth, Some(&referrer.digest))
+                .await
+            {
+                Ok(m) => m,
+                Err(
+                    Trouble::NotFound { .. }
+                    | Trouble::BadManifest(_)
+                    | Trouble::DigestMismatch { .. }
+                    | Trouble::TooLarge,
+                ) => continue,
+                Err(other) => return Err(other),
+            };
+            // The list is unsigned; the manifest's own subject is what names the digest.
+            if manifest.body.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+                continue;
+            }
+            match artifact_type(&manifest).as_deref() {
+                Some(COSIGN_SIGNATURE_ARTIFACT) => {
+                    self.simple_signing(&endpoint, &auth, repository, &manifest, &mut candidates)
+                        .await?;
+                }
+                Some(t) if bundle::is_bundle_media_type(t) => {
+                    self.bundles(&endpoint, &auth, repository, &manifest, &mut candidates)
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// The candidates of a cosign signature manifest: each simple-signing layer's payload
+    /// (fetched by digest, at most [`MAX_PAYLOAD_BYTES`]) with its signature annotation and
+    /// any attached certificate and chain.
+    async fn simple_signing(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        manifest: &FetchedManifest,
+        candidates: &mut Vec<Candidate>,
+    ) -> Result<(), Trouble> {
+        for layer in manifest
+            .body
+            .layers
+            .iter()
+            .filter(|l| l.media_type.as_deref() == Some(COSIGN_SIMPLE_SIGNING))
+            .take(MAX_SIGNATURE_LAYERS)
+        {
+            let Some(signature) = layer
+                .annotations
+                .get(COSIGN_SIGNATURE_ANNOTATION)
+                .and_then(|b64| crate::provenance::decode_base64(b64))
+            else {
+                continue;
+            };
+            let Some(payload) = self
+                .layer_blob(endpoint, auth, repository, layer, MAX_PAYLOAD_BYTES)
+                .await?
+            else {
+                continue;
+            };
+            // An attached certificate and chain (PEM in annotations); one that cannot be read
+            // is left out, and the core then judges the signature without it.
+            let pem = |name: &str| {
+                layer.annotations.get(name).and_then(|text| {
+                    crate::provenance::certificate::pem_chain(text.as_bytes()).ok()
+                })
+            };
+            let certificate = pem(COSIGN_CERTIFICATE_ANNOTATION).and_then(|c| c.into_iter().next());
+            let chain = pem(COSIGN_CHAIN_ANNOTATION).unwrap_or_default();
+            candidates.push(Candidate {
+                manifest: manifest.digest.clone(),
+                format: SignatureFormat::SimpleSigning,
+                payload,
+                signature,
+                certificate,
+                chain,
+            });
+        }
+        Ok(())
+    }
+
+    /// The candidates of a Sigstore bundle referrer: each bundle layer (at most
+    /// [`MAX_BUNDLE_BYTES`]) read by the core into its DSSE payload, signature and
+    /// certificate.
+    async fn bundles(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        manifest: &FetchedManifest,
+        candidates: &mut Vec<Candidate>,
+    ) -> Result<(), Trouble> {
+        for layer in manifest
+            .body
+            .layers
+            .iter()
+            .filter(|l| {
+                l.media_type
+                    .as_deref()
+                    .is_some_and(bundle::is_bundle_media_type)
+            })
+            .take(MAX_SIGNATURE_LAYERS)
+        {
+            let Some(bytes) = self
+                .layer_blob(endpoint, auth, repository, layer, MAX_BUNDLE_BYTES)
+                .await?
+            else {
+                continue;
+            };
+            if let Ok(candidate) = bundle::candidate(manifest.digest.clone(), &bytes) {
+                candidates.push(candidate);
+            }
+        }
+        Ok(())
+    }
+
+    /// A layer's bytes, fetched by digest and checked against it, at most `limit`; `None` when
+    /// it cannot be read as stated (too large, gone, not its digest).
+    async fn layer_blob(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        layer: &super::Descriptor,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, Trouble> {
+        let Ok(blob) = layer.digest.parse::<Digest>() else {
+            return Ok(None);
+        };
+        if layer.size.is_some_and(|n| n > limit as u64) {
+            return Ok(None);
+        }
+        let url = format!("{}/v2/{repository}/blobs/{blob}", endpoint.base);
+        let answer = match self
+            .request_limited(Method::GET, &url, auth, &|b| b, limit)
+            .await
+        {
+            Ok(a) => a,
+            Err(Trouble::TooLarge) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        if !answer.status.is_success() || Digest::of(&answer.body) != blob {
+            return Ok(None);
+        }
+        Ok(Some(answer.body))
+    }
+
+    /// The referrers list of `digest`: the API's pages (at most [`MAX_REFERRER_PAGES`],
+    /// [`MAX_REFERRERS`] entries), or the referrers tag's index when the registry answers the
+    /// API with 404 (no such API: the spec's signal to fall back), 400, 405 or 501 (what some
+    /// registries answer an unknown route with).
+    async fn list_referrers(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Vec<Referrer>, Trouble> {
+        let mut url = format!("{}/v2/{repository}/referrers/{digest}", endpoint.base);
+        let mut out = Vec::new();
+        for page in 0..MAX_REFERRER_PAGES {
+            let answer = self.request(Method::GET, &url, auth).await?;
+            match answer.status.as_u16() {
+                200 => {}
+                404 | 400 | 405 | 501 if page == 0 => {
+                    return self
+                        .fallback_referrers(endpoint, auth, repository, digest)
+                        .await;
+                }
+                _ => return Err(super::status_trouble(answer.status, &answer.body)),
+            }
+            let body = parse_manifest(&answer.body)?;
+            out.extend(entries(&body));
+            if out.len() >= MAX_REFERRERS {
+                out.truncate(MAX_REFERRERS);
+                break;
+            }
+            match next_page(&answer.headers, &endpoint.base) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index under the referrers tag `sha256-<hex>`, which clients maintain on a registry
+    /// without the referrers API.
+    async fn fallback_referrers(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Vec<Referrer>, Trouble> {
+        let tag = referrers_tag(digest);
+        match self
+            .fetch_manifest(&endpoint.manifest_url(repository, &tag), auth, None)
+            .await
+        {
+            Ok(index) => Ok(entries(&index.body).take(MAX_REFERRERS).collect()),
+            Err(Trouble::NotFound { .. } | Trouble::BadManifest(_)) => Ok(Vec::new()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// The referrers tag of `digest` (OCI 1.1's fallback): `sha256-<hex>`.
+pub fn referrers_tag(digest: &Digest) -> String {
+    digest.as_str().replacen(':', "-", 1)
+}
+
+/// A manifest's artifact type: its `artifactType`, else its config's media type.
+pub(super) fn artifact_type(manifest: &FetchedManifest) -> Option<String> {
+    manifest.body.artifact_type.clone().or_else(|| {
+        manifest
+            .body
+            .config
+            .as_ref()
+            .and_then(|c| c.get("mediaType"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    })
+}
+
+/// The entries of a referrers index, each with a sha256 digest (others are skipped).
+fn entries(index: &super::ManifestBody) -> impl Iterator<Item = Referrer> + '_ {
+    index
+        .manifests
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            Some(Referrer {
+                digest: e.digest.parse().ok()?,
+                media_type: e.media_type.clone().unwrap_or_default(),
+                artifact_type: e.artifact_type.clone(),
+                annotations: e.annotations.clone(),
+            })
+        })
+}
+
+/// The next page of a referrers list: the `Link: <URL>; rel="next"` header, followed only to
+/// the same registry (the credentials go with it).
+fn next_page(headers: &reqwest::header::HeaderMap, base: &str) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let (target, params) = link.split_once(';')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    if target.starts_with('/') {
+        return Some(format!("{base}{target}"));
+    }
+    target
+        .strip_prefix(base)
+        .filter(|rest| rest.starts_with('/'))
+        .map(|_| target.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_stays_on_the_registry() {
+        let base = "https://r.example";
+        let link = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::LINK, v.parse().unwrap());
+            h
+        };
+        assert_eq!(
+            next_page(&link("</v2/a/referrers/sha256:1?n=2>; rel=\"next\""), base).as_deref(),
+            Some("https://r.example/v2/a/referrers/sha256:1?n=2")
+        );
+        assert_eq!(
+            next_page(&link("<https://r.example/v2/a?last=x>; rel=\"next\""), base).as_deref(),
+            Some("https://r.example/v2/a?last=x")
+        );
+        assert_eq!(
+            next_page(&link("<https://evil.example/v2/a>; rel=\"next\""), base),
+            None
+        );
+        assert_eq!(
+            next_page(&link("<https://r.example.evil/v2/a>; rel=\"next\""), base),
+            None
+        );
+        assert_eq!(next_page(&link("</v2/a>; rel=\"prev\""), base), None);
+    }
+}

@@ -1,0 +1,229 @@
+//! Signatures stored as OCI 1.1 referrers, with the real tools: cosign v3 (built by
+//! scripts/tools), whose default is a Sigstore bundle pushed as a referrer of the digest, and
+//! cosign v2's `--registry-referrers-mode=oci-1-1`. Each on a registry with the referrers API
+//! (go-containerregistry's, `tests/ociregistry`) and on one without (Debian's Distribution
+//! 2.8, where clients keep the referrers tag `sha256-<hex>`): lock finds and checks them,
+//! records them, verify re-checks them offline, `cosign verify` agrees, and a mirror without
+//! the API gets the referrers tag that makes them findable there.
+
+use crate::cli::{code, lockfile_text, run, stderr, stdout};
+use crate::harness::{RegistryOptions, TestRegistry};
+use crate::images::{http_client, run as block_on};
+use crate::provenance::{Cosign, Signed, cosign_keys};
+use lockstep::model::Digest;
+
+fn registry(referrers_api: bool) -> RegistryOptions {
+    RegistryOptions {
+        referrers: referrers_api,
+        ..RegistryOptions::default()
+    }
+}
+
+/// The referrers tag of `digest` (OCI 1.1's fallback scheme).
+fn referrers_tag(digest: &Digest) -> String {
+    digest.as_str().replacen(':', "-", 1)
+}
+
+/// `GET` a manifest (any type) from a plain-HTTP test registry.
+fn get_manifest(host: &str, repo: &str, reference: &str) -> Option<Vec<u8>> {
+    let client = http_client(None);
+    block_on(async {
+        let answer = client
+            .get(format!("http://{host}/v2/{repo}/manifests/{reference}"))
+            .header(
+                "Accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+            .await
+            .unwrap();
+        if answer.status().is_success() {
+            Some(answer.bytes().await.unwrap().to_vec())
+        } else {
+            None
+        }
+    })
+}
+
+/// `PUT` an index under a tag.
+fn put_index(host: &str, repo: &str, tag: &str, body: &[u8]) {
+    let client = http_client(None);
+    block_on(async {
+        let answer = client
+            .put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    });
+}
+
+#[test]
+fn cosign_v3_bundles_are_found_by_the_referrers_api_or_its_tag_and_rechecked_offline() {
+    for api in [true, false] {
+        let s = Signed::with(registry(api), Cosign::V3);
+        let what = if api {
+            "referrers API"
+        } else {
+            "referrers tag"
+        };
+        let api_digest = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+        s.sign(&s.ci_cosign.0, "shop/api", &api_digest);
+        assert!(
+            s.cosign_verifies(&s.ci_cosign.1, "shop/api", &api_digest),
+            "{what}"
+        );
+        if !api {
+            // Without the API, cosign v3 keeps the referrers tag itself.
+            assert!(
+                get_manifest(&s.registry.host(), "shop/api", &referrers_tag(&api_digest)).is_some()
+            );
+        }
+        s.deployment(&["shop/api:1.0"]);
+        let out = s.lock();
+        assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+        let text = lockfile_text(&s.dir);
+        assert!(
+            text.contains("format = \"dsse\""),
+            "{what}: a bundle's record says so:\n{text}"
+        );
+        let out = s.verify();
+        assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+
+        // Unsigned, and signed by another key: refused, each named, nothing written.
+        let web = s.registry.push_image("shop/web", "2.0", b"web 2.0");
+        let other = cosign_keys(s.tmp.path(), "intruder");
+        let worker = s.registry.push_image("shop/worker", "1.0", b"worker 1.0");
+        s.sign(&other.0, "shop/worker", &worker);
+        assert!(!s.cosign_verifies(&s.ci_cosign.1, "shop/worker", &worker));
+        s.deployment(&["shop/api:1.0", "shop/web:2.0", "shop/worker:1.0"]);
+        let before = lockfile_text(&s.dir);
+        let out = s.lock();
+        assert_eq!(code(&out), 1, "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("shop/web@{web}: no signature found")),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "shop/worker@{worker}: 1 signature(s) found, none valid"
+            )) && err.contains("does not verify under any key of the rule"),
+            "{what}: {err}"
+        );
+        assert_eq!(lockfile_text(&s.dir), before, "{what}: nothing written");
+    }
+}
+
+/// A real bundle of one digest, listed in another digest's referrers tag: the referrer's own
+/// `subject` names the first digest, and its statement signs that digest alone, so it is no
+/// signature of the second.
+#[test]
+fn a_bundle_listed_under_another_digests_referrers_tag_is_not_its_signature() {
+    let s = Signed::with(registry(false), Cosign::V3);
+    let host = s.registry.host();
+    let signed = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &signed);
+    let unsigned = s.registry.push_image("shop/api", "1.1", b"api 1.1");
+    let index = get_manifest(&host, "shop/api", &referrers_tag(&signed)).expect("cosign wrote it");
+    put_index(&host, "shop/api", &referrers_tag(&unsigned), &index);
+    assert!(!s.cosign_verifies(&s.ci_cosign.1, "shop/api", &unsigned));
+    s.deployment(&["shop/api:1.1"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("shop/api@{unsigned}: no signature found")),
+        "the listed referrer's subject is the other digest: skipped\n{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn cosign_v2_signatures_stored_as_oci_referrers_are_read() {
+    let s = Signed::with(registry(true), Cosign::V2);
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign_with(
+        &s.ci_cosign.0,
+        &["--registry-referrers-mode=oci-1-1"],
+        "shop/api",
+        &api,
+    );
+    assert!(
+        get_manifest(
+            &s.registry.host(),
+            "shop/api",
+            &format!("{}.sig", referrers_tag(&api))
+        )
+        .is_none(),
+        "no .sig tag: only the referrer holds the signature"
+    );
+    s.deployment(&["shop/api:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = lockfile_text(&s.dir);
+    assert!(
+        text.contains("[[image.signature]]") && !text.contains("format ="),
+        "{text}"
+    );
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// `mirror` pushes a bundle by digest; a mirror without the referrers API (Distribution 2.8)
+/// gets it listed under the referrers tag, as OCI 1.1 asks of clients, so `cosign verify`
+/// finds it at the mirror; a mirror with the API indexes it itself.
+#[test]
+fn mirrored_bundles_stay_findable_with_or_without_the_referrers_api() {
+    for source_api in [true, false] {
+        let s = Signed::with(registry(source_api), Cosign::V3);
+        let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+        s.sign(&s.ci_cosign.0, "shop/api", &api);
+        s.deployment(&["shop/api:1.0"]);
+        let out = s.lock();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        // Both kept running: the lockfile records every mirror, and check asks each.
+        let mirrors = [false, true].map(|api| (api, TestRegistry::start(registry(api))));
+        for (mirror_api, mirror) in &mirrors {
+            let mirror_api = *mirror_api;
+            let to = format!("{}/dr", mirror.host());
+            let mirror_run = || {
+                run(
+                    &[
+                        "mirror",
+                        s.dir.to_str().unwrap(),
+                        "--to",
+                        &to,
+                        "--key",
+                        s.key.to_str().unwrap(),
+                    ],
+                    &[],
+                )
+            };
+            let out = mirror_run();
+            assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+            assert!(
+                s.cosign_verifies_at(&mirror.host(), &s.ci_cosign.1, "dr/shop/api", &api),
+                "source API {source_api}, mirror API {mirror_api}: cosign verify at the mirror"
+            );
+            let tag = get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api));
+            if !mirror_api {
+                let index: serde_json::Value = serde_json::from_slice(&tag.unwrap()).unwrap();
+                assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+            }
+            // Again: nothing new, and the referrers tag still lists it once.
+            let out = mirror_run();
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            if !mirror_api {
+                let index: serde_json::Value = serde_json::from_slice(
+                    &get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api)).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+            }
+            let out = run(&["check", s.dir.to_str().unwrap()], &[]);
+            assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+        }
+    }
+}
