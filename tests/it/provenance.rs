@@ -14,6 +14,9 @@ use crate::harness::{RegistryOptions, TestRegistry};
 use crate::images::{http_client, run as block_on};
 use lockstep::model::Digest;
 
+/// The predicate type of the test attestations (a custom one: cosign takes any JSON for it).
+const PREDICATE_TYPE: &str = "https://lockstep.test/ci/v1";
+
 /// `cosign` with the environment it needs offline (no password on the keys, its caches in
 /// `home`).
 pub(crate) fn cosign(home: &Path, args: &[&str]) -> Output {
@@ -150,6 +153,60 @@ impl Signed {
             "cosign sign {reference}: {}",
             stderr(&out)
         );
+    }
+
+    /// `cosign attest --key KEY` a small SLSA provenance predicate for `REPO@DIGEST`
+    /// (offline), which must succeed: v2 stores it under the `.att` tag, v3 as a referrer.
+    pub(crate) fn attest(&self, key: &Path, repo: &str, digest: &Digest) {
+        let predicate = self.tmp.path().join("predicate.json");
+        std::fs::write(&predicate, r#"{"buildType":"https://example.com/ci@v1"}"#).unwrap();
+        let reference = self.reference(repo, digest);
+        let mut args = vec![
+            "attest",
+            "--key",
+            key.to_str().unwrap(),
+            "--type",
+            PREDICATE_TYPE,
+            "--predicate",
+            predicate.to_str().unwrap(),
+        ];
+        let config = self.tmp.path().join("signing-config.json");
+        match self.cosign {
+            Cosign::V2 => args.push("--tlog-upload=false"),
+            Cosign::V3 => args.extend(["--signing-config", config.to_str().unwrap()]),
+        }
+        args.extend(["--allow-insecure-registry", &reference]);
+        let out = cosign_of(self.cosign, self.tmp.path(), &args);
+        assert!(
+            out.status.success(),
+            "cosign attest {reference}: {}",
+            stderr(&out)
+        );
+    }
+
+    /// `cosign verify-attestation --key` (offline) against `host`.
+    pub(crate) fn cosign_verifies_attestation_at(
+        &self,
+        host: &str,
+        public: &Path,
+        repo: &str,
+        digest: &Digest,
+    ) -> bool {
+        let out = cosign_of(
+            self.cosign,
+            self.tmp.path(),
+            &[
+                "verify-attestation",
+                "--key",
+                public.to_str().unwrap(),
+                "--type",
+                PREDICATE_TYPE,
+                "--insecure-ignore-tlog",
+                "--allow-insecure-registry",
+                &format!("{host}/{repo}@{digest}"),
+            ],
+        );
+        out.status.success()
     }
 
     /// `cosign verify --key` (offline: no transparency log), as a user would check.
@@ -461,6 +518,7 @@ fn mirror_keeps_the_signatures_verifiable_and_check_notices_a_deleted_one() {
     let s = Signed::new();
     let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
     s.sign(&s.ci_cosign.0, "shop/api", &api);
+    s.attest(&s.ci_cosign.0, "shop/api", &api);
     s.deployment(&["shop/api:1.0"]);
     let out = s.lock();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -477,8 +535,15 @@ fn mirror_keeps_the_signatures_verifiable_and_check_notices_a_deleted_one() {
         &[],
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    // `cosign verify` against the mirror finds the copied signature under cosign's tag.
+    // `cosign verify` against the mirror finds the copied signature under cosign's tag, and
+    // `cosign verify-attestation` the attestation under its `.att` tag.
     assert!(s.cosign_verifies(&s.ci_cosign.1, "dr/shop/api", &api));
+    assert!(s.cosign_verifies_attestation_at(
+        &s.registry.host(),
+        &s.ci_cosign.1,
+        "dr/shop/api",
+        &api
+    ));
     let check = || run(&["check", s.dir.to_str().unwrap()], &[]);
     let out = check();
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));

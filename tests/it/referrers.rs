@@ -180,6 +180,7 @@ fn mirrored_bundles_stay_findable_with_or_without_the_referrers_api() {
         let s = Signed::with(registry(source_api), Cosign::V3);
         let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
         s.sign(&s.ci_cosign.0, "shop/api", &api);
+        s.attest(&s.ci_cosign.0, "shop/api", &api);
         s.deployment(&["shop/api:1.0"]);
         let out = s.lock();
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -207,20 +208,29 @@ fn mirrored_bundles_stay_findable_with_or_without_the_referrers_api() {
                 s.cosign_verifies_at(&mirror.host(), &s.ci_cosign.1, "dr/shop/api", &api),
                 "source API {source_api}, mirror API {mirror_api}: cosign verify at the mirror"
             );
-            let tag = get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api));
-            if !mirror_api {
+            assert!(
+                s.cosign_verifies_attestation_at(
+                    &mirror.host(),
+                    &s.ci_cosign.1,
+                    "dr/shop/api",
+                    &api
+                ),
+                "source API {source_api}, mirror API {mirror_api}: the attestation went along"
+            );
+            // The signature and the attestation, each listed once.
+            let listed = || {
+                let tag = get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api));
                 let index: serde_json::Value = serde_json::from_slice(&tag.unwrap()).unwrap();
-                assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+                index["manifests"].as_array().unwrap().len()
+            };
+            if !mirror_api {
+                assert_eq!(listed(), 2);
             }
             // Again: nothing new, and the referrers tag still lists it once.
             let out = mirror_run();
             assert_eq!(code(&out), 0, "{}", stderr(&out));
             if !mirror_api {
-                let index: serde_json::Value = serde_json::from_slice(
-                    &get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api)).unwrap(),
-                )
-                .unwrap();
-                assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+                assert_eq!(listed(), 2);
             }
             let out = run(&["check", s.dir.to_str().unwrap()], &[]);
             assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));

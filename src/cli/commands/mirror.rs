@@ -12,9 +12,12 @@ use crate::cli::error::{Class, CliError, Message};
 use crate::cli::printer::Printer;
 use crate::cli::progress::reporter;
 use crate::lock::mirrored;
-use crate::mirror::{MirrorTarget, plan};
-use crate::resolve::copy_all;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::mirror::{CopyJob, MirrorTarget, plan, protecting_tag};
+use crate::model::ImageRef;
 use crate::resolve::oci::{OciRegistry, OciSettings};
+use crate::resolve::{copy_all, run_all};
 use crate::verify::VerifyError;
 
 /// Validated settings for one `mirror` run.
@@ -43,10 +46,11 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
         return Err(CliError::check(VerifyError::Findings(findings))
             .hint("the lockfile does not match the manifests: run `lockstep lock` first"));
     }
-    let jobs = plan(&current.lock, &settings.target).map_err(CliError::usage)?;
+    let mut jobs = plan(&current.lock, &settings.target).map_err(CliError::usage)?;
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
-    let progress = reporter(printer, "copying");
     let images = jobs.len();
+    attachments(&registry, &mut jobs, settings.concurrency, printer).await?;
+    let progress = reporter(printer, "copying");
     let copied = copy_all(&registry, jobs, settings.concurrency, &*progress)
         .await
         .map_err(|failures| {
@@ -106,5 +110,83 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
         "removed": written.removals,
         "commit": written.commit,
     }));
+    Ok(())
+}
+
+/// Add to `jobs` what the source holds beside each image (its referrers and cosign's tags:
+/// signatures, attestations, SBOMs), so the mirror keeps them: one referrers request and three
+/// tag requests per image. A source that cannot be asked fails the run before any byte moves.
+async fn attachments(
+    registry: &OciRegistry,
+    jobs: &mut Vec<CopyJob>,
+    concurrency: usize,
+    printer: Printer,
+) -> Result<(), CliError> {
+    let images: Vec<CopyJob> = jobs
+        .iter()
+        .filter(|j| j.tag.as_deref() == Some(protecting_tag(j.digest()).as_str()))
+        .cloned()
+        .collect();
+    let progress = reporter(printer, "listing signatures and attestations");
+    let found = run_all(
+        images,
+        concurrency,
+        &*progress,
+        |job| &job.source,
+        |job| async {
+            let attached = registry.attached(&job.source, job.digest()).await;
+            (job, attached)
+        },
+    )
+    .await;
+    let known: BTreeSet<ImageRef> = jobs.iter().map(|j| j.source.clone()).collect();
+    let mut added = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (job, attached) in found {
+        let attached = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                failures.push(format!(
+                    "{}: {}",
+                    job.source,
+                    crate::error_chain::one_line(&e)
+                ));
+                continue;
+            }
+        };
+        for (digest, tag) in attached {
+            let at = |image: &ImageRef| image.without_digest().pin(digest.clone()).image().clone();
+            let source = at(&job.source);
+            if known.contains(&source) {
+                continue;
+            }
+            added.entry(source.clone()).or_insert_with(|| CopyJob {
+                target: at(&job.target),
+                source,
+                references: job
+                    .references
+                    .iter()
+                    .map(|r| format!("{r} (attached: a signature, attestation or SBOM)"))
+                    .collect(),
+                tag,
+            });
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort();
+        return Err(CliError::usage(Message(format!(
+            "cannot list what {} image(s) hold beside them:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )))
+        .hint("nothing was copied or recorded"));
+    }
+    if !added.is_empty() {
+        printer.note(format!(
+            "{} signature, attestation or SBOM manifest(s) go along",
+            added.len()
+        ));
+    }
+    jobs.extend(added.into_values());
     Ok(())
 }

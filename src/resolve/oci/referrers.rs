@@ -100,6 +100,43 @@ impl OciRegistry {
             .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
     }
 
+    /// What a mirror copies beside `digest` so that it stays verifiable and complete: every
+    /// OCI 1.1 referrer (signatures, attestations, SBOMs; pushed by digest) and the manifests
+    /// under cosign's `sha256-<hex>.sig`, `.att` and `.sbom` tags (pushed under that tag).
+    /// Referrers of referrers are not followed.
+    pub async fn attached(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<(Digest, Option<String>)>, ResolveError> {
+        let inner = async {
+            let endpoint = self.endpoint(image.registry()).await?;
+            let repository = image.repository();
+            let auth = endpoint.authorization(repository, Access::Pull).await?;
+            let mut out: Vec<(Digest, Option<String>)> = self
+                .list_referrers(&endpoint, &auth, repository, digest)
+                .await?
+                .into_iter()
+                .map(|r| (r.digest, None))
+                .collect();
+            for suffix in ["sig", "att", "sbom"] {
+                let tag = format!("{}.{suffix}", referrers_tag(digest));
+                match self
+                    .fetch_manifest(&endpoint.manifest_url(repository, &tag), &auth, None)
+                    .await
+                {
+                    Ok(m) => out.push((m.digest, Some(tag))),
+                    Err(Trouble::NotFound { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(out)
+        };
+        inner
+            .await
+            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
+    }
+
     /// The predicate types of the attestations cosign stores for `digest` (the manifest
     /// tagged `sha256-<hex>.att`; each layer's `predicateType` annotation), with that
     /// manifest's digest; `None` when there is no such tag. Listed, not verified.
