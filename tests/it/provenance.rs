@@ -593,7 +593,10 @@ fn inspect_shows_the_digest_and_judges_each_signature_by_the_directorys_rule() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("  signatures (sha256-{}.sig):", api.hex())),
+        text.contains(&format!(
+            "  signatures (sha256-{}.sig and OCI 1.1 referrers):",
+            api.hex()
+        )),
         "{text}"
     );
     // cosign appends the second signature to the same manifest: one valid, one not.

@@ -91,6 +91,30 @@ fn cosign_v3_bundles_are_found_by_the_referrers_api_or_its_tag_and_rechecked_off
         );
         let out = s.verify();
         assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+        // inspect judges the bundle by the directory's rule and lists the referrer.
+        let out = run(
+            &[
+                "inspect",
+                &format!("{}/shop/api:1.0", s.registry.host()),
+                "--dir",
+                s.dir.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(": valid, key sha256:")
+                && text.contains(&format!(
+                    "signs {api_digest} (a Sigstore bundle, https://sigstore.dev/cosign/sign/v1)"
+                ))
+                // The referrer as listed: cosign's referrers tag gives its artifact type, and
+                // go-containerregistry's API the config's media type with the annotations.
+                && (text.contains(": application/vnd.dev.sigstore.bundle.v0.3+json")
+                    || text.contains(", predicate https://sigstore.dev/cosign/sign/v1"))
+                && text.contains(": satisfied"),
+            "{what}: {text}"
+        );
 
         // Unsigned, and signed by another key: refused, each named, nothing written.
         let web = s.registry.push_image("shop/web", "2.0", b"web 2.0");

@@ -1,5 +1,6 @@
 //! `lockstep inspect REF`: what lockstep sees for one image — the digest its tag names now,
-//! the platforms of an index, the cosign signatures stored for that digest, and, against a
+//! the platforms of an index, the cosign signatures stored for that digest (by cosign's tag and
+//! as OCI 1.1 referrers), the attestations and other referrers (listed), and, against a
 //! directory's `[[provenance]]` rule (`--dir`) or given keys (`--cosign-key`), whether each
 //! signature verifies and why not. The command to reach for when a lock is refused.
 
@@ -74,9 +75,11 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
     }
     let tag = provenance::signature_tag(&digest);
     if candidates.is_empty() {
-        lines.push(format!("  signatures: none (no {tag} tag)"));
+        lines.push(format!(
+            "  signatures: none (no {tag} tag, no OCI 1.1 referrer)"
+        ));
     } else {
-        lines.push(format!("  signatures ({tag}):"));
+        lines.push(format!("  signatures ({tag} and OCI 1.1 referrers):"));
     }
     let mut judged = Vec::new();
     let mut valid = 0;
@@ -84,7 +87,10 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         let verdict = rule
             .as_ref()
             .map(|r| provenance::check_signature(&image, &digest, c, r, now));
-        let claim = claims(&c.payload);
+        let claim = match c.format {
+            provenance::SignatureFormat::SimpleSigning => claims(&c.payload),
+            provenance::SignatureFormat::Dsse => statement_claims(&c.payload),
+        };
         let text = match &verdict {
             None => format!(
                 "    {} signs {claim} (not judged: give --dir or --cosign-key)",
@@ -102,6 +108,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         lines.push(text);
         judged.push(json!({
             "manifest": c.manifest.to_string(),
+            "format": c.format.as_str(),
             "claims": claim,
             "valid": verdict.as_ref().map(|v| v.is_ok()),
             "key": verdict.as_ref().and_then(|v| v.as_ref().ok()).map(|r| r.key.clone()),
@@ -113,11 +120,32 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         .await
         .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
     match &attestations {
-        None => lines.push("  attestations: none (listed, not verified)".into()),
+        None => lines.push("  attestations: none under the .att tag (listed, not verified)".into()),
         Some((manifest, types)) => lines.push(format!(
             "  attestations ({manifest}, listed, not verified): {}",
             types.join(", ")
         )),
+    }
+    let referrers = registry
+        .referrers(&image, &digest)
+        .await
+        .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
+    if referrers.is_empty() {
+        lines.push("  referrers: none".into());
+    } else {
+        lines.push("  referrers (OCI 1.1; as the registry lists them, not verified):".into());
+    }
+    for r in &referrers {
+        let predicate = r
+            .annotations
+            .get("dev.sigstore.bundle.predicateType")
+            .map(|p| format!(", predicate {p}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "    {}: {}{predicate}",
+            r.digest,
+            r.artifact_type.as_deref().unwrap_or("(no artifact type)")
+        ));
     }
     match &rule {
         Some(r) => lines.push(format!(
@@ -143,6 +171,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         "platforms": resolved.platforms.iter().map(|p| json!({"platform": p.platform, "digest": p.digest.to_string()})).collect::<Vec<_>>(),
         "signatures": judged,
         "attestations": attestations.as_ref().map(|(m, t)| json!({"manifest": m.to_string(), "predicate_types": t})),
+        "referrers": referrers.iter().map(|r| json!({"digest": r.digest.to_string(), "artifact_type": r.artifact_type, "annotations": r.annotations})).collect::<Vec<_>>(),
         "rule": rule.as_ref().map(|r| json!({"at": r.at, "keys": r.key_files, "satisfied": valid > 0})),
     }));
     match rule {
@@ -210,4 +239,20 @@ fn claims(payload: &[u8]) -> String {
         get("/critical/image/docker-manifest-digest"),
         get("/critical/identity/docker-reference")
     )
+}
+
+/// What a DSSE statement claims, for people (unverified): `digest (predicate)`.
+fn statement_claims(payload: &[u8]) -> String {
+    let value: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let digest = value
+        .as_ref()
+        .and_then(|v| v.pointer("/subject/0/digest/sha256"))
+        .and_then(|d| d.as_str())
+        .map_or_else(|| "?".to_owned(), |hex| format!("sha256:{hex}"));
+    let predicate = value
+        .as_ref()
+        .and_then(|v| v.get("predicateType"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("?");
+    format!("{digest} (a Sigstore bundle, {predicate})")
 }
