@@ -261,3 +261,82 @@ fn mirrored_bundles_stay_findable_with_or_without_the_referrers_api() {
         }
     }
 }
+
+/// Regression (attack review): junk listed in a digest's referrers tag — manifests that are no
+/// referrer of it, the same entry many times — is skipped, and the real bundle after it still
+/// counts. (Distribution refuses an index naming manifests it does not hold.)
+#[test]
+fn junk_listed_before_the_real_bundle_does_not_hide_it() {
+    let s = Signed::with(registry(false), Cosign::V3);
+    let host = s.registry.host();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    let tag = referrers_tag(&api);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&get_manifest(&host, "shop/api", &tag).unwrap()).unwrap();
+    let real = index["manifests"][0].clone();
+    let mut junk: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            let other = s
+                .registry
+                .push_image("shop/api", &format!("junk{i}"), format!("junk {i}").as_bytes());
+            let size = get_manifest(&host, "shop/api", other.as_str()).unwrap().len();
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": other.as_str(),
+                "size": size,
+                "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                "annotations": {"dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"},
+            })
+        })
+        .collect();
+    junk.extend(std::iter::repeat_n(junk[0].clone(), 50));
+    junk.push(real);
+    index["manifests"] = junk.into();
+    put_index(
+        &host,
+        "shop/api",
+        &tag,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    s.deployment(&["shop/api:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(lockfile_text(&s.dir).contains("format = \"dsse\""));
+}
+
+/// Regression (attack review): a referrer already at the mirror was skipped, so a run
+/// interrupted between pushing it and listing it in the referrers tag left it unfindable for
+/// good; the next run lists it again.
+#[test]
+fn a_lost_referrers_tag_at_the_mirror_is_rebuilt_by_the_next_mirror_run() {
+    let s = Signed::with(registry(false), Cosign::V3);
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    s.sign(&s.ci_cosign.0, "shop/api", &api);
+    s.deployment(&["shop/api:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mirror = TestRegistry::start(registry(false));
+    let to = format!("{}/dr", mirror.host());
+    let mirror_run = || {
+        run(
+            &[
+                "mirror",
+                s.dir.to_str().unwrap(),
+                "--to",
+                &to,
+                "--key",
+                s.key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = mirror_run();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let index = get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api)).unwrap();
+    mirror.delete_manifest("dr/shop/api", &Digest::of(&index));
+    assert!(!s.cosign_verifies_at(&mirror.host(), &s.ci_cosign.1, "dr/shop/api", &api));
+    let out = mirror_run();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(s.cosign_verifies_at(&mirror.host(), &s.ci_cosign.1, "dr/shop/api", &api));
+}

@@ -46,10 +46,10 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
         return Err(CliError::check(VerifyError::Findings(findings))
             .hint("the lockfile does not match the manifests: run `lockstep lock` first"));
     }
-    let mut jobs = plan(&current.lock, &settings.target).map_err(CliError::usage)?;
+    let jobs = plan(&current.lock, &settings.target).map_err(CliError::usage)?;
     let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
     let images = jobs.len();
-    attachments(&registry, &mut jobs, settings.concurrency, printer).await?;
+    let extra = attachments(&registry, &jobs, settings.concurrency, printer).await;
     let progress = reporter(printer, "copying");
     let copied = copy_all(&registry, jobs, settings.concurrency, &*progress)
         .await
@@ -63,6 +63,20 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
             CliError::new(Class::of_registry(&failures), message)
             .hint("nothing was recorded in the lockfile; copies already made are kept and skipped by the next run")
         })?;
+    // What the source holds beside the images goes along, best effort: a referrer listed but
+    // gone, or junk pushed next to an image, is a warning, not a failed mirror (the recorded
+    // signatures above are required).
+    let mut copied = copied;
+    match copy_all(&registry, extra, settings.concurrency, &*progress).await {
+        Ok(more) => copied += more,
+        Err(failures) => {
+            printer.warn(format!(
+                "{} signature, attestation or SBOM manifest(s) beside the images were not copied:\n  {}",
+                failures.failures.len(),
+                                failures.to_string().replace('\n', "\n  ")
+            ));
+        }
+    }
     printer.note(format!(
         "{} images copied, {} already there; {} manifests pushed; blobs: {} uploaded ({} bytes), {} mounted, {} present",
         copied.images_copied,
@@ -113,15 +127,16 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
     Ok(())
 }
 
-/// Add to `jobs` what the source holds beside each image (its referrers and cosign's tags:
-/// signatures, attestations, SBOMs), so the mirror keeps them: one referrers request and three
-/// tag requests per image. A source that cannot be asked fails the run before any byte moves.
+/// The copies of what the source holds beside each image of `jobs` (its referrers and
+/// cosign's tags: signatures, attestations, SBOMs) that `jobs` does not copy already, so the
+/// mirror keeps them: one referrers request and three tag requests per image. Best effort: an
+/// image whose attachments cannot be listed is a warning.
 async fn attachments(
     registry: &OciRegistry,
-    jobs: &mut Vec<CopyJob>,
+    jobs: &[CopyJob],
     concurrency: usize,
     printer: Printer,
-) -> Result<(), CliError> {
+) -> Vec<CopyJob> {
     let images: Vec<CopyJob> = jobs
         .iter()
         .filter(|j| j.tag.as_deref() == Some(protecting_tag(j.digest()).as_str()))
@@ -174,12 +189,11 @@ async fn attachments(
     }
     if !failures.is_empty() {
         failures.sort();
-        return Err(CliError::usage(Message(format!(
-            "cannot list what {} image(s) hold beside them:\n  {}",
+        printer.warn(format!(
+            "cannot list what {} image(s) hold beside them (their signatures, attestations and SBOMs are not copied):\n  {}",
             failures.len(),
             failures.join("\n  ")
-        )))
-        .hint("nothing was copied or recorded"));
+        ));
     }
     if !added.is_empty() {
         printer.note(format!(
@@ -187,6 +201,5 @@ async fn attachments(
             added.len()
         ));
     }
-    jobs.extend(added.into_values());
-    Ok(())
+    added.into_values().collect()
 }

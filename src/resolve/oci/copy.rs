@@ -109,22 +109,22 @@ impl Copier for OciRegistry {
             .map_err(|t| t.into_error(&job.target, timeout))?;
         let tag = job.tag.as_deref();
         let fail = target.fail(digest, timeout);
-        let head = self
-            .request(
-                Method::HEAD,
-                &target.manifest_url(tag.unwrap_or(digest.as_str())),
-                &target.auth,
-            )
-            .await
-            .map_err(&fail)?;
         let mut copied = Copied::default();
-        if head.status.is_success()
-            && header_digest(&head.headers).map_err(&fail)?.as_ref() == Some(digest)
-        {
-            copied.images_present = 1;
-            return Ok(copied);
+        // A referrer (no tag) is copied again even when there, so that its listing in the
+        // mirror's referrers tag is repaired after an interrupted run.
+        if let Some(tag) = tag {
+            let head = self
+                .request(Method::HEAD, &target.manifest_url(tag), &target.auth)
+                .await
+                .map_err(&fail)?;
+            if head.status.is_success()
+                && header_digest(&head.headers).map_err(&fail)?.as_ref() == Some(digest)
+            {
+                copied.images_present = 1;
+                return Ok(copied);
+            }
         }
-        self.copy_manifest(&source, &target, digest, tag, &mut copied)
+        self.copy_manifest(&source, &target, digest, tag, true, &mut copied)
             .await?;
         copied.images_copied = 1;
         Ok(copied)
@@ -142,20 +142,24 @@ impl OciRegistry {
         })
     }
 
-    /// Copy the manifest `digest` and everything it names; push it under `tag` when given
-    /// (the top of the copy), else by digest (skipped when the target has it).
+    /// Copy the manifest `digest` and everything it names; push it under `tag` when given,
+    /// else by digest (a child the target has already is skipped; the top of a copy is not,
+    /// so that a referrer already there is still listed in the referrers tag). A manifest
+    /// with a `subject` (a referrer) is pushed by digest whatever `tag` says: the tag is
+    /// another signature's to hold.
     fn copy_manifest<'a>(
         &'a self,
         src: &'a Side,
         dst: &'a Side,
         digest: &'a Digest,
         tag: Option<&'a str>,
+        top: bool,
         copied: &'a mut Copied,
     ) -> BoxFuture<'a, Result<(), ResolveError>> {
         Box::pin(async move {
             let timeout = self.settings.timeout;
             let dst_fail = dst.fail(digest, timeout);
-            if tag.is_none() {
+            if tag.is_none() && !top {
                 let head = self
                     .request(Method::HEAD, &dst.manifest_url(digest.as_str()), &dst.auth)
                     .await
@@ -171,13 +175,15 @@ impl OciRegistry {
                 .map_err(&src_fail)?;
             if is_index(&manifest.media_type) {
                 for child in children(&manifest.body).map_err(&src_fail)? {
-                    self.copy_manifest(src, dst, &child, None, copied).await?;
+                    self.copy_manifest(src, dst, &child, None, false, copied)
+                        .await?;
                 }
             } else {
                 for (blob, size) in blobs(&manifest.body).map_err(&src_fail)? {
                     self.copy_blob(src, dst, &blob, size, copied).await?;
                 }
             }
+            let tag = tag.filter(|_| manifest.body.subject.is_none());
             let media_type = manifest.media_type.as_str();
             let bytes = &manifest.bytes;
             let put = self
@@ -234,7 +240,12 @@ impl OciRegistry {
                 serde_json::from_slice::<serde_json::Value>(&existing.bytes)
                     .map_err(|e| Trouble::BadManifest(e.to_string()))?
             }
-            Ok(_) | Err(Trouble::NotFound { .. }) => serde_json::json!({
+            Ok(_) => {
+                return Err(Trouble::BadManifest(
+                    "the referrers tag holds something else than an index; left as it is".into(),
+                ));
+            }
+            Err(Trouble::NotFound { .. }) => serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": super::OCI_INDEX,
                 "manifests": [],

@@ -38,8 +38,15 @@ pub const COSIGN_SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact
 const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 /// Most signature layers read from one signature manifest.
 const MAX_SIGNATURE_LAYERS: usize = 32;
-/// Most referrer manifests fetched per digest when looking for signatures.
-const MAX_SIGNATURE_REFERRERS: usize = 32;
+/// Most referrer manifests fetched per digest when looking for signatures, and most of them
+/// that may name the digest as their subject (junk that does not is skipped and counts only
+/// against the first bound).
+const MAX_REFERRER_FETCHES: usize = 128;
+const MAX_SIGNATURE_REFERRERS: usize = 64;
+/// Most candidates kept per digest, and the largest signature read (cosign's are 64-72
+/// bytes for ECDSA, 64 for Ed25519; lockfile records refuse more than 1024).
+const MAX_CANDIDATES: usize = 64;
+const MAX_SIGNATURE_BYTES: usize = 1024;
 /// Most referrers listed per digest, and pages of the referrers API followed.
 pub const MAX_REFERRERS: usize = 1024;
 const MAX_REFERRER_PAGES: usize = 8;
@@ -62,6 +69,21 @@ impl Referrer {
         match self.artifact_type.as_deref() {
             None | Some("") | Some(EMPTY_CONFIG) | Some(COSIGN_SIGNATURE_ARTIFACT) => true,
             Some(other) => bundle::is_bundle_media_type(other),
+        }
+    }
+
+    /// The order referrers are tried in, most likely a signature first: the list is unsigned,
+    /// so this only orders the fetches (cosign v3 attestations share the bundle type; their
+    /// predicate annotation says so).
+    fn signature_rank(&self) -> u8 {
+        let predicate = self
+            .annotations
+            .get("dev.sigstore.bundle.predicateType")
+            .map(String::as_str);
+        match (self.artifact_type.as_deref(), predicate) {
+            (_, Some(bundle::COSIGN_SIGN_PREDICATE)) | (Some(COSIGN_SIGNATURE_ARTIFACT), _) => 0,
+            (_, None) => 1,
+            (_, Some(_)) => 2,
         }
     }
 }
@@ -200,11 +222,17 @@ impl OciRegistry {
         let referrers = self
             .list_referrers(&endpoint, &auth, repository, digest)
             .await?;
-        for referrer in referrers
+        let mut seen = std::collections::BTreeSet::new();
+        let mut tried: Vec<&Referrer> = referrers
             .iter()
-            .filter(|r| r.may_be_signature())
-            .take(MAX_SIGNATURE_REFERRERS)
-        {
+            .filter(|r| r.may_be_signature() && seen.insert(&r.digest))
+            .collect();
+        tried.sort_by_key(|r| r.signature_rank());
+        let mut about_this = 0;
+        for referrer in tried.into_iter().take(MAX_REFERRER_FETCHES) {
+            if about_this == MAX_SIGNATURE_REFERRERS || candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
             let url = endpoint.manifest_url(repository, referrer.digest.as_str());
             let manifest = match self
                 .fetch_manifest(&url, &auth, Some(&referrer.digest))
@@ -223,6 +251,7 @@ impl OciRegistry {
             if manifest.body.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
                 continue;
             }
+            about_this += 1;
             match artifact_type(&manifest).as_deref() {
                 Some(COSIGN_SIGNATURE_ARTIFACT) => {
                     self.simple_signing(&endpoint, &auth, repository, &manifest, &mut candidates)
@@ -235,6 +264,7 @@ impl OciRegistry {
                 _ => {}
             }
         }
+        candidates.truncate(MAX_CANDIDATES);
         Ok(candidates)
     }
 
@@ -249,16 +279,22 @@ impl OciRegistry {
         manifest: &FetchedManifest,
         candidates: &mut Vec<Candidate>,
     ) -> Result<(), Trouble> {
+        let mut seen = std::collections::BTreeSet::new();
         for layer in manifest
             .body
             .layers
             .iter()
             .filter(|l| l.media_type.as_deref() == Some(COSIGN_SIMPLE_SIGNING))
+            .filter(|l| seen.insert((&l.digest, l.annotations.get(COSIGN_SIGNATURE_ANNOTATION))))
             .take(MAX_SIGNATURE_LAYERS)
         {
+            if candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
             let Some(signature) = layer
                 .annotations
                 .get(COSIGN_SIGNATURE_ANNOTATION)
+                .filter(|b64| b64.len() <= MAX_SIGNATURE_BYTES * 2)
                 .and_then(|b64| crate::provenance::decode_base64(b64))
             else {
                 continue;
@@ -301,6 +337,7 @@ impl OciRegistry {
         manifest: &FetchedManifest,
         candidates: &mut Vec<Candidate>,
     ) -> Result<(), Trouble> {
+        let mut seen = std::collections::BTreeSet::new();
         for layer in manifest
             .body
             .layers
@@ -309,9 +346,13 @@ impl OciRegistry {
                 l.media_type
                     .as_deref()
                     .is_some_and(bundle::is_bundle_media_type)
+                    && seen.insert(&l.digest)
             })
             .take(MAX_SIGNATURE_LAYERS)
         {
+            if candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
             let Some(bytes) = self
                 .layer_blob(endpoint, auth, repository, layer, MAX_BUNDLE_BYTES)
                 .await?
@@ -370,7 +411,13 @@ impl OciRegistry {
         let mut url = format!("{}/v2/{repository}/referrers/{digest}", endpoint.base);
         let mut out = Vec::new();
         for page in 0..MAX_REFERRER_PAGES {
-            let answer = self.request(Method::GET, &url, auth).await?;
+            // A page too large or not an index ends the list (what was read is kept): junk
+            // next to an image must not make its real signature unreadable.
+            let answer = match self.request(Method::GET, &url, auth).await {
+                Ok(a) => a,
+                Err(Trouble::TooLarge) => break,
+                Err(other) => return Err(other),
+            };
             match answer.status.as_u16() {
                 200 => {}
                 404 | 400 | 405 | 501 if page == 0 => {
@@ -380,7 +427,9 @@ impl OciRegistry {
                 }
                 _ => return Err(super::status_trouble(answer.status, &answer.body)),
             }
-            let body = parse_manifest(&answer.body)?;
+            let Ok(body) = parse_manifest(&answer.body) else {
+                break;
+            };
             out.extend(entries(&body));
             if out.len() >= MAX_REFERRERS {
                 out.truncate(MAX_REFERRERS);
@@ -409,7 +458,9 @@ impl OciRegistry {
             .await
         {
             Ok(index) => Ok(entries(&index.body).take(MAX_REFERRERS).collect()),
-            Err(Trouble::NotFound { .. } | Trouble::BadManifest(_)) => Ok(Vec::new()),
+            Err(Trouble::NotFound { .. } | Trouble::BadManifest(_) | Trouble::TooLarge) => {
+                Ok(Vec::new())
+            }
             Err(other) => Err(other),
         }
     }
@@ -454,10 +505,13 @@ fn entries(index: &super::ManifestBody) -> impl Iterator<Item = Referrer> + '_ {
 /// the same registry (the credentials go with it).
 fn next_page(headers: &reqwest::header::HeaderMap, base: &str) -> Option<String> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
-    let (target, params) = link.split_once(';')?;
-    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
-        return None;
-    }
+    let target = link.split(',').find_map(|value| {
+        let (target, params) = value.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            .then_some(target)
+    })?;
     let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
     if target.starts_with('/') {
         return Some(format!("{base}{target}"));
@@ -497,5 +551,9 @@ mod tests {
             None
         );
         assert_eq!(next_page(&link("</v2/a>; rel=\"prev\""), base), None);
+        assert_eq!(
+            next_page(&link("</v2/p>; rel=\"prev\", </v2/n>; rel=\"next\""), base).as_deref(),
+            Some("https://r.example/v2/n")
+        );
     }
 }

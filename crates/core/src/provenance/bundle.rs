@@ -123,14 +123,20 @@ pub fn candidate(manifest: Digest, bytes: &[u8]) -> Result<Candidate, String> {
     let signature = envelope
         .signatures
         .first()
+        .filter(|s| s.sig.len() <= 2048)
         .and_then(|s| decode(&s.sig))
-        .ok_or("the envelope has no base64 signature")?;
+        .ok_or("the envelope has no base64 signature of at most 1024 bytes")?;
     let mut certificates = Vec::new();
     if let Some(material) = bundle.verification_material {
-        if let Some(leaf) = material.certificate {
-            certificates.push(leaf);
-        } else if let Some(chain) = material.x509_certificate_chain {
-            certificates = chain.certificates;
+        match (material.certificate, material.x509_certificate_chain) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "the bundle holds both a certificate and a certificate chain (Sigstore's format allows one)".into(),
+                );
+            }
+            (Some(leaf), None) => certificates.push(leaf),
+            (None, Some(chain)) => certificates = chain.certificates,
+            (None, None) => {}
         }
     }
     if certificates.len() > super::certificate::MAX_CHAIN + 1 {
@@ -191,7 +197,10 @@ pub(super) fn check_statement(
         .get("subject")
         .and_then(|s| s.as_array())
         .ok_or_else(|| bad("no `subject` list".into()))?;
-    let hex = digest.as_str().strip_prefix("sha256:").unwrap_or_default();
+    let hex = digest
+        .as_str()
+        .strip_prefix("sha256:")
+        .expect("digests are sha256");
     let signed: Vec<&str> = subjects
         .iter()
         .filter_map(|s| s.pointer("/digest/sha256").and_then(|d| d.as_str()))
