@@ -35,6 +35,7 @@ pub(super) fn lock(
         renders: Vec::new(),
         promoted_from: None,
         signatures: Default::default(),
+        attestations: Default::default(),
     };
     let settings = commands::lock::LockSettings {
         tools: a.tools.tools(),
@@ -294,6 +295,7 @@ fn provenance_requirement(
             .collect(),
         keys,
         certificate,
+        attestations: Vec::new(),
     }))
 }
 

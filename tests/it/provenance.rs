@@ -563,7 +563,7 @@ fn mirror_keeps_the_signatures_verifiable_and_check_notices_a_deleted_one() {
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         all.contains(&format!(
-            "@{} (its recorded cosign signature manifest)",
+            "@{} (its recorded cosign signature or attestation manifest)",
             record.manifest
         )) && all.contains(&format!("still at {mirror}/shop/api")),
         "{all}"

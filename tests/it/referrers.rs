@@ -340,3 +340,88 @@ fn a_lost_referrers_tag_at_the_mirror_is_rebuilt_by_the_next_mirror_run() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(s.cosign_verifies_at(&mirror.host(), &s.ci_cosign.1, "dr/shop/api", &api));
 }
+
+/// A rule's `attestations`: each governed digest must also carry an in-toto attestation of
+/// each listed predicate type, signed by the rule's key — as cosign v2 (`.att` tag) and v3
+/// (a bundle referrer) store them. Missing or foreign-signed ones are refused, named; the
+/// record travels in the lockfile, is reused while the digest is unchanged, and `check`
+/// notices its manifest gone.
+#[test]
+fn a_rule_requiring_an_attestation_locks_only_digests_attested_by_its_key() {
+    for cosign in [Cosign::V2, Cosign::V3] {
+        let s = Signed::with(registry(cosign == Cosign::V3), cosign);
+        let host = s.registry.host();
+        std::fs::write(
+            s.dir.join("lockstep.toml"),
+            format!(
+                "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-keys = [\"cosign.pub\"]\nattestations = [\"https://lockstep.test/ci/v1\"]\n"
+            ),
+        )
+        .unwrap();
+        let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+        s.sign(&s.ci_cosign.0, "shop/api", &api);
+        s.deployment(&["shop/api:1.0"]);
+        let out = s.lock();
+        assert_eq!(code(&out), 1, "{cosign:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("1 image(s) lack an attestation their provenance rule requires")
+                && err.contains(&format!("shop/api@{api}"))
+                && err.contains(
+                    "no valid attestation of https://lockstep.test/ci/v1 (valid ones found: none)"
+                ),
+            "{cosign:?}: {err}"
+        );
+        assert!(!s.dir.join("lockstep.lock").exists(), "nothing written");
+
+        // Attested, but by another key: still refused, the candidate named.
+        let intruder = cosign_keys(s.tmp.path(), "intruder");
+        s.attest(&intruder.0, "shop/api", &api);
+        let out = s.lock();
+        assert_eq!(code(&out), 1, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("does not verify under any key of the rule"),
+            "{cosign:?}: {}",
+            stderr(&out)
+        );
+
+        // Attested by the build key: locked, recorded, verified offline.
+        s.attest(&s.ci_cosign.0, "shop/api", &api);
+        let out = s.lock();
+        assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        let text = lockfile_text(&s.dir);
+        assert!(
+            text.contains("[[image.attestation]]")
+                && text.contains("predicate-type = \"https://lockstep.test/ci/v1\""),
+            "{cosign:?}: {text}"
+        );
+        let out = s.verify();
+        assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        // Unchanged: the records are reused without asking the registry.
+        let out = s.lock();
+        assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("checking the attestations"),
+            "{cosign:?}: {}",
+            stderr(&out)
+        );
+        // The attestation's manifest deleted at the source: check names it.
+        let lock = lockstep::lockfile::Lockfile::parse_unverified(
+            &std::fs::read(s.dir.join("lockstep.lock")).unwrap(),
+        )
+        .unwrap();
+        let record = &lock.images[0].attestations[0];
+        s.registry.delete_manifest("shop/api", &record.manifest);
+        let out = run(&["check", s.dir.to_str().unwrap()], &[]);
+        assert_eq!(code(&out), 1, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            format!("{}{}", stdout(&out), stderr(&out)).contains(&format!(
+                "@{} (its recorded cosign signature or attestation manifest)",
+                record.manifest
+            )),
+            "{cosign:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}

@@ -68,6 +68,9 @@ pub fn probes(lock: &Lockfile) -> Vec<Probe> {
             for record in &entry.signatures {
                 out.push(probe(&record.manifest, None, true));
             }
+            for record in &entry.attestations {
+                out.push(probe(&record.manifest, None, true));
+            }
         }
     }
     out
@@ -212,7 +215,9 @@ pub fn describe(reference: &str, digest: &str, part: Part<'_>, mirror: Option<&s
     match part {
         Part::Image => {}
         Part::Platform(p) => out.push_str(&format!(" (platform {p} of the index)")),
-        Part::Signature => out.push_str(" (its recorded cosign signature manifest)"),
+        Part::Signature => {
+            out.push_str(" (its recorded cosign signature or attestation manifest)");
+        }
     }
     if let Some(m) = mirror {
         out.push_str(&format!(" in mirror {m}"));
@@ -240,6 +245,7 @@ mod tests {
             mirrors: Vec::new(),
             held: false,
             signatures: Vec::new(),
+            attestations: Vec::new(),
             uses: Vec::new(),
         };
         Lockfile {

@@ -208,6 +208,9 @@ pub struct LockOptions {
     /// The signatures that satisfied each governed image's `[[provenance]]` rule, by
     /// (`registry/repository`, digest).
     pub signatures: BTreeMap<(String, Digest), Vec<crate::provenance::SignatureRecord>>,
+    /// The attestations each governed image's rule requires, by (`registry/repository`,
+    /// digest).
+    pub attestations: BTreeMap<(String, Digest), Vec<crate::provenance::AttestationRecord>>,
 }
 
 /// `lock --hold` and `--release`: images kept at a digest across locks, and images let go
@@ -597,11 +600,12 @@ pub fn next_lockfile(
     }
     for entry in &mut lock.images {
         entry.held = pinned.held.contains(&entry.reference);
-        if let Some(records) = options
-            .signatures
-            .get(&(entry.image.name(), entry.digest.clone()))
-        {
+        let key = (entry.image.name(), entry.digest.clone());
+        if let Some(records) = options.signatures.get(&key) {
             entry.signatures = records.clone();
+        }
+        if let Some(records) = options.attestations.get(&key) {
+            entry.attestations = records.clone();
         }
     }
     lock.environment = options.environment.clone();

@@ -255,6 +255,34 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
                 .references
                 .push(format!("{} (its cosign signature)", entry.reference));
         }
+        // And the attestations it requires, under cosign's `.att` tag unless a referrer.
+        for record in &entry.attestations {
+            let by = |name: &str| {
+                ImageRef::parse(&format!("{name}@{}", record.manifest)).map_err(|e| {
+                    MirrorError::BadTarget {
+                        text: mirror_text.clone(),
+                        reason: e.to_string(),
+                    }
+                })
+            };
+            let source = by(&entry.image.name())?;
+            let target = by(&name)?;
+            jobs.entry(source.clone())
+                .or_insert_with(|| CopyJob {
+                    source,
+                    target,
+                    references: Vec::new(),
+                    tag: Some(format!(
+                        "{}.att",
+                        entry.digest.as_str().replacen(':', "-", 1)
+                    )),
+                })
+                .references
+                .push(format!(
+                    "{} (its {} attestation)",
+                    entry.reference, record.predicate_type
+                ));
+        }
     }
     Ok(jobs.into_values().collect())
 }
@@ -306,6 +334,7 @@ mod tests {
             mirrors: vec![],
             held: false,
             signatures: Vec::new(),
+            attestations: Vec::new(),
             uses: vec![],
         }
     }

@@ -357,6 +357,7 @@ pub fn check_recorded_signatures(
                 image: &e.image,
                 digest: &e.digest,
                 signatures: &e.signatures,
+                attestations: &e.attestations,
             }),
         lock.created,
     );

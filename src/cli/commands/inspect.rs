@@ -220,6 +220,7 @@ fn rule(settings: &InspectSettings, image: &ImageRef) -> Result<Option<Provenanc
             .collect(),
         keys,
         certificate: None,
+        attestations: Vec::new(),
     }))
 }
 

@@ -663,6 +663,8 @@ async fn pin(
     }
     options.signatures =
         super::provenance::signatures(settings, &pinned, previous, printer).await?;
+    options.attestations =
+        super::provenance::attestations(settings, &pinned, previous, printer).await?;
     let decision = next_lockfile(previous, settings.created, &pinned, resolved, &options)
         .map_err(CliError::check)?;
     Ok((pinned, decision))

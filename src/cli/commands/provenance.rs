@@ -36,6 +36,17 @@ pub async fn signatures(
         .provenance_policy(&pinned.files)
         .map_err(|e| CliError::check(e).hint("nothing was written"))?;
     let governed = governed(&policy, pinned);
+    // Signatures are judged alone here; the attestations a rule requires are [`attestations`]'.
+    let signature_policy = Policy {
+        rules: policy
+            .rules
+            .iter()
+            .map(|r| provenance::ProvenanceRule {
+                attestations: Vec::new(),
+                ..r.clone()
+            })
+            .collect(),
+    };
     for rule in &policy.rules {
         if !governed.iter().any(|i| policy.rule_for(i) == Some(rule)) {
             printer.warn(format!(
@@ -52,10 +63,24 @@ pub async fn signatures(
         // Reused only when the records hold both as of the new lock and now (one check when
         // those are the same time, or when no record has a certificate, whose validity is the
         // only thing time changes).
-        let kept = reusable(&policy, previous, &image, &digest, settings.created).filter(|kept| {
+        let kept = reusable(
+            &signature_policy,
+            previous,
+            &image,
+            &digest,
+            settings.created,
+        )
+        .filter(|kept| {
             settings.created == settings.trust_at
                 || kept.iter().all(|r| r.certificate.is_none())
-                || reusable(&policy, previous, &image, &digest, settings.trust_at).is_some()
+                || reusable(
+                    &signature_policy,
+                    previous,
+                    &image,
+                    &digest,
+                    settings.trust_at,
+                )
+                .is_some()
         });
         match kept {
             Some(kept) => {
@@ -126,6 +151,141 @@ pub async fn signatures(
     Ok(records)
 }
 
+/// The attestation records per (`registry/repository`, digest) of the governed images.
+pub type AttestationRecords = BTreeMap<(String, Digest), Vec<provenance::AttestationRecord>>;
+
+/// The attestations the rules require (`attestations = [...]`), per governed digest: the
+/// previous lockfile's records when the digest is unchanged and they still cover the rule
+/// (no request), else the registry's candidates checked by the core. One digest without a
+/// valid attestation of a required type refuses the lock, naming it and what was found.
+pub async fn attestations(
+    settings: &super::lock::LockSettings,
+    pinned: &Pinned,
+    previous: Option<&Lockfile>,
+    printer: Printer,
+) -> Result<AttestationRecords, CliError> {
+    let config = &pinned.scan.config;
+    if config
+        .provenance()
+        .iter()
+        .all(|r| r.attestations.is_empty())
+    {
+        return Ok(AttestationRecords::new());
+    }
+    let policy = config
+        .provenance_policy(&pinned.files)
+        .map_err(|e| CliError::check(e).hint("nothing was written"))?;
+    let mut records = AttestationRecords::new();
+    let mut to_fetch = Vec::new();
+    for image in governed(&policy, pinned) {
+        let rule = policy.rule_for(&image).expect("governed");
+        if rule.attestations.is_empty() {
+            continue;
+        }
+        let digest = image.digest().expect("pinned").clone();
+        let kept = previous.and_then(|p| {
+            p.images
+                .iter()
+                .find(|e| e.image.name() == image.name() && e.digest == digest)
+        });
+        match kept {
+            Some(entry)
+                if provenance::attestation::missing(rule, &entry.attestations).is_empty() =>
+            {
+                let wanted = entry
+                    .attestations
+                    .iter()
+                    .filter(|a| rule.attestations.contains(&a.predicate_type))
+                    .cloned()
+                    .collect();
+                records.insert((image.name(), digest), wanted);
+            }
+            _ => to_fetch.push(image),
+        }
+    }
+    if to_fetch.is_empty() {
+        return Ok(records);
+    }
+    printer.note(format!(
+        "checking the attestations of {} digest(s) ({} unchanged, recorded)",
+        to_fetch.len(),
+        records.len()
+    ));
+    let registry = OciRegistry::new(settings.registry.clone()).map_err(CliError::usage)?;
+    let progress = crate::cli::progress::reporter(printer, "checking attestations");
+    let outcomes = run_all(
+        to_fetch,
+        settings.concurrency,
+        &*progress,
+        |image| image,
+        |image| async {
+            let digest = image.digest().expect("pinned").clone();
+            let found = registry
+                .cosign_attestation_candidates(&image, &digest)
+                .await;
+            (image, found)
+        },
+    )
+    .await;
+    let mut refusals = Vec::new();
+    let mut unreachable: Vec<(ImageRef, ResolveError)> = Vec::new();
+    for (image, found) in outcomes {
+        let digest = image.digest().expect("pinned").clone();
+        let rule = policy.rule_for(&image).expect("governed");
+        let candidates = match found {
+            Ok(c) => c,
+            Err(e) => {
+                unreachable.push((image, e));
+                continue;
+            }
+        };
+        // Judged as of the lockfile's `created` (what verify relies on) and now.
+        let judged = provenance::attestation::select(&digest, rule, &candidates, settings.created)
+            .and_then(|kept| {
+                if settings.created == settings.trust_at {
+                    Ok(kept)
+                } else {
+                    provenance::attestation::select(&digest, rule, &candidates, settings.trust_at)
+                }
+            });
+        match judged {
+            Ok(kept) => {
+                records.insert((image.name(), digest), kept);
+            }
+            Err(problems) => refusals.push(format!(
+                "  {}@{digest} (rule at {}, signed by {}): {}",
+                image.name(),
+                rule.at,
+                rule.accepts(),
+                problems.join("\n    ")
+            )),
+        }
+    }
+    if !unreachable.is_empty() {
+        unreachable.sort_by(|a, b| a.0.cmp(&b.0));
+        let lines: Vec<String> = unreachable
+            .iter()
+            .map(|(image, e)| format!("  {image}: {}", crate::error_chain::one_line(e)))
+            .collect();
+        return Err(CliError::usage(Message(format!(
+            "cannot read the attestations of {} image(s):\n{}",
+            unreachable.len(),
+            lines.join("\n")
+        )))
+        .hint("nothing was written; fix the registry and run lock again"));
+    }
+    if !refusals.is_empty() {
+        refusals.sort();
+        return Err(CliError::check(Message(format!(
+            "{} image(s) lack an attestation their provenance rule requires:\n{}",
+            refusals.len(),
+            refusals.join("\n")
+        )))
+        .hint("attest each digest with the rule's key (`cosign attest --key cosign.key --type TYPE --predicate FILE IMAGE@DIGEST`), or change the rule; nothing was written"));
+    }
+    Ok(records)
+}
+
 /// The records that satisfy `rule`, judged both as of the lockfile's `created` time (what
 /// `verify` will judge them at) and now (a certificate that has since expired is not
 /// accepted into a new lock).
@@ -185,6 +345,7 @@ fn reusable(
             image,
             digest,
             signatures: &entry.signatures,
+            attestations: &[],
         }],
         at,
     );

@@ -20,6 +20,7 @@ use reqwest::Method;
 
 use super::{Access, Auth, Endpoint, FetchedManifest, OciRegistry, Trouble, parse_manifest};
 use crate::model::{Digest, ImageRef};
+use crate::provenance::attestation;
 use crate::provenance::bundle::{self, MAX_BUNDLE_BYTES};
 use crate::provenance::{Candidate, MAX_PAYLOAD_BYTES, SignatureFormat};
 use crate::resolve::ResolveError;
@@ -47,6 +48,11 @@ const MAX_SIGNATURE_REFERRERS: usize = 64;
 /// bytes for ECDSA, 64 for Ed25519; lockfile records refuse more than 1024).
 const MAX_CANDIDATES: usize = 64;
 const MAX_SIGNATURE_BYTES: usize = 1024;
+/// The layer media type of a DSSE envelope (cosign v2's attestations).
+const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// Most attestation candidates read per digest, and most bytes read for them in all.
+pub const MAX_ATTESTATION_CANDIDATES: usize = 32;
+pub const MAX_ATTESTATION_BYTES: usize = 32 << 20;
 /// Most referrers listed per digest, and pages of the referrers API followed.
 pub const MAX_REFERRERS: usize = 1024;
 const MAX_REFERRER_PAGES: usize = 8;
@@ -60,6 +66,23 @@ pub struct Referrer {
     pub media_type: String,
     pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
+}
+
+/// The attestation candidates gathered for one digest, within their bounds.
+#[derive(Default)]
+struct Attestations {
+    candidates: Vec<Candidate>,
+    bytes: usize,
+}
+
+impl Attestations {
+    fn full(&self) -> bool {
+        self.candidates.len() >= MAX_ATTESTATION_CANDIDATES || self.bytes >= MAX_ATTESTATION_BYTES
+    }
+
+    fn left(&self) -> usize {
+        MAX_ATTESTATION_BYTES.saturating_sub(self.bytes)
+    }
 }
 
 impl Referrer {
@@ -266,6 +289,134 @@ impl OciRegistry {
         }
         candidates.truncate(MAX_CANDIDATES);
         Ok(candidates)
+    }
+
+    /// The attestations stored for `digest` in `image`'s repository, as candidates for the
+    /// core to check ([`crate::provenance::attestation::select`]): the DSSE envelopes of
+    /// cosign's `sha256-<hex>.att` manifest (v2), and the OCI 1.1 referrers holding DSSE
+    /// envelopes (v2's in-toto referrers) or Sigstore bundles (v3). At most
+    /// [`MAX_ATTESTATION_CANDIDATES`], and [`MAX_ATTESTATION_BYTES`] read in all.
+    pub async fn cosign_attestation_candidates(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<Candidate>, ResolveError> {
+        let inner = async {
+            let endpoint = self.endpoint(image.registry()).await?;
+            let repository = image.repository();
+            let auth = endpoint.authorization(repository, Access::Pull).await?;
+            let mut found = Attestations::default();
+            let tag = format!("{}.att", referrers_tag(digest));
+            match self
+                .fetch_manifest(&endpoint.manifest_url(repository, &tag), &auth, None)
+                .await
+            {
+                Ok(manifest) => {
+                    self.attestation_layers(&endpoint, &auth, repository, &manifest, &mut found)
+                        .await?;
+                }
+                Err(Trouble::NotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+            let referrers = self
+                .list_referrers(&endpoint, &auth, repository, digest)
+                .await?;
+            let mut seen = std::collections::BTreeSet::new();
+            let mut tried: Vec<&Referrer> = referrers
+                .iter()
+                .filter(|r| {
+                    (r.may_be_signature()
+                        || r.artifact_type.as_deref() == Some(bundle::IN_TOTO_PAYLOAD_TYPE))
+                        && seen.insert(&r.digest)
+                })
+                .collect();
+            // Most likely an attestation first: the reverse of the signatures' order.
+            tried.sort_by_key(|r| std::cmp::Reverse(r.signature_rank()));
+            for referrer in tried.into_iter().take(MAX_REFERRER_FETCHES) {
+                if found.full() {
+                    break;
+                }
+                let url = endpoint.manifest_url(repository, referrer.digest.as_str());
+                let manifest = match self
+                    .fetch_manifest(&url, &auth, Some(&referrer.digest))
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(
+                        Trouble::NotFound { .. }
+                        | Trouble::BadManifest(_)
+                        | Trouble::DigestMismatch { .. }
+                        | Trouble::TooLarge,
+                    ) => continue,
+                    Err(other) => return Err(other),
+                };
+                if manifest.body.subject.as_ref().map(|s| s.digest.as_str())
+                    == Some(digest.as_str())
+                {
+                    self.attestation_layers(&endpoint, &auth, repository, &manifest, &mut found)
+                        .await?;
+                }
+            }
+            Ok(found.candidates)
+        };
+        inner
+            .await
+            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
+    }
+
+    /// The attestation candidates of one manifest: its DSSE envelope layers and its bundle
+    /// layers, each fetched by digest within what is left of the budget.
+    async fn attestation_layers(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        manifest: &FetchedManifest,
+        found: &mut Attestations,
+    ) -> Result<(), Trouble> {
+        let mut seen = std::collections::BTreeSet::new();
+        for layer in manifest.body.layers.iter().take(MAX_SIGNATURE_LAYERS) {
+            let kind = layer.media_type.as_deref().unwrap_or_default();
+            let envelope = kind == DSSE_ENVELOPE;
+            if (!envelope && !bundle::is_bundle_media_type(kind)) || !seen.insert(&layer.digest) {
+                continue;
+            }
+            if found.full() {
+                break;
+            }
+            let limit = found.left().min(attestation::MAX_ENVELOPE_BYTES);
+            let Some(bytes) = self
+                .layer_blob(endpoint, auth, repository, layer, limit)
+                .await?
+            else {
+                continue;
+            };
+            found.bytes += bytes.len();
+            let candidate = if envelope {
+                let pem = |name: &str| {
+                    layer.annotations.get(name).and_then(|text| {
+                        crate::provenance::certificate::pem_chain(text.as_bytes()).ok()
+                    })
+                };
+                attestation::envelope_candidate(
+                    manifest.digest.clone(),
+                    &bytes,
+                    pem(COSIGN_CERTIFICATE_ANNOTATION).and_then(|c| c.into_iter().next()),
+                    pem(COSIGN_CHAIN_ANNOTATION).unwrap_or_default(),
+                )
+            } else {
+                bundle::candidate_within(
+                    manifest.digest.clone(),
+                    &bytes,
+                    attestation::MAX_ENVELOPE_BYTES,
+                    attestation::MAX_STATEMENT_BYTES,
+                )
+            };
+            if let Ok(c) = candidate {
+                found.candidates.push(c);
+            }
+        }
+        Ok(())
     }
 
     /// The candidates of a cosign signature manifest: each simple-signing layer's payload

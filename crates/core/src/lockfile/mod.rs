@@ -19,8 +19,8 @@ use crate::registry::{PlatformDigest, Resolved};
 use crate::render::{RenderRecord, Renderer};
 use crate::signing::Verified;
 use wire::{
-    WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform, WirePromotion, WireRender,
-    WireSignature, WireUse,
+    WireAttestation, WireBinding, WireBoundFile, WireImage, WireLockfile, WirePlatform,
+    WirePromotion, WireRender, WireSignature, WireUse,
 };
 
 /// The lockfile's name inside the manifests directory.
@@ -194,6 +194,8 @@ pub struct ImageEntry {
     /// The cosign signatures of this digest that satisfied its `[[provenance]]` rule when it
     /// was locked, sorted by signature manifest digest (empty when no rule governs it).
     pub signatures: Vec<crate::provenance::SignatureRecord>,
+    /// The attestations its rule requires, one per predicate type, sorted by type.
+    pub attestations: Vec<crate::provenance::AttestationRecord>,
     pub uses: Vec<UseSite>,
 }
 
@@ -285,6 +287,7 @@ impl Lockfile {
                     mirrors: Vec::new(),
                     held: false,
                     signatures: Vec::new(),
+                    attestations: Vec::new(),
                     uses: Vec::new(),
                 }
             });
@@ -537,6 +540,16 @@ impl From<&Lockfile> for WireLockfile {
                                 .map(|c| crate::provenance::encode_base64(c))
                                 .collect(),
                             identity: r.identity.clone(),
+                        })
+                        .collect(),
+                    attestations: e
+                        .attestations
+                        .iter()
+                        .map(|a| WireAttestation {
+                            predicate_type: a.predicate_type.clone(),
+                            manifest: a.manifest.to_string(),
+                            key: a.key.clone(),
+                            identity: a.identity.clone(),
                         })
                         .collect(),
                     uses: e
@@ -825,11 +838,7 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
             what,
         };
         let manifest = digest(&wi.reference, &ws.manifest)?;
-        if !ws.key.strip_prefix("sha256:").is_some_and(|h| {
-            h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        }) {
+        if !is_fingerprint(&ws.key) {
             return Err(bad(format!(
                 "signature key {:?} is not a sha256: fingerprint",
                 ws.key
@@ -887,6 +896,7 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
             what: "signature records are not sorted by manifest digest, each once".into(),
         });
     }
+    let attestations = attestation_records(&wi.reference, wi.attestations)?;
     Ok(ImageEntry {
         digest: digest(&wi.reference, &wi.digest)?,
         reference: wi.reference,
@@ -896,7 +906,65 @@ fn image_from_wire(wi: WireImage) -> Result<ImageEntry, LockfileError> {
         mirrors,
         held: wi.held,
         signatures,
+        attestations,
         uses,
+    })
+}
+
+/// An image's `[[image.attestation]]` records: at most [`crate::provenance::MAX_RECORDS`],
+/// sorted by predicate type, each type once.
+fn attestation_records(
+    reference: &str,
+    wire: Vec<WireAttestation>,
+) -> Result<Vec<crate::provenance::AttestationRecord>, LockfileError> {
+    let bad = |what: String| LockfileError::Image {
+        reference: reference.to_owned(),
+        what,
+    };
+    if wire.len() > crate::provenance::MAX_RECORDS {
+        return Err(bad(format!(
+            "records {} attestations, over the limit of {}",
+            wire.len(),
+            crate::provenance::MAX_RECORDS
+        )));
+    }
+    let mut out = Vec::with_capacity(wire.len());
+    for wa in wire {
+        if wa.predicate_type.is_empty() || wa.predicate_type.len() > 256 {
+            return Err(bad(
+                "an attestation's predicate type is empty or over 256 bytes".into(),
+            ));
+        }
+        if !is_fingerprint(&wa.key) {
+            return Err(bad(format!(
+                "attestation key {:?} is not a sha256: fingerprint",
+                wa.key
+            )));
+        }
+        if wa.identity.as_ref().is_some_and(|i| i.len() > 1024) {
+            return Err(bad("an attestation's identity is over 1024 bytes".into()));
+        }
+        out.push(crate::provenance::AttestationRecord {
+            manifest: wa.manifest.parse::<Digest>().map_err(|e| bad(e.reason))?,
+            predicate_type: wa.predicate_type,
+            key: wa.key,
+            identity: wa.identity,
+        });
+    }
+    if !out.is_sorted_by(|a, b| a.predicate_type < b.predicate_type) {
+        return Err(bad(
+            "attestation records are not sorted by predicate type, each once".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_fingerprint(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -927,6 +995,7 @@ mod tests {
                 mirrors: vec!["mirror.example:5000/backup/shop/api".into()],
                 held: false,
                 signatures: Vec::new(),
+                attestations: Vec::new(),
                 uses: vec![UseSite {
                     file: "a.yaml".into(),
                     kind: "Deployment".into(),

@@ -149,9 +149,30 @@ pub struct WireImage {
     /// by `manifest`: kept so that `verify` re-checks them offline.
     #[serde(default, rename = "signature", skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<WireSignature>,
+    /// The attestations its rule requires (`attestations = [...]`), one per predicate type,
+    /// sorted by type: which manifest held it and who signed it.
+    #[serde(default, rename = "attestation", skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<WireAttestation>,
     /// Every place the image is used.
     #[serde(rename = "use")]
     pub uses: Vec<WireUse>,
+}
+
+/// One attestation of an image's digest that satisfied a required predicate type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WireAttestation {
+    /// The in-toto predicate type, e.g. `https://slsa.dev/provenance/v1`.
+    pub predicate_type: String,
+    /// The manifest holding it in the registry (cosign's `.att` manifest or a referrer).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub manifest: String,
+    /// The `sha256:` fingerprint of the DER public key that verified its DSSE signature.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub key: String,
+    /// When a certificate signed it, the identity the rule required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// One cosign signature of an image's digest.

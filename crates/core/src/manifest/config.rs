@@ -45,6 +45,8 @@ pub struct ScanConfig {
 /// cosign-keys = ["keys/cosign.pub"]          # in this directory; PEM, ECDSA P-256 or Ed25519
 /// # and/or signatures made with a certificate from your CA, for one identity:
 /// cosign-certificate = { roots = ["keys/ca.pem"], identity = "ci@example.com", issuer = "https://issuer.example.com" }
+/// # and, optionally, attestations each digest must carry, signed the same way:
+/// attestations = ["https://slsa.dev/provenance/v1"]
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProvenanceSpec {
@@ -53,6 +55,8 @@ pub struct ProvenanceSpec {
     pub key_files: Vec<String>,
     /// `cosign-certificate = { roots = [...], identity = "...", issuer = "..." }`.
     pub certificate: Option<CertificateSpec>,
+    /// `attestations = [...]`: required in-toto predicate types.
+    pub attestations: Vec<String>,
 }
 
 /// A `cosign-certificate` requirement as written.
@@ -225,6 +229,32 @@ impl ScanConfig {
                     })
                 }
             };
+            let mut attestations: Vec<String> = Vec::with_capacity(entry.attestations.len());
+            for t in &entry.attestations {
+                let text = t.get_ref().trim();
+                if text.is_empty() || text.len() > 256 || text.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        t.span(),
+                        "an attestation is named by its in-toto predicate type, a URI such as https://slsa.dev/provenance/v1 (at most 256 bytes)".into(),
+                    ));
+                }
+                if attestations.iter().any(|a| a == text) {
+                    return Err(invalid(
+                        t.span(),
+                        format!("attestation {text:?} is listed twice"),
+                    ));
+                }
+                attestations.push(text.to_owned());
+            }
+            if attestations.len() > crate::provenance::MAX_RECORDS {
+                return Err(invalid(
+                    span.clone(),
+                    format!(
+                        "at most {} attestations per rule",
+                        crate::provenance::MAX_RECORDS
+                    ),
+                ));
+            }
             if images.is_empty() || (key_files.is_empty() && certificate.is_none()) {
                 return Err(invalid(
                     span,
@@ -236,6 +266,7 @@ impl ScanConfig {
                 images,
                 key_files,
                 certificate,
+                attestations,
             });
         }
         Ok(ScanConfig {
@@ -302,6 +333,7 @@ impl ScanConfig {
                 keys,
                 key_files: spec.key_files.clone(),
                 certificate,
+                attestations: spec.attestations.clone(),
             });
         }
         Ok(crate::provenance::Policy { rules })
@@ -457,6 +489,8 @@ struct WireProvenance {
     #[serde(default)]
     cosign_keys: Vec<Spanned<String>>,
     cosign_certificate: Option<Spanned<WireCertificate>>,
+    #[serde(default)]
+    attestations: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -692,6 +726,35 @@ api-version = "example.com/*"
 kind = "Cache"
 images = ["spec.image", "spec.sidecars[].image", "spec.extra[]"]
 "#;
+
+    #[test]
+    fn provenance_attestations_are_predicate_type_uris_each_once() {
+        let rule = |attestations: &str| {
+            ScanConfig::parse(
+                &format!(
+                    "[[provenance]]\nimages = [\"r.example/**\"]\ncosign-keys = [\"cosign.pub\"]\nattestations = {attestations}\n"
+                ),
+                "lockstep.toml",
+            )
+        };
+        let ok =
+            rule(r#"["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"]"#).unwrap();
+        assert_eq!(
+            ok.provenance()[0].attestations,
+            [
+                "https://slsa.dev/provenance/v1",
+                "https://spdx.dev/Document"
+            ]
+        );
+        for bad in [
+            r#"[""]"#,
+            r#"["two words"]"#,
+            r#"["https://a/v1", "https://a/v1"]"#,
+        ] {
+            let e = rule(bad).unwrap_err().to_string();
+            assert!(e.contains("lockstep.toml:"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_documented_format() {

@@ -97,8 +97,18 @@ struct EnvelopeSignature {
 /// `x509CertificateChain`'s leaf and the rest as its chain). Only the envelope's first
 /// signature is read (cosign writes one). Nothing here is trusted; the caller checks it.
 pub fn candidate(manifest: Digest, bytes: &[u8]) -> Result<Candidate, String> {
-    if bytes.len() > MAX_BUNDLE_BYTES {
-        return Err(format!("the bundle is over {MAX_BUNDLE_BYTES} bytes"));
+    candidate_within(manifest, bytes, MAX_BUNDLE_BYTES, MAX_PAYLOAD_BYTES)
+}
+
+/// [`candidate`] with other limits (an attestation's statement may be megabytes).
+pub fn candidate_within(
+    manifest: Digest,
+    bytes: &[u8],
+    max_bundle: usize,
+    max_payload: usize,
+) -> Result<Candidate, String> {
+    if bytes.len() > max_bundle {
+        return Err(format!("the bundle is over {max_bundle} bytes"));
     }
     let bundle: Bundle =
         serde_json::from_slice(bytes).map_err(|e| format!("not a Sigstore bundle: {e}"))?;
@@ -115,9 +125,9 @@ pub fn candidate(manifest: Digest, bytes: &[u8]) -> Result<Candidate, String> {
         ));
     }
     let payload = decode(&envelope.payload).ok_or("the envelope's payload is not base64")?;
-    if payload.len() > MAX_PAYLOAD_BYTES {
+    if payload.len() > max_payload {
         return Err(format!(
-            "the envelope's payload is over {MAX_PAYLOAD_BYTES} bytes"
+            "the envelope's payload is over {max_payload} bytes"
         ));
     }
     let signature = envelope
@@ -176,6 +186,21 @@ pub(super) fn check_statement(
     digest: &Digest,
     payload: &[u8],
 ) -> Result<(), super::CandidateProblem> {
+    let predicate = statement_about(digest, payload)?;
+    if predicate != COSIGN_SIGN_PREDICATE {
+        return Err(super::CandidateProblem::NotCosignStatement(format!(
+            "its predicate type is {predicate:?}, not cosign's signature ({COSIGN_SIGN_PREDICATE})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a verified payload is an in-toto statement whose subject names `digest` (by
+/// sha256); its predicate type.
+pub(super) fn statement_about(
+    digest: &Digest,
+    payload: &[u8],
+) -> Result<String, super::CandidateProblem> {
     use super::CandidateProblem;
     let bad = CandidateProblem::NotCosignStatement;
     let value: serde_json::Value = serde_json::from_slice(payload)
@@ -187,12 +212,11 @@ pub(super) fn check_statement(
     ) {
         return Err(bad(format!("`_type` {kind:?} is not an in-toto statement")));
     }
-    let predicate = value.get("predicateType").and_then(|t| t.as_str());
-    if predicate != Some(COSIGN_SIGN_PREDICATE) {
-        return Err(bad(format!(
-            "its predicate type is {predicate:?}, not cosign's signature ({COSIGN_SIGN_PREDICATE})"
-        )));
-    }
+    let predicate = value
+        .get("predicateType")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("no `predicateType`".into()))?
+        .to_owned();
     let subjects = value
         .get("subject")
         .and_then(|s| s.as_array())
@@ -206,7 +230,7 @@ pub(super) fn check_statement(
         .filter_map(|s| s.pointer("/digest/sha256").and_then(|d| d.as_str()))
         .collect();
     if signed.contains(&hex) {
-        return Ok(());
+        return Ok(predicate);
     }
     Err(CandidateProblem::OtherDigest {
         signed: match signed.first() {

@@ -20,8 +20,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::model::{Digest, ImageRef};
 
+pub mod attestation;
 pub mod bundle;
 pub mod certificate;
+pub use attestation::AttestationRecord;
 pub use certificate::CertificatePolicy;
 
 /// Largest simple-signing payload accepted (cosign's are a few hundred bytes).
@@ -277,6 +279,9 @@ pub struct ProvenanceRule {
     /// `cosign-certificate`: signatures made with a certificate chaining to these roots and
     /// naming this identity also satisfy the rule.
     pub certificate: Option<CertificatePolicy>,
+    /// `attestations`: the in-toto predicate types each governed digest must also carry an
+    /// attestation of, signed like its signature (by a key or certificate of the rule).
+    pub attestations: Vec<String>,
 }
 
 impl ProvenanceRule {
@@ -465,30 +470,7 @@ pub fn check_signature(
             &candidate.payload,
         )),
     };
-    let by_key = rule
-        .keys
-        .iter()
-        .find(|k| k.verifies(&signed, &candidate.signature));
-    let (key, certified) = match (by_key, &candidate.certificate, &rule.certificate) {
-        (Some(key), _, _) => (key.clone(), None),
-        (None, Some(leaf), Some(policy)) => {
-            // The certificate's key must verify the signature before anything else counts.
-            let verified = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
-                .map_err(CandidateProblem::Certificate)?;
-            if !verified.key.verifies(&signed, &candidate.signature) {
-                return Err(CandidateProblem::CertificateKeyDoesNotVerify);
-            }
-            (verified.key, Some((policy.identity.clone(), verified.path)))
-        }
-        (None, None, Some(_)) if rule.keys.is_empty() => {
-            return Err(CandidateProblem::NoCertificate);
-        }
-        (None, _, _) => {
-            return Err(CandidateProblem::NoKeyVerifies {
-                keys: rule.accepts(),
-            });
-        }
-    };
+    let (key, certified) = verify_by_rule(&signed, candidate, rule, at)?;
     match candidate.format {
         SignatureFormat::SimpleSigning => check_payload(image, digest, &candidate.payload)?,
         SignatureFormat::Dsse => bundle::check_statement(digest, &candidate.payload)?,
@@ -503,6 +485,43 @@ pub fn check_signature(
         identity: certified.as_ref().map(|(identity, _)| identity.clone()),
         chain: certified.map(|(_, path)| path).unwrap_or_default(),
     })
+}
+
+/// The key of `rule` that verified `signed` (the exact bytes the candidate's signature is
+/// over), or the key of the candidate's certificate when the rule's certificate policy
+/// accepts it, with the identity and the certificate path that did.
+#[allow(clippy::type_complexity)]
+fn verify_by_rule(
+    signed: &[u8],
+    candidate: &Candidate,
+    rule: &ProvenanceRule,
+    at: jiff::Timestamp,
+) -> Result<(CosignKey, Option<(String, Vec<Vec<u8>>)>), CandidateProblem> {
+    let by_key = rule
+        .keys
+        .iter()
+        .find(|k| k.verifies(signed, &candidate.signature));
+    let (key, certified) = match (by_key, &candidate.certificate, &rule.certificate) {
+        (Some(key), _, _) => (key.clone(), None),
+        (None, Some(leaf), Some(policy)) => {
+            // The certificate's key must verify the signature before anything else counts.
+            let verified = certificate::verify_leaf(leaf, &candidate.chain, policy, at)
+                .map_err(CandidateProblem::Certificate)?;
+            if !verified.key.verifies(signed, &candidate.signature) {
+                return Err(CandidateProblem::CertificateKeyDoesNotVerify);
+            }
+            (verified.key, Some((policy.identity.clone(), verified.path)))
+        }
+        (None, None, Some(_)) if rule.keys.is_empty() => {
+            return Err(CandidateProblem::NoCertificate);
+        }
+        (None, _, _) => {
+            return Err(CandidateProblem::NoKeyVerifies {
+                keys: rule.accepts(),
+            });
+        }
+    };
+    Ok((key, certified))
 }
 
 /// The simple-signing payload names `digest` and `image`'s repository.
@@ -572,6 +591,15 @@ pub enum PolicyProblem {
         manifest: String,
         problem: CandidateProblem,
     },
+    #[error(
+        "{reference}: the provenance rule at {rule} requires attestations of {missing}, signed by {keys}, and the lockfile records none"
+    )]
+    Unattested {
+        reference: String,
+        rule: String,
+        missing: String,
+        keys: String,
+    },
 }
 
 /// One image as the lockfile records it, for [`check_policy`].
@@ -580,6 +608,7 @@ pub struct RecordedImage<'a> {
     pub image: &'a ImageRef,
     pub digest: &'a Digest,
     pub signatures: &'a [SignatureRecord],
+    pub attestations: &'a [AttestationRecord],
 }
 
 /// Offline: every image a rule governs records at least one signature, and every record of a
@@ -599,6 +628,15 @@ pub fn check_policy<'a>(
             problems.push(PolicyProblem::Unsigned {
                 reference: entry.reference.to_owned(),
                 rule: rule.at.clone(),
+                keys: rule.accepts(),
+            });
+        }
+        let unattested = attestation::missing(rule, entry.attestations);
+        if !unattested.is_empty() {
+            problems.push(PolicyProblem::Unattested {
+                reference: entry.reference.to_owned(),
+                rule: rule.at.clone(),
+                missing: unattested.join(", "),
                 keys: rule.accepts(),
             });
         }
@@ -675,12 +713,12 @@ pub fn select(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const HOST: &str = "registry.example.com";
 
-    fn at() -> jiff::Timestamp {
+    pub(super) fn at() -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000).unwrap()
     }
 
@@ -691,10 +729,10 @@ mod tests {
         .into_bytes()
     }
 
-    type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    pub(super) type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
 
     /// An ECDSA P-256 and an Ed25519 key (fixed), as PEM public keys and signing functions.
-    fn keys() -> Vec<(CosignKey, Sign)> {
+    pub(super) fn keys() -> Vec<(CosignKey, Sign)> {
         use p256::ecdsa::signature::Signer as _;
         use p256::pkcs8::{EncodePublicKey as _, LineEnding};
         let ecdsa = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
@@ -722,13 +760,14 @@ mod tests {
         ]
     }
 
-    fn rule(keys: Vec<CosignKey>) -> ProvenanceRule {
+    pub(super) fn rule(keys: Vec<CosignKey>) -> ProvenanceRule {
         ProvenanceRule {
             at: "lockstep.toml:1".into(),
             images: vec![ImagePattern::parse(&format!("{HOST}/shop/*")).unwrap()],
             key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
             keys,
             certificate: None,
+            attestations: Vec::new(),
         }
     }
 
@@ -849,6 +888,7 @@ mod tests {
                         image: &image,
                         digest: &digest,
                         signatures,
+                        attestations: &[],
                     }],
                     at(),
                 )
