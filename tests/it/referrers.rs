@@ -373,6 +373,25 @@ fn a_rule_requiring_an_attestation_locks_only_digests_attested_by_its_key() {
             "{cosign:?}: {err}"
         );
         assert!(!s.dir.join("lockstep.lock").exists(), "nothing written");
+        let inspect = || {
+            run(
+                &[
+                    "inspect",
+                    &format!("{host}/shop/api:1.0"),
+                    "--dir",
+                    s.dir.to_str().unwrap(),
+                ],
+                &[],
+            )
+        };
+        let out = inspect();
+        assert_eq!(code(&out), 1, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out)
+                .contains("NOT satisfied (no valid attestation of https://lockstep.test/ci/v1)"),
+            "{cosign:?}: {}",
+            stdout(&out)
+        );
 
         // Attested, but by another key: still refused, the candidate named.
         let intruder = cosign_keys(s.tmp.path(), "intruder");
@@ -397,6 +416,14 @@ fn a_rule_requiring_an_attestation_locks_only_digests_attested_by_its_key() {
         );
         let out = s.verify();
         assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        let out = inspect();
+        assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(": valid https://lockstep.test/ci/v1, key sha256:")
+                && stdout(&out).contains(": satisfied"),
+            "{cosign:?}: {}",
+            stdout(&out)
+        );
         // Unchanged: the records are reused without asking the registry.
         let out = s.lock();
         assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));

@@ -4,6 +4,7 @@
 //! directory's `[[provenance]]` rule (`--dir`) or given keys (`--cosign-key`), whether each
 //! signature verifies and why not. The command to reach for when a lock is refused.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -115,17 +116,54 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
             "problem": verdict.as_ref().and_then(|v| v.as_ref().err()).map(|p| p.to_string()),
         }));
     }
-    let attestations = registry
-        .cosign_attestations(&image, &digest)
+    let attestation_candidates = registry
+        .cosign_attestation_candidates(&image, &digest)
         .await
         .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
-    match &attestations {
-        None => lines.push("  attestations: none under the .att tag (listed, not verified)".into()),
-        Some((manifest, types)) => lines.push(format!(
-            "  attestations ({manifest}, listed, not verified): {}",
-            types.join(", ")
-        )),
+    let mut attestations = Vec::new();
+    let mut attested = BTreeSet::new();
+    lines.push(if attestation_candidates.is_empty() {
+        "  attestations: none (no .att tag, no DSSE or bundle referrer)".to_owned()
+    } else {
+        "  attestations (the .att tag and OCI 1.1 referrers):".to_owned()
+    });
+    for c in &attestation_candidates {
+        let verdict = rule
+            .as_ref()
+            .map(|r| provenance::attestation::check_attestation(&digest, c, r, now));
+        let text = match &verdict {
+            None => format!(
+                "    {} claims {} (not judged: give --dir or --cosign-key)",
+                c.manifest,
+                statement_claims(&c.payload)
+            ),
+            Some(Ok(record)) => {
+                attested.insert(record.predicate_type.clone());
+                format!(
+                    "    {}: valid {}, key {}",
+                    c.manifest, record.predicate_type, record.key
+                )
+            }
+            Some(Err(problem)) => format!("    {}: not valid: {problem}", c.manifest),
+        };
+        lines.push(text);
+        attestations.push(json!({
+            "manifest": c.manifest.to_string(),
+            "valid": verdict.as_ref().map(|v| v.is_ok()),
+            "predicate_type": verdict.as_ref().and_then(|v| v.as_ref().ok()).map(|r| r.predicate_type.clone()),
+            "problem": verdict.as_ref().and_then(|v| v.as_ref().err()).map(|p| p.to_string()),
+        }));
     }
+    let unattested: Vec<String> = rule
+        .as_ref()
+        .map(|r| {
+            r.attestations
+                .iter()
+                .filter(|t| !attested.contains(*t))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let referrers = registry
         .referrers(&image, &digest)
         .await
@@ -147,15 +185,24 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
             r.artifact_type.as_deref().unwrap_or("(no artifact type)")
         ));
     }
+    let satisfied = valid > 0 && unattested.is_empty();
     match &rule {
         Some(r) => lines.push(format!(
-            "  rule: {} ({}): {}",
+            "  rule: {} ({}{}): {}",
             r.at,
             r.key_files.join(", "),
-            if valid > 0 {
-                "satisfied"
+            if r.attestations.is_empty() {
+                String::new()
             } else {
-                "NOT satisfied"
+                format!("; attestations {}", r.attestations.join(", "))
+            },
+            match (valid > 0, unattested.is_empty()) {
+                (true, true) => "satisfied".to_owned(),
+                (false, _) => "NOT satisfied (no valid signature)".to_owned(),
+                (true, false) => format!(
+                    "NOT satisfied (no valid attestation of {})",
+                    unattested.join(", ")
+                ),
             }
         )),
         None if settings.dir.is_some() => {
@@ -170,16 +217,22 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         "media_type": resolved.media_type,
         "platforms": resolved.platforms.iter().map(|p| json!({"platform": p.platform, "digest": p.digest.to_string()})).collect::<Vec<_>>(),
         "signatures": judged,
-        "attestations": attestations.as_ref().map(|(m, t)| json!({"manifest": m.to_string(), "predicate_types": t})),
+                "attestations": attestations,
         "referrers": referrers.iter().map(|r| json!({"digest": r.digest.to_string(), "artifact_type": r.artifact_type, "annotations": r.annotations})).collect::<Vec<_>>(),
-        "rule": rule.as_ref().map(|r| json!({"at": r.at, "keys": r.key_files, "satisfied": valid > 0})),
+                "rule": rule.as_ref().map(|r| json!({"at": r.at, "keys": r.key_files, "attestations": r.attestations, "satisfied": satisfied})),
     }));
-    match rule {
+    match &rule {
         Some(r) if valid == 0 => Err(CliError::check(Message(format!(
             "{}@{digest}: no valid signature under {} ({})",
             image.name(),
             r.at,
             r.key_files.join(" or ")
+        )))),
+        Some(r) if !unattested.is_empty() => Err(CliError::check(Message(format!(
+            "{}@{digest}: no valid attestation of {} under {}",
+            image.name(),
+            unattested.join(", "),
+            r.at
         )))),
         _ => Ok(()),
     }

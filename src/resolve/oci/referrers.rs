@@ -182,45 +182,6 @@ impl OciRegistry {
             .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
     }
 
-    /// The predicate types of the attestations cosign stores for `digest` (the manifest
-    /// tagged `sha256-<hex>.att`; each layer's `predicateType` annotation), with that
-    /// manifest's digest; `None` when there is no such tag. Listed, not verified.
-    pub async fn cosign_attestations(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Option<(Digest, Vec<String>)>, ResolveError> {
-        let inner = async {
-            let endpoint = self.endpoint(image.registry()).await?;
-            let auth = endpoint
-                .authorization(image.repository(), Access::Pull)
-                .await?;
-            let tag = format!("{}.att", digest.as_str().replacen(':', "-", 1));
-            let url = endpoint.manifest_url(image.repository(), &tag);
-            match self.fetch_manifest(&url, &auth, None).await {
-                Ok(m) => Ok(Some((
-                    m.digest,
-                    m.body
-                        .layers
-                        .iter()
-                        .take(MAX_SIGNATURE_LAYERS)
-                        .map(|l| {
-                            l.annotations
-                                .get("predicateType")
-                                .cloned()
-                                .unwrap_or_else(|| "(no predicate type)".into())
-                        })
-                        .collect(),
-                ))),
-                Err(Trouble::NotFound { .. }) => Ok(None),
-                Err(other) => Err(other),
-            }
-        };
-        inner
-            .await
-            .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
-    }
-
     async fn cosign_signatures_inner(
         &self,
         image: &ImageRef,
