@@ -330,6 +330,11 @@ pub struct VerifyArgs {
     /// patterns, `*` within a component, `**` across); default every image. Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub cosign_images: Vec<String>,
+    /// With --cosign-key or --cosign-root: each such image must also record an attestation
+    /// of this in-toto predicate type (e.g. https://slsa.dev/provenance/v1) signed by that
+    /// key or certificate identity. Repeatable.
+    #[arg(long, value_name = "TYPE")]
+    pub cosign_attestation: Vec<String>,
     /// Also re-run every render step from the inputs read (work tree or --rev) and require
     /// its output, pinned to the lockfile's digests, to be byte for byte the signed file.
     /// Needs the renderers; without it verify runs no tool.

@@ -272,6 +272,12 @@ fn provenance_requirement(
         }
     };
     if keys.is_empty() && certificate.is_none() {
+        if !a.cosign_attestation.is_empty() || !a.cosign_images.is_empty() {
+            return Err(CliError::usage(Message(
+                "--cosign-images and --cosign-attestation need --cosign-key or --cosign-root"
+                    .into(),
+            )));
+        }
         return Ok(None);
     }
     let images = if a.cosign_images.is_empty() {
@@ -295,7 +301,7 @@ fn provenance_requirement(
             .collect(),
         keys,
         certificate,
-        attestations: Vec::new(),
+        attestations: a.cosign_attestation.clone(),
     }))
 }
 

@@ -137,6 +137,10 @@ pub struct ProvenanceSpec {
     /// `**` across). Default: every image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// In-toto predicate types (e.g. `https://slsa.dev/provenance/v1`) each such image must
+    /// also record an attestation of, signed by these keys or this certificate identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
 }
 
 /// A certificate requirement of `spec.provenance`.

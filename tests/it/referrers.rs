@@ -416,6 +416,31 @@ fn a_rule_requiring_an_attestation_locks_only_digests_attested_by_its_key() {
         );
         let out = s.verify();
         assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        // The verifier's own requirement: its key, this attestation type.
+        let verify_own = |kind: &str| {
+            run(
+                &[
+                    "verify",
+                    s.dir.to_str().unwrap(),
+                    "--allowed-signers",
+                    s.allowed_signers.to_str().unwrap(),
+                    "--cosign-key",
+                    s.ci_cosign.1.to_str().unwrap(),
+                    "--cosign-attestation",
+                    kind,
+                ],
+                &[],
+            )
+        };
+        let out = verify_own("https://lockstep.test/ci/v1");
+        assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
+        let out = verify_own("https://slsa.dev/provenance/v1");
+        assert_eq!(code(&out), 1, "{cosign:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("requires attestations of https://slsa.dev/provenance/v1"),
+            "{cosign:?}: {}",
+            stderr(&out)
+        );
         let out = inspect();
         assert_eq!(code(&out), 0, "{cosign:?}: {}", stderr(&out));
         assert!(

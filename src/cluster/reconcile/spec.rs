@@ -201,7 +201,7 @@ async fn read_provenance(
         key_files: keys.iter().map(|k| k.fingerprint.clone()).collect(),
         keys,
         certificate,
-        attestations: Vec::new(),
+        attestations: wanted.attestations.clone(),
     })
 }
 
