@@ -74,6 +74,54 @@ async fn the_clusters_cosign_keys_gate_what_is_applied() {
     let signed = repo.lock_commit();
     let status = sync.pass_until_ready().await;
     assert_eq!(status.applied_commit.as_deref(), Some(signed.as_str()));
+
+    // The cluster now also requires an attestation by its key: the same commit, recording
+    // none, is refused and the applied state kept...
+    let kind = "https://lockstep.test/ci/v1";
+    sync.set_spec(json!({"provenance": {
+        "keys": {"kind": "ConfigMap", "name": "cosign", "key": "cosign.pub"},
+        "attestations": [kind],
+    }}))
+    .await;
+    let status = sync.pass().await;
+    let message = refused(&status, "ProvenanceUnverified");
+    assert!(
+        message.contains(&format!("requires attestations of {kind}")),
+        "{message}"
+    );
+    assert_eq!(status.applied_commit.as_deref(), Some(signed.as_str()));
+    // ...until the build attests the digest and the repository's rule records it.
+    let pinned = repo.pinned_api_image();
+    let (named, digest) = pinned.split_once('@').unwrap();
+    let by_digest = format!("{}@{digest}", named.rsplit_once(':').unwrap().0);
+    let predicate = repo.tmp.path().join("predicate.json");
+    std::fs::write(&predicate, "{}").unwrap();
+    let out = cosign(
+        repo.tmp.path(),
+        &[
+            "attest",
+            "--key",
+            key.to_str().unwrap(),
+            "--type",
+            kind,
+            "--predicate",
+            predicate.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            &by_digest,
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::cli::stderr(&out));
+    repo.write(
+        "lockstep.toml",
+        &format!(
+            "[[provenance]]\nimages = [\"{}/shop/*\"]\ncosign-keys = [\"cosign.pub\"]\nattestations = [\"{kind}\"]\n",
+            repo.registry.host()
+        ),
+    );
+    let attested = repo.lock_commit();
+    let status = sync.pass_until_ready().await;
+    assert_eq!(status.applied_commit.as_deref(), Some(attested.as_str()));
 }
 
 /// `spec.provenance.certificate`: the cluster's own CA and identity; the commit applies only
