@@ -64,7 +64,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
     }
     let digest = resolved.digest.clone();
     let candidates = registry
-        .cosign_signatures(&image, &digest)
+        .cosign_signatures(&image, &digest, &|_| false)
         .await
         .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
     let mut lines = vec![

@@ -104,9 +104,13 @@ pub async fn signatures(
         settings.concurrency,
         &*progress,
         |image| image,
-        |image| async {
+                |image| async {
             let digest = image.digest().expect("pinned").clone();
-            let found = registry.cosign_signatures(&image, &digest).await;
+            let rule = policy.rule_for(&image).expect("governed");
+            let enough = |found: &[provenance::Candidate]| {
+                select(&image, &digest, rule, found, settings).is_ok()
+            };
+            let found = registry.cosign_signatures(&image, &digest, &enough).await;
             (image, found)
         },
     )
