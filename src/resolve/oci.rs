@@ -38,7 +38,7 @@ use crate::model::{DOCKER_HUB, Digest, ImageRef};
 mod copy;
 mod referrers;
 
-pub use referrers::Referrer;
+pub use referrers::{Referrer, Wanted};
 
 /// The largest manifest accepted. Real manifests and indexes are a few KiB; the OCI
 /// distribution spec suggests registries refuse manifests above 4 MiB.

@@ -158,6 +158,11 @@ impl Signed {
     /// `cosign attest --key KEY` a small SLSA provenance predicate for `REPO@DIGEST`
     /// (offline), which must succeed: v2 stores it under the `.att` tag, v3 as a referrer.
     pub(crate) fn attest(&self, key: &Path, repo: &str, digest: &Digest) {
+        self.attest_with(key, &[], repo, digest);
+    }
+
+    /// [`Self::attest`] with extra flags (a certificate and its chain).
+    pub(crate) fn attest_with(&self, key: &Path, extra: &[&str], repo: &str, digest: &Digest) {
         let predicate = self.tmp.path().join("predicate.json");
         std::fs::write(&predicate, r#"{"buildType":"https://example.com/ci@v1"}"#).unwrap();
         let reference = self.reference(repo, digest);
@@ -170,6 +175,7 @@ impl Signed {
             "--predicate",
             predicate.to_str().unwrap(),
         ];
+        args.extend_from_slice(extra);
         let config = self.tmp.path().join("signing-config.json");
         match self.cosign {
             Cosign::V2 => args.push("--tlog-upload=false"),

@@ -9,7 +9,7 @@
 use crate::cli::{code, lockfile_text, run, stderr, stdout};
 use crate::harness::{RegistryOptions, TestRegistry};
 use crate::images::{http_client, run as block_on};
-use crate::provenance::{Cosign, Signed, cosign_keys};
+use crate::provenance::{Cosign, Signed, cosign_keys, test_ca};
 use lockstep::model::Digest;
 
 fn registry(referrers_api: bool) -> RegistryOptions {
@@ -476,4 +476,93 @@ fn a_rule_requiring_an_attestation_locks_only_digests_attested_by_its_key() {
             stderr(&out)
         );
     }
+}
+
+/// Regression (attack review): an attestation record made with a certificate was accepted by
+/// the verifier's own certificate requirement on its identity alone. A pull request can add a
+/// rule trusting its own CA for the same identity; `lock` then honestly records the rogue
+/// attestation. The record now keeps the certificate and its path, and the verifier checks
+/// them against its own roots.
+#[test]
+fn an_attestation_certified_by_another_ca_does_not_satisfy_the_verifiers_roots() {
+    let s = Signed::with(registry(false), Cosign::V2);
+    let host = s.registry.host();
+    let issuer = "https://issuer.example.com";
+    let identity = "ci@example.com";
+    let (corp_ca, corp_key, corp_leaf) = test_ca(s.tmp.path(), "corp", identity, issuer);
+    let (rogue_ca, rogue_key, rogue_leaf) = test_ca(s.tmp.path(), "rogue", identity, issuer);
+    // The repository trusts both CAs (the pull request added the rogue one).
+    let both = s.dir.join("roots.pem");
+    std::fs::write(
+        &both,
+        [
+            std::fs::read(&corp_ca).unwrap(),
+            std::fs::read(&rogue_ca).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    std::fs::write(
+        s.dir.join("lockstep.toml"),
+        format!(
+            "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-certificate = {{ roots = [\"roots.pem\"], identity = \"{identity}\", issuer = \"{issuer}\" }}\nattestations = [\"https://lockstep.test/ci/v1\"]\n"
+        ),
+    )
+    .unwrap();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    let cert = |leaf: &std::path::Path, ca: &std::path::Path| {
+        vec![
+            "--certificate".to_owned(),
+            leaf.to_str().unwrap().to_owned(),
+            "--certificate-chain".to_owned(),
+            ca.to_str().unwrap().to_owned(),
+        ]
+    };
+    let corp = cert(&corp_leaf, &corp_ca);
+    let rogue = cert(&rogue_leaf, &rogue_ca);
+    s.sign_with(&corp_key, &flags(&corp), "shop/api", &api);
+    s.attest_with(&rogue_key, &flags(&rogue), "shop/api", &api);
+    s.deployment(&["shop/api:1.0"]);
+    // The lock must not use SOURCE_DATE_EPOCH (older than the certificates).
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let verify_corp = || {
+        run(
+            &[
+                "verify",
+                s.dir.to_str().unwrap(),
+                "--allowed-signers",
+                s.allowed_signers.to_str().unwrap(),
+                "--cosign-root",
+                corp_ca.to_str().unwrap(),
+                "--cosign-identity",
+                identity,
+                "--cosign-issuer",
+                issuer,
+                "--cosign-attestation",
+                "https://lockstep.test/ci/v1",
+            ],
+            &[],
+        )
+    };
+    let out = verify_corp();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("requires attestations of https://lockstep.test/ci/v1"),
+        "{}",
+        stderr(&out)
+    );
+    // Attested with the corporate certificate: the verifier's roots accept it.
+    s.attest_with(&corp_key, &flags(&corp), "shop/api", &api);
+    // (The digest is unchanged and its record still satisfies the repository's rule, so the
+    // lock would reuse it: start from no lockfile, as a rotation would.)
+    std::fs::remove_file(s.dir.join("lockstep.lock")).unwrap();
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = verify_corp();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+fn flags(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -117,7 +117,7 @@ pub async fn run(settings: InspectSettings, printer: Printer) -> Result<(), CliE
         }));
     }
     let attestation_candidates = registry
-        .cosign_attestation_candidates(&image, &digest)
+        .cosign_attestation_candidates(&image, &digest, &crate::resolve::oci::Wanted::all())
         .await
         .map_err(|e| CliError::usage_or_check(!e.is_finding(), e))?;
     let mut attestations = Vec::new();

@@ -127,6 +127,9 @@ async fn mirror(settings: &MirrorSettings, printer: Printer) -> Result<(), CliEr
     Ok(())
 }
 
+/// Most manifests copied beside one image (its listed referrers first, then cosign's tags).
+const MAX_ATTACHED: usize = 32;
+
 /// The copies of what the source holds beside each image of `jobs` (its referrers and
 /// cosign's tags: signatures, attestations, SBOMs) that `jobs` does not copy already, so the
 /// mirror keeps them: one referrers request and three tag requests per image. Best effort: an
@@ -155,6 +158,12 @@ async fn attachments(
     )
     .await;
     let known: BTreeSet<ImageRef> = jobs.iter().map(|j| j.source.clone()).collect();
+    // A tag a recorded copy pushes (a recorded signature under cosign's tag) is never
+    // re-pointed by an extra: what the source holds there now may be junk.
+    let recorded_tags: BTreeSet<(String, String)> = jobs
+        .iter()
+        .filter_map(|j| Some((j.target.name(), j.tag.clone()?)))
+        .collect();
     let mut added = BTreeMap::new();
     let mut failures = Vec::new();
     for (job, attached) in found {
@@ -169,7 +178,12 @@ async fn attachments(
                 continue;
             }
         };
-        for (digest, tag) in attached {
+        for (digest, tag) in attached.into_iter().take(MAX_ATTACHED) {
+            if let Some(tag) = &tag
+                && recorded_tags.contains(&(job.target.name(), tag.clone()))
+            {
+                continue;
+            }
             let at = |image: &ImageRef| image.without_digest().pin(digest.clone()).image().clone();
             let source = at(&job.source);
             if known.contains(&source) {

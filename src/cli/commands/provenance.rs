@@ -104,13 +104,16 @@ pub async fn signatures(
         settings.concurrency,
         &*progress,
         |image| image,
-                |image| async {
+        |image| async {
             let digest = image.digest().expect("pinned").clone();
             let rule = policy.rule_for(&image).expect("governed");
             let enough = |found: &[provenance::Candidate]| {
                 select(&image, &digest, rule, found, settings).is_ok()
             };
-            let found = registry.cosign_signatures(&image, &digest, &enough).await;
+            let found = registry
+                .cosign_signatures(&image, &digest, &enough)
+                .await
+                .map(|candidates| select(&image, &digest, rule, &candidates, settings));
             (image, found)
         },
     )
@@ -122,12 +125,10 @@ pub async fn signatures(
         let rule = policy.rule_for(&image).expect("governed");
         match found {
             Err(e) => unreachable.push((image, e)),
-            Ok(candidates) => match select(&image, &digest, rule, &candidates, settings) {
-                Ok(kept) => {
-                    records.insert((image.name(), digest), kept);
-                }
-                Err(problems) => refusals.push(refusal(&image, &digest, rule, &problems)),
-            },
+            Ok(Ok(kept)) => {
+                records.insert((image.name(), digest), kept);
+            }
+            Ok(Err(problems)) => refusals.push(refusal(&image, &digest, rule, &problems)),
         }
     }
     if !unreachable.is_empty() {
@@ -194,7 +195,18 @@ pub async fn attestations(
         });
         match kept {
             Some(entry)
-                if provenance::attestation::missing(rule, &entry.attestations).is_empty() =>
+                if provenance::attestation::missing(
+                    rule,
+                    &entry.attestations,
+                    settings.created,
+                )
+                .is_empty()
+                    && provenance::attestation::missing(
+                        rule,
+                        &entry.attestations,
+                        settings.trust_at,
+                    )
+                    .is_empty() =>
             {
                 let wanted = entry
                     .attestations
@@ -224,9 +236,51 @@ pub async fn attestations(
         |image| image,
         |image| async {
             let digest = image.digest().expect("pinned").clone();
+            let rule = policy.rule_for(&image).expect("governed");
+            // Judged as of the lockfile's `created` (what verify relies on) and now; junk is
+            // dropped as it is read.
+            let judge = |candidates: &[provenance::Candidate]| {
+                provenance::attestation::select(&digest, rule, candidates, settings.created)
+                    .and_then(|kept| {
+                        if settings.created == settings.trust_at {
+                            Ok(kept)
+                        } else {
+                            provenance::attestation::select(
+                                &digest,
+                                rule,
+                                candidates,
+                                settings.trust_at,
+                            )
+                        }
+                    })
+            };
+            // What was dropped, and why, for the refusal (at most 32 lines).
+            let dropped = std::sync::Mutex::new(Vec::<String>::new());
+            let keep = |c: &provenance::Candidate| match provenance::attestation::check_attestation(
+                &digest,
+                c,
+                rule,
+                settings.created,
+            ) {
+                Ok(r) => rule.attestations.contains(&r.predicate_type),
+                Err(problem) => {
+                    let mut dropped = dropped.lock().expect("not poisoned");
+                    if dropped.len() < 32 {
+                        dropped.push(format!("{}: {problem}", c.manifest));
+                    }
+                    false
+                }
+            };
+            let wanted = crate::resolve::oci::Wanted { keep: &keep };
             let found = registry
-                .cosign_attestation_candidates(&image, &digest)
-                .await;
+                .cosign_attestation_candidates(&image, &digest, &wanted)
+                .await
+                .map(|candidates| {
+                    judge(&candidates).map_err(|mut problems| {
+                        problems.extend(dropped.lock().expect("not poisoned").drain(..));
+                        problems
+                    })
+                });
             (image, found)
         },
     )
@@ -236,22 +290,13 @@ pub async fn attestations(
     for (image, found) in outcomes {
         let digest = image.digest().expect("pinned").clone();
         let rule = policy.rule_for(&image).expect("governed");
-        let candidates = match found {
-            Ok(c) => c,
+        let judged = match found {
+            Ok(judged) => judged,
             Err(e) => {
                 unreachable.push((image, e));
                 continue;
             }
         };
-        // Judged as of the lockfile's `created` (what verify relies on) and now.
-        let judged = provenance::attestation::select(&digest, rule, &candidates, settings.created)
-            .and_then(|kept| {
-                if settings.created == settings.trust_at {
-                    Ok(kept)
-                } else {
-                    provenance::attestation::select(&digest, rule, &candidates, settings.trust_at)
-                }
-            });
         match judged {
             Ok(kept) => {
                 records.insert((image.name(), digest), kept);

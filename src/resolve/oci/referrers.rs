@@ -50,9 +50,10 @@ const MAX_CANDIDATES: usize = 64;
 const MAX_SIGNATURE_BYTES: usize = 1024;
 /// The layer media type of a DSSE envelope (cosign v2's attestations).
 const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-/// Most attestation candidates read per digest, and most bytes read for them in all.
+/// Most attestation candidates kept per digest (those the caller keeps: junk is dropped as it
+/// is read), and most bytes read for them in all.
 pub const MAX_ATTESTATION_CANDIDATES: usize = 32;
-pub const MAX_ATTESTATION_BYTES: usize = 32 << 20;
+pub const MAX_ATTESTATION_BYTES: usize = 64 << 20;
 /// Most referrers listed per digest, and pages of the referrers API followed.
 pub const MAX_REFERRERS: usize = 1024;
 const MAX_REFERRER_PAGES: usize = 8;
@@ -68,14 +69,27 @@ pub struct Referrer {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Which candidates a caller wants kept as they are read (all are read, within the bounds:
+/// a verifier with narrower trust than the rule's may need any valid one).
+pub struct Wanted<'a> {
+    pub keep: &'a (dyn Fn(&Candidate) -> bool + Sync),
+}
+
+impl Wanted<'static> {
+    /// Every candidate, until the bounds.
+    pub fn all() -> Wanted<'static> {
+        Wanted { keep: &|_| true }
+    }
+}
+
 /// The attestation candidates gathered for one digest, within their bounds.
-#[derive(Default)]
-struct Attestations {
+struct Attestations<'a> {
+    wanted: &'a Wanted<'a>,
     candidates: Vec<Candidate>,
     bytes: usize,
 }
 
-impl Attestations {
+impl Attestations<'_> {
     fn full(&self) -> bool {
         self.candidates.len() >= MAX_ATTESTATION_CANDIDATES || self.bytes >= MAX_ATTESTATION_BYTES
     }
@@ -115,7 +129,7 @@ impl OciRegistry {
     /// The cosign signatures stored for `digest` in `image`'s repository, by cosign's tag and
     /// as OCI 1.1 referrers (see the module documentation); an empty list when there are
     /// none, not an error.
-        ///
+    ///
     /// `enough` is asked after cosign's tag is read: when it says the candidates found there
     /// suffice (one satisfies the rule), the referrers are not asked — two requests saved per
     /// digest for the tag scheme's users.
@@ -150,9 +164,10 @@ impl OciRegistry {
             .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
     }
 
-    /// What a mirror copies beside `digest` so that it stays verifiable and complete: every
-    /// OCI 1.1 referrer (signatures, attestations, SBOMs; pushed by digest) and the manifests
-    /// under cosign's `sha256-<hex>.sig`, `.att` and `.sbom` tags (pushed under that tag).
+    /// What a mirror copies beside `digest` so that it stays verifiable and complete: the
+    /// manifests under cosign's `sha256-<hex>.sig`, `.att` and `.sbom` tags (pushed under that
+    /// tag), then every OCI 1.1 referrer, each once (signatures, attestations, SBOMs; pushed
+    /// by digest).
     /// Referrers of referrers are not followed.
     pub async fn attached(
         &self,
@@ -163,13 +178,9 @@ impl OciRegistry {
             let endpoint = self.endpoint(image.registry()).await?;
             let repository = image.repository();
             let auth = endpoint.authorization(repository, Access::Pull).await?;
-            let mut out: Vec<(Digest, Option<String>)> = self
-                .list_referrers(&endpoint, &auth, repository, digest)
-                .await?
-                .into_iter()
-                .map(|r| (r.digest, None))
-                .collect();
-                        for suffix in ["sig", "att", "sbom"] {
+            // cosign's tags first: a caller that bounds the list keeps them over junk.
+            let mut out: Vec<(Digest, Option<String>)> = Vec::new();
+            for suffix in ["sig", "att", "sbom"] {
                 let tag = format!("{}.{suffix}", referrers_tag(digest));
                 let url = endpoint.manifest_url(repository, &tag);
                 // A HEAD names the digest on most registries; else the GET hashes the body.
@@ -189,6 +200,14 @@ impl OciRegistry {
                     Err(other) => return Err(other),
                 }
             }
+            let mut seen = std::collections::BTreeSet::new();
+            out.extend(
+                self.list_referrers(&endpoint, &auth, repository, digest)
+                    .await?
+                    .into_iter()
+                    .filter(|r| seen.insert(r.digest.clone()))
+                    .map(|r| (r.digest, None)),
+            );
             Ok(out)
         };
         inner
@@ -196,7 +215,7 @@ impl OciRegistry {
             .map_err(|t: Trouble| t.into_error(image, self.settings.timeout))
     }
 
-        async fn cosign_signatures_inner(
+    async fn cosign_signatures_inner(
         &self,
         image: &ImageRef,
         digest: &Digest,
@@ -215,7 +234,7 @@ impl OciRegistry {
                 self.simple_signing(&endpoint, &auth, repository, &manifest, &mut candidates)
                     .await?;
             }
-                        Err(Trouble::NotFound { .. }) => {}
+            Err(Trouble::NotFound { .. }) => {}
             Err(other) => return Err(other),
         }
         if enough(&candidates) {
@@ -274,17 +293,24 @@ impl OciRegistry {
     /// core to check ([`crate::provenance::attestation::select`]): the DSSE envelopes of
     /// cosign's `sha256-<hex>.att` manifest (v2), and the OCI 1.1 referrers holding DSSE
     /// envelopes (v2's in-toto referrers) or Sigstore bundles (v3). At most
-    /// [`MAX_ATTESTATION_CANDIDATES`], and [`MAX_ATTESTATION_BYTES`] read in all.
+    /// [`MAX_ATTESTATION_CANDIDATES`] that `wanted` keeps (it judges each as it is read, so
+    /// junk neither stays in memory nor crowds out the real one), and
+    /// [`MAX_ATTESTATION_BYTES`] read in all.
     pub async fn cosign_attestation_candidates(
         &self,
         image: &ImageRef,
         digest: &Digest,
+        wanted: &Wanted<'_>,
     ) -> Result<Vec<Candidate>, ResolveError> {
         let inner = async {
             let endpoint = self.endpoint(image.registry()).await?;
             let repository = image.repository();
             let auth = endpoint.authorization(repository, Access::Pull).await?;
-            let mut found = Attestations::default();
+            let mut found = Attestations {
+                wanted,
+                candidates: Vec::new(),
+                bytes: 0,
+            };
             let tag = format!("{}.att", referrers_tag(digest));
             match self
                 .fetch_manifest(&endpoint.manifest_url(repository, &tag), &auth, None)
@@ -351,7 +377,7 @@ impl OciRegistry {
         auth: &Auth,
         repository: &str,
         manifest: &FetchedManifest,
-        found: &mut Attestations,
+        found: &mut Attestations<'_>,
     ) -> Result<(), Trouble> {
         let mut seen = std::collections::BTreeSet::new();
         for layer in manifest.body.layers.iter().take(MAX_SIGNATURE_LAYERS) {
@@ -391,7 +417,9 @@ impl OciRegistry {
                     attestation::MAX_STATEMENT_BYTES,
                 )
             };
-            if let Ok(c) = candidate {
+            if let Ok(c) = candidate
+                && (found.wanted.keep)(&c)
+            {
                 found.candidates.push(c);
             }
         }

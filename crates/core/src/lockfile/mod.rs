@@ -194,7 +194,7 @@ pub struct ImageEntry {
     /// The cosign signatures of this digest that satisfied its `[[provenance]]` rule when it
     /// was locked, sorted by signature manifest digest (empty when no rule governs it).
     pub signatures: Vec<crate::provenance::SignatureRecord>,
-    /// The attestations its rule requires, one per predicate type, sorted by type.
+    /// The valid attestations of the types its rule requires, sorted (type, manifest, key).
     pub attestations: Vec<crate::provenance::AttestationRecord>,
     pub uses: Vec<UseSite>,
 }
@@ -550,6 +550,15 @@ impl From<&Lockfile> for WireLockfile {
                             manifest: a.manifest.to_string(),
                             key: a.key.clone(),
                             identity: a.identity.clone(),
+                            certificate: a
+                                .certificate
+                                .as_deref()
+                                .map(crate::provenance::encode_base64),
+                            chain: a
+                                .chain
+                                .iter()
+                                .map(|c| crate::provenance::encode_base64(c))
+                                .collect(),
                         })
                         .collect(),
                     uses: e
@@ -944,16 +953,46 @@ fn attestation_records(
         if wa.identity.as_ref().is_some_and(|i| i.len() > 1024) {
             return Err(bad("an attestation's identity is over 1024 bytes".into()));
         }
+        if wa.chain.len() > crate::provenance::certificate::MAX_CHAIN {
+            return Err(bad("an attestation's certificate chain is too long".into()));
+        }
+        let cert = |b64: &str| {
+            crate::provenance::decode_base64(b64)
+                .filter(|d| d.len() <= crate::provenance::certificate::MAX_CERT_BYTES)
+                .ok_or_else(|| {
+                    bad(
+                        "an attestation's certificate is not base64 DER within the size limit"
+                            .into(),
+                    )
+                })
+        };
+        let certificate = wa.certificate.as_deref().map(cert).transpose()?;
+        let chain = wa
+            .chain
+            .iter()
+            .map(|c| cert(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        if certificate.is_some() != wa.identity.is_some()
+            || (certificate.is_none() && !chain.is_empty())
+        {
+            return Err(bad(
+                "an attestation record has an identity without a certificate, or the reverse"
+                    .into(),
+            ));
+        }
         out.push(crate::provenance::AttestationRecord {
             manifest: wa.manifest.parse::<Digest>().map_err(|e| bad(e.reason))?,
             predicate_type: wa.predicate_type,
             key: wa.key,
             identity: wa.identity,
+            certificate,
+            chain,
         });
     }
-    if !out.is_sorted_by(|a, b| a.predicate_type < b.predicate_type) {
+    if !out.is_sorted_by(|a, b| a < b) {
         return Err(bad(
-            "attestation records are not sorted by predicate type, each once".into(),
+            "attestation records are not sorted (by predicate type, manifest and key), each once"
+                .into(),
         ));
     }
     Ok(out)

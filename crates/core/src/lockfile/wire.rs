@@ -149,8 +149,8 @@ pub struct WireImage {
     /// by `manifest`: kept so that `verify` re-checks them offline.
     #[serde(default, rename = "signature", skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<WireSignature>,
-    /// The attestations its rule requires (`attestations = [...]`), one per predicate type,
-    /// sorted by type: which manifest held it and who signed it.
+    /// The valid attestations of the types its rule requires (`attestations = [...]`), sorted
+    /// by type, manifest and key: which manifest held each and who signed it.
     #[serde(default, rename = "attestation", skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<WireAttestation>,
     /// Every place the image is used.
@@ -170,9 +170,15 @@ pub struct WireAttestation {
     /// The `sha256:` fingerprint of the DER public key that verified its DSSE signature.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub key: String,
-    /// When a certificate signed it, the identity the rule required.
+    /// When a certificate signed it: the identity the rule required…
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// …the signing certificate (DER, base64)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// …and its chain (DER, base64, the leaf's issuer first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 /// One cosign signature of an image's digest.

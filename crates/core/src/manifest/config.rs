@@ -238,6 +238,14 @@ impl ScanConfig {
                         "an attestation is named by its in-toto predicate type, a URI such as https://slsa.dev/provenance/v1 (at most 256 bytes)".into(),
                     ));
                 }
+                if text == crate::provenance::bundle::COSIGN_SIGN_PREDICATE {
+                    return Err(invalid(
+                        t.span(),
+                        format!(
+                            "{text} is cosign's signature, not an attestation: the rule requires a signature already"
+                        ),
+                    ));
+                }
                 if attestations.iter().any(|a| a == text) {
                     return Err(invalid(
                         t.span(),

@@ -32,8 +32,12 @@ pub struct AttestationRecord {
     pub manifest: Digest,
     /// The fingerprint of the key that verified it (a certificate's: its public key's).
     pub key: String,
-    /// When a certificate signed it: the identity the rule required.
+    /// When a certificate signed it: the identity the rule required, the leaf (DER) and the
+    /// path's intermediates, so that a verifier re-checks the certificate against its own
+    /// roots, as for signatures.
     pub identity: Option<String>,
+    pub certificate: Option<Vec<u8>>,
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// The candidate in a DSSE envelope (`application/vnd.dsse.envelope.v1+json`, a layer of
@@ -111,17 +115,23 @@ pub fn check_attestation(
     let signed = bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &candidate.payload);
     let (key, certified) = super::verify_by_rule(&signed, candidate, rule, at)?;
     let predicate_type = bundle::statement_about(digest, &candidate.payload)?;
+    let (identity, certificate, chain) = match certified {
+        Some((identity, path)) => (Some(identity), candidate.certificate.clone(), path),
+        None => (None, None, Vec::new()),
+    };
     Ok(AttestationRecord {
         predicate_type,
         manifest: candidate.manifest.clone(),
         key: key.fingerprint,
-        identity: certified.map(|(identity, _)| identity),
+        identity,
+        certificate,
+        chain,
     })
 }
 
-/// What `lock` decides for one governed digest: per predicate type the rule requires, the
-/// record of the first valid attestation of that type (by manifest digest), or, when a type
-/// has none, why — naming what was found.
+/// What `lock` decides for one governed digest: the records of the valid attestations of the
+/// types the rule requires (each type at least once, at most [`super::MAX_RECORDS`] in all),
+/// or, when a type has none, why — naming what was found.
 pub fn select(
     digest: &Digest,
     rule: &ProvenanceRule,
@@ -137,8 +147,11 @@ pub fn select(
         }
     }
     valid.sort();
-    let mut records = Vec::new();
+    valid.dedup();
+    // Every valid attestation of a required type is kept (at most MAX_RECORDS, every type
+    // first once): a verifier with its own, narrower trust finds the one it accepts.
     let mut missing = Vec::new();
+    let mut records: Vec<AttestationRecord> = Vec::new();
     for wanted in &rule.attestations {
         match valid.iter().find(|r| &r.predicate_type == wanted) {
             Some(r) => records.push(r.clone()),
@@ -146,6 +159,17 @@ pub fn select(
         }
     }
     if missing.is_empty() {
+        for r in valid
+            .iter()
+            .filter(|r| rule.attestations.contains(&r.predicate_type))
+        {
+            if records.len() >= super::MAX_RECORDS {
+                break;
+            }
+            if !records.contains(r) {
+                records.push(r.clone());
+            }
+        }
         records.sort();
         return Ok(records);
     }
@@ -169,22 +193,29 @@ pub fn select(
 }
 
 /// Offline: whether `records` cover every predicate type `rule` requires, each under a key
-/// of the rule (or, for a certificate record, the rule's certificate identity). The types
-/// missing, in the rule's order.
-pub fn missing<'a>(rule: &'a ProvenanceRule, records: &[AttestationRecord]) -> Vec<&'a str> {
+/// of the rule, or by a certificate record whose recorded leaf and chain verify under the
+/// rule's certificate policy at `at` (roots, identity, issuer) with the recorded key. The
+/// types missing, in the rule's order.
+pub fn missing<'a>(
+    rule: &'a ProvenanceRule,
+    records: &[AttestationRecord],
+    at: jiff::Timestamp,
+) -> Vec<&'a str> {
+    let accepted = |r: &AttestationRecord| match (&r.certificate, &rule.certificate) {
+        (None, _) => r.identity.is_none() && rule.keys.iter().any(|k| k.fingerprint == r.key),
+        (Some(leaf), Some(policy)) => {
+            r.identity.as_deref() == Some(policy.identity.as_str())
+                && super::certificate::verify_leaf(leaf, &r.chain, policy, at)
+                    .is_ok_and(|v| v.key.fingerprint == r.key)
+        }
+        (Some(_), None) => false,
+    };
     rule.attestations
         .iter()
         .filter(|wanted| {
-            !records.iter().any(|r| {
-                &r.predicate_type == *wanted
-                    && match &r.identity {
-                        None => rule.keys.iter().any(|k| k.fingerprint == r.key),
-                        Some(identity) => rule
-                            .certificate
-                            .as_ref()
-                            .is_some_and(|c| &c.identity == identity),
-                    }
-            })
+            !records
+                .iter()
+                .any(|r| &r.predicate_type == *wanted && accepted(r))
         })
         .map(String::as_str)
         .collect()
@@ -266,13 +297,23 @@ mod tests {
                 "only the required type is recorded"
             );
             // Offline coverage: the record under a key of the rule, and nothing else.
-            assert!(missing(&rule, &kept).is_empty());
-            assert_eq!(missing(&rule, &[]), vec![WANTED]);
+            assert!(missing(&rule, &kept, at()).is_empty());
+            assert_eq!(missing(&rule, &[], at()), vec![WANTED]);
             let foreign = AttestationRecord {
                 key: "sha256:".to_owned() + &"0".repeat(64),
                 ..record
             };
-            assert_eq!(missing(&rule, &[foreign]), vec![WANTED]);
+            assert_eq!(
+                missing(&rule, std::slice::from_ref(&foreign), at()),
+                vec![WANTED]
+            );
+            // A record claiming a certificate identity without a certificate is no record.
+            let claimed = AttestationRecord {
+                identity: Some("ci@example.com".into()),
+                key: key.fingerprint.clone(),
+                ..foreign
+            };
+            assert_eq!(missing(&rule, &[claimed], at()), vec![WANTED]);
         }
     }
 

@@ -631,7 +631,7 @@ pub fn check_policy<'a>(
                 keys: rule.accepts(),
             });
         }
-        let unattested = attestation::missing(rule, entry.attestations);
+        let unattested = attestation::missing(rule, entry.attestations, at);
         if !unattested.is_empty() {
             problems.push(PolicyProblem::Unattested {
                 reference: entry.reference.to_owned(),
