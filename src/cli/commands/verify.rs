@@ -324,8 +324,18 @@ pub fn verify(settings: VerifySettings, printer: Printer) -> Result<(), CliError
         .count();
     if signed > 0 {
         bound.push_str(&format!(
-            "; {signed} of {} images carry cosign signatures their provenance rule requires, re-checked offline",
+                        "; {signed} of {} images carry cosign signatures their provenance rule requires, re-checked offline",
             lock.images.len()
+        ));
+    }
+    let attested = lock
+        .images
+        .iter()
+        .filter(|e| !e.attestations.is_empty())
+        .count();
+    if attested > 0 {
+        bound.push_str(&format!(
+            "; {attested} record the attestations their rule requires"
         ));
     }
     let mirrored = lock.images.iter().filter(|e| !e.mirrors.is_empty()).count();
