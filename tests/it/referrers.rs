@@ -566,3 +566,61 @@ fn an_attestation_certified_by_another_ca_does_not_satisfy_the_verifiers_roots()
 fn flags(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// cosign v3 with a certificate from your CA: the bundle carries the leaf (v0.3 holds no
+/// chain), which must chain to the rule's roots and name its identity and issuer.
+#[test]
+fn a_cosign_v3_bundle_signed_with_a_certificate_satisfies_a_certificate_rule() {
+    let s = Signed::with(registry(true), Cosign::V3);
+    let host = s.registry.host();
+    let issuer = "https://issuer.example.com";
+    let (ca, key, leaf) = test_ca(s.tmp.path(), "pki", "ci@example.com", issuer);
+    let (_, rogue_key, rogue_leaf) = test_ca(s.tmp.path(), "rogue", "ci@example.com", issuer);
+    std::fs::copy(&ca, s.dir.join("ca.pem")).unwrap();
+    std::fs::write(
+        s.dir.join("lockstep.toml"),
+        format!(
+            "[[provenance]]\nimages = [\"{host}/shop/*\"]\ncosign-certificate = {{ roots = [\"ca.pem\"], identity = \"ci@example.com\", issuer = \"{issuer}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
+    let web = s.registry.push_image("shop/web", "1.0", b"web 1.0");
+    let with_cert = |leaf: &std::path::Path, ca: &std::path::Path| {
+        vec![
+            "--certificate".to_owned(),
+            leaf.to_str().unwrap().to_owned(),
+            "--certificate-chain".to_owned(),
+            ca.to_str().unwrap().to_owned(),
+        ]
+    };
+    s.sign_with(&key, &flags(&with_cert(&leaf, &ca)), "shop/api", &api);
+    let rogue_ca = s.tmp.path().join("rogue/ca.pem");
+    s.sign_with(
+        &rogue_key,
+        &flags(&with_cert(&rogue_leaf, &rogue_ca)),
+        "shop/web",
+        &web,
+    );
+    s.deployment(&["shop/api:1.0", "shop/web:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("shop/web@{web}"))
+            // (Both test CAs have the same name: its signature is what fails.)
+            && err.contains("its certificate is not accepted")
+            && !err.contains(&format!("shop/api@{api}")),
+        "{err}"
+    );
+    s.deployment(&["shop/api:1.0"]);
+    let out = s.lock();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = lockfile_text(&s.dir);
+    assert!(
+        text.contains("format = \"dsse\"") && text.contains("identity = \"ci@example.com\""),
+        "{text}"
+    );
+    let out = s.verify();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
