@@ -4,8 +4,10 @@
 //! (ECDSA P-256 or Ed25519, PEM `PUBLIC KEY` as `cosign generate-key-pair` writes them) one of
 //! which must have signed each matching image's digest. A signature is cosign's: a
 //! simple-signing payload (JSON naming the repository and the manifest digest) and a
-//! signature over those exact bytes. [`check_signature`] verifies the signature **before** the
-//! payload is parsed, then requires the payload to bind this digest and this repository.
+//! signature over those exact bytes, or a Sigstore bundle's DSSE statement of the digest
+//! ([`bundle`], cosign v3). [`check_signature`] verifies the signature **before** the payload
+//! is parsed, then requires the payload to bind this digest (and, for simple-signing, this
+//! repository). A rule may also require attestations ([`attestation`]).
 //!
 //! `lock` keeps, per image, the records that satisfied its rule ([`SignatureRecord`]: the
 //! signature manifest's digest, the key's fingerprint, the payload and the signature), in the
@@ -487,16 +489,19 @@ pub fn check_signature(
     })
 }
 
+/// The key that verified a signature, and, when a certificate did, the identity it named and
+/// its path (the intermediates, DER).
+type VerifiedBy = (CosignKey, Option<(String, Vec<Vec<u8>>)>);
+
 /// The key of `rule` that verified `signed` (the exact bytes the candidate's signature is
 /// over), or the key of the candidate's certificate when the rule's certificate policy
 /// accepts it, with the identity and the certificate path that did.
-#[allow(clippy::type_complexity)]
 fn verify_by_rule(
     signed: &[u8],
     candidate: &Candidate,
     rule: &ProvenanceRule,
     at: jiff::Timestamp,
-) -> Result<(CosignKey, Option<(String, Vec<Vec<u8>>)>), CandidateProblem> {
+) -> Result<VerifiedBy, CandidateProblem> {
     let by_key = rule
         .keys
         .iter()
