@@ -1188,6 +1188,51 @@ mod tests {
     }
 
     #[test]
+    fn attestation_records_round_trip_and_malformed_ones_are_refused() {
+        let mut lock = sample();
+        let key = format!("sha256:{}", "a".repeat(64));
+        let record = |kind: &str, n: &[u8]| crate::provenance::AttestationRecord {
+            predicate_type: kind.into(),
+            manifest: Digest::of(n),
+            key: key.clone(),
+            identity: None,
+            certificate: None,
+            chain: Vec::new(),
+        };
+        let mut records = vec![
+            record("https://slsa.dev/provenance/v1", b"1"),
+            record("https://spdx.dev/Document", b"2"),
+        ];
+        records.sort();
+        lock.images[0].attestations = records.clone();
+        let bytes = lock.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(
+                "[[image.attestation]]\npredicate-type = \"https://slsa.dev/provenance/v1\""
+            ),
+            "{text}"
+        );
+        let again = Lockfile::parse_unverified(&bytes).unwrap();
+        assert_eq!(again.images[0].attestations, records);
+        // Unsorted, an identity without a certificate, a key that is no fingerprint.
+        let mut swapped = lock.clone();
+        swapped.images[0].attestations.reverse();
+        let mut claimed = lock.clone();
+        claimed.images[0].attestations[0].identity = Some("ci@example.com".into());
+        let mut keyless = lock.clone();
+        keyless.images[0].attestations[0].key = "cosign.pub".into();
+        for (what, bad) in [
+            ("unsorted", swapped),
+            ("identity", claimed),
+            ("key", keyless),
+        ] {
+            let err = Lockfile::parse_unverified(&bad.to_bytes()).unwrap_err();
+            assert!(matches!(err, LockfileError::Image { .. }), "{what}: {err}");
+        }
+    }
+
+    #[test]
     fn more_images_than_the_limit_are_refused_by_count() {
         let mut lock = sample();
         let entry = lock.images[0].clone();
