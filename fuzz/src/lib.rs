@@ -430,3 +430,54 @@ pub fn check_signers(text: &str) {
         }
     }
 }
+
+// ---- what a registry hands `lock` as a signature: Sigstore bundles, DSSE envelopes ----
+
+/// A cosign public key nobody in the fuzzer holds the secret of: nothing arbitrary bytes
+/// make may verify under it.
+const FUZZ_COSIGN_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEQl20X3iC/uJ2jRpsannCLRuO7+xS
+luHT3yGr22NoXZmG5Mlak5077Vjbuq9zrbcxwLnL5XOfORS6Rul17B4pEA==
+-----END PUBLIC KEY-----
+";
+
+/// `bundle::candidate` and `attestation::envelope_candidate` on arbitrary bytes: never
+/// panic, answer within their bounds (payload, signature, chain), and what they yield is no
+/// signature or attestation of the fuzz rule: it does not verify under its key.
+pub fn check_bundle(bytes: &[u8]) {
+    use lockstep_core::provenance::{
+        self, CosignKey, ImagePattern, ProvenanceRule, attestation, bundle,
+    };
+    let manifest = Digest::of(b"fuzz signature manifest");
+    let digest = Digest::of(b"fuzz image");
+    let image = ImageRef::parse(&format!("registry.example/shop/api@{digest}")).unwrap();
+    let rule = ProvenanceRule {
+        at: "fuzz".into(),
+        images: vec![ImagePattern::parse("registry.example/**").unwrap()],
+        keys: vec![CosignKey::from_pem("fuzz.pub", FUZZ_COSIGN_KEY.as_bytes()).unwrap()],
+        key_files: vec!["fuzz.pub".into()],
+        certificate: None,
+        attestations: vec!["https://slsa.dev/provenance/v1".into()],
+    };
+    let at = Timestamp::from_second(1_800_000_000).unwrap();
+    if let Ok(c) = bundle::candidate(manifest.clone(), bytes) {
+        assert!(c.payload.len() <= provenance::MAX_PAYLOAD_BYTES);
+        assert!(
+            c.signature.len() <= 1024 + 3,
+            "{} signature bytes",
+            c.signature.len()
+        );
+        assert!(c.chain.len() <= provenance::certificate::MAX_CHAIN);
+        assert!(provenance::check_signature(&image, &digest, &c, &rule, at).is_err());
+        assert!(attestation::check_attestation(&digest, &c, &rule, at).is_err());
+    }
+    if let Ok(c) = attestation::envelope_candidate(manifest, bytes, None, Vec::new()) {
+        assert!(c.payload.len() <= attestation::MAX_STATEMENT_BYTES);
+        assert!(
+            c.signature.len() <= 1024 + 3,
+            "{} signature bytes",
+            c.signature.len()
+        );
+        assert!(attestation::check_attestation(&digest, &c, &rule, at).is_err());
+    }
+}

@@ -1,4 +1,4 @@
-//! Fuzzing the five input parsers with proptest, in every test run (scripts/fuzz runs the
+//! Fuzzing the input parsers with proptest, in every test run (scripts/fuzz runs the
 //! coverage-guided cargo-fuzz targets for longer). The invariants are the cargo-fuzz
 //! targets' own (`fuzz/src/lib.rs`, included as `crate::invariants`): the parser never
 //! panics and answers `Ok` or an `Err` that renders; where there is a round trip
@@ -22,8 +22,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 
 use crate::invariants::{
-    armor, check_lockfile, check_reader, check_ref, check_scan, check_signature, check_signers,
-    scan_config, signed,
+    armor, check_bundle, check_lockfile, check_reader, check_ref, check_scan, check_signature,
+    check_signers, scan_config, signed,
 };
 
 /// Cases per target in an ordinary test run: a few seconds for all five together.
@@ -615,4 +615,52 @@ fn error_escapes_a_scan_config_toml_error_that_quotes_terminal_controls() {
             .unwrap_err();
     let shown = crate::invariants::check_error(&e, "lockstep.toml:2:");
     assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
+}
+
+// ---- Sigstore bundles and DSSE envelopes ----
+
+const BUNDLE_TOKENS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"dsseEnvelope\"",
+    "\"payload\"",
+    "\"payloadType\"",
+    "\"application/vnd.in-toto+json\"",
+    "\"signatures\"",
+    "\"sig\"",
+    "\"verificationMaterial\"",
+    "\"certificate\"",
+    "\"x509CertificateChain\"",
+    "\"certificates\"",
+    "\"rawBytes\"",
+    "\"messageSignature\"",
+    "\"AAAA\"",
+    "\"eyJfdHlwZSI6MX0=\"",
+    "\"\"",
+    "null",
+];
+
+/// A real cosign v3 bundle (a key signature), the mutation target.
+const BUNDLE_SEED: &[u8] = include_bytes!("../../fuzz/seeds/bundle/cosign-v3-key.json");
+
+#[test]
+fn bundle_arbitrary() {
+    let strategy = prop_oneof![
+        any_bytes(1024),
+        token_text(BUNDLE_TOKENS, 80).prop_map(String::into_bytes),
+    ];
+    fuzz("bundle_arbitrary", strategy, |bytes| check_bundle(&bytes));
+}
+
+#[test]
+fn bundle_mutated() {
+    fuzz("bundle_mutated", mutations(BUNDLE_TOKENS), |ms| {
+        let mut bytes = BUNDLE_SEED.to_vec();
+        mutate(&mut bytes, &ms);
+        check_bundle(&bytes)
+    });
 }
