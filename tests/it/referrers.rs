@@ -213,19 +213,7 @@ fn mirrored_bundles_stay_findable_with_or_without_the_referrers_api() {
         for (mirror_api, mirror) in &mirrors {
             let mirror_api = *mirror_api;
             let to = format!("{}/dr", mirror.host());
-            let mirror_run = || {
-                run(
-                    &[
-                        "mirror",
-                        s.dir.to_str().unwrap(),
-                        "--to",
-                        &to,
-                        "--key",
-                        s.key.to_str().unwrap(),
-                    ],
-                    &[],
-                )
-            };
+            let mirror_run = || mirror_to(&s, &to);
             let out = mirror_run();
             assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
             assert!(
@@ -318,19 +306,7 @@ fn a_lost_referrers_tag_at_the_mirror_is_rebuilt_by_the_next_mirror_run() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mirror = TestRegistry::start(registry(false));
     let to = format!("{}/dr", mirror.host());
-    let mirror_run = || {
-        run(
-            &[
-                "mirror",
-                s.dir.to_str().unwrap(),
-                "--to",
-                &to,
-                "--key",
-                s.key.to_str().unwrap(),
-            ],
-            &[],
-        )
-    };
+    let mirror_run = || mirror_to(&s, &to);
     let out = mirror_run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let index = get_manifest(&mirror.host(), "dr/shop/api", &referrers_tag(&api)).unwrap();
@@ -510,16 +486,8 @@ fn an_attestation_certified_by_another_ca_does_not_satisfy_the_verifiers_roots()
     )
     .unwrap();
     let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
-    let cert = |leaf: &std::path::Path, ca: &std::path::Path| {
-        vec![
-            "--certificate".to_owned(),
-            leaf.to_str().unwrap().to_owned(),
-            "--certificate-chain".to_owned(),
-            ca.to_str().unwrap().to_owned(),
-        ]
-    };
-    let corp = cert(&corp_leaf, &corp_ca);
-    let rogue = cert(&rogue_leaf, &rogue_ca);
+    let corp = certificate_flags(&corp_leaf, &corp_ca);
+    let rogue = certificate_flags(&rogue_leaf, &rogue_ca);
     s.sign_with(&corp_key, &flags(&corp), "shop/api", &api);
     s.attest_with(&rogue_key, &flags(&rogue), "shop/api", &api);
     s.deployment(&["shop/api:1.0"]);
@@ -563,8 +531,33 @@ fn an_attestation_certified_by_another_ca_does_not_satisfy_the_verifiers_roots()
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
+/// cosign's flags attaching `leaf` and its chain `ca` to a signature or attestation.
+fn certificate_flags(leaf: &std::path::Path, ca: &std::path::Path) -> Vec<String> {
+    vec![
+        "--certificate".to_owned(),
+        leaf.to_str().unwrap().to_owned(),
+        "--certificate-chain".to_owned(),
+        ca.to_str().unwrap().to_owned(),
+    ]
+}
+
 fn flags(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// `lockstep mirror` of the signed project to `to`, signed by its key.
+fn mirror_to(s: &Signed, to: &str) -> std::process::Output {
+    run(
+        &[
+            "mirror",
+            s.dir.to_str().unwrap(),
+            "--to",
+            to,
+            "--key",
+            s.key.to_str().unwrap(),
+        ],
+        &[],
+    )
 }
 
 /// cosign v3 with a certificate from your CA: the bundle carries the leaf (v0.3 holds no
@@ -586,19 +579,16 @@ fn a_cosign_v3_bundle_signed_with_a_certificate_satisfies_a_certificate_rule() {
     .unwrap();
     let api = s.registry.push_image("shop/api", "1.0", b"api 1.0");
     let web = s.registry.push_image("shop/web", "1.0", b"web 1.0");
-    let with_cert = |leaf: &std::path::Path, ca: &std::path::Path| {
-        vec![
-            "--certificate".to_owned(),
-            leaf.to_str().unwrap().to_owned(),
-            "--certificate-chain".to_owned(),
-            ca.to_str().unwrap().to_owned(),
-        ]
-    };
-    s.sign_with(&key, &flags(&with_cert(&leaf, &ca)), "shop/api", &api);
+    s.sign_with(
+        &key,
+        &flags(&certificate_flags(&leaf, &ca)),
+        "shop/api",
+        &api,
+    );
     let rogue_ca = s.tmp.path().join("rogue/ca.pem");
     s.sign_with(
         &rogue_key,
-        &flags(&with_cert(&rogue_leaf, &rogue_ca)),
+        &flags(&certificate_flags(&rogue_leaf, &rogue_ca)),
         "shop/web",
         &web,
     );

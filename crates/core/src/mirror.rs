@@ -229,17 +229,16 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
             .push(entry.reference.clone());
         // The signatures that satisfied its provenance rule go along, so that the mirror
         // stays verifiable.
+        // A manifest beside the image, at `name`.
+        let beside = |name: &str, manifest: &Digest| {
+            ImageRef::parse(&format!("{name}@{manifest}")).map_err(|e| MirrorError::BadTarget {
+                text: mirror_text.clone(),
+                reason: e.to_string(),
+            })
+        };
         for record in &entry.signatures {
-            let by = |name: &str| {
-                ImageRef::parse(&format!("{name}@{}", record.manifest)).map_err(|e| {
-                    MirrorError::BadTarget {
-                        text: mirror_text.clone(),
-                        reason: e.to_string(),
-                    }
-                })
-            };
-            let source = by(&entry.image.name())?;
-            let target = by(&name)?;
+            let source = beside(&entry.image.name(), &record.manifest)?;
+            let target = beside(&name, &record.manifest)?;
             jobs.entry(source.clone())
                 .or_insert_with(|| CopyJob {
                     source,
@@ -257,16 +256,8 @@ pub fn plan(lock: &Lockfile, target: &MirrorTarget) -> Result<Vec<CopyJob>, Mirr
         }
         // And the attestations it requires, under cosign's `.att` tag unless a referrer.
         for record in &entry.attestations {
-            let by = |name: &str| {
-                ImageRef::parse(&format!("{name}@{}", record.manifest)).map_err(|e| {
-                    MirrorError::BadTarget {
-                        text: mirror_text.clone(),
-                        reason: e.to_string(),
-                    }
-                })
-            };
-            let source = by(&entry.image.name())?;
-            let target = by(&name)?;
+            let source = beside(&entry.image.name(), &record.manifest)?;
+            let target = beside(&name, &record.manifest)?;
             jobs.entry(source.clone())
                 .or_insert_with(|| CopyJob {
                     source,

@@ -132,17 +132,7 @@ pub async fn signatures(
         }
     }
     if !unreachable.is_empty() {
-        unreachable.sort_by(|a, b| a.0.cmp(&b.0));
-        let lines: Vec<String> = unreachable
-            .iter()
-            .map(|(image, e)| format!("  {image}: {}", crate::error_chain::one_line(e)))
-            .collect();
-        return Err(CliError::usage(Message(format!(
-            "cannot read the signatures of {} image(s):\n{}",
-            unreachable.len(),
-            lines.join("\n")
-        )))
-        .hint("nothing was written; fix the registry and run lock again"));
+        return Err(unreadable("signatures", unreachable));
     }
     if !refusals.is_empty() {
         refusals.sort();
@@ -311,17 +301,7 @@ pub async fn attestations(
         }
     }
     if !unreachable.is_empty() {
-        unreachable.sort_by(|a, b| a.0.cmp(&b.0));
-        let lines: Vec<String> = unreachable
-            .iter()
-            .map(|(image, e)| format!("  {image}: {}", crate::error_chain::one_line(e)))
-            .collect();
-        return Err(CliError::usage(Message(format!(
-            "cannot read the attestations of {} image(s):\n{}",
-            unreachable.len(),
-            lines.join("\n")
-        )))
-        .hint("nothing was written; fix the registry and run lock again"));
+        return Err(unreadable("attestations", unreachable));
     }
     if !refusals.is_empty() {
         refusals.sort();
@@ -426,4 +406,20 @@ fn refusal(
         out.push_str(&format!("\n    {manifest}: {problem}"));
     }
     out
+}
+
+/// The images whose `what` (signatures, attestations) the registry could not be asked for,
+/// each named with why: a usage error (exit 2), nothing written.
+fn unreadable(what: &str, mut unreachable: Vec<(ImageRef, ResolveError)>) -> CliError {
+    unreachable.sort_by(|a, b| a.0.cmp(&b.0));
+    let lines: Vec<String> = unreachable
+        .iter()
+        .map(|(image, e)| format!("  {image}: {}", crate::error_chain::one_line(e)))
+        .collect();
+    CliError::usage(Message(format!(
+        "cannot read the {what} of {} image(s):\n{}",
+        unreachable.len(),
+        lines.join("\n")
+    )))
+    .hint("nothing was written; fix the registry and run lock again")
 }

@@ -13,8 +13,6 @@
 //! of the rule, and relies on the lockfile's signers for the check `lock` made. `check` asks
 //! the registry that each recorded manifest is still there.
 
-use serde::Deserialize as _;
-
 use super::{Candidate, CandidateProblem, ProvenanceRule, SignatureFormat, bundle};
 use crate::model::Digest;
 
@@ -49,41 +47,12 @@ pub fn envelope_candidate(
     certificate: Option<Vec<u8>>,
     chain: Vec<Vec<u8>>,
 ) -> Result<Candidate, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Envelope {
-        payload: String,
-        payload_type: String,
-        #[serde(default)]
-        signatures: Vec<Signature>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Signature {
-        sig: String,
-    }
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(format!("the envelope is over {MAX_ENVELOPE_BYTES} bytes"));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let envelope =
-        Envelope::deserialize(&mut de).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    if envelope.payload_type != bundle::IN_TOTO_PAYLOAD_TYPE {
-        return Err(format!(
-            "the envelope's payload type is {:?}, not {:?}",
-            envelope.payload_type,
-            bundle::IN_TOTO_PAYLOAD_TYPE
-        ));
-    }
-    let payload = super::decode_base64(&envelope.payload).ok_or("the payload is not base64")?;
-    if payload.len() > MAX_STATEMENT_BYTES {
-        return Err(format!("the statement is over {MAX_STATEMENT_BYTES} bytes"));
-    }
-    let signature = envelope
-        .signatures
-        .first()
-        .filter(|s| s.sig.len() <= 2048)
-        .and_then(|s| super::decode_base64(&s.sig))
-        .ok_or("the envelope has no base64 signature of at most 1024 bytes")?;
+    let envelope: bundle::Envelope =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    let (payload, signature) = envelope.open(MAX_STATEMENT_BYTES)?;
     Ok(Candidate {
         manifest,
         format: SignatureFormat::Dsse,

@@ -78,9 +78,11 @@ struct RawBytes {
     raw_bytes: String,
 }
 
+/// A DSSE envelope as JSON writes it (inside a bundle, or alone as cosign v2's attestation
+/// layers).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+pub(super) struct Envelope {
     payload: String,
     payload_type: String,
     #[serde(default)]
@@ -88,8 +90,34 @@ struct Envelope {
 }
 
 #[derive(serde::Deserialize)]
-struct EnvelopeSignature {
+pub(super) struct EnvelopeSignature {
     sig: String,
+}
+
+impl Envelope {
+    /// Its payload (decoded, at most `max_payload` bytes) and first signature (at most 1024
+    /// bytes), the payload type being in-toto's.
+    pub(super) fn open(self, max_payload: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+        if self.payload_type != IN_TOTO_PAYLOAD_TYPE {
+            return Err(format!(
+                "the envelope's payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE:?}",
+                self.payload_type
+            ));
+        }
+        let payload = decode(&self.payload).ok_or("the envelope's payload is not base64")?;
+        if payload.len() > max_payload {
+            return Err(format!(
+                "the envelope's payload is over {max_payload} bytes"
+            ));
+        }
+        let signature = self
+            .signatures
+            .first()
+            .filter(|s| s.sig.len() <= 2048)
+            .and_then(|s| decode(&s.sig))
+            .ok_or("the envelope has no base64 signature of at most 1024 bytes")?;
+        Ok((payload, signature))
+    }
 }
 
 /// The candidate signature in one bundle stored in signature manifest `manifest`: its DSSE
@@ -118,24 +146,7 @@ pub fn candidate_within(
             None => "the bundle holds no DSSE envelope".into(),
         });
     };
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(format!(
-            "the envelope's payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE:?}",
-            envelope.payload_type
-        ));
-    }
-    let payload = decode(&envelope.payload).ok_or("the envelope's payload is not base64")?;
-    if payload.len() > max_payload {
-        return Err(format!(
-            "the envelope's payload is over {max_payload} bytes"
-        ));
-    }
-    let signature = envelope
-        .signatures
-        .first()
-        .filter(|s| s.sig.len() <= 2048)
-        .and_then(|s| decode(&s.sig))
-        .ok_or("the envelope has no base64 signature of at most 1024 bytes")?;
+    let (payload, signature) = envelope.open(max_payload)?;
     let mut certificates = Vec::new();
     if let Some(material) = bundle.verification_material {
         match (material.certificate, material.x509_certificate_chain) {
