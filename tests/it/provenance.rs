@@ -130,22 +130,8 @@ impl Signed {
         let reference = self.reference(repo, digest);
         let mut args = vec!["sign", "--key", key.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let config = self.tmp.path().join("signing-config.json");
-        let config = config.to_str().unwrap();
-        match self.cosign {
-            Cosign::V2 => args.push("--tlog-upload=false"),
-            Cosign::V3 => {
-                if !Path::new(config).exists() {
-                    let out = cosign_of(
-                        Cosign::V3,
-                        self.tmp.path(),
-                        &["signing-config", "create", "--out", config],
-                    );
-                    assert!(out.status.success(), "{}", stderr(&out));
-                }
-                args.extend(["--signing-config", config]);
-            }
-        }
+        let offline = self.offline_flags();
+        args.extend(offline.iter().map(String::as_str));
         args.extend(["--allow-insecure-registry", &reference]);
         let out = cosign_of(self.cosign, self.tmp.path(), &args);
         assert!(
@@ -153,6 +139,27 @@ impl Signed {
             "cosign sign {reference}: {}",
             stderr(&out)
         );
+    }
+
+    /// What keeps `cosign sign`/`attest` off the transparency log: v2's
+    /// `--tlog-upload=false`; for v3, a signing config that names no log (made once).
+    fn offline_flags(&self) -> Vec<String> {
+        match self.cosign {
+            Cosign::V2 => vec!["--tlog-upload=false".into()],
+            Cosign::V3 => {
+                let config = self.tmp.path().join("signing-config.json");
+                let config = config.to_str().unwrap().to_owned();
+                if !Path::new(&config).exists() {
+                    let out = cosign_of(
+                        Cosign::V3,
+                        self.tmp.path(),
+                        &["signing-config", "create", "--out", &config],
+                    );
+                    assert!(out.status.success(), "{}", stderr(&out));
+                }
+                vec!["--signing-config".into(), config]
+            }
+        }
     }
 
     /// `cosign attest --key KEY` a small SLSA provenance predicate for `REPO@DIGEST`
@@ -176,11 +183,8 @@ impl Signed {
             predicate.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let config = self.tmp.path().join("signing-config.json");
-        match self.cosign {
-            Cosign::V2 => args.push("--tlog-upload=false"),
-            Cosign::V3 => args.extend(["--signing-config", config.to_str().unwrap()]),
-        }
+        let offline = self.offline_flags();
+        args.extend(offline.iter().map(String::as_str));
         args.extend(["--allow-insecure-registry", &reference]);
         let out = cosign_of(self.cosign, self.tmp.path(), &args);
         assert!(

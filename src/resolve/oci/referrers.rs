@@ -254,24 +254,12 @@ impl OciRegistry {
             if about_this == MAX_SIGNATURE_REFERRERS || candidates.len() >= MAX_CANDIDATES {
                 break;
             }
-            let url = endpoint.manifest_url(repository, referrer.digest.as_str());
-            let manifest = match self
-                .fetch_manifest(&url, &auth, Some(&referrer.digest))
-                .await
-            {
-                Ok(m) => m,
-                Err(
-                    Trouble::NotFound { .. }
-                    | Trouble::BadManifest(_)
-                    | Trouble::DigestMismatch { .. }
-                    | Trouble::TooLarge,
-                ) => continue,
-                Err(other) => return Err(other),
-            };
-            // The list is unsigned; the manifest's own subject is what names the digest.
-            if manifest.body.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+            let Some(manifest) = self
+                .referrer_of(&endpoint, &auth, repository, referrer, digest)
+                .await?
+            else {
                 continue;
-            }
+            };
             about_this += 1;
             match artifact_type(&manifest).as_deref() {
                 Some(COSIGN_SIGNATURE_ARTIFACT) => {
@@ -341,22 +329,9 @@ impl OciRegistry {
                 if found.full() {
                     break;
                 }
-                let url = endpoint.manifest_url(repository, referrer.digest.as_str());
-                let manifest = match self
-                    .fetch_manifest(&url, &auth, Some(&referrer.digest))
-                    .await
-                {
-                    Ok(m) => m,
-                    Err(
-                        Trouble::NotFound { .. }
-                        | Trouble::BadManifest(_)
-                        | Trouble::DigestMismatch { .. }
-                        | Trouble::TooLarge,
-                    ) => continue,
-                    Err(other) => return Err(other),
-                };
-                if manifest.body.subject.as_ref().map(|s| s.digest.as_str())
-                    == Some(digest.as_str())
+                if let Some(manifest) = self
+                    .referrer_of(&endpoint, &auth, repository, referrer, digest)
+                    .await?
                 {
                     self.attestation_layers(&endpoint, &auth, repository, &manifest, &mut found)
                         .await?;
@@ -424,6 +399,38 @@ impl OciRegistry {
             }
         }
         Ok(())
+    }
+
+    /// A listed referrer's manifest, fetched by digest, when it names `digest` as its
+    /// `subject` (the list is unsigned: the manifest's own subject is what counts); `None`
+    /// for one gone, unreadable, or about something else.
+    async fn referrer_of(
+        &self,
+        endpoint: &Endpoint,
+        auth: &Auth,
+        repository: &str,
+        referrer: &Referrer,
+        digest: &Digest,
+    ) -> Result<Option<FetchedManifest>, Trouble> {
+        let url = endpoint.manifest_url(repository, referrer.digest.as_str());
+        match self
+            .fetch_manifest(&url, auth, Some(&referrer.digest))
+            .await
+        {
+            Ok(m)
+                if m.body.subject.as_ref().map(|s| s.digest.as_str()) == Some(digest.as_str()) =>
+            {
+                Ok(Some(m))
+            }
+            Ok(_)
+            | Err(
+                Trouble::NotFound { .. }
+                | Trouble::BadManifest(_)
+                | Trouble::DigestMismatch { .. }
+                | Trouble::TooLarge,
+            ) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     /// The candidates of a cosign signature manifest: each simple-signing layer's payload
